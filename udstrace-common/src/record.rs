@@ -1,0 +1,125 @@
+//! The record the kernel programs write into the ring buffer for every segment of a message.
+//!
+//! One send call (a "message": the bytes one `write`, `sendmsg`, ... had accepted by the
+//! kernel) is cut into segments of at most [`SEGMENT_MAX`] bytes, aligned on multiples of
+//! `SEGMENT_MAX` from the start of the message. The kernel writes one record per segment it
+//! has payload for, each a [`SendRecord`] header followed by `cap_len` payload bytes; the last
+//! record of a message carries [`flags::LAST`]. Segments past the last record (payload cut by
+//! the snap length, or not readable at all) have no record: userspace derives them from
+//! `msg_len`. See docs/FORMAT.md.
+
+/// Record kind of a [`SendRecord`].
+pub const KIND_SEND: u16 = 1;
+
+/// Largest number of payload bytes in one segment (and so in one packet). Below 65,527 so
+/// that a segment fits one synthesised UDP datagram or TCP segment over IPv6.
+pub const SEGMENT_MAX: u32 = 65_024;
+
+/// Largest Unix socket path (`sizeof(sockaddr_un.sun_path)`).
+pub const PATH_MAX: usize = 108;
+
+/// Length of a task's command name (`TASK_COMM_LEN`).
+pub const COMM_LEN: usize = 16;
+
+/// Bits of [`SendRecord::flags`].
+pub mod flags {
+    /// The last record of its message.
+    pub const LAST: u32 = 1 << 0;
+    /// The kernel could not tell where the payload is (sendfile, splice, io_uring, a send from
+    /// kernel context): the message's length is known, its bytes are not.
+    pub const PAYLOAD_MISSING: u32 = 1 << 1;
+    /// Reading the sender's memory failed part-way; the payload stops early.
+    pub const READ_FAULT: u32 = 1 << 2;
+    /// The payload was cut at the snap length.
+    pub const SNAPLEN: u32 = 1 << 3;
+    /// The message had more iovec entries than the program walks; the payload stops early.
+    pub const IOV_LIMIT: u32 = 1 << 4;
+}
+
+/// Unix socket types (`sk_type`), as the kernel numbers them.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SockType {
+    Stream = 1,
+    Dgram = 2,
+    SeqPacket = 5,
+}
+
+impl SockType {
+    /// The socket type for a kernel `sk_type` value, if it is one a Unix socket can have.
+    #[must_use]
+    pub const fn from_raw(raw: u16) -> Option<Self> {
+        match raw {
+            1 => Some(Self::Stream),
+            2 => Some(Self::Dgram),
+            5 => Some(Self::SeqPacket),
+            _ => None,
+        }
+    }
+
+    /// The name used in packet comments and the text view.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Stream => "stream",
+            Self::Dgram => "dgram",
+            Self::SeqPacket => "seqpacket",
+        }
+    }
+}
+
+/// Header of one ring-buffer record; `cap_len` payload bytes follow it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SendRecord {
+    /// [`KIND_SEND`].
+    pub kind: u16,
+    /// `size_of::<SendRecord>()`, so that the header can grow.
+    pub header_len: u16,
+    /// Bits from [`flags`].
+    pub flags: u32,
+    /// `bpf_ktime_get_boot_ns()` when the send returned.
+    pub ts_boot_ns: u64,
+    /// Sender's process id (tgid) and thread id.
+    pub pid: u32,
+    pub tid: u32,
+    /// Sender's real uid and gid.
+    pub uid: u32,
+    pub gid: u32,
+    /// Inode number of the sending socket.
+    pub sock_ino: u64,
+    /// Inode number of the connected peer socket, 0 if not connected.
+    pub peer_ino: u64,
+    /// Offset in the sending socket's byte stream (counted by the kernel program since it first
+    /// saw the socket) of this segment's first byte.
+    pub stream_offset: u64,
+    /// Bytes the kernel accepted for the whole message (the send's return value).
+    pub msg_len: u64,
+    /// Offset of this segment within its message (a multiple of [`SEGMENT_MAX`]).
+    pub seg_offset: u64,
+    /// Segments the kernel programs had lost (ring buffer full) when this record was written.
+    pub lost_segments: u64,
+    /// Payload bytes that follow this header.
+    pub cap_len: u32,
+    /// System call the send came from (x86_64 numbers), or -1 when not in a known one.
+    pub syscall: i32,
+    /// `sk_type` of the sending socket.
+    pub sock_type: u16,
+    /// Bytes used in `path` and `peer_path` (0: unnamed).
+    pub path_len: u16,
+    pub peer_path_len: u16,
+    /// Explicit padding; zero.
+    pub _pad: u16,
+    /// Sender's command name, NUL padded.
+    pub comm: [u8; COMM_LEN],
+    /// Bound name of the sending socket (`sun_path`; abstract names start with a NUL byte).
+    pub path: [u8; PATH_MAX],
+    /// Bound name of the peer socket.
+    pub peer_path: [u8; PATH_MAX],
+}
+
+/// Size of [`SendRecord`] on the wire.
+pub const SEND_RECORD_LEN: usize = core::mem::size_of::<SendRecord>();
+
+const _: () = assert!(SEND_RECORD_LEN == 328);
+const _: () = assert!(SEND_RECORD_LEN % 8 == 0);

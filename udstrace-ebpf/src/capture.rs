@@ -1,0 +1,351 @@
+//! What every hook does once it knows a Unix socket accepted bytes: build the records of the
+//! message and copy its payload into the ring buffer, segment by segment.
+
+use core::{
+    ffi::c_void,
+    intrinsics::{atomic_xadd, AtomicOrdering},
+};
+
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+    bpf_probe_read_user, generated,
+};
+use udstrace_common::{
+    record::{flags, KIND_SEND, SEGMENT_MAX, SEND_RECORD_LEN},
+    KernelLayout, SockType,
+};
+
+use crate::{
+    config, kernel,
+    maps::{
+        CopyState, Scratch, COUNTERS, COUNTER_LOST_BYTES, COUNTER_LOST_SEGMENTS, EVENTS,
+        PID_FILTER, SCRATCH, STREAM_OFFSETS,
+    },
+};
+
+/// Where the accepted bytes are in the sender's memory.
+#[derive(Clone, Copy)]
+pub enum Payload {
+    /// One contiguous user buffer (`write`, `sendto`).
+    Buf { ptr: u64, len: u64 },
+    /// A user `struct iovec` array (`writev`, `sendmsg`, ...).
+    Iovec { iov: u64, count: u64 },
+    /// Not in user memory, or nowhere the program can tell (`sendfile`, `splice`, io_uring).
+    Missing,
+}
+
+/// Upper bound of the copy loop: one step reads an iovec entry or copies from one iovec into
+/// one segment, so a message is captured whole when `2 * iovecs + segments` stays below this
+/// (1,024 iovecs, the kernel's UIO_MAXIOV, and 64 MiB).
+const MAX_STEPS: u32 = 4_096;
+/// The same bound on kernels without `bpf_loop`, where the verifier walks every step.
+const FALLBACK_STEPS: u32 = 24;
+
+/// Masks that let the verifier see every copy stays inside `Scratch::data` (see there).
+const OFFSET_MASK: u64 = 0xFFFF;
+const LEN_MASK: u64 = 0xFFFF;
+const RECORD_MASK: u64 = 0x1_FFFF;
+
+/// True when the current process is one to capture.
+#[inline(always)]
+pub fn wanted(tgid: u32) -> bool {
+    if tgid == config::self_tgid() {
+        return false;
+    }
+    if config::filter_pids() {
+        // SAFETY: the value is not kept past this call.
+        return unsafe { PID_FILTER.get(tgid) }.is_some();
+    }
+    true
+}
+
+/// Records a message of `accepted` bytes sent on socket `sk` from syscall `syscall`.
+#[inline(always)]
+pub fn capture_send(
+    sk: u64,
+    accepted: i64,
+    syscall: i32,
+    payload: Payload,
+    layout: &KernelLayout,
+) -> Result<(), i64> {
+    let info = kernel::sock_info(sk, layout)?;
+    if info.family != kernel::AF_UNIX {
+        return Ok(());
+    }
+    let is_stream = info.sock_type == SockType::Stream as u16;
+    // Nothing was sent: an error (EAGAIN, EPIPE, ...) or an empty write on a byte stream.
+    // An empty datagram is a real message and is kept.
+    if accepted < 0 || (accepted == 0 && is_stream) {
+        return Ok(());
+    }
+    let msg_len = accepted as u64;
+
+    let cpu = unsafe { generated::bpf_get_smp_processor_id() };
+    let scratch: *mut Scratch = SCRATCH.get_ptr_mut(cpu).ok_or(-1i64)?;
+    // SAFETY: the slot belongs to this CPU while the program runs (preemption is disabled).
+    let header = unsafe { &mut (*scratch).header };
+
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    header.kind = KIND_SEND;
+    header.header_len = SEND_RECORD_LEN as u16;
+    header.ts_boot_ns = unsafe { bpf_ktime_get_boot_ns() };
+    header.pid = (pid_tgid >> 32) as u32;
+    header.tid = pid_tgid as u32;
+    header.uid = uid_gid as u32;
+    header.gid = (uid_gid >> 32) as u32;
+    header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    header.sock_type = info.sock_type;
+    header.syscall = syscall;
+    header.msg_len = msg_len;
+    header._pad = 0;
+
+    let ino = kernel::sock_ino(sk, layout);
+    header.sock_ino = ino;
+    header.path_len = kernel::unix_path(sk, layout, &mut header.path);
+    let peer = kernel::unix_peer(sk, layout);
+    if peer == 0 {
+        header.peer_ino = 0;
+        header.peer_path_len = 0;
+    } else {
+        header.peer_ino = kernel::sock_ino(peer, layout);
+        header.peer_path_len = kernel::unix_path(peer, layout, &mut header.peer_path);
+    }
+
+    // The socket's byte offset: where this message starts in its stream.
+    let base_offset = match STREAM_OFFSETS.get_ptr_mut(ino) {
+        Some(next) => {
+            // SAFETY: a map value. Not an atomic fetch-add: that needs BPF_FETCH (5.12+); two
+            // threads sending on the same socket at the same instant on two CPUs can race
+            // here, as their bytes interleave unpredictably in the kernel's queue anyway.
+            let start = unsafe { *next };
+            unsafe { *next = start + msg_len };
+            start
+        }
+        None => {
+            let _ = STREAM_OFFSETS.insert(ino, msg_len, 0);
+            0
+        }
+    };
+
+    copy_segments(cpu, msg_len, base_offset, payload);
+    Ok(())
+}
+
+/// Copies the message's payload into records, one per segment, and sends them.
+#[inline(always)]
+fn copy_segments(cpu: u32, msg_len: u64, base_offset: u64, payload: Payload) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(cpu) else {
+        return;
+    };
+    // SAFETY: this CPU's slot (see SCRATCH).
+    let st = unsafe { &mut (*scratch).copy };
+    let snaplen = u64::from(config::snaplen());
+    *st = CopyState {
+        remaining: msg_len,
+        cur_ptr: 0,
+        cur_left: 0,
+        iov_base: 0,
+        iov_count: 0,
+        iov_index: 0,
+        seg_offset: 0,
+        fill: 0,
+        base_offset,
+        msg_len,
+        flags: 0,
+        _pad: 0,
+    };
+    if st.remaining > snaplen {
+        st.remaining = snaplen;
+        st.flags |= flags::SNAPLEN;
+    }
+    match payload {
+        Payload::Buf { ptr, len } => {
+            st.cur_ptr = ptr;
+            st.cur_left = len;
+        }
+        Payload::Iovec { iov, count } => {
+            st.iov_base = iov;
+            st.iov_count = count;
+        }
+        Payload::Missing => {
+            st.flags |= flags::PAYLOAD_MISSING;
+            st.remaining = 0;
+        }
+    }
+    if st.remaining != 0 {
+        let mut cpu_arg = cpu;
+        if config::use_bpf_loop() {
+            // SAFETY: bpf_loop calls copy_step_callback with a pointer to `cpu_arg`, which
+            // outlives the call.
+            unsafe {
+                generated::bpf_loop(
+                    MAX_STEPS,
+                    copy_step_callback as *mut c_void,
+                    (&raw mut cpu_arg).cast::<c_void>(),
+                    0,
+                );
+            }
+        } else {
+            // Kernels without bpf_loop (before 5.17): a loop the verifier walks step by step.
+            for _ in 0..FALLBACK_STEPS {
+                if copy_step(cpu) {
+                    break;
+                }
+            }
+        }
+    }
+    // Re-read the slot: the steps changed it through their own pointer.
+    let Some(scratch) = SCRATCH.get_ptr_mut(cpu) else {
+        return;
+    };
+    // SAFETY: as above.
+    let st = unsafe { &mut (*scratch).copy };
+    let mut record_flags = st.flags | flags::LAST;
+    if st.remaining != 0 && record_flags & flags::READ_FAULT == 0 {
+        record_flags |= flags::IOV_LIMIT;
+    }
+    emit(
+        scratch,
+        st.fill,
+        st.seg_offset,
+        base_offset,
+        msg_len,
+        record_flags,
+    );
+}
+
+#[inline(never)]
+extern "C" fn copy_step_callback(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx points at the CPU number copy_segments passed to bpf_loop.
+    let cpu = unsafe { *ctx.cast::<u32>() };
+    i64::from(copy_step(cpu))
+}
+
+/// Copies from one iovec into the current segment, sending the segment when it is full.
+/// Returns true when the loop is over.
+///
+/// The loop's state lives in the map value, not on the stack: the verifier does not track
+/// map contents, so every step looks the same to it and the loop is verified once instead of
+/// once per iteration.
+#[inline(always)]
+fn copy_step(cpu: u32) -> bool {
+    let Some(scratch) = SCRATCH.get_ptr_mut(cpu) else {
+        return true;
+    };
+    // SAFETY: this CPU's slot.
+    let st = unsafe { &mut (*scratch).copy };
+    if st.remaining == 0 {
+        return true;
+    }
+    if st.cur_left == 0 {
+        if st.iov_index >= st.iov_count {
+            // Fewer bytes in the buffers than the kernel said it took: only possible if the
+            // sender rewrote its iovec array during the call.
+            st.flags |= flags::READ_FAULT;
+            return true;
+        }
+        // SAFETY: user memory read through the checking helper.
+        let Ok(iov) =
+            (unsafe { bpf_probe_read_user((st.iov_base + st.iov_index * 16) as *const [u64; 2]) })
+        else {
+            st.flags |= flags::READ_FAULT;
+            return true;
+        };
+        st.iov_index += 1;
+        st.cur_ptr = iov[0];
+        st.cur_left = iov[1];
+        return false;
+    }
+    let mut n = st.cur_left;
+    if n > st.remaining {
+        n = st.remaining;
+    }
+    let room = u64::from(SEGMENT_MAX) - st.fill;
+    if n > room {
+        n = room;
+    }
+    // SAFETY: the offset and the length are each below 64 KiB, and Scratch::data is 128 KiB;
+    // the helper validates the user address.
+    let rc = unsafe {
+        let dst = (*scratch)
+            .data
+            .as_mut_ptr()
+            .add((st.fill & OFFSET_MASK) as usize);
+        generated::bpf_probe_read_user(
+            dst.cast::<c_void>(),
+            (n & LEN_MASK) as u32,
+            st.cur_ptr as *const c_void,
+        )
+    };
+    if rc != 0 {
+        st.flags |= flags::READ_FAULT;
+        return true;
+    }
+    st.fill += n;
+    st.cur_ptr += n;
+    st.cur_left -= n;
+    st.remaining -= n;
+    if st.remaining == 0 {
+        return true;
+    }
+    if st.fill >= u64::from(SEGMENT_MAX) {
+        emit(
+            scratch,
+            st.fill,
+            st.seg_offset,
+            st.base_offset,
+            st.msg_len,
+            st.flags,
+        );
+        st.seg_offset += u64::from(SEGMENT_MAX);
+        st.fill = 0;
+    }
+    false
+}
+
+/// Sends one record; counts it (and for the last record the segments after it) as lost when
+/// the ring buffer is full.
+#[inline(always)]
+fn emit(
+    scratch: *mut Scratch,
+    fill: u64,
+    seg_offset: u64,
+    base_offset: u64,
+    msg_len: u64,
+    record_flags: u32,
+) {
+    let header = unsafe { &mut (*scratch).header };
+    header.flags = record_flags;
+    header.cap_len = fill as u32;
+    header.seg_offset = seg_offset;
+    header.stream_offset = base_offset + seg_offset;
+    header.lost_segments = COUNTERS
+        .get_ptr(COUNTER_LOST_SEGMENTS)
+        .map_or(0, |p| unsafe { *p });
+    let size = SEND_RECORD_LEN as u64 + (fill & RECORD_MASK);
+    // SAFETY: header and data are contiguous (repr(C), data has alignment 1) and size is at
+    // most the header plus RECORD_MASK < SCRATCH_DATA payload bytes.
+    let record = unsafe {
+        core::slice::from_raw_parts((&raw const (*scratch).header).cast::<u8>(), size as usize)
+    };
+    if EVENTS.output::<[u8]>(record, 0).is_err() {
+        let (segments, bytes) = if record_flags & flags::LAST != 0 {
+            // This segment and the ones after it that had no record.
+            let rest = msg_len - seg_offset;
+            (rest.div_ceil(u64::from(SEGMENT_MAX)).max(1), rest)
+        } else {
+            (1, u64::from(SEGMENT_MAX))
+        };
+        count(COUNTER_LOST_SEGMENTS, segments);
+        count(COUNTER_LOST_BYTES, bytes);
+    }
+}
+
+#[inline(always)]
+fn count(index: u32, n: u64) {
+    if let Some(p) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: a map value, shared between CPUs: updated atomically.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, n) };
+    }
+}

@@ -1,0 +1,84 @@
+//! Reads of kernel objects at the offsets userspace found in the running kernel's BTF.
+
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
+use udstrace_common::{record::PATH_MAX, KernelLayout};
+
+/// `AF_UNIX`.
+pub const AF_UNIX: u16 = 1;
+
+/// Reads a `T` at `base + offset` in kernel memory.
+#[inline(always)]
+pub fn read<T>(base: u64, offset: u32) -> Result<T, i64> {
+    // SAFETY: bpf_probe_read_kernel validates the address; a bad one is an error, not a fault.
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T).map_err(i64::from) }
+}
+
+/// Type, family, inode and unix_sock fields of a socket.
+pub struct SockInfo {
+    pub family: u16,
+    pub sock_type: u16,
+}
+
+#[inline(always)]
+pub fn sock_info(sk: u64, layout: &KernelLayout) -> Result<SockInfo, i64> {
+    Ok(SockInfo {
+        family: read(sk, layout.sock_family)?,
+        sock_type: read(sk, layout.sock_type)?,
+    })
+}
+
+/// Inode number of the socket `sk` belongs to, 0 when it has none (an orphaned peer).
+#[inline(always)]
+pub fn sock_ino(sk: u64, layout: &KernelLayout) -> u64 {
+    let Ok(socket) = read::<u64>(sk, layout.sock_socket) else {
+        return 0;
+    };
+    if socket == 0 {
+        return 0;
+    }
+    read::<u64>(socket + u64::from(layout.socket_inode), layout.inode_ino).unwrap_or(0)
+}
+
+/// The connected peer of a Unix socket (`unix_peer(sk)`), 0 when there is none.
+#[inline(always)]
+pub fn unix_peer(sk: u64, layout: &KernelLayout) -> u64 {
+    read::<u64>(sk, layout.unix_peer).unwrap_or(0)
+}
+
+/// Copies the bound name of Unix socket `sk` (its `sun_path`, abstract names with their
+/// leading NUL) into `dst`; returns how many bytes it holds, 0 for an unbound socket.
+#[inline(always)]
+pub fn unix_path(sk: u64, layout: &KernelLayout, dst: &mut [u8; PATH_MAX]) -> u16 {
+    let Ok(addr) = read::<u64>(sk, layout.unix_addr) else {
+        return 0;
+    };
+    if addr == 0 {
+        return 0;
+    }
+    let Ok(len) = read::<i32>(addr, layout.unix_address_len) else {
+        return 0;
+    };
+    // `len` counts sun_family (2 bytes) and the path.
+    let mut n = i64::from(len) - 2;
+    if n <= 0 {
+        return 0;
+    }
+    if n > PATH_MAX as i64 {
+        n = PATH_MAX as i64;
+    }
+    let src = addr + u64::from(layout.unix_address_name) + 2;
+    // SAFETY: dst is PATH_MAX bytes and n <= PATH_MAX; the source is checked by the helper.
+    let rc = unsafe {
+        generated::bpf_probe_read_kernel(
+            dst.as_mut_ptr().cast::<c_void>(),
+            n as u32,
+            src as *const c_void,
+        )
+    };
+    if rc != 0 {
+        return 0;
+    }
+    n as u16
+}

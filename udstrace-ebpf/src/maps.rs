@@ -1,0 +1,78 @@
+//! Every map the programs use.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, RingBuf},
+};
+use udstrace_common::{record::SEGMENT_MAX, SendRecord};
+
+/// Records to userspace. Userspace sets the size at load time.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
+
+/// Room for a segment's payload: twice the segment size, so that any offset below
+/// `SEGMENT_MAX` plus any copy of at most `SEGMENT_MAX` bytes stays inside it in a way the
+/// verifier can see with masks alone.
+pub const SCRATCH_DATA: usize = 2 * 65_536;
+const _: () = assert!(SEGMENT_MAX as usize <= SCRATCH_DATA / 2);
+
+/// The state of the copy loop, then the record being built: its header directly followed by
+/// its payload, so that the record goes out in one piece.
+#[repr(C)]
+pub struct Scratch {
+    pub copy: CopyState,
+    pub header: SendRecord,
+    pub data: [u8; SCRATCH_DATA],
+}
+
+/// State of the copy loop (see `capture::copy_step`).
+#[repr(C)]
+pub struct CopyState {
+    /// Bytes still to copy (after the snap length cut).
+    pub remaining: u64,
+    /// The current user buffer and what is left of it.
+    pub cur_ptr: u64,
+    pub cur_left: u64,
+    /// The iovec array, its length, and the next entry to read.
+    pub iov_base: u64,
+    pub iov_count: u64,
+    pub iov_index: u64,
+    /// Offset in the message of the segment being filled, and how full it is.
+    pub seg_offset: u64,
+    pub fill: u64,
+    pub base_offset: u64,
+    pub msg_len: u64,
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// One `Scratch` per CPU, indexed by CPU number (a per-CPU array cannot hold values this
+/// large). Programs run with preemption disabled, so a CPU's slot has one user at a time.
+/// Userspace sets the number of entries to the number of possible CPUs.
+#[map]
+pub static SCRATCH: Array<Scratch> = Array::with_max_entries(1, 0);
+
+/// Per socket inode: the offset of the next byte the socket sends.
+#[map]
+pub static STREAM_OFFSETS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Per thread inside `sendmmsg`: the index of the message being sent.
+#[map]
+pub static MMSG_INDEX: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16_384, 0);
+
+/// Indices into `COUNTERS`.
+pub const COUNTER_LOST_SEGMENTS: u32 = 0;
+pub const COUNTER_LOST_BYTES: u32 = 1;
+
+/// Global counters userspace reads at the end of a capture.
+#[map]
+pub static COUNTERS: Array<u64> = Array::with_max_entries(2, 0);
+
+/// Processes to capture when `FILTER_PIDS` is set.
+#[map]
+pub static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(4_096, 0);
+
+const _: () = assert!(
+    core::mem::offset_of!(Scratch, data)
+        == core::mem::offset_of!(Scratch, header) + udstrace_common::record::SEND_RECORD_LEN
+);

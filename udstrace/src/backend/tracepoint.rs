@@ -1,0 +1,64 @@
+//! The tracepoint backend: `tp_btf/sock_send_length` (kernel 6.3+) sees every socket send
+//! with the number of bytes the kernel accepted; the payload is read from the buffers named
+//! by the arguments of the running system call. `syscalls:sys_enter_sendmmsg` numbers the
+//! messages of a `sendmmsg`. It needs neither kprobes nor BPF trampolines, so it works on
+//! locked-down kernels that refuse both.
+
+use aya::{
+    programs::{BtfTracePoint, TracePoint},
+    Ebpf,
+};
+
+use super::{AttachBackend, BackendKind};
+use crate::{error::Error, kernel::KernelFacts};
+
+pub struct TracepointBackend;
+
+const SEND_PROGRAM: &str = "sock_send_length";
+const SENDMMSG_PROGRAM: &str = "sys_enter_sendmmsg";
+
+impl AttachBackend for TracepointBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Tracepoint
+    }
+
+    fn unsupported(&self, kernel: &KernelFacts) -> Option<String> {
+        if !kernel.has_sock_send_length {
+            return Some(format!(
+                "kernel {} has no sock:sock_send_length tracepoint (added in 6.3)",
+                kernel.release
+            ));
+        }
+        None
+    }
+
+    fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts) -> Result<(), Error> {
+        let send: &mut BtfTracePoint = program(ebpf, SEND_PROGRAM)?;
+        send.load("sock_send_length", &kernel.btf)
+            .map_err(|e| Error::attach(SEND_PROGRAM, e))?;
+        send.attach().map_err(|e| Error::attach(SEND_PROGRAM, e))?;
+
+        // Without the syscall tracepoints (CONFIG_FTRACE_SYSCALLS=n) sendmmsg payloads are
+        // recorded as missing; everything else works.
+        if kernel.has_syscall_tracepoints {
+            let sendmmsg: &mut TracePoint = program(ebpf, SENDMMSG_PROGRAM)?;
+            sendmmsg
+                .load()
+                .map_err(|e| Error::attach(SENDMMSG_PROGRAM, e))?;
+            sendmmsg
+                .attach("syscalls", "sys_enter_sendmmsg")
+                .map_err(|e| Error::attach(SENDMMSG_PROGRAM, e))?;
+        }
+        Ok(())
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, Error>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(Error::MissingProgram(name))?
+        .try_into()
+        .map_err(|e| Error::attach(name, e))
+}

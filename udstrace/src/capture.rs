@@ -1,0 +1,351 @@
+//! The capture loop: drains the ring buffer, turns records into packets, writes them, and
+//! stops cleanly on SIGINT/SIGTERM, `-c`, or an output error.
+
+use std::{collections::HashMap, io, path::PathBuf, time::Duration};
+
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+};
+use udstrace_common::SockType;
+
+use crate::{
+    clock::WallClock,
+    error::Error,
+    meta::PacketView,
+    packet::{packets, write_headers, Flow, MAX_HEADER_LEN},
+    pcapng::{CaptureInfo, Stats, DIRECTION_OUTBOUND},
+    record::SendSegment,
+    sink::{self, Packet, Sink},
+    text::PayloadStyle,
+    tracer::{Tracer, TracerConfig},
+};
+
+/// How often buffered output is made visible (pipes, Wireshark, the terminal).
+const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A capture's settings.
+#[derive(Debug, Clone)]
+pub struct CaptureOptions {
+    pub tracer: TracerConfig,
+    /// `-w`: pcapng to this path (`-` for standard output); text view without it.
+    pub write: Option<PathBuf>,
+    /// `-c`: stop after this many packets.
+    pub count: Option<u64>,
+    pub style: PayloadStyle,
+    pub verbose: bool,
+}
+
+/// What a capture did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Summary {
+    pub packets: u64,
+    pub lost_segments: u64,
+    pub lost_bytes: u64,
+    pub malformed: u64,
+}
+
+/// Turns decoded records into packets: headers, acknowledgement numbers, drop counts.
+pub struct Packetizer {
+    clock: WallClock,
+    /// Per stream socket inode: the offset after the last byte it was seen sending.
+    next_offset: HashMap<u64, u64>,
+    reported_lost: u64,
+    headers: [u8; MAX_HEADER_LEN],
+    pub packets: u64,
+    limit: Option<u64>,
+}
+
+impl Packetizer {
+    #[must_use]
+    pub fn new(clock: WallClock, limit: Option<u64>) -> Self {
+        Self {
+            clock,
+            next_offset: HashMap::new(),
+            reported_lost: 0,
+            headers: [0; MAX_HEADER_LEN],
+            packets: 0,
+            limit,
+        }
+    }
+
+    /// Whether the packet limit has been reached.
+    #[must_use]
+    pub fn done(&self) -> bool {
+        self.limit.is_some_and(|l| self.packets >= l)
+    }
+
+    /// Writes the packets of one record to `sink`.
+    pub fn record(&mut self, seg: &SendSegment<'_>, sink: &mut dyn Sink) -> io::Result<()> {
+        let ts_ns = self.clock.wall_ns(seg.ts_boot_ns);
+        let flow = Flow {
+            sock_type: seg.sock_type,
+            src_ino: seg.sock_ino,
+            dst_ino: seg.peer_ino,
+            src_port: 0,
+            dst_port: 0,
+        };
+        let ack = if seg.sock_type == SockType::Stream {
+            self.next_offset.get(&seg.peer_ino).copied()
+        } else {
+            None
+        };
+        for pkt in packets(seg) {
+            if self.done() {
+                break;
+            }
+            let header_len = write_headers(&mut self.headers, &flow, &pkt, ack);
+            let drops = seg.lost_segments.saturating_sub(self.reported_lost);
+            self.reported_lost = self.reported_lost.max(seg.lost_segments);
+            sink.packet(&Packet {
+                view: PacketView::new(seg, &pkt, ts_ns),
+                headers: &self.headers[..header_len],
+                direction: DIRECTION_OUTBOUND,
+                drops,
+            })?;
+            self.packets += 1;
+        }
+        if seg.sock_type == SockType::Stream && seg.is_last() {
+            let end = seg.stream_offset - seg.seg_offset + seg.msg_len;
+            self.next_offset.insert(seg.sock_ino, end);
+        }
+        Ok(())
+    }
+}
+
+fn capture_info(snaplen: u32, backend: &str) -> CaptureInfo {
+    let uname = rustix_uname();
+    CaptureInfo {
+        section_comment: "udstrace capture of Unix domain socket traffic. The IPv6, TCP and UDP headers are \
+                          synthesised, not captured: addresses are fd75:6473::<socket inode>, TCP for stream \
+                          sockets (sequence number = the socket's byte offset), UDP for dgram and seqpacket \
+                          sockets. Who sent each packet is in its comment."
+            .into(),
+        hardware: std::env::consts::ARCH.into(),
+        os: uname,
+        application: format!("udstrace {}", env!("CARGO_PKG_VERSION")),
+        if_name: "udstrace".into(),
+        if_description: format!(
+            "Unix domain sockets (AF_UNIX), captured by eBPF ({backend} backend); IPv6/TCP/UDP headers synthesised"
+        ),
+        snaplen: snaplen.min(udstrace_common::record::SEGMENT_MAX) + MAX_HEADER_LEN as u32,
+    }
+}
+
+fn rustix_uname() -> String {
+    let read = |f: &str| {
+        std::fs::read_to_string(f)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    format!("Linux {}", read("/proc/sys/kernel/osrelease"))
+}
+
+/// Runs a capture to the end.
+pub fn run(opts: &CaptureOptions) -> Result<Summary, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Ring)?
+        .block_on(capture(opts))
+}
+
+fn is_broken_pipe(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::BrokenPipe
+}
+
+async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
+    let mut sigint = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(Error::Signals)?;
+
+    let mut tracer = Tracer::start(&opts.tracer)?;
+    // The output is opened once the programs are attached, so that a capture file is only
+    // created when there will be a capture; nothing stays attached if it fails (Drop).
+    let info = capture_info(opts.tracer.snaplen, tracer.backend.name());
+    let (mut sink, out_path) = sink::open(opts.write.as_deref(), &info, opts.style)?;
+    let output_error = |source: io::Error| Error::Output {
+        path: out_path.clone(),
+        source,
+    };
+
+    if opts.verbose || opts.tracer.backend.is_none() {
+        let why = if tracer.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(" (skipped {})", tracer.skipped.join("; "))
+        };
+        eprintln!("udstrace: using the {} backend{why}", tracer.backend);
+    }
+    eprintln!(
+        "listening on udstrace, link-type RAW (Unix sockets as synthesised IPv6), snapshot length {} bytes",
+        opts.tracer.snaplen
+    );
+
+    let start_ns = WallClock::now();
+    let mut packetizer = Packetizer::new(WallClock::new(), opts.count);
+    let mut summary = Summary::default();
+    // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as
+    // the AsyncFd owns the ring buffer.
+    let mut ring =
+        unsafe { AsyncFd::register_with_interest(tracer.take_events(), Interest::READABLE) }
+            .map_err(|e| Error::Ring(e.into()))?;
+    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+    let mut result: Result<(), io::Error> = Ok(());
+
+    'capture: while !packetizer.done() {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.map_err(Error::Ring)?;
+                let events = guard.get_inner_mut();
+                while let Some(item) = events.next() {
+                    if let Err(e) = handle(&item, &mut packetizer, sink.as_mut(), &mut summary) {
+                        result = Err(e);
+                        break 'capture;
+                    }
+                    if packetizer.done() {
+                        break 'capture;
+                    }
+                }
+                guard.clear_ready();
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = tick.tick() => {
+                if let Err(e) = sink.flush() {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+    }
+
+    // Stop capturing, then write what the kernel had already recorded.
+    tracer.detach();
+    if result.is_ok() {
+        let events = ring.get_mut();
+        while let Some(item) = events.next() {
+            if packetizer.done() {
+                break;
+            }
+            if let Err(e) = handle(&item, &mut packetizer, sink.as_mut(), &mut summary) {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    let (lost_segments, lost_bytes) = tracer.lost();
+    summary.packets = packetizer.packets;
+    summary.lost_segments = lost_segments;
+    summary.lost_bytes = lost_bytes;
+    let stats = Stats {
+        start_ns,
+        end_ns: WallClock::now(),
+        received: summary.packets + lost_segments,
+        dropped: lost_segments,
+    };
+    match result.and_then(|()| sink.finish(&stats)) {
+        Ok(()) => Ok(summary),
+        Err(e) if is_broken_pipe(&e) => Ok(summary),
+        Err(e) => Err(output_error(e)),
+    }
+}
+
+fn handle(
+    item: &[u8],
+    packetizer: &mut Packetizer,
+    sink: &mut dyn Sink,
+    summary: &mut Summary,
+) -> io::Result<()> {
+    match SendSegment::try_from(item) {
+        Ok(seg) => packetizer.record(&seg, sink),
+        Err(e) => {
+            if summary.malformed == 0 {
+                eprintln!("udstrace: skipping a malformed record: {e}");
+            }
+            summary.malformed += 1;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::testing::RawRecord;
+
+    struct Collect(Vec<(Vec<u8>, Vec<u8>, u64)>);
+
+    impl Sink for Collect {
+        fn packet(&mut self, p: &Packet<'_>) -> io::Result<()> {
+            self.0
+                .push((p.headers.to_vec(), p.view.payload.to_vec(), p.drops));
+            Ok(())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn finish(&mut self, _: &Stats) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn acks_follow_the_peer_and_drops_are_deltas() {
+        let mut p = Packetizer::new(WallClock::new(), None);
+        let mut sink = Collect(Vec::new());
+        let a = RawRecord {
+            sock_ino: 1,
+            peer_ino: 2,
+            stream_offset: 100,
+            msg_len: 5,
+            ..RawRecord::default()
+        }
+        .encode();
+        let b = RawRecord {
+            sock_ino: 2,
+            peer_ino: 1,
+            stream_offset: 7,
+            msg_len: 5,
+            lost_segments: 2,
+            ..RawRecord::default()
+        }
+        .encode();
+        let c = RawRecord {
+            sock_ino: 1,
+            peer_ino: 2,
+            stream_offset: 105,
+            msg_len: 5,
+            lost_segments: 2,
+            ..RawRecord::default()
+        }
+        .encode();
+        for r in [&a, &b, &c] {
+            p.record(&SendSegment::try_from(r.as_slice()).unwrap(), &mut sink)
+                .unwrap();
+        }
+        let ack = |h: &[u8]| u32::from_be_bytes(h[48..52].try_into().unwrap());
+        let seq = |h: &[u8]| u32::from_be_bytes(h[44..48].try_into().unwrap());
+        assert_eq!(sink.0[0].0[53] & 0x10, 0, "no ACK before the peer was seen");
+        assert_eq!((seq(&sink.0[1].0), ack(&sink.0[1].0)), (7, 105));
+        assert_eq!((seq(&sink.0[2].0), ack(&sink.0[2].0)), (105, 12));
+        assert_eq!([sink.0[0].2, sink.0[1].2, sink.0[2].2], [0, 2, 0]);
+    }
+
+    #[test]
+    fn count_limit_stops_mid_message() {
+        let mut p = Packetizer::new(WallClock::new(), Some(2));
+        let mut sink = Collect(Vec::new());
+        let big = u64::from(udstrace_common::record::SEGMENT_MAX) * 3;
+        let r = RawRecord {
+            msg_len: big,
+            payload: vec![],
+            flags: udstrace_common::record::flags::LAST,
+            ..RawRecord::default()
+        }
+        .encode();
+        p.record(&SendSegment::try_from(r.as_slice()).unwrap(), &mut sink)
+            .unwrap();
+        assert_eq!(sink.0.len(), 2);
+        assert!(p.done());
+    }
+}

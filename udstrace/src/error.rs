@@ -1,0 +1,111 @@
+//! Everything that can stop udstrace, each with the one line the user sees.
+
+use std::{io, path::PathBuf};
+
+use crate::layout::LayoutError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("permission denied: udstrace must run as root, or with CAP_BPF and CAP_PERFMON")]
+    Privileges,
+    #[error(
+        "this kernel has no BTF ({path} is missing): udstrace needs a kernel built with \
+         CONFIG_DEBUG_INFO_BTF=y",
+        path = crate::kernel::VMLINUX_BTF
+    )]
+    NoBtf,
+    #[error("cannot read the kernel's BTF: {0}")]
+    Btf(String),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error("no capture backend works on kernel {release}: {reasons}")]
+    NoBackend {
+        release: String,
+        reasons: String,
+        log: String,
+    },
+    #[error("backend {backend} cannot be used on kernel {release}: {reason}")]
+    BackendUnsupported {
+        backend: &'static str,
+        release: String,
+        reason: String,
+        log: String,
+    },
+    #[error("the kernel refused udstrace's programs: {0}")]
+    Load(String),
+    #[error("cannot attach {program}: {reason}")]
+    Attach {
+        program: &'static str,
+        reason: String,
+        log: String,
+    },
+    #[error("the eBPF object has no program {0}")]
+    MissingProgram(&'static str),
+    #[error("the eBPF object has no usable map {0}")]
+    MissingMap(&'static str),
+    #[error("no such process: {0}")]
+    NoSuchProcess(u32),
+    #[error("cannot write {}: {source}", path.display())]
+    Output { path: PathBuf, source: io::Error },
+    #[error("cannot read {}: {reason}", path.display())]
+    Input { path: PathBuf, reason: String },
+    #[error("reading the capture buffer: {0}")]
+    Ring(io::Error),
+    #[error("cannot set up the signal handlers: {0}")]
+    Signals(io::Error),
+}
+
+impl Error {
+    /// An attach failure, described by the first line of the kernel's answer (a verifier log
+    /// runs to thousands of lines; `--verbose` prints it).
+    pub fn attach(program: &'static str, e: impl std::error::Error) -> Self {
+        Self::Attach {
+            program,
+            reason: one_line(&e),
+            log: full_chain(&e),
+        }
+    }
+
+    /// The kernel's full answer (a verifier log), when there is one.
+    #[must_use]
+    pub fn kernel_log(&self) -> Option<&str> {
+        match self {
+            Self::Attach { log, .. }
+            | Self::NoBackend { log, .. }
+            | Self::BackendUnsupported { log, .. } => Some(log.as_str()).filter(|l| !l.is_empty()),
+            _ => None,
+        }
+    }
+}
+
+/// The error and its causes on one line, each cause's first line only.
+pub fn one_line(e: &dyn std::error::Error) -> String {
+    let mut out = first_line(&e.to_string()).to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        let line = first_line(&text);
+        if !line.is_empty() && !out.contains(line) {
+            out.push_str(": ");
+            out.push_str(line);
+        }
+        source = s.source();
+    }
+    out
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("").trim()
+}
+
+/// The full text of an error and its causes, for `--verbose`.
+pub fn full_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str("\ncaused by: ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

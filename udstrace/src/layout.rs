@@ -1,0 +1,155 @@
+//! Finds the offsets of the kernel fields the programs read in the running kernel's BTF.
+//!
+//! This is what stands in for CO-RE: the eBPF object has no offset compiled in; it gets the
+//! [`KernelLayout`] this module computes.
+
+use btf_rs::{Btf, BtfType, Type};
+use udstrace_common::KernelLayout;
+
+/// Why a field could not be located.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("kernel BTF has no struct {0}")]
+    NoStruct(String),
+    #[error("kernel BTF: struct {strukt} has no member {member}")]
+    NoMember { strukt: String, member: String },
+    #[error("kernel BTF: {0} is a bit field, which the programs cannot read")]
+    BitField(String),
+    #[error("kernel BTF: {0} is not a struct or union")]
+    NotComposite(String),
+    #[error("kernel BTF: {0}")]
+    Btf(#[from] btf_rs::Error),
+}
+
+/// The layout of the running kernel, from `btf`.
+pub fn kernel_layout(btf: &Btf) -> Result<KernelLayout, LayoutError> {
+    let off = |s: &str, path: &str| offset_of(btf, s, path);
+    Ok(KernelLayout {
+        sock_family: off("sock", "__sk_common.skc_family")?,
+        sock_type: off("sock", "sk_type")?,
+        sock_socket: off("sock", "sk_socket")?,
+        socket_inode: off("socket_alloc", "vfs_inode")? - off("socket_alloc", "socket")?,
+        inode_ino: off("inode", "i_ino")?,
+        unix_addr: off("unix_sock", "addr")?,
+        unix_peer: off("unix_sock", "peer")?,
+        unix_address_len: off("unix_address", "len")?,
+        unix_address_name: off("unix_address", "name")?,
+        regs_syscall_nr: off("pt_regs", "orig_ax")?,
+        regs_args: [
+            off("pt_regs", "di")?,
+            off("pt_regs", "si")?,
+            off("pt_regs", "dx")?,
+            off("pt_regs", "r10")?,
+        ],
+    })
+}
+
+/// Byte offset of `path` (dot-separated members; anonymous structs and unions are searched
+/// through) from the start of `struct strukt`.
+pub fn offset_of(btf: &Btf, strukt: &str, path: &str) -> Result<u32, LayoutError> {
+    let mut current = find_struct(btf, strukt)?;
+    let mut bits = 0u32;
+    let mut parts = path.split('.').peekable();
+    let mut context = strukt.to_string();
+    while let Some(name) = parts.next() {
+        let (member_bits, member) =
+            find_member(btf, &current, name)?.ok_or_else(|| LayoutError::NoMember {
+                strukt: context.clone(),
+                member: name.to_string(),
+            })?;
+        bits += member_bits;
+        context = format!("{context}.{name}");
+        if parts.peek().is_some() {
+            current = composite(btf, &resolve(btf, &member)?)
+                .ok_or_else(|| LayoutError::NotComposite(context.clone()))?;
+        } else if member.bitfield_size().is_some_and(|s| s != 0) || member_bits % 8 != 0 {
+            return Err(LayoutError::BitField(context));
+        }
+    }
+    Ok(bits / 8)
+}
+
+fn find_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct, LayoutError> {
+    btf.resolve_types_by_name(name)
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Struct(s) => Some(s),
+            _ => None,
+        })
+        .ok_or_else(|| LayoutError::NoStruct(name.to_string()))
+}
+
+/// The member called `name`, with its bit offset, looking into anonymous members.
+fn find_member(
+    btf: &Btf,
+    s: &btf_rs::Struct,
+    name: &str,
+) -> Result<Option<(u32, btf_rs::Member)>, LayoutError> {
+    for m in &s.members {
+        let member_name = btf.resolve_name(m).unwrap_or_default();
+        if member_name == name {
+            return Ok(Some((m.bit_offset(), m.clone())));
+        }
+        if member_name.is_empty() {
+            if let Some(inner) = composite(btf, &resolve(btf, m)?) {
+                if let Some((bits, found)) = find_member(btf, &inner, name)? {
+                    return Ok(Some((m.bit_offset() + bits, found)));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The type of `t`, through typedefs and qualifiers.
+fn resolve(btf: &Btf, t: &dyn BtfType) -> Result<Type, LayoutError> {
+    let mut ty = btf.resolve_chained_type(t)?;
+    loop {
+        ty = match &ty {
+            Type::Typedef(x) => btf.resolve_chained_type(x)?,
+            Type::Const(x) | Type::Volatile(x) | Type::Restrict(x) => {
+                btf.resolve_chained_type(x)?
+            }
+            Type::TypeTag(x) => btf.resolve_chained_type(x)?,
+            _ => return Ok(ty),
+        };
+    }
+}
+
+fn composite(_btf: &Btf, t: &Type) -> Option<btf_rs::Struct> {
+    match t {
+        Type::Struct(s) | Type::Union(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads the running kernel's BTF: every field the programs need is found, at an offset
+    /// inside its struct, and `pt_regs` matches the x86_64 ABI it describes.
+    #[test]
+    fn finds_every_field_in_this_kernel() {
+        let Ok(btf) = Btf::from_file("/sys/kernel/btf/vmlinux") else {
+            panic!("this test needs /sys/kernel/btf/vmlinux");
+        };
+        let l = kernel_layout(&btf).unwrap();
+        // x86_64 struct pt_regs is ABI: orig_ax is the 16th 8-byte slot, di the 15th.
+        assert_eq!(l.regs_syscall_nr, 15 * 8);
+        assert_eq!(l.regs_args, [14 * 8, 13 * 8, 12 * 8, 7 * 8]);
+        // __sk_common comes first in struct sock.
+        assert!(l.sock_family < 32);
+        assert!(l.unix_peer > l.unix_addr);
+        assert_eq!(l.unix_address_len, 4);
+        assert!(matches!(
+            offset_of(&btf, "sock", "no_such_field"),
+            Err(LayoutError::NoMember { .. })
+        ));
+        assert!(matches!(
+            offset_of(&btf, "no_such_struct", "x"),
+            Err(LayoutError::NoStruct(_))
+        ));
+    }
+}

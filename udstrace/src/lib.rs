@@ -1,0 +1,22 @@
+//! udstrace: tcpdump for Unix domain sockets.
+//!
+//! The kernel side (`udstrace-ebpf`) records every message a Unix socket accepts; this crate
+//! loads it ([`tracer`], [`backend`], [`layout`]), decodes its records ([`record`]), turns them
+//! into packets with synthesised headers ([`packet`], [`meta`]) and writes them as pcapng
+//! ([`pcapng`]) or text ([`text`]).
+
+pub mod backend;
+pub mod capture;
+pub mod cli;
+pub mod clock;
+pub mod error;
+pub mod kernel;
+pub mod layout;
+pub mod meta;
+pub mod packet;
+pub mod pcapng;
+pub mod reader;
+pub mod record;
+pub mod sink;
+pub mod text;
+pub mod tracer;

@@ -1,0 +1,307 @@
+//! The synthesised network headers that let Wireshark treat a Unix socket conversation as an
+//! IPv6 one: TCP for stream sockets (byte stream, reassembly, Follow Stream), UDP for datagram
+//! and seqpacket sockets (message boundaries kept). See docs/FORMAT.md.
+//!
+//! Addresses are `fd75:6473::/64` (a fixed ULA prefix, "uds" in ASCII) with the socket inode
+//! number as the interface identifier; the TCP sequence number is the socket's byte offset
+//! modulo 2^32, so bytes the capture lost show as a gap.
+
+use udstrace_common::{record::SEGMENT_MAX, SockType};
+
+use crate::record::SendSegment;
+
+/// First 64 bits of every synthesised address.
+pub const ADDRESS_PREFIX: [u8; 8] = [0xfd, 0x75, 0x64, 0x73, 0, 0, 0, 0];
+/// Bytes of the IPv6 header.
+pub const IPV6_LEN: usize = 40;
+/// Bytes of the synthesised TCP header (no options).
+pub const TCP_LEN: usize = 20;
+/// Bytes of the UDP header.
+pub const UDP_LEN: usize = 8;
+/// The largest synthesised header.
+pub const MAX_HEADER_LEN: usize = IPV6_LEN + TCP_LEN;
+
+const NEXT_HEADER_TCP: u8 = 6;
+const NEXT_HEADER_UDP: u8 = 17;
+const TCP_FLAGS_PSH_ACK: u8 = 0x18;
+const TCP_WINDOW: u16 = 0xffff;
+
+/// The synthesised address of a socket inode.
+#[must_use]
+pub fn address(ino: u64) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[..8].copy_from_slice(&ADDRESS_PREFIX);
+    a[8..].copy_from_slice(&ino.to_be_bytes());
+    a
+}
+
+/// The socket inode encoded in a synthesised address, if it has the prefix.
+#[must_use]
+pub fn inode_of(address: &[u8; 16]) -> Option<u64> {
+    (address[..8] == ADDRESS_PREFIX)
+        .then(|| u64::from_be_bytes(address[8..].try_into().expect("8 bytes")))
+}
+
+/// One packet of a message: a segment with the bytes captured for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentPacket<'a> {
+    /// Socket byte offset of the segment's first byte.
+    pub stream_offset: u64,
+    /// Offset of the segment in its message.
+    pub seg_offset: u64,
+    /// Payload bytes the segment had on the wire.
+    pub orig_len: u32,
+    /// The bytes captured of them (a prefix).
+    pub payload: &'a [u8],
+}
+
+/// The packets one record stands for: its own segment, and for the last record of a message,
+/// the segments after it that the kernel had no payload for (cut by the snap length, or not
+/// readable). Those carry headers only.
+pub fn packets<'a>(seg: &SendSegment<'a>) -> impl Iterator<Item = SegmentPacket<'a>> {
+    let first = SegmentPacket {
+        stream_offset: seg.stream_offset,
+        seg_offset: seg.seg_offset,
+        orig_len: seg.seg_len() as u32,
+        payload: seg.payload,
+    };
+    let step = u64::from(SEGMENT_MAX);
+    let msg_len = seg.msg_len;
+    let message_start = seg.stream_offset - seg.seg_offset;
+    let trailing_from = if seg.is_last() {
+        seg.seg_offset + step
+    } else {
+        msg_len
+    };
+    std::iter::once(first).chain(
+        (trailing_from..msg_len)
+            .step_by(step as usize)
+            .map(move |off| SegmentPacket {
+                stream_offset: message_start + off,
+                seg_offset: off,
+                orig_len: (msg_len - off).min(step) as u32,
+                payload: &[],
+            }),
+    )
+}
+
+/// Addressing of one synthesised packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    pub sock_type: SockType,
+    pub src_ino: u64,
+    pub dst_ino: u64,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// Writes the IPv6 and TCP/UDP headers for `packet` into `out`; returns their length.
+/// `ack` is the peer's next byte offset when known (TCP only).
+pub fn write_headers(
+    out: &mut [u8; MAX_HEADER_LEN],
+    flow: &Flow,
+    packet: &SegmentPacket<'_>,
+    ack: Option<u64>,
+) -> usize {
+    let src = address(flow.src_ino);
+    let dst = address(flow.dst_ino);
+    let (next_header, transport_len) = match flow.sock_type {
+        SockType::Stream => (NEXT_HEADER_TCP, TCP_LEN),
+        SockType::Dgram | SockType::SeqPacket => (NEXT_HEADER_UDP, UDP_LEN),
+    };
+    let upper_len = transport_len as u32 + packet.orig_len;
+
+    // IPv6: version 6, no traffic class or flow label.
+    out[..4].copy_from_slice(&[0x60, 0, 0, 0]);
+    out[4..6].copy_from_slice(&(upper_len as u16).to_be_bytes());
+    out[6] = next_header;
+    out[7] = 64;
+    out[8..24].copy_from_slice(&src);
+    out[24..40].copy_from_slice(&dst);
+
+    let t = &mut out[IPV6_LEN..IPV6_LEN + transport_len];
+    t[0..2].copy_from_slice(&flow.src_port.to_be_bytes());
+    t[2..4].copy_from_slice(&flow.dst_port.to_be_bytes());
+    let checksum_at = if flow.sock_type == SockType::Stream {
+        t[4..8].copy_from_slice(&(packet.stream_offset as u32).to_be_bytes());
+        t[8..12].copy_from_slice(&(ack.unwrap_or(0) as u32).to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = if ack.is_some() {
+            TCP_FLAGS_PSH_ACK
+        } else {
+            TCP_FLAGS_PSH_ACK & !0x10
+        };
+        t[14..16].copy_from_slice(&TCP_WINDOW.to_be_bytes());
+        t[16..20].fill(0);
+        16
+    } else {
+        t[4..6].copy_from_slice(&(upper_len as u16).to_be_bytes());
+        t[6..8].fill(0);
+        6
+    };
+    // The checksum covers the captured bytes; it is the real one whenever the whole segment
+    // was captured.
+    let mut sum = checksum_add(0, &src);
+    sum = checksum_add(sum, &dst);
+    sum += u64::from(upper_len) + u64::from(next_header);
+    sum = checksum_add(sum, t);
+    sum = checksum_add(sum, packet.payload);
+    let mut checksum = checksum_fold(sum);
+    if checksum == 0 && next_header == NEXT_HEADER_UDP {
+        checksum = 0xffff;
+    }
+    t[checksum_at..checksum_at + 2].copy_from_slice(&checksum.to_be_bytes());
+    IPV6_LEN + transport_len
+}
+
+/// Adds `data` (as big-endian 16-bit words, odd tail padded with zero) to a one's complement
+/// sum kept in 64 bits. Callers pass even-length pieces except for the last.
+fn checksum_add(mut sum: u64, data: &[u8]) -> u64 {
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let v = u64::from_be_bytes(c.try_into().expect("8 bytes"));
+        sum += (v >> 48) + ((v >> 32) & 0xffff) + ((v >> 16) & 0xffff) + (v & 0xffff);
+    }
+    let rest = chunks.remainder();
+    let mut pairs = rest.chunks_exact(2);
+    for p in &mut pairs {
+        sum += u64::from(u16::from_be_bytes([p[0], p[1]]));
+    }
+    if let [last] = pairs.remainder() {
+        sum += u64::from(*last) << 8;
+    }
+    sum
+}
+
+fn checksum_fold(mut sum: u64) -> u16 {
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::testing::RawRecord;
+
+    #[test]
+    fn address_round_trips() {
+        let a = address(0x1234_5678_9abc);
+        assert_eq!(&a[..4], &[0xfd, 0x75, 0x64, 0x73]);
+        assert_eq!(inode_of(&a), Some(0x1234_5678_9abc));
+        assert_eq!(inode_of(&[0; 16]), None);
+    }
+
+    #[test]
+    fn one_record_one_packet() {
+        let bytes = RawRecord::default().encode();
+        let seg = SendSegment::try_from(bytes.as_slice()).unwrap();
+        let all: Vec<_> = packets(&seg).collect();
+        assert_eq!(
+            all,
+            vec![SegmentPacket {
+                stream_offset: 0,
+                seg_offset: 0,
+                orig_len: 5,
+                payload: b"hello"
+            }]
+        );
+    }
+
+    #[test]
+    fn truncated_message_gets_header_only_trailing_packets() {
+        let msg_len = u64::from(SEGMENT_MAX) * 2 + 100;
+        let bytes = RawRecord {
+            msg_len,
+            stream_offset: 1000,
+            payload: vec![1; 10],
+            ..RawRecord::default()
+        }
+        .encode();
+        let seg = SendSegment::try_from(bytes.as_slice()).unwrap();
+        let all: Vec<_> = packets(&seg).collect();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].orig_len, SEGMENT_MAX);
+        assert_eq!(all[0].payload.len(), 10);
+        assert_eq!(all[1].stream_offset, 1000 + u64::from(SEGMENT_MAX));
+        assert_eq!(all[1].orig_len, SEGMENT_MAX);
+        assert!(all[1].payload.is_empty());
+        assert_eq!(all[2].orig_len, 100);
+        assert_eq!(all[2].seg_offset, u64::from(SEGMENT_MAX) * 2);
+    }
+
+    #[test]
+    fn middle_record_has_no_trailing_packets() {
+        let msg_len = u64::from(SEGMENT_MAX) * 2;
+        let bytes = RawRecord {
+            msg_len,
+            flags: 0,
+            payload: vec![1; SEGMENT_MAX as usize],
+            ..RawRecord::default()
+        }
+        .encode();
+        let seg = SendSegment::try_from(bytes.as_slice()).unwrap();
+        assert_eq!(packets(&seg).count(), 1);
+    }
+
+    /// A TCP header checked against the checksum an independent sum gives.
+    #[test]
+    fn tcp_headers_and_checksum() {
+        let flow = Flow {
+            sock_type: SockType::Stream,
+            src_ino: 7,
+            dst_ino: 8,
+            src_port: 1,
+            dst_port: 2,
+        };
+        let p = SegmentPacket {
+            stream_offset: 0x1_0000_0005,
+            seg_offset: 0,
+            orig_len: 3,
+            payload: b"abc",
+        };
+        let mut out = [0u8; MAX_HEADER_LEN];
+        let n = write_headers(&mut out, &flow, &p, Some(9));
+        assert_eq!(n, 60);
+        assert_eq!(&out[4..6], &23u16.to_be_bytes());
+        assert_eq!(out[6], 6);
+        assert_eq!(
+            &out[44..48],
+            &5u32.to_be_bytes(),
+            "sequence number wraps at 2^32"
+        );
+        assert_eq!(&out[48..52], &9u32.to_be_bytes());
+        assert_eq!(out[53], 0x18);
+        // Verifying: the sum over pseudo-header + segment including the checksum is 0xffff.
+        let mut whole = Vec::new();
+        whole.extend_from_slice(&out[8..40]);
+        whole.extend_from_slice(&23u32.to_be_bytes());
+        whole.extend_from_slice(&[0, 0, 0, 6]);
+        whole.extend_from_slice(&out[40..60]);
+        whole.extend_from_slice(b"abc");
+        assert_eq!(checksum_fold(checksum_add(0, &whole)), 0);
+    }
+
+    #[test]
+    fn udp_headers() {
+        let flow = Flow {
+            sock_type: SockType::Dgram,
+            src_ino: 7,
+            dst_ino: 0,
+            src_port: 0,
+            dst_port: 0,
+        };
+        let p = SegmentPacket {
+            stream_offset: 0,
+            seg_offset: 0,
+            orig_len: 4,
+            payload: b"ab",
+        };
+        let mut out = [0u8; MAX_HEADER_LEN];
+        assert_eq!(write_headers(&mut out, &flow, &p, None), 48);
+        assert_eq!(out[6], 17);
+        assert_eq!(&out[44..46], &12u16.to_be_bytes());
+        assert_ne!(&out[46..48], &[0, 0]);
+    }
+}

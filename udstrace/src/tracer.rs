@@ -1,0 +1,170 @@
+//! Loads the kernel programs, configures them for this kernel and this capture, attaches
+//! them with a backend, and hands out the maps the capture loop reads.
+
+use aya::{
+    maps::{Array, MapData, RingBuf},
+    Ebpf, EbpfLoader,
+};
+use udstrace_common::KernelLayout;
+
+use crate::{
+    backend::BackendKind,
+    error::{one_line, Error},
+    kernel::{self, KernelFacts},
+    layout,
+};
+
+/// The kernel object, built by `build.rs` from `udstrace-ebpf`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/udstrace"));
+
+/// What to capture.
+#[derive(Debug, Clone)]
+pub struct TracerConfig {
+    /// Backend to use, or `None` for the first that works.
+    pub backend: Option<BackendKind>,
+    /// Largest payload copied per message.
+    pub snaplen: u32,
+    /// Only these processes, if not empty.
+    pub pids: Vec<u32>,
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ring_bytes: u32,
+}
+
+/// Attached programs and their maps.
+pub struct Tracer {
+    /// Holds the programs; dropping it detaches them.
+    ebpf: Option<Ebpf>,
+    pub backend: BackendKind,
+    /// Why other backends were passed over, for the user.
+    pub skipped: Vec<String>,
+    events: Option<RingBuf<MapData>>,
+    counters: Array<MapData, u64>,
+}
+
+impl Tracer {
+    pub fn start(config: &TracerConfig) -> Result<Self, Error> {
+        kernel::check_privileges()?;
+        kernel::check_btf()?;
+        let btf =
+            btf_rs::Btf::from_file(kernel::VMLINUX_BTF).map_err(|e| Error::Btf(e.to_string()))?;
+        let layout = layout::kernel_layout(&btf)?;
+        let facts = KernelFacts::read(&btf)?;
+        drop(btf);
+        for &pid in &config.pids {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(Error::NoSuchProcess(pid));
+            }
+        }
+
+        let candidates: Vec<BackendKind> = match config.backend {
+            Some(kind) => vec![kind],
+            None => BackendKind::ALL.to_vec(),
+        };
+        let mut skipped = Vec::new();
+        let mut last_log = String::new();
+        for kind in candidates {
+            let Some(backend) = kind.backend() else {
+                skipped.push(format!("{kind}: not implemented in this version"));
+                continue;
+            };
+            if let Some(reason) = backend.unsupported(&facts) {
+                skipped.push(format!("{kind}: {reason}"));
+                continue;
+            }
+            let mut ebpf = load(config, &layout, &facts)?;
+            match backend.attach(&mut ebpf, &facts) {
+                Ok(()) => return Self::finish(ebpf, kind, skipped, config),
+                Err(e) => {
+                    if let Error::Attach { log, .. } = &e {
+                        last_log.clone_from(log);
+                    }
+                    skipped.push(format!("{kind}: {e}"));
+                }
+            }
+        }
+        match config.backend {
+            Some(kind) => Err(Error::BackendUnsupported {
+                backend: kind.name(),
+                release: facts.release,
+                reason: skipped
+                    .join("; ")
+                    .trim_start_matches(&format!("{kind}: "))
+                    .to_string(),
+                log: last_log,
+            }),
+            None => Err(Error::NoBackend {
+                release: facts.release,
+                reasons: skipped.join("; "),
+                log: last_log,
+            }),
+        }
+    }
+
+    fn finish(
+        mut ebpf: Ebpf,
+        backend: BackendKind,
+        skipped: Vec<String>,
+        config: &TracerConfig,
+    ) -> Result<Self, Error> {
+        if !config.pids.is_empty() {
+            let mut filter: aya::maps::HashMap<_, u32, u8> = ebpf
+                .map_mut("PID_FILTER")
+                .ok_or(Error::MissingMap("PID_FILTER"))?
+                .try_into()
+                .map_err(|_| Error::MissingMap("PID_FILTER"))?;
+            for &pid in &config.pids {
+                filter
+                    .insert(pid, 1, 0)
+                    .map_err(|e| Error::Load(one_line(&e)))?;
+            }
+        }
+        let events = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(Error::MissingMap("EVENTS"))?)
+            .map_err(|_| Error::MissingMap("EVENTS"))?;
+        let counters = Array::try_from(
+            ebpf.take_map("COUNTERS")
+                .ok_or(Error::MissingMap("COUNTERS"))?,
+        )
+        .map_err(|_| Error::MissingMap("COUNTERS"))?;
+        Ok(Self {
+            ebpf: Some(ebpf),
+            backend,
+            skipped,
+            events: Some(events),
+            counters,
+        })
+    }
+
+    /// The ring buffer the programs write to; once.
+    pub fn take_events(&mut self) -> RingBuf<MapData> {
+        self.events.take().expect("the ring buffer is taken once")
+    }
+
+    /// Detaches every program. Records already in the ring buffer stay readable.
+    pub fn detach(&mut self) {
+        self.ebpf = None;
+    }
+
+    /// Segments and payload bytes the kernel programs could not deliver (ring buffer full).
+    #[must_use]
+    pub fn lost(&self) -> (u64, u64) {
+        let get = |i| self.counters.get(&i, 0).unwrap_or(0);
+        (get(0), get(1))
+    }
+}
+
+fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Result<Ebpf, Error> {
+    let cpus = aya::util::nr_cpus().map_err(|(what, e)| Error::Load(format!("{what}: {e}")))?;
+    let filter_pids = u32::from(!config.pids.is_empty());
+    let self_tgid = std::process::id();
+    let use_bpf_loop = u32::from(facts.has_bpf_loop);
+    EbpfLoader::new()
+        .override_global("LAYOUT", layout, true)
+        .override_global("SELF_TGID", &self_tgid, true)
+        .override_global("SNAPLEN", &config.snaplen, true)
+        .override_global("FILTER_PIDS", &filter_pids, true)
+        .override_global("USE_BPF_LOOP", &use_bpf_loop, true)
+        .map_max_entries("SCRATCH", u32::try_from(cpus).unwrap_or(u32::MAX))
+        .map_max_entries("EVENTS", config.ring_bytes)
+        .load(OBJECT)
+        .map_err(|e| Error::Load(one_line(&e)))
+}
