@@ -13,7 +13,7 @@ use crate::{
     clock::WallClock,
     error::Error,
     meta::PacketView,
-    packet::{packets, write_headers, Flow, MAX_HEADER_LEN},
+    packet::{packets, port, write_headers, Flow, MAX_HEADER_LEN},
     pcapng::{CaptureInfo, Stats, DIRECTION_OUTBOUND},
     record::SendSegment,
     sink::{self, Packet, Sink},
@@ -82,8 +82,8 @@ impl Packetizer {
             sock_type: seg.sock_type,
             src_ino: seg.sock_ino,
             dst_ino: seg.peer_ino,
-            src_port: 0,
-            dst_port: 0,
+            src_port: port(seg.sock_ino),
+            dst_port: port(seg.peer_ino),
         };
         let ack = if seg.sock_type == SockType::Stream {
             self.next_offset.get(&seg.peer_ino).copied()
@@ -326,8 +326,8 @@ mod tests {
         let ack = |h: &[u8]| u32::from_be_bytes(h[48..52].try_into().unwrap());
         let seq = |h: &[u8]| u32::from_be_bytes(h[44..48].try_into().unwrap());
         assert_eq!(sink.0[0].0[53] & 0x10, 0, "no ACK before the peer was seen");
-        assert_eq!((seq(&sink.0[1].0), ack(&sink.0[1].0)), (7, 105));
-        assert_eq!((seq(&sink.0[2].0), ack(&sink.0[2].0)), (105, 12));
+        assert_eq!((seq(&sink.0[1].0), ack(&sink.0[1].0)), (8, 106));
+        assert_eq!((seq(&sink.0[2].0), ack(&sink.0[2].0)), (106, 13));
         assert_eq!([sink.0[0].2, sink.0[1].2, sink.0[2].2], [0, 2, 0]);
     }
 

@@ -26,6 +26,20 @@ const NEXT_HEADER_UDP: u8 = 17;
 const TCP_FLAGS_PSH_ACK: u8 = 0x18;
 const TCP_WINDOW: u16 = 0xffff;
 
+/// The TCP sequence number of the byte at `offset` in a socket's stream: as if the
+/// connection's SYN had sequence number 0, the first byte has 1.
+#[must_use]
+pub fn tcp_seq(offset: u64) -> u32 {
+    (offset as u32).wrapping_add(1)
+}
+
+/// The synthesised port of a socket: in the dynamic range (49152-65535), from its inode.
+/// Never 0: Wireshark's stream following treats port 0 as "no port".
+#[must_use]
+pub fn port(ino: u64) -> u16 {
+    0xC000 | (ino as u16 & 0x3FFF)
+}
+
 /// The synthesised address of a socket inode.
 #[must_use]
 pub fn address(ino: u64) -> [u8; 16] {
@@ -123,8 +137,8 @@ pub fn write_headers(
     t[0..2].copy_from_slice(&flow.src_port.to_be_bytes());
     t[2..4].copy_from_slice(&flow.dst_port.to_be_bytes());
     let checksum_at = if flow.sock_type == SockType::Stream {
-        t[4..8].copy_from_slice(&(packet.stream_offset as u32).to_be_bytes());
-        t[8..12].copy_from_slice(&(ack.unwrap_or(0) as u32).to_be_bytes());
+        t[4..8].copy_from_slice(&tcp_seq(packet.stream_offset).to_be_bytes());
+        t[8..12].copy_from_slice(&ack.map_or(0, tcp_seq).to_be_bytes());
         t[12] = 5 << 4;
         t[13] = if ack.is_some() {
             TCP_FLAGS_PSH_ACK
@@ -191,6 +205,9 @@ mod tests {
         assert_eq!(&a[..4], &[0xfd, 0x75, 0x64, 0x73]);
         assert_eq!(inode_of(&a), Some(0x1234_5678_9abc));
         assert_eq!(inode_of(&[0; 16]), None);
+        assert_eq!(port(0), 49152);
+        assert_eq!(port(0x4001), 49153);
+        assert_eq!(port(u64::MAX), 65535);
     }
 
     #[test]
