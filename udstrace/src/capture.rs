@@ -21,6 +21,9 @@ use crate::{
     tracer::{Tracer, TracerConfig},
 };
 
+/// Records handled before the loop looks at signals and timers again.
+const BATCH: usize = 4096;
+
 /// How often buffered output is made visible (pipes, Wireshark, the terminal).
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -197,7 +200,15 @@ async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(Error::Ring)?;
                 let events = guard.get_inner_mut();
-                while let Some(item) = events.next() {
+                // A bounded batch, so that signals and the flush timer are seen under a
+                // never-ending stream of records; the fd stays ready if records remain.
+                let mut drained = true;
+                for _ in 0..BATCH {
+                    let Some(item) = events.next() else {
+                        drained = true;
+                        break;
+                    };
+                    drained = false;
                     if let Err(e) = handle(&item, &mut packetizer, sink.as_mut(), &mut summary) {
                         result = Err(e);
                         break 'capture;
@@ -206,7 +217,14 @@ async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
                         break 'capture;
                     }
                 }
-                guard.clear_ready();
+                if drained {
+                    guard.clear_ready();
+                } else {
+                    // Records remain: let the runtime poll its drivers (signals, timers)
+                    // before the next batch.
+                    drop(guard);
+                    tokio::task::yield_now().await;
+                }
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,

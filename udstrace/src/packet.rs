@@ -285,10 +285,10 @@ mod tests {
         assert_eq!(out[6], 6);
         assert_eq!(
             &out[44..48],
-            &5u32.to_be_bytes(),
+            &6u32.to_be_bytes(),
             "sequence number wraps at 2^32"
         );
-        assert_eq!(&out[48..52], &9u32.to_be_bytes());
+        assert_eq!(&out[48..52], &10u32.to_be_bytes());
         assert_eq!(out[53], 0x18);
         // Verifying: the sum over pseudo-header + segment including the checksum is 0xffff.
         let mut whole = Vec::new();

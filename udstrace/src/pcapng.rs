@@ -334,7 +334,7 @@ mod tests {
             epb.options
                 .iter()
                 .find(|o| o.code == OptionCode(code))
-                .map(|o| o.value.to_vec())
+                .map(|o| o.as_bytes().unwrap().to_vec())
         };
         assert_eq!(opt(OPT_COMMENT).unwrap(), b"pid=1 type=stream");
         assert_eq!(opt(EPB_FLAGS).unwrap(), 2u32.to_le_bytes());
@@ -348,7 +348,7 @@ mod tests {
             isb.options
                 .iter()
                 .find(|o| o.code == OptionCode(code))
-                .map(|o| o.value.to_vec())
+                .map(|o| o.as_bytes().unwrap().to_vec())
         };
         assert_eq!(opt(ISB_IFRECV).unwrap(), 5u64.to_le_bytes());
         assert_eq!(opt(ISB_IFDROP).unwrap(), 3u64.to_le_bytes());
@@ -384,29 +384,32 @@ mod tests {
 
     #[test]
     fn full_disk_leaves_whole_blocks() {
-        let mut w = PcapngWriter::new(
-            FullDisk {
-                data: Vec::new(),
-                room: 1000,
-            },
-            &info(),
-        );
+        // Room for the section and interface blocks and half a packet.
+        let header_len = PcapngWriter::new(Vec::new(), &info())
+            .into_inner()
+            .unwrap()
+            .len();
+        let out = FullDisk {
+            data: Vec::new(),
+            room: header_len + 750,
+        };
+        let mut w = PcapngWriter::new(out, &info());
         w.flush().unwrap();
-        let header_len = w.written;
+        assert_eq!(w.written, header_len as u64);
         let p = PacketInfo {
             ts_ns: 1,
-            orig_len: 600,
+            orig_len: 1500,
             comment: "",
             direction: 2,
             drops: 0,
             pid: 1,
             tid: 1,
         };
-        w.packet(&p, &[&[0u8; 600]]).unwrap();
+        w.packet(&p, &[&[0u8; 1500]]).unwrap();
         let err = w.flush().unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
         assert_eq!(
-            w.out.data.len() as u64,
+            w.out.data.len(),
             header_len,
             "cut back to the last whole block"
         );

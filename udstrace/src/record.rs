@@ -133,7 +133,14 @@ impl<'a> TryFrom<&'a [u8]> for SendSegment<'a> {
             if usize::from(len) > PATH_MAX {
                 return Err(DecodeError::PathLen(len));
             }
-            Ok(&b[data_off..data_off + usize::from(len)])
+            let name = &b[data_off..data_off + usize::from(len)];
+            // A pathname's length counts its terminating NUL; an abstract name (leading NUL)
+            // is exactly its length.
+            Ok(if name.first() == Some(&0) {
+                name
+            } else {
+                trim_nul(name)
+            })
         };
         let raw_type = u16_at(b, offset_of!(SendRecord, sock_type));
         let comm_off = offset_of!(SendRecord, comm);
@@ -286,7 +293,8 @@ mod tests {
     #[test]
     fn decodes_every_field() {
         let raw = RawRecord {
-            path: b"\0abstract",
+            path: b"\0abstract\0",
+            peer_path: b"/run/test.sock\0",
             ..RawRecord::default()
         };
         let bytes = raw.encode();
@@ -301,7 +309,7 @@ mod tests {
         assert_eq!(s.syscall, 1);
         assert_eq!(s.sock_type, SockType::Stream);
         assert_eq!(s.comm, b"client");
-        assert_eq!(s.path, b"\0abstract");
+        assert_eq!(s.path, b"\0abstract\0", "abstract names keep every byte");
         assert_eq!(s.peer_path, b"/run/test.sock");
         assert_eq!(s.payload, b"hello");
         assert!(s.is_last());
