@@ -1,1 +1,41 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | test | demo`.
+
+mod demo;
+mod setup;
+mod test;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "udstrace's development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install everything a fresh Debian 12 machine lacks to build and test udstrace (as root).
+    Setup,
+    /// Run the whole test suite: formatting, lints, unit tests, and the integration tests that
+    /// load the real programs (as root).
+    Test,
+    /// Capture a real conversation (curl talking HTTP to a server on a Unix socket) and show it.
+    Demo,
+}
+
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
+        Command::Setup => setup::run(),
+        Command::Test => test::run(),
+        Command::Demo => demo::run(),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
