@@ -185,13 +185,14 @@ pub fn inode(fd: &impl AsRawFd) -> u64 {
     file.metadata().unwrap().ino()
 }
 
-/// The synthesised address of a socket inode, as tshark prints it.
+/// The synthesised address of the socket with inode `ino` in a capture, as tshark prints it.
 #[must_use]
-pub fn address(ino: u64) -> String {
-    let mut a = [0u8; 16];
-    a[..4].copy_from_slice(&[0xfd, 0x75, 0x64, 0x73]);
-    a[8..].copy_from_slice(&ino.to_be_bytes());
-    std::net::Ipv6Addr::from(a).to_string()
+pub fn address(packets: &[Pkt], ino: u64) -> String {
+    packets
+        .iter()
+        .find(|p| p.src() == ino)
+        .map(|p| p.src_addr().to_string())
+        .unwrap_or_else(|| panic!("socket {ino} sent nothing in the capture"))
 }
 
 /// One captured packet.
@@ -207,20 +208,34 @@ pub struct Pkt {
 }
 
 impl Pkt {
-    fn ino_at(&self, off: usize) -> u64 {
-        u64::from_be_bytes(self.data[off + 8..off + 16].try_into().unwrap())
+    fn number(&self, key: &str) -> u64 {
+        self.meta(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key}= in {}", self.comment))
     }
 
     /// Inode of the sending socket.
     #[must_use]
     pub fn src(&self) -> u64 {
-        self.ino_at(8)
+        self.number("ino")
     }
 
     /// Inode of the peer socket (0: unknown).
     #[must_use]
     pub fn dst(&self) -> u64 {
-        self.ino_at(24)
+        self.number("peer_ino")
+    }
+
+    /// Synthesised source address.
+    #[must_use]
+    pub fn src_addr(&self) -> std::net::Ipv6Addr {
+        <[u8; 16]>::try_from(&self.data[8..24]).unwrap().into()
+    }
+
+    /// Synthesised destination address.
+    #[must_use]
+    pub fn dst_addr(&self) -> std::net::Ipv6Addr {
+        <[u8; 16]>::try_from(&self.data[24..40]).unwrap().into()
     }
 
     #[must_use]
@@ -413,8 +428,8 @@ pub fn datagrams(packets: &[Pkt], ino: u64) -> Vec<Vec<u8>> {
 /// What tshark reads from a capture for one socket: `(tcp.seq_raw, payload)` or
 /// `(0, udp payload)` per packet, in file order.
 #[must_use]
-pub fn tshark_payloads(path: &Path, ino: u64) -> Vec<(u32, Vec<u8>)> {
-    let filter = format!("ipv6.src == {}", address(ino));
+pub fn tshark_payloads(path: &Path, packets: &[Pkt], ino: u64) -> Vec<(u32, Vec<u8>)> {
+    let filter = format!("ipv6.src == {}", address(packets, ino));
     let out = Command::new("tshark")
         .args(["-n", "-r"])
         .arg(path)
@@ -455,9 +470,10 @@ pub fn tshark_payloads(path: &Path, ino: u64) -> Vec<(u32, Vec<u8>)> {
 /// The stream tshark's "Follow TCP Stream" shows for the conversation `a` <-> `b`:
 /// (bytes a sent, bytes b sent).
 #[must_use]
-pub fn tshark_follow(path: &Path, a: u64, b: u64) -> (Vec<u8>, Vec<u8>) {
+pub fn tshark_follow(path: &Path, packets: &[Pkt], a: u64, b: u64) -> (Vec<u8>, Vec<u8>) {
+    let (addr_a, addr_b) = (address(packets, a), address(packets, b));
     // Find the stream index of the conversation.
-    let filter = format!("ipv6.addr == {} && ipv6.addr == {}", address(a), address(b));
+    let filter = format!("ipv6.addr == {addr_a} && ipv6.addr == {addr_b}");
     let out = Command::new("tshark")
         .args(["-n", "-r"])
         .arg(path)
@@ -485,7 +501,7 @@ pub fn tshark_follow(path: &Path, a: u64, b: u64) -> (Vec<u8>, Vec<u8>) {
         .find_map(|l| l.strip_prefix("Node 0: "))
         .unwrap()
         .to_string();
-    let a_is_node0 = node0.contains(&format!("[{}]", address(a)));
+    let a_is_node0 = node0.contains(&format!("[{addr_a}]"));
     let (mut from_node0, mut from_node1) = (Vec::new(), Vec::new());
     let mut body = false;
     for l in text.lines() {

@@ -199,12 +199,12 @@ fn stream_socketpair_every_send_call() {
     }
 
     // tshark reads the same bytes, at the same sequence numbers.
-    let ts: Vec<u8> = tshark_payloads(&file, ino_a)
+    let ts: Vec<u8> = tshark_payloads(&file, &cap.packets, ino_a)
         .into_iter()
         .flat_map(|(_, b)| b)
         .collect();
     assert_eq!(ts, a_sent);
-    let (follow_a, follow_b) = tshark_follow(&file, ino_a, ino_b);
+    let (follow_a, follow_b) = tshark_follow(&file, &cap.packets, ino_a, ino_b);
     assert_eq!(follow_a, a_sent, "Follow TCP Stream, a -> b");
     assert_eq!(follow_b, b_sent, "Follow TCP Stream, b -> a");
 }
@@ -255,7 +255,7 @@ fn large_sends_are_complete() {
         writev_packets >= 16,
         "a 1 MiB writev is at least 16 packets, got {writev_packets}"
     );
-    let ts: Vec<u8> = tshark_payloads(&file, ino_a)
+    let ts: Vec<u8> = tshark_payloads(&file, &cap.packets, ino_a)
         .into_iter()
         .flat_map(|(_, b)| b)
         .collect();
@@ -413,7 +413,7 @@ fn datagrams_seqpackets_and_names() {
         assert_eq!(p.dst(), ino_d2);
         assert_eq!(p.meta("type"), Some("dgram"));
     }
-    let ts: Vec<Vec<u8>> = tshark_payloads(&file, ino_d1)
+    let ts: Vec<Vec<u8>> = tshark_payloads(&file, &cap.packets, ino_d1)
         .into_iter()
         .map(|(_, b)| b)
         .collect();
@@ -457,6 +457,55 @@ fn datagrams_seqpackets_and_names() {
         Some(at.as_str()),
         "an accepted socket shares its listener's name"
     );
+}
+
+/// A client that sends before the server accepts (the usual HTTP client): the kernel has
+/// no inode for the server's socket yet, but the request and the reply are one conversation,
+/// which tshark follows.
+#[test]
+fn client_sends_before_accept() {
+    let dir = TempDir::new("accept");
+    let (ud, file) = start_capture(&dir, &[]);
+    let path = dir.path("server.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let mut client = UnixStream::connect(&path).unwrap();
+    let ino_client = inode(&client);
+    client
+        .write_all(b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (mut conn, _) = listener.accept().unwrap();
+    let ino_conn = inode(&conn);
+    let mut buf = [0u8; 64];
+    let n = conn.read(&mut buf).unwrap();
+    assert_eq!(n, 31);
+    conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        .unwrap();
+    client.write_all(b"second request").unwrap();
+    let done = ud.stop();
+    assert!(done.success);
+    let cap = read_capture(&file);
+    let from_client: Vec<_> = cap
+        .packets
+        .iter()
+        .filter(|p| p.src() == ino_client)
+        .collect();
+    let from_server: Vec<_> = cap.packets.iter().filter(|p| p.src() == ino_conn).collect();
+    assert_eq!(from_client.len(), 2);
+    assert_eq!(from_server.len(), 1);
+    assert_eq!(from_client[0].dst_addr(), from_server[0].src_addr());
+    assert_eq!(from_server[0].dst_addr(), from_client[0].src_addr());
+    assert_eq!(
+        from_client[0].meta("peer_path"),
+        Some(path.to_str().unwrap())
+    );
+    assert_eq!(
+        from_client[1].dst(),
+        ino_conn,
+        "the peer's inode, once known, is filled in"
+    );
+    let (req, resp) = tshark_follow(&file, &cap.packets, ino_client, ino_conn);
+    assert_eq!(req, b"GET /info HTTP/1.1\r\nHost: x\r\n\r\nsecond request");
+    assert_eq!(resp, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
 }
 
 /// sendfile and splice move page data the tracepoint cannot see: the packets carry the right

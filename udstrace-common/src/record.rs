@@ -88,8 +88,14 @@ pub struct SendRecord {
     pub gid: u32,
     /// Inode number of the sending socket.
     pub sock_ino: u64,
-    /// Inode number of the connected peer socket, 0 if not connected.
+    /// Inode number of the connected peer socket, 0 if not connected or if the peer has no
+    /// inode yet (a connection not yet accepted).
     pub peer_ino: u64,
+    /// Kernel identity of the sending socket (its `struct sock` address). Userspace never
+    /// writes it out: it only keys a capture-private hash (docs/FORMAT.md).
+    pub sock_id: u64,
+    /// Kernel identity of the peer socket, 0 if not connected.
+    pub peer_id: u64,
     /// Offset in the sending socket's byte stream (counted by the kernel program since it first
     /// saw the socket) of this segment's first byte.
     pub stream_offset: u64,
@@ -121,5 +127,5 @@ pub struct SendRecord {
 /// Size of [`SendRecord`] on the wire.
 pub const SEND_RECORD_LEN: usize = core::mem::size_of::<SendRecord>();
 
-const _: () = assert!(SEND_RECORD_LEN == 328);
+const _: () = assert!(SEND_RECORD_LEN == 344);
 const _: () = assert!(SEND_RECORD_LEN % 8 == 0);

@@ -103,7 +103,9 @@ pub fn capture_send(
     let ino = kernel::sock_ino(sk, layout);
     header.sock_ino = ino;
     header.path_len = kernel::unix_path(sk, layout, &mut header.path);
+    header.sock_id = sk;
     let peer = kernel::unix_peer(sk, layout);
+    header.peer_id = peer;
     if peer == 0 {
         header.peer_ino = 0;
         header.peer_path_len = 0;

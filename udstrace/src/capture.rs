@@ -1,7 +1,13 @@
 //! The capture loop: drains the ring buffer, turns records into packets, writes them, and
 //! stops cleanly on SIGINT/SIGTERM, `-c`, or an output error.
 
-use std::{collections::HashMap, io, path::PathBuf, time::Duration};
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, RandomState},
+    io,
+    path::PathBuf,
+    time::Duration,
+};
 
 use tokio::{
     io::{unix::AsyncFd, Interest},
@@ -51,7 +57,13 @@ pub struct Summary {
 /// Turns decoded records into packets: headers, acknowledgement numbers, drop counts.
 pub struct Packetizer {
     clock: WallClock,
-    /// Per stream socket inode: the offset after the last byte it was seen sending.
+    /// Keys the hash that turns kernel socket identities into address identifiers, so that
+    /// no kernel address is written out.
+    ids: RandomState,
+    /// Inodes of the sockets seen sending, by kernel identity: names a peer whose inode the
+    /// kernel did not have yet (a connection sent to before it was accepted).
+    inodes: HashMap<u64, u64>,
+    /// Per stream socket: the offset after the last byte it was seen sending.
     next_offset: HashMap<u64, u64>,
     reported_lost: u64,
     headers: [u8; MAX_HEADER_LEN],
@@ -64,6 +76,8 @@ impl Packetizer {
     pub fn new(clock: WallClock, limit: Option<u64>) -> Self {
         Self {
             clock,
+            ids: RandomState::new(),
+            inodes: HashMap::new(),
             next_offset: HashMap::new(),
             reported_lost: 0,
             headers: [0; MAX_HEADER_LEN],
@@ -80,19 +94,28 @@ impl Packetizer {
 
     /// Writes the packets of one record to `sink`.
     pub fn record(&mut self, seg: &SendSegment<'_>, sink: &mut dyn Sink) -> io::Result<()> {
+        let mut seg = *seg;
+        if seg.sock_ino != 0 && !self.inodes.contains_key(&seg.sock_id) {
+            self.inodes.insert(seg.sock_id, seg.sock_ino);
+        }
+        if seg.peer_ino == 0 && seg.peer_id != 0 {
+            seg.peer_ino = self.inodes.get(&seg.peer_id).copied().unwrap_or(0);
+        }
         let ts_ns = self.clock.wall_ns(seg.ts_boot_ns);
+        let (src_id, dst_id) = (self.id(seg.sock_id), self.id(seg.peer_id));
         let flow = Flow {
             sock_type: seg.sock_type,
-            src_ino: seg.sock_ino,
-            dst_ino: seg.peer_ino,
-            src_port: port(seg.sock_ino),
-            dst_port: port(seg.peer_ino),
+            src_id,
+            dst_id,
+            src_port: port(src_id),
+            dst_port: port(dst_id),
         };
         let ack = if seg.sock_type == SockType::Stream {
-            self.next_offset.get(&seg.peer_ino).copied()
+            self.next_offset.get(&seg.peer_id).copied()
         } else {
             None
         };
+        let seg = &seg;
         for pkt in packets(seg) {
             if self.done() {
                 break;
@@ -110,9 +133,18 @@ impl Packetizer {
         }
         if seg.sock_type == SockType::Stream && seg.is_last() {
             let end = seg.stream_offset - seg.seg_offset + seg.msg_len;
-            self.next_offset.insert(seg.sock_ino, end);
+            self.next_offset.insert(seg.sock_id, end);
         }
         Ok(())
+    }
+
+    /// The address identifier of a kernel socket identity (0 stays 0: no peer).
+    fn id(&self, kernel_id: u64) -> u64 {
+        if kernel_id == 0 {
+            0
+        } else {
+            self.ids.hash_one(kernel_id).max(1)
+        }
     }
 }
 
@@ -120,7 +152,7 @@ fn capture_info(snaplen: u32, backend: &str) -> CaptureInfo {
     let uname = rustix_uname();
     CaptureInfo {
         section_comment: "udstrace capture of Unix domain socket traffic. The IPv6, TCP and UDP headers are \
-                          synthesised, not captured: addresses are fd75:6473::<socket inode>, TCP for stream \
+                          synthesised, not captured: addresses are fd75:6473::<socket id>, TCP for stream \
                           sockets (sequence number = the socket's byte offset), UDP for dgram and seqpacket \
                           sockets. Who sent each packet is in its comment."
             .into(),
@@ -291,12 +323,14 @@ mod tests {
     use super::*;
     use crate::record::testing::RawRecord;
 
-    struct Collect(Vec<(Vec<u8>, Vec<u8>, u64)>);
+    /// (headers, payload, drops) of each packet, and each packet's peer inode.
+    struct Collect(Vec<(Vec<u8>, Vec<u8>, u64)>, Vec<u64>);
 
     impl Sink for Collect {
         fn packet(&mut self, p: &Packet<'_>) -> io::Result<()> {
             self.0
                 .push((p.headers.to_vec(), p.view.payload.to_vec(), p.drops));
+            self.1.push(p.view.peer_ino);
             Ok(())
         }
         fn flush(&mut self) -> io::Result<()> {
@@ -310,7 +344,7 @@ mod tests {
     #[test]
     fn acks_follow_the_peer_and_drops_are_deltas() {
         let mut p = Packetizer::new(WallClock::new(), None);
-        let mut sink = Collect(Vec::new());
+        let mut sink = Collect(Vec::new(), Vec::new());
         let a = RawRecord {
             sock_ino: 1,
             peer_ino: 2,
@@ -349,10 +383,52 @@ mod tests {
         assert_eq!([sink.0[0].2, sink.0[1].2, sink.0[2].2], [0, 2, 0]);
     }
 
+    /// A client sends to a connection not yet accepted: the kernel has no inode for the peer,
+    /// yet the packets of both directions share one conversation, and the peer's inode is
+    /// filled in once it is known.
+    #[test]
+    fn peer_without_inode_yet() {
+        let mut p = Packetizer::new(WallClock::new(), None);
+        let mut sink = Collect(Vec::new(), Vec::new());
+        let embryo = Some(0xffff_8888_0000_1000);
+        let client = |off| RawRecord {
+            sock_ino: 10,
+            peer_ino: 0,
+            peer_id: embryo,
+            stream_offset: off,
+            ..RawRecord::default()
+        };
+        let server = RawRecord {
+            sock_ino: 20,
+            sock_id: embryo,
+            peer_ino: 10,
+            ..RawRecord::default()
+        };
+        for r in [client(0), server, client(5)] {
+            let bytes = r.encode();
+            p.record(&SendSegment::try_from(bytes.as_slice()).unwrap(), &mut sink)
+                .unwrap();
+        }
+        let (first, reply, second) = (&sink.0[0].0, &sink.0[1].0, &sink.0[2].0);
+        assert_eq!(
+            first[24..40],
+            reply[8..24],
+            "request's destination is the server's source"
+        );
+        assert_eq!(reply[24..40], first[8..24]);
+        assert_eq!(second[24..40], first[24..40]);
+        assert_ne!(first[32..40], [0; 8]);
+        assert_eq!(
+            sink.1,
+            vec![0, 10, 20],
+            "peer_ino of the second request is known"
+        );
+    }
+
     #[test]
     fn count_limit_stops_mid_message() {
         let mut p = Packetizer::new(WallClock::new(), Some(2));
-        let mut sink = Collect(Vec::new());
+        let mut sink = Collect(Vec::new(), Vec::new());
         let big = u64::from(udstrace_common::record::SEGMENT_MAX) * 3;
         let r = RawRecord {
             msg_len: big,

@@ -33,25 +33,25 @@ pub fn tcp_seq(offset: u64) -> u32 {
     (offset as u32).wrapping_add(1)
 }
 
-/// The synthesised port of a socket: in the dynamic range (49152-65535), from its inode.
-/// Never 0: Wireshark's stream following treats port 0 as "no port".
+/// The synthesised port of a socket: in the dynamic range (49152-65535), from its
+/// identifier. Never 0: Wireshark's stream following treats port 0 as "no port".
 #[must_use]
-pub fn port(ino: u64) -> u16 {
-    0xC000 | (ino as u16 & 0x3FFF)
+pub fn port(id: u64) -> u16 {
+    0xC000 | (id as u16 & 0x3FFF)
 }
 
-/// The synthesised address of a socket inode.
+/// The synthesised address of a socket identifier (0: unknown peer).
 #[must_use]
-pub fn address(ino: u64) -> [u8; 16] {
+pub fn address(id: u64) -> [u8; 16] {
     let mut a = [0u8; 16];
     a[..8].copy_from_slice(&ADDRESS_PREFIX);
-    a[8..].copy_from_slice(&ino.to_be_bytes());
+    a[8..].copy_from_slice(&id.to_be_bytes());
     a
 }
 
-/// The socket inode encoded in a synthesised address, if it has the prefix.
+/// The socket identifier encoded in a synthesised address, if it has the prefix.
 #[must_use]
-pub fn inode_of(address: &[u8; 16]) -> Option<u64> {
+pub fn id_of(address: &[u8; 16]) -> Option<u64> {
     (address[..8] == ADDRESS_PREFIX)
         .then(|| u64::from_be_bytes(address[8..].try_into().expect("8 bytes")))
 }
@@ -103,8 +103,8 @@ pub fn packets<'a>(seg: &SendSegment<'a>) -> impl Iterator<Item = SegmentPacket<
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Flow {
     pub sock_type: SockType,
-    pub src_ino: u64,
-    pub dst_ino: u64,
+    pub src_id: u64,
+    pub dst_id: u64,
     pub src_port: u16,
     pub dst_port: u16,
 }
@@ -117,8 +117,8 @@ pub fn write_headers(
     packet: &SegmentPacket<'_>,
     ack: Option<u64>,
 ) -> usize {
-    let src = address(flow.src_ino);
-    let dst = address(flow.dst_ino);
+    let src = address(flow.src_id);
+    let dst = address(flow.dst_id);
     let (next_header, transport_len) = match flow.sock_type {
         SockType::Stream => (NEXT_HEADER_TCP, TCP_LEN),
         SockType::Dgram | SockType::SeqPacket => (NEXT_HEADER_UDP, UDP_LEN),
@@ -203,8 +203,8 @@ mod tests {
     fn address_round_trips() {
         let a = address(0x1234_5678_9abc);
         assert_eq!(&a[..4], &[0xfd, 0x75, 0x64, 0x73]);
-        assert_eq!(inode_of(&a), Some(0x1234_5678_9abc));
-        assert_eq!(inode_of(&[0; 16]), None);
+        assert_eq!(id_of(&a), Some(0x1234_5678_9abc));
+        assert_eq!(id_of(&[0; 16]), None);
         assert_eq!(port(0), 49152);
         assert_eq!(port(0x4001), 49153);
         assert_eq!(port(u64::MAX), 65535);
@@ -267,8 +267,8 @@ mod tests {
     fn tcp_headers_and_checksum() {
         let flow = Flow {
             sock_type: SockType::Stream,
-            src_ino: 7,
-            dst_ino: 8,
+            src_id: 7,
+            dst_id: 8,
             src_port: 1,
             dst_port: 2,
         };
@@ -304,8 +304,8 @@ mod tests {
     fn udp_headers() {
         let flow = Flow {
             sock_type: SockType::Dgram,
-            src_ino: 7,
-            dst_ino: 0,
+            src_id: 7,
+            dst_id: 0,
             src_port: 0,
             dst_port: 0,
         };

@@ -46,6 +46,8 @@ pub struct SendSegment<'a> {
     pub gid: u32,
     pub sock_ino: u64,
     pub peer_ino: u64,
+    pub sock_id: u64,
+    pub peer_id: u64,
     pub stream_offset: u64,
     pub msg_len: u64,
     pub seg_offset: u64,
@@ -153,6 +155,8 @@ impl<'a> TryFrom<&'a [u8]> for SendSegment<'a> {
             gid: u32_at(b, offset_of!(SendRecord, gid)),
             sock_ino: u64_at(b, offset_of!(SendRecord, sock_ino)),
             peer_ino: u64_at(b, offset_of!(SendRecord, peer_ino)),
+            sock_id: u64_at(b, offset_of!(SendRecord, sock_id)),
+            peer_id: u64_at(b, offset_of!(SendRecord, peer_id)),
             stream_offset: u64_at(b, offset_of!(SendRecord, stream_offset)),
             msg_len,
             seg_offset,
@@ -187,6 +191,8 @@ pub mod testing {
         pub tid: u32,
         pub sock_ino: u64,
         pub peer_ino: u64,
+        pub sock_id: Option<u64>,
+        pub peer_id: Option<u64>,
         pub stream_offset: u64,
         pub msg_len: u64,
         pub seg_offset: u64,
@@ -207,6 +213,8 @@ pub mod testing {
                 tid: 101,
                 sock_ino: 5000,
                 peer_ino: 5001,
+                sock_id: None,
+                peer_id: None,
                 stream_offset: 0,
                 msg_len: 5,
                 seg_offset: 0,
@@ -247,6 +255,18 @@ pub mod testing {
                 offset_of!(SendRecord, peer_ino),
                 &self.peer_ino.to_ne_bytes(),
             );
+            // Kernel identities: as given, or stand-ins derived from the inodes.
+            let derive = |ino: u64| {
+                if ino == 0 {
+                    0
+                } else {
+                    ino | 0xffff_0000_0000_0000
+                }
+            };
+            let sock_id = self.sock_id.unwrap_or(derive(self.sock_ino));
+            let peer_id = self.peer_id.unwrap_or(derive(self.peer_ino));
+            put(offset_of!(SendRecord, sock_id), &sock_id.to_ne_bytes());
+            put(offset_of!(SendRecord, peer_id), &peer_id.to_ne_bytes());
             put(
                 offset_of!(SendRecord, stream_offset),
                 &self.stream_offset.to_ne_bytes(),

@@ -40,7 +40,11 @@ pub fn run() -> Result<()> {
     let capture = root().join("target/demo.pcapng");
     let socket = Path::new("/tmp/udstrace-demo.sock");
 
-    let mut server = Command::new("python3").args(["-c", SERVER]).arg(socket).spawn().context("python3")?;
+    let mut server = Command::new("python3")
+        .args(["-c", SERVER])
+        .arg(socket)
+        .spawn()
+        .context("python3")?;
     let start = Instant::now();
     while !socket.exists() {
         if start.elapsed() > Duration::from_secs(10) {
@@ -51,7 +55,11 @@ pub fn run() -> Result<()> {
     }
 
     eprintln!("+ {} -w {}", bin.display(), capture.display());
-    let mut udstrace = Command::new(&bin).arg("-w").arg(&capture).stderr(Stdio::piped()).spawn()?;
+    let mut udstrace = Command::new(&bin)
+        .arg("-w")
+        .arg(&capture)
+        .stderr(Stdio::piped())
+        .spawn()?;
     let stderr = udstrace.stderr.take().context("stderr")?;
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
     for line in lines.by_ref() {
@@ -63,7 +71,10 @@ pub fn run() -> Result<()> {
     }
     let curl = (|| -> Result<()> {
         for path in ["/hello", "/again"] {
-            sh(Command::new("curl").args(["-sS", "--unix-socket"]).arg(socket).arg(format!("http://localhost{path}")))?;
+            sh(Command::new("curl")
+                .args(["-sS", "--unix-socket"])
+                .arg(socket)
+                .arg(format!("http://localhost{path}")))?;
         }
         Ok(())
     })();
@@ -85,11 +96,17 @@ pub fn run() -> Result<()> {
 
     eprintln!("\nThe capture, as udstrace prints it (curl's and the server's messages):");
     let text = Command::new(&bin).arg("-r").arg(&capture).output()?;
-    for line in String::from_utf8_lossy(&text.stdout).lines().filter(|l| l.contains("curl[") || l.contains("python3[")) {
+    for line in String::from_utf8_lossy(&text.stdout)
+        .lines()
+        .filter(|l| l.contains("curl[") || l.contains("python3["))
+    {
         println!("{line}");
     }
     eprintln!("\nThe same file in tshark:");
-    sh(Command::new("tshark").args(["-n", "-r"]).arg(&capture).args(["-Y", "http"]))
+    sh(Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(&capture)
+        .args(["-Y", "http"]))
 }
 
 extern "C" {

@@ -8,7 +8,14 @@ use crate::util::{output, require_root, sh};
 
 /// Debian packages: tshark to check captures, curl and python3 for real clients and servers,
 /// util-linux for setpriv (privilege tests), bpftool to inspect programs.
-const APT_PACKAGES: &[&str] = &["tshark", "curl", "python3", "util-linux", "bpftool", "ca-certificates"];
+const APT_PACKAGES: &[&str] = &[
+    "tshark",
+    "curl",
+    "python3",
+    "util-linux",
+    "bpftool",
+    "ca-certificates",
+];
 
 /// The bpf-linker release that works with the toolchains here (see docs/DESIGN.md).
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -27,7 +34,8 @@ fn apt() -> Result<()> {
         .iter()
         .copied()
         .filter(|p| {
-            output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p])).is_none_or(|s| !s.contains("install ok installed"))
+            output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .is_none_or(|s| !s.contains("install ok installed"))
         })
         .collect();
     if missing.is_empty() {
@@ -53,7 +61,13 @@ fn apt() -> Result<()> {
 fn rust() -> Result<()> {
     let toolchains = output(Command::new("rustup").args(["toolchain", "list"])).unwrap_or_default();
     if !toolchains.lines().any(|l| l.starts_with("nightly")) {
-        sh(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        sh(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
     }
     sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
@@ -64,17 +78,19 @@ fn bpf_linker() -> Result<()> {
     if installed.contains(BPF_LINKER_VERSION) {
         return Ok(());
     }
-    let sysroot = output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))
-        .context("nightly rustc")?
-        .trim()
-        .to_string();
+    let sysroot =
+        output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))
+            .context("nightly rustc")?
+            .trim()
+            .to_string();
     let lib = std::path::Path::new(&sysroot).join("lib");
     let llvm_so = std::fs::read_dir(&lib)?
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with("libLLVM.so") || n.starts_with("libLLVM-"))
         .context("the nightly toolchain has no libLLVM")?;
-    let version = output(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"])).context("rustc -vV")?;
+    let version = output(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"]))
+        .context("rustc -vV")?;
     let major = version
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))
@@ -82,9 +98,18 @@ fn bpf_linker() -> Result<()> {
         .context("no LLVM version in rustc -vV")?
         .to_string();
     let lib = lib.display();
-    let rustflags = format!("-C link-arg=-L{lib} -C link-arg=-l:{llvm_so} -C link-arg=-Wl,-rpath,{lib}");
+    let rustflags =
+        format!("-C link-arg=-L{lib} -C link-arg=-l:{llvm_so} -C link-arg=-Wl,-rpath,{lib}");
     sh(Command::new("cargo")
         .env("RUSTFLAGS", rustflags)
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force", "--no-default-features"])
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+            "--force",
+            "--no-default-features",
+        ])
         .args(["--features", &format!("llvm-{major},no-llvm-linking")]))
 }

@@ -11,13 +11,25 @@ fn run_all() -> Result<()> {
     // build.rs); lint it there.
     sh(cargo().args(["build", "-p", "udstrace"]))?;
     // Unit tests of every crate but the kernel one.
-    sh(cargo().args(["test", "-p", "udstrace", "-p", "udstrace-common", "-p", "xtask"]))?;
+    sh(cargo().args([
+        "test",
+        "-p",
+        "udstrace",
+        "-p",
+        "udstrace-common",
+        "-p",
+        "xtask",
+    ]))?;
     // Integration tests: real programs, real sockets. One at a time: each captures this
     // process's traffic, and a test's bulk traffic would flood another's capture.
     let bin = root().join("target/debug/udstrace");
-    sh(cargo()
-        .env("UDSTRACE_BIN", bin)
-        .args(["test", "-p", "udstrace-tests", "--", "--test-threads=1"]))
+    sh(cargo().env("UDSTRACE_BIN", bin).args([
+        "test",
+        "-p",
+        "udstrace-tests",
+        "--",
+        "--test-threads=1",
+    ]))
 }
 
 pub fn run() -> Result<()> {

@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 /// Runs `cmd`, echoing it; fails if it fails.
 pub fn sh(cmd: &mut Command) -> Result<()> {
     eprintln!("+ {}", show(cmd));
-    let status = cmd.status().with_context(|| format!("cannot run {}", show(cmd)))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {}", show(cmd)))?;
     if !status.success() {
         bail!("{} failed ({status})", show(cmd));
     }
@@ -17,7 +19,9 @@ pub fn sh(cmd: &mut Command) -> Result<()> {
 /// Runs `cmd` and returns its standard output, or None if it cannot run or fails.
 pub fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 pub fn show(cmd: &Command) -> String {
@@ -31,7 +35,10 @@ pub fn show(cmd: &Command) -> String {
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 pub fn cargo() -> Command {
