@@ -1,5 +1,5 @@
 //! Builds the kernel programs (`udstrace-ebpf`) with the nightly toolchain and bpf-linker, and
-//! leaves the object in OUT_DIR for `include_bytes_aligned!`.
+//! leaves the object in `OUT_DIR` for `include_bytes_aligned!`.
 
 use anyhow::{anyhow, Context as _};
 use aya_build::{build_ebpf, Package, Toolchain};

@@ -103,21 +103,15 @@ impl Udstrace {
             stderr: rx,
             stderr_lines: Vec::new(),
         };
-        loop {
-            match me.stderr.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) => {
-                    let listening = line.starts_with("listening on");
-                    me.stderr_lines.push(line);
-                    if listening {
-                        return me;
-                    }
-                }
-                Err(_) => {
-                    let _ = me.child.kill();
-                    panic!("udstrace did not start listening: {:?}", me.stderr_lines);
-                }
+        while let Ok(line) = me.stderr.recv_timeout(Duration::from_mins(1)) {
+            let listening = line.starts_with("listening on");
+            me.stderr_lines.push(line);
+            if listening {
+                return me;
             }
         }
+        let _ = me.child.kill();
+        panic!("udstrace did not start listening: {:?}", me.stderr_lines);
     }
 
     /// Process id of udstrace.
@@ -132,7 +126,7 @@ impl Udstrace {
         // Let the last records reach the ring buffer's reader.
         std::thread::sleep(Duration::from_millis(200));
         // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(i32::try_from(self.child.id()).unwrap(), libc::SIGTERM) };
         self.wait()
     }
 
@@ -188,11 +182,10 @@ pub fn inode(fd: &impl AsRawFd) -> u64 {
 /// The synthesised address of the socket with inode `ino` in a capture, as tshark prints it.
 #[must_use]
 pub fn address(packets: &[Pkt], ino: u64) -> String {
-    packets
-        .iter()
-        .find(|p| p.src() == ino)
-        .map(|p| p.src_addr().to_string())
-        .unwrap_or_else(|| panic!("socket {ino} sent nothing in the capture"))
+    packets.iter().find(|p| p.src() == ino).map_or_else(
+        || panic!("socket {ino} sent nothing in the capture"),
+        |p| p.src_addr().to_string(),
+    )
 }
 
 /// One captured packet.

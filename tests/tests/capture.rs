@@ -1,3 +1,14 @@
+//! (Test code: libc return values and lengths are cast freely; a wrong cast fails the test.)
+#![allow(
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    clippy::cast_possible_truncation,
+    clippy::similar_names,
+    clippy::items_after_statements,
+    clippy::borrow_as_ptr,
+    clippy::too_many_lines
+)]
+
 //! Capture fidelity: real programs loaded, real sockets driven in this process with known
 //! bytes, and every byte checked in the capture file, with our parser and with tshark.
 
@@ -817,7 +828,7 @@ fn losses_are_counted_and_show_as_gaps() {
             .packets
             .iter()
             .filter(|p| p.src() == ino_a)
-            .map(|p| p.seq())
+            .map(udstrace_tests::Pkt::seq)
             .min()
             .unwrap();
         u64::from(first - 1)

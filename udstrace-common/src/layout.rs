@@ -31,7 +31,7 @@ pub struct KernelLayout {
     /// `struct pt_regs` -> `orig_ax` (the system call number).
     pub regs_syscall_nr: u32,
     /// `struct pt_regs` -> the first four system call argument registers
-    /// (`di`, `si`, `dx`, `r10` on x86_64).
+    /// (`di`, `si`, `dx`, `r10` on `x86_64`).
     pub regs_args: [u32; 4],
 }
 

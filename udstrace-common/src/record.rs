@@ -25,7 +25,7 @@ pub const COMM_LEN: usize = 16;
 pub mod flags {
     /// The last record of its message.
     pub const LAST: u32 = 1 << 0;
-    /// The kernel could not tell where the payload is (sendfile, splice, io_uring, a send from
+    /// The kernel could not tell where the payload is (sendfile, splice, `io_uring`, a send from
     /// kernel context): the message's length is known, its bytes are not.
     pub const PAYLOAD_MISSING: u32 = 1 << 1;
     /// Reading the sender's memory failed part-way; the payload stops early.
@@ -107,15 +107,15 @@ pub struct SendRecord {
     pub lost_segments: u64,
     /// Payload bytes that follow this header.
     pub cap_len: u32,
-    /// System call the send came from (x86_64 numbers), or -1 when not in a known one.
+    /// System call the send came from (`x86_64` numbers), or -1 when not in a known one.
     pub syscall: i32,
     /// `sk_type` of the sending socket.
     pub sock_type: u16,
     /// Bytes used in `path` and `peer_path` (0: unnamed).
     pub path_len: u16,
     pub peer_path_len: u16,
-    /// Explicit padding; zero.
-    pub _pad: u16,
+    /// Explicit padding, reserved; zero.
+    pub reserved: u16,
     /// Sender's command name, NUL padded.
     pub comm: [u8; COMM_LEN],
     /// Bound name of the sending socket (`sun_path`; abstract names start with a NUL byte).
@@ -128,4 +128,4 @@ pub struct SendRecord {
 pub const SEND_RECORD_LEN: usize = core::mem::size_of::<SendRecord>();
 
 const _: () = assert!(SEND_RECORD_LEN == 344);
-const _: () = assert!(SEND_RECORD_LEN % 8 == 0);
+const _: () = assert!(SEND_RECORD_LEN.is_multiple_of(8));

@@ -98,7 +98,7 @@ pub fn capture_send(
     header.sock_type = info.sock_type;
     header.syscall = syscall;
     header.msg_len = msg_len;
-    header._pad = 0;
+    header.reserved = 0;
 
     let ino = kernel::sock_ino(sk, layout);
     header.sock_ino = ino;

@@ -1,6 +1,6 @@
 //! Command line: tcpdump's habits for Unix sockets.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{fmt::Write as _, path::PathBuf, process::ExitCode};
 
 use clap::Parser;
 
@@ -197,13 +197,10 @@ fn run(args: Args) -> Result<(), Failure> {
         summary.packets, summary.lost_segments
     );
     if summary.lost_bytes != 0 {
-        line.push_str(&format!(" ({} bytes)", summary.lost_bytes));
+        let _ = write!(line, " ({} bytes)", summary.lost_bytes);
     }
     if summary.malformed != 0 {
-        line.push_str(&format!(
-            ", {} malformed records skipped",
-            summary.malformed
-        ));
+        let _ = write!(line, ", {} malformed records skipped", summary.malformed);
     }
     eprintln!("{line}");
     Ok(())

@@ -25,7 +25,7 @@ impl WallClock {
         let boot = now_ns(libc::CLOCK_BOOTTIME);
         let b = now_ns(libc::CLOCK_REALTIME);
         Self {
-            offset_ns: (a + b) / 2 - boot,
+            offset_ns: i128::midpoint(a, b) - boot,
         }
     }
 

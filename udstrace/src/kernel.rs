@@ -26,8 +26,7 @@ impl KernelFacts {
     /// Reads the facts; `btf` is the parsed BTF the layout was taken from.
     pub fn read(btf: &btf_rs::Btf) -> Result<Self, Error> {
         let release = fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "unknown".into());
+            .map_or_else(|_| "unknown".into(), |s| s.trim().to_string());
         let aya_btf = aya::Btf::from_sys_fs().map_err(|e| Error::Btf(e.to_string()))?;
         let has_sock_send_length = btf
             .resolve_ids_by_name("btf_trace_sock_send_length")

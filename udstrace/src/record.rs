@@ -121,7 +121,7 @@ impl<'a> TryFrom<&'a [u8]> for SendSegment<'a> {
         if seg_offset
             .checked_add(u64::from(cap_len))
             .is_none_or(|end| end > msg_len)
-            || seg_offset % u64::from(SEGMENT_MAX) != 0
+            || !seg_offset.is_multiple_of(u64::from(SEGMENT_MAX))
             || (seg_offset >= msg_len && msg_len != 0)
         {
             return Err(DecodeError::Segment {
