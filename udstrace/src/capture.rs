@@ -30,6 +30,9 @@ use crate::{
 /// Records handled before the loop looks at signals and timers again.
 const BATCH: usize = 4096;
 
+/// Sockets remembered for ACK numbers and peer inodes before the tables are emptied.
+const MAX_TRACKED_SOCKETS: usize = 1 << 18;
+
 /// How often buffered output is made visible (pipes, Wireshark, the terminal).
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -95,6 +98,12 @@ impl Packetizer {
     /// Writes the packets of one record to `sink`.
     pub fn record(&mut self, seg: &SendSegment<'_>, sink: &mut dyn Sink) -> io::Result<()> {
         let mut seg = *seg;
+        // Both maps grow by one entry per socket ever seen: bound them on long captures.
+        // Forgetting costs only ACK numbers and late-learnt peer inodes until seen again.
+        if self.inodes.len() > MAX_TRACKED_SOCKETS {
+            self.inodes.clear();
+            self.next_offset.clear();
+        }
         if seg.sock_ino != 0 && !self.inodes.contains_key(&seg.sock_id) {
             self.inodes.insert(seg.sock_id, seg.sock_ino);
         }

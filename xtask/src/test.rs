@@ -1,17 +1,63 @@
 //! `cargo xtask test`: the whole suite, as CI runs it.
 
-use anyhow::Result;
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+};
 
-use crate::util::{cargo, require_root, root, sh};
+use anyhow::{bail, Context, Result};
 
-fn run_all() -> Result<()> {
+use crate::util::{cargo, require_root, root, sh, show};
+
+/// Tests passed and failed, summed over cargo test runs.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    /// Runs a `cargo test` command, echoing its output and counting its results.
+    fn cargo_test(&mut self, cmd: &mut Command) -> Result<()> {
+        eprintln!("+ {}", show(cmd));
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| show(cmd))?;
+        for line in BufReader::new(child.stdout.take().context("stdout")?).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                for part in rest.split(['.', ';']) {
+                    let mut words = part.split_whitespace();
+                    if let (Some(n), Some(what)) = (words.next(), words.next()) {
+                        match (n.parse::<u64>(), what) {
+                            (Ok(n), "passed") => self.passed += n,
+                            (Ok(n), "failed") => self.failed += n,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            println!("{} passed, {} failed", self.passed, self.failed.max(1));
+            bail!("{} failed ({status})", show(cmd));
+        }
+        Ok(())
+    }
+}
+
+pub fn run() -> Result<()> {
+    require_root("cargo xtask test")?;
     sh(cargo().args(["fmt", "--all", "--", "--check"]))?;
     sh(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
-    // The eBPF crate builds for the BPF target only (with nightly, through udstrace's
-    // build.rs); lint it there.
+    // Builds the kernel programs too (nightly, bpf-linker), through udstrace's build.rs.
     sh(cargo().args(["build", "-p", "udstrace"]))?;
+    let mut tally = Tally::default();
     // Unit tests of every crate but the kernel one.
-    sh(cargo().args([
+    tally.cargo_test(cargo().args([
         "test",
         "-p",
         "udstrace",
@@ -21,18 +67,15 @@ fn run_all() -> Result<()> {
         "xtask",
     ]))?;
     // Integration tests: real programs, real sockets. One at a time: each captures this
-    // process's traffic, and a test's bulk traffic would flood another's capture.
+    // process's traffic, and one test's bulk traffic would flood another's capture.
     let bin = root().join("target/debug/udstrace");
-    sh(cargo().env("UDSTRACE_BIN", bin).args([
+    tally.cargo_test(cargo().env("UDSTRACE_BIN", bin).args([
         "test",
         "-p",
         "udstrace-tests",
         "--",
         "--test-threads=1",
-    ]))
-}
-
-pub fn run() -> Result<()> {
-    require_root("cargo xtask test")?;
-    run_all()
+    ]))?;
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    Ok(())
 }
