@@ -681,6 +681,13 @@ fn sigterm_mid_capture_leaves_a_valid_file() {
     assert_eq!(cap.packets.len() as u64, packets);
     assert_eq!(cap.stats, Some((packets + lost, lost)));
     assert!(packets > 50, "captured {packets}");
+
+    // Writing to a device leaves the device's mode alone.
+    let null_mode = || std::fs::metadata("/dev/null").unwrap().permissions().mode() & 0o777;
+    let before = null_mode();
+    let ud = Udstrace::start(&["-w", "/dev/null", "-p", &own_pid()]);
+    assert!(ud.stop().success);
+    assert_eq!(null_mode(), before, "/dev/null keeps its mode");
 }
 
 /// Without `-w`, one line per packet; `-X` adds a hex dump; `-c` stops after COUNT packets;

@@ -46,12 +46,15 @@ pub fn create_capture_file(path: &Path) -> Result<File, Error> {
             path: path.to_path_buf(),
             source,
         })?;
-    // An existing file keeps its mode through O_TRUNC: tighten it.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(|source| Error::Output {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    // An existing regular file keeps its mode through O_TRUNC: tighten it. Devices and FIFOs
+    // (`/dev/null`, Wireshark's extcap pipe) are left as they are.
+    if file.metadata().is_ok_and(|m| m.is_file()) {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|source| Error::Output {
+                path: path.to_path_buf(),
+                source,
+            })?;
+    }
     Ok(file)
 }
 
