@@ -17,7 +17,9 @@ use udstrace_common::SockType;
 
 use crate::{
     clock::WallClock,
+    decode::Decoders,
     error::Error,
+    filter::Filter,
     meta::PacketView,
     packet::{packets, port, write_headers, Flow, MAX_HEADER_LEN},
     pcapng::{CaptureInfo, Stats, DIRECTION_OUTBOUND},
@@ -46,6 +48,9 @@ pub struct CaptureOptions {
     pub count: Option<u64>,
     pub style: PayloadStyle,
     pub verbose: bool,
+    /// Records to keep (beyond the kernel's process filter).
+    pub filter: Filter,
+    pub decoders: Decoders,
 }
 
 /// What a capture did.
@@ -68,6 +73,10 @@ pub struct Packetizer {
     inodes: HashMap<u64, u64>,
     /// Per stream socket: the offset after the last byte it was seen sending.
     next_offset: HashMap<u64, u64>,
+    /// Per socket: the port its name gives it (0: none), as the decoders said.
+    ports: HashMap<u64, u16>,
+    decoders: Decoders,
+    filter: Filter,
     reported_lost: u64,
     headers: [u8; MAX_HEADER_LEN],
     pub packets: u64,
@@ -82,11 +91,28 @@ impl Packetizer {
             ids: RandomState::new(),
             inodes: HashMap::new(),
             next_offset: HashMap::new(),
+            ports: HashMap::new(),
+            decoders: Decoders::new(&[]).expect("the built-in rules parse"),
+            filter: Filter::default(),
             reported_lost: 0,
             headers: [0; MAX_HEADER_LEN],
             packets: 0,
             limit,
         }
+    }
+
+    /// Keeps only the records `filter` matches.
+    #[must_use]
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Chooses service ports with `decoders`.
+    #[must_use]
+    pub fn with_decoders(mut self, decoders: Decoders) -> Self {
+        self.decoders = decoders;
+        self
     }
 
     /// Whether the packet limit has been reached.
@@ -103,6 +129,7 @@ impl Packetizer {
         if self.inodes.len() > MAX_TRACKED_SOCKETS {
             self.inodes.clear();
             self.next_offset.clear();
+            self.ports.clear();
         }
         if seg.sock_ino != 0 && !self.inodes.contains_key(&seg.sock_id) {
             self.inodes.insert(seg.sock_id, seg.sock_ino);
@@ -110,14 +137,21 @@ impl Packetizer {
         if seg.peer_ino == 0 && seg.peer_id != 0 {
             seg.peer_ino = self.inodes.get(&seg.peer_id).copied().unwrap_or(0);
         }
+        if !self.filter.matches(&seg) {
+            return Ok(());
+        }
         let ts_ns = self.clock.wall_ns(seg.ts_boot_ns);
         let (src_id, dst_id) = (self.id(seg.sock_id), self.id(seg.peer_id));
         let flow = Flow {
             sock_type: seg.sock_type,
             src_id,
             dst_id,
-            src_port: port(src_id),
-            dst_port: port(dst_id),
+            src_port: self
+                .service_port(seg.sock_id, seg.path)
+                .unwrap_or_else(|| port(src_id)),
+            dst_port: self
+                .service_port(seg.peer_id, seg.peer_path)
+                .unwrap_or_else(|| port(dst_id)),
         };
         let ack = if seg.sock_type == SockType::Stream {
             self.next_offset.get(&seg.peer_id).copied()
@@ -145,6 +179,19 @@ impl Packetizer {
             self.next_offset.insert(seg.sock_id, end);
         }
         Ok(())
+    }
+
+    /// The port a socket's name gives it, remembered per socket.
+    fn service_port(&mut self, kernel_id: u64, name: &[u8]) -> Option<u16> {
+        if name.is_empty() {
+            return None;
+        }
+        let decoders = &self.decoders;
+        let port = *self
+            .ports
+            .entry(kernel_id)
+            .or_insert_with(|| decoders.port(name).unwrap_or(0));
+        (port != 0).then_some(port)
     }
 
     /// The address identifier of a kernel socket identity (0 stays 0: no peer).
@@ -226,7 +273,9 @@ async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
     );
 
     let start_ns = WallClock::now();
-    let mut packetizer = Packetizer::new(WallClock::new(), opts.count);
+    let mut packetizer = Packetizer::new(WallClock::new(), opts.count)
+        .with_filter(opts.filter.clone())
+        .with_decoders(opts.decoders.clone());
     let mut summary = Summary::default();
     // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as
     // the AsyncFd owns the ring buffer.

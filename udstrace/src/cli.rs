@@ -2,12 +2,15 @@
 
 use std::{fmt::Write as _, path::PathBuf, process::ExitCode};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use crate::{
     backend::BackendKind,
     capture::{self, CaptureOptions},
+    decode::Decoders,
     error::{one_line, Error},
+    extcap,
+    filter::{parse_type, Filter},
     reader,
     text::PayloadStyle,
     tracer::TracerConfig,
@@ -21,8 +24,17 @@ pub const DEFAULT_BUFFER_KIB: u32 = 16 << 10;
 /// tcpdump for Unix domain sockets: captures what processes send over AF_UNIX sockets,
 /// systemwide or for chosen processes, as text or as pcapng for Wireshark.
 #[derive(Debug, Parser)]
-#[command(name = "udstrace", version, about, max_term_width = 100)]
+#[command(
+    name = "udstrace",
+    version,
+    about,
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Capture only these processes. Repeatable; one value may hold a list separated by
     /// spaces or commas, so `-p "$(pidof postgres)"` works.
     #[arg(short = 'p', long = "pid", value_name = "PID")]
@@ -60,6 +72,28 @@ pub struct Args {
     #[arg(long, value_name = "auto|tracepoint|fentry|kprobe", default_value = "auto", value_parser = parse_backend)]
     pub backend: BackendChoice,
 
+    /// Capture only processes with this command name (repeatable).
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+
+    /// Capture only sockets with this name at either end: a path, `@name` for an abstract
+    /// socket, or a glob with `*` and `?` (repeatable).
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+
+    /// Capture only sockets of this type: stream, dgram or seqpacket.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub sock_type: Option<String>,
+
+    /// Tell Wireshark that sockets named PATH (a path, `@name` or glob) speak PROTOCOL: http,
+    /// pgsql, x11, or a TCP/UDP port number. PostgreSQL, X11 and Docker-style HTTP sockets
+    /// are known without it.
+    #[arg(long = "decode", value_name = "PATH=PROTOCOL")]
+    pub decode: Vec<String>,
+
+    #[command(flatten)]
+    pub extcap: ExtcapArgs,
+
     /// Print each packet's payload in hex and ASCII.
     #[arg(short = 'X', conflicts_with = "ascii")]
     pub hex: bool,
@@ -71,6 +105,53 @@ pub struct Args {
     /// Say more: which backend and why, and full kernel error messages.
     #[arg(short = 'v', long)]
     pub verbose: bool,
+}
+
+/// What Wireshark passes to an extcap program (hidden from `--help`).
+#[derive(Debug, Default, clap::Args)]
+#[allow(clippy::struct_excessive_bools, reason = "the extcap protocol's flags")]
+pub struct ExtcapArgs {
+    #[arg(long, hide = true)]
+    pub extcap_interfaces: bool,
+    #[arg(long, hide = true)]
+    pub extcap_interface: Option<String>,
+    #[arg(long, hide = true)]
+    pub extcap_dlts: bool,
+    #[arg(long, hide = true)]
+    pub extcap_config: bool,
+    #[arg(long, hide = true)]
+    pub capture: bool,
+    #[arg(long, hide = true)]
+    pub fifo: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    pub extcap_capture_filter: Option<String>,
+    #[arg(long, hide = true)]
+    pub extcap_version: Option<String>,
+    #[arg(long, hide = true)]
+    pub extcap_control_in: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    pub extcap_control_out: Option<PathBuf>,
+}
+
+/// Commands besides capturing.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Wireshark integration.
+    Extcap {
+        #[command(subcommand)]
+        action: ExtcapAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExtcapAction {
+    /// Make udstrace a capture interface of Wireshark and tshark, and install its Lua plugin
+    /// (fields udstrace.pid, udstrace.comm, ...): in your personal Wireshark folders, or with
+    /// --global in the system's.
+    Install {
+        #[arg(long)]
+        global: bool,
+    },
 }
 
 /// `--backend`: one backend, or `None` for auto.
@@ -136,24 +217,42 @@ pub fn main() -> ExitCode {
         }
     };
     let verbose = args.verbose;
-    match run(args) {
+    let fifo = args
+        .extcap
+        .capture
+        .then(|| args.extcap.fifo.clone())
+        .flatten();
+    let result = run(args);
+    if result.is_err() {
+        if let Some(fifo) = &fifo {
+            extcap::release_fifo(fifo);
+        }
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(msg)) => {
             eprintln!("udstrace: {msg}");
             ExitCode::from(2)
         }
         Err(Failure::Error(e)) => {
-            eprintln!("udstrace: {}", one_line(&e));
-            if let Some(log) = e.kernel_log() {
-                if verbose {
-                    eprintln!("{log}");
-                } else {
-                    eprintln!("udstrace: run with --verbose for the kernel's full answer");
-                }
+            match e.kernel_log() {
+                Some(log) if verbose => eprintln!("udstrace: {}\n{log}", one_line(&e)),
+                Some(_) => eprintln!(
+                    "udstrace: {} (--verbose shows the kernel's full answer)",
+                    one_line(&e)
+                ),
+                None => eprintln!("udstrace: {}", one_line(&e)),
             }
             ExitCode::FAILURE
         }
     }
+}
+
+fn stdout_error(source: std::io::Error) -> Failure {
+    Failure::Error(Error::Output {
+        path: "standard output".into(),
+        source,
+    })
 }
 
 enum Failure {
@@ -167,7 +266,58 @@ impl From<Error> for Failure {
     }
 }
 
-fn run(args: Args) -> Result<(), Failure> {
+fn run(mut args: Args) -> Result<(), Failure> {
+    if let Some(Command::Extcap {
+        action: ExtcapAction::Install { global },
+    }) = args.command
+    {
+        for line in extcap::install(global)? {
+            println!("installed {line}");
+        }
+        return Ok(());
+    }
+    let mut out = std::io::stdout();
+    let ex = &args.extcap;
+    if ex.extcap_interfaces {
+        extcap::interfaces(&mut out).map_err(stdout_error)?;
+        return Ok(());
+    }
+    if ex
+        .extcap_interface
+        .as_deref()
+        .is_some_and(|i| i != extcap::INTERFACE)
+    {
+        return Err(Failure::Usage(format!(
+            "unknown extcap interface `{}`",
+            ex.extcap_interface.as_deref().unwrap_or("")
+        )));
+    }
+    if ex.extcap_dlts {
+        extcap::dlts(&mut out).map_err(stdout_error)?;
+        return Ok(());
+    }
+    if ex.extcap_config {
+        extcap::config(&mut out).map_err(stdout_error)?;
+        return Ok(());
+    }
+    if ex.capture {
+        // Wireshark passes empty option values as empty strings.
+        args.pids.retain(|p| !p.trim().is_empty());
+        args.comms.retain(|c| !c.is_empty());
+        args.paths.retain(|p| !p.is_empty());
+        args.decode.retain(|d| !d.is_empty());
+        args.sock_type = args.sock_type.filter(|t| !t.is_empty());
+        args.write = Some(
+            ex.fifo
+                .clone()
+                .ok_or_else(|| Failure::Usage("--capture needs --fifo".into()))?,
+        );
+    } else if ex.extcap_capture_filter.is_some() {
+        // Wireshark validating a capture filter: udstrace takes none.
+        return Err(Failure::Usage(
+            "udstrace takes no capture filter; use the interface's options".into(),
+        ));
+    }
     let style = args.style();
     if let Some(path) = &args.read {
         reader::read(path, style, args.count)?;
@@ -179,6 +329,17 @@ fn run(args: Args) -> Result<(), Failure> {
         Some(s) => s,
     };
     let ring_bytes = args.buffer_kib.next_power_of_two().saturating_mul(1024);
+    let filter = Filter {
+        comms: args.comms,
+        paths: args.paths,
+        sock_type: args
+            .sock_type
+            .as_deref()
+            .map(parse_type)
+            .transpose()
+            .map_err(Failure::Usage)?,
+    };
+    let decoders = Decoders::new(&args.decode).map_err(Failure::Usage)?;
     let opts = CaptureOptions {
         tracer: TracerConfig {
             backend: args.backend.0,
@@ -190,6 +351,8 @@ fn run(args: Args) -> Result<(), Failure> {
         count: args.count,
         style,
         verbose: args.verbose,
+        filter,
+        decoders,
     };
     let summary = capture::run(&opts)?;
     let mut line = format!(

@@ -51,6 +51,8 @@ pub enum Error {
     Input { path: PathBuf, reason: String },
     #[error("reading the capture buffer: {0}")]
     Ring(io::Error),
+    #[error("cannot install into Wireshark: {0}")]
+    Install(String),
     #[error("cannot set up the signal handlers: {0}")]
     Signals(io::Error),
 }

@@ -6,12 +6,16 @@ use anyhow::{Context, Result};
 
 use crate::util::{output, require_root, sh};
 
-/// Debian packages: tshark to check captures, curl and python3 for real clients and servers,
-/// util-linux for setpriv (privilege tests), bpftool to inspect programs.
+/// Debian packages: tshark to check captures; real clients and servers for the tests (curl and
+/// python3 for HTTP, postgresql for psql and its server, xvfb and x11-utils for X11);
+/// util-linux for setpriv and runuser; bpftool to inspect programs.
 const APT_PACKAGES: &[&str] = &[
     "tshark",
     "curl",
     "python3",
+    "postgresql",
+    "xvfb",
+    "x11-utils",
     "util-linux",
     "bpftool",
     "ca-certificates",

@@ -1,0 +1,402 @@
+//! Wireshark integration with real tshark and real clients and servers: the extcap interface
+//! (listed, live capture with options, errors), the Lua fields, and protocols decoded by stock
+//! tshark: HTTP (curl against a server on a Unix socket), PostgreSQL (psql against a real
+//! server) and X11 (xdpyinfo against Xvfb).
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use udstrace_tests::{read_capture, udstrace_bin, TempDir, Udstrace};
+
+/// A child process killed on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(path: &Path, what: &str) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what} did not create {}",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const HTTP_SERVER: &str = r#"
+import http.server, socketserver, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b'{"Containers": 0}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def address_string(self):
+        return "unix"
+    def log_message(self, *a):
+        pass
+socketserver.UnixStreamServer(sys.argv[1], H).serve_forever()
+"#;
+
+/// Starts the HTTP server on `dir/docker.sock`; returns it and the socket path.
+fn http_server(dir: &TempDir) -> (Guard, std::path::PathBuf) {
+    let sock = dir.path("docker.sock");
+    let server = Guard(
+        Command::new("python3")
+            .args(["-c", HTTP_SERVER])
+            .arg(&sock)
+            .spawn()
+            .expect("python3"),
+    );
+    wait_for(&sock, "the HTTP server");
+    (server, sock)
+}
+
+fn curl(sock: &Path, url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--unix-socket"])
+        .arg(sock)
+        .arg(url)
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// tshark with `HOME` pointing at a private Wireshark configuration.
+fn tshark(home: &Path) -> Command {
+    let mut c = Command::new("tshark");
+    c.env("HOME", home).stdin(Stdio::null());
+    c
+}
+
+fn fields(home: &Path, file: &Path, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut cmd = tshark(home);
+    cmd.args(["-n", "-r"])
+        .arg(file)
+        .args(["-Y", filter, "-T", "fields"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+/// Installs udstrace into a private Wireshark configuration.
+fn install(home: &Path) {
+    let out = Command::new(udstrace_bin())
+        .args(["extcap", "install"])
+        .env("HOME", home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "{}/.config/wireshark/extcap/udstrace",
+            home.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("udstrace.lua"), "{text}");
+}
+
+/// After `extcap install`, tshark lists the interface, captures live through it with options
+/// passed as `-o extcap.udstrace.*`, decodes curl's HTTP on a docker-style socket, and
+/// filters on the Lua plugin's fields.
+#[test]
+fn extcap_live_capture_with_http_and_fields() {
+    let dir = TempDir::new("extcap");
+    let home = dir.path("home");
+    std::fs::create_dir_all(&home).unwrap();
+    install(&home);
+    let list = tshark(&home).arg("-D").output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.lines()
+            .any(|l| l.ends_with(". udstrace (Unix domain sockets (udstrace))")),
+        "{list}"
+    );
+
+    let (_server, sock) = http_server(&dir);
+    let file = dir.path("live.pcapng");
+    let sock_str = sock.to_str().unwrap().to_string();
+    let mut capture = tshark(&home)
+        .args([
+            "-i",
+            "udstrace",
+            "-o",
+            &format!("extcap.udstrace.path:{sock_str}"),
+            "-a",
+            "duration:8",
+            "-w",
+        ])
+        .arg(&file)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The interface needs a moment to load its programs; ask until a request is captured.
+    thread::sleep(Duration::from_secs(3));
+    for _ in 0..3 {
+        assert_eq!(
+            curl(&sock, "http://localhost/v1.43/info"),
+            r#"{"Containers": 0}"#
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+    let status = capture.wait().unwrap();
+    assert!(status.success());
+
+    let requests = fields(
+        &home,
+        &file,
+        "http.request",
+        &["http.request.uri", "tcp.dstport", "udstrace.comm"],
+    );
+    assert!(!requests.is_empty(), "no HTTP request decoded");
+    for r in &requests {
+        assert_eq!(r, &["/v1.43/info", "80", "curl"]);
+    }
+    let responses = fields(
+        &home,
+        &file,
+        "http.response",
+        &["http.response.code", "tcp.srcport", "udstrace.path"],
+    );
+    assert_eq!(responses.len(), requests.len());
+    for r in &responses {
+        assert_eq!(r, &["200".to_string(), "80".to_string(), sock_str.clone()]);
+    }
+    // Only the chosen socket was captured.
+    let cap = read_capture(&file);
+    for p in &cap.packets {
+        assert!(
+            p.meta("path") == Some(&sock_str) || p.meta("peer_path") == Some(&sock_str),
+            "{}",
+            p.comment
+        );
+    }
+    // The plugin decodes every packet without error.
+    let lua_errors = fields(
+        &home,
+        &file,
+        "_ws.expert.message contains \"Lua Error\"",
+        &["frame.number"],
+    );
+    assert!(lua_errors.is_empty(), "Lua errors in frames {lua_errors:?}");
+    let inodes = fields(
+        &home,
+        &file,
+        "udstrace.ino > 0 && udstrace.msg_len > 0",
+        &["udstrace.ino"],
+    );
+    assert_eq!(inodes.len(), cap.packets.len());
+    // Lua fields as display filters.
+    let by_comm = fields(
+        &home,
+        &file,
+        "udstrace.comm == \"curl\" && udstrace.type == \"stream\"",
+        &["udstrace.pid"],
+    );
+    assert_eq!(by_comm.len(), requests.len());
+}
+
+/// A fatal error reaches tshark as an error message; tshark does not hang.
+#[test]
+fn extcap_error_reaches_tshark() {
+    let dir = TempDir::new("extcap-error");
+    let home = dir.path("home");
+    std::fs::create_dir_all(&home).unwrap();
+    install(&home);
+    let start = Instant::now();
+    let out = tshark(&home)
+        .args([
+            "-i",
+            "udstrace",
+            "-o",
+            "extcap.udstrace.pid:999999999",
+            "-a",
+            "duration:20",
+            "-w",
+        ])
+        .arg(dir.path("x.pcapng"))
+        .output()
+        .unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "tshark waited for a capture that had failed"
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("udstrace: no such process: 999999999"),
+        "{stderr}"
+    );
+}
+
+/// psql against a real PostgreSQL server: the socket `.s.PGSQL.<port>` is decoded as pgsql,
+/// queries included.
+#[test]
+fn postgresql_is_decoded() {
+    let dir = TempDir::new("pgsql");
+    let data = dir.path("data");
+    let run_dir = dir.path("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(&dir.0)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let bin = Path::new("/usr/lib/postgresql/15/bin");
+    let as_postgres = |program: &Path| {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"])
+            .arg(program)
+            .stdin(Stdio::null());
+        c
+    };
+    let ok = as_postgres(&bin.join("initdb"))
+        .args(["-A", "trust", "-U", "postgres", "-D"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "initdb");
+    let _server = Guard(
+        as_postgres(&bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-c", "listen_addresses=", "-c", "port=5499", "-k"])
+            .arg(&run_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let sock = run_dir.join(".s.PGSQL.5499");
+    wait_for(&sock, "postgres");
+
+    let file = dir.path("pg.pcapng");
+    let ud = Udstrace::start(&[
+        "-w",
+        file.to_str().unwrap(),
+        "--path",
+        sock.to_str().unwrap(),
+    ]);
+    let query = "SELECT 'udstrace probe' AS answer";
+    let out = as_postgres(Path::new("/usr/bin/psql"))
+        .arg("-h")
+        .arg(&run_dir)
+        .args(["-p", "5499", "-U", "postgres", "-At", "-c", query])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "udstrace probe"
+    );
+    let done = ud.stop();
+    assert!(done.success, "{:?}", done.stderr);
+
+    let home = dir.path("home");
+    let queries = fields(&home, &file, "pgsql.query", &["pgsql.query", "tcp.dstport"]);
+    assert_eq!(queries, vec![vec![query.to_string(), "5432".to_string()]]);
+    let rows = fields(
+        &home,
+        &file,
+        "pgsql.type == \"Data row\"",
+        &["pgsql.val.data"],
+    );
+    assert_eq!(rows.len(), 1, "one data row");
+}
+
+/// An X client against Xvfb: the display socket is decoded as X11.
+#[test]
+fn x11_is_decoded() {
+    let dir = TempDir::new("x11");
+    let display = 42;
+    let sock = format!("/tmp/.X11-unix/X{display}");
+    let _ = std::fs::remove_file(&sock);
+    let _xvfb = Guard(
+        Command::new("Xvfb")
+            .args([
+                &format!(":{display}"),
+                "-nolisten",
+                "tcp",
+                "-screen",
+                "0",
+                "640x480x24",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb"),
+    );
+    wait_for(Path::new(&sock), "Xvfb");
+    let file = dir.path("x11.pcapng");
+    let ud = Udstrace::start(&[
+        "-w",
+        file.to_str().unwrap(),
+        "--path",
+        "*/.X11-unix/X42",
+        "--comm",
+        "xdpyinfo",
+    ]);
+    let out = Command::new("xdpyinfo")
+        .args(["-display", &format!(":{display}")])
+        .output()
+        .expect("xdpyinfo");
+    assert!(
+        out.status.success(),
+        "xdpyinfo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("640x480"));
+    let done = ud.stop();
+    assert!(done.success, "{:?}", done.stderr);
+
+    let home = dir.path("home");
+    let requests = fields(&home, &file, "x11", &["tcp.dstport", "x11.opcode"]);
+    assert!(requests.len() > 3, "X11 requests decoded: {requests:?}");
+    assert!(requests.iter().all(|r| r[0] == "6042"), "{requests:?}");
+    // xdpyinfo asks for extensions by name (QueryExtension, opcode 98).
+    assert!(
+        requests.iter().any(|r| r[1].split(',').any(|o| o == "98")),
+        "{requests:?}"
+    );
+}

@@ -1,0 +1,103 @@
+//! What to keep, besides the process filter the kernel applies: command names, socket names
+//! and socket types, checked on each record before it becomes packets.
+
+use udstrace_common::SockType;
+
+use crate::{
+    names::{display, glob},
+    record::SendSegment,
+};
+
+/// A record filter; the empty filter keeps everything.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Keep senders with one of these command names.
+    pub comms: Vec<String>,
+    /// Keep sockets whose name or peer's name matches one of these (path, `@name`, globs).
+    pub paths: Vec<String>,
+    /// Keep sockets of this type.
+    pub sock_type: Option<SockType>,
+}
+
+impl Filter {
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.comms.is_empty() && self.paths.is_empty() && self.sock_type.is_none()
+    }
+
+    #[must_use]
+    pub fn matches(&self, seg: &SendSegment<'_>) -> bool {
+        if self.sock_type.is_some_and(|t| t != seg.sock_type) {
+            return false;
+        }
+        if !self.comms.is_empty() && !self.comms.iter().any(|c| c.as_bytes() == seg.comm) {
+            return false;
+        }
+        if !self.paths.is_empty() {
+            let (own, peer) = (display(seg.path), display(seg.peer_path));
+            if !self.paths.iter().any(|p| glob(p, &own) || glob(p, &peer)) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Parses `stream`, `dgram` or `seqpacket`.
+pub fn parse_type(s: &str) -> Result<SockType, String> {
+    [SockType::Stream, SockType::Dgram, SockType::SeqPacket]
+        .into_iter()
+        .find(|t| t.name() == s)
+        .ok_or_else(|| format!("unknown socket type `{s}` (expected stream, dgram or seqpacket)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::testing::RawRecord;
+
+    fn check(filter: &Filter, raw: &RawRecord) -> bool {
+        let bytes = raw.encode();
+        filter.matches(&SendSegment::try_from(bytes.as_slice()).unwrap())
+    }
+
+    #[test]
+    fn filters() {
+        let raw = RawRecord::default(); // comm "client", peer_path /run/test.sock, stream
+        assert!(check(&Filter::default(), &raw));
+        let f = Filter {
+            comms: vec!["client".into()],
+            ..Filter::default()
+        };
+        assert!(check(&f, &raw));
+        let f = Filter {
+            comms: vec!["other".into()],
+            ..Filter::default()
+        };
+        assert!(!check(&f, &raw));
+        let f = Filter {
+            paths: vec!["/run/*.sock".into()],
+            ..Filter::default()
+        };
+        assert!(check(&f, &raw), "matches the peer's name");
+        let f = Filter {
+            paths: vec!["@abs".into()],
+            ..Filter::default()
+        };
+        assert!(!check(&f, &raw));
+        assert!(check(
+            &f,
+            &RawRecord {
+                path: b"\0abs",
+                ..RawRecord::default()
+            }
+        ));
+        let f = Filter {
+            sock_type: Some(SockType::Dgram),
+            ..Filter::default()
+        };
+        assert!(!check(&f, &raw));
+        assert_eq!(parse_type("seqpacket"), Ok(SockType::SeqPacket));
+        assert!(parse_type("raw").is_err());
+    }
+}
