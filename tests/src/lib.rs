@@ -114,6 +114,16 @@ impl Udstrace {
         panic!("udstrace did not start listening: {:?}", me.stderr_lines);
     }
 
+    /// udstrace's standard output, to read while it runs.
+    pub fn take_stdout(&mut self) -> std::process::ChildStdout {
+        self.child.stdout.take().expect("stdout not taken yet")
+    }
+
+    /// Whether udstrace is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     /// Process id of udstrace.
     #[must_use]
     pub fn pid(&self) -> u32 {

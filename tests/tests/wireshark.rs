@@ -10,7 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use udstrace_tests::{read_capture, udstrace_bin, TempDir, Udstrace};
+use std::{io::Read, os::unix::net::UnixStream, sync::mpsc};
+
+use udstrace_tests::{own_pid, read_capture, udstrace_bin, TempDir, Udstrace};
 
 /// A child process killed on drop.
 struct Guard(Child);
@@ -399,4 +401,39 @@ fn x11_is_decoded() {
         requests.iter().any(|r| r[1].split(',').any(|o| o == "98")),
         "{requests:?}"
     );
+}
+
+/// `-w -` streams: a packet reaches the reader while udstrace is still running (it flushes on
+/// a short timer, not at exit), as `udstrace -w - | wireshark -k -i -` needs.
+#[test]
+fn pcapng_on_stdout_streams_live() {
+    let mut ud = Udstrace::start(&["-w", "-", "-p", &own_pid()]);
+    let mut out = ud.take_stdout();
+    let (tx, rx) = mpsc::channel();
+    let marker = b"streamed-while-running";
+    thread::spawn(move || {
+        // Read pcapng blocks as they come; report the first packet holding the marker.
+        let mut header = [0u8; 8];
+        while out.read_exact(&mut header).is_ok() {
+            let len = u32::from_le_bytes(header[4..8].try_into().unwrap()) as usize;
+            let mut body = vec![0u8; len - 8];
+            if out.read_exact(&mut body).is_err() {
+                break;
+            }
+            let block_type = u32::from_le_bytes(header[..4].try_into().unwrap());
+            if block_type == 6 && body.windows(marker.len()).any(|w| w == marker) {
+                let _ = tx.send(());
+                break;
+            }
+        }
+    });
+    let (mut a, _b) = UnixStream::pair().unwrap();
+    std::io::Write::write_all(&mut a, marker).unwrap();
+    let arrived = rx.recv_timeout(Duration::from_secs(10)).is_ok();
+    assert!(arrived, "the packet did not reach standard output");
+    assert!(
+        ud.running(),
+        "udstrace was still capturing when the packet arrived"
+    );
+    assert!(ud.stop().success);
 }
