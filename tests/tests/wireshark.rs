@@ -36,22 +36,8 @@ fn wait_for(path: &Path, what: &str) {
     }
 }
 
-const HTTP_SERVER: &str = r#"
-import http.server, socketserver, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b'{"Containers": 0}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def address_string(self):
-        return "unix"
-    def log_message(self, *a):
-        pass
-socketserver.UnixStreamServer(sys.argv[1], H).serve_forever()
-"#;
+/// The HTTP server the demo uses too.
+const HTTP_SERVER: &str = include_str!("../fixtures/unix_http_server.py");
 
 /// Starts the HTTP server on `dir/docker.sock`; returns it and the socket path.
 fn http_server(dir: &TempDir) -> (Guard, std::path::PathBuf) {
@@ -167,14 +153,14 @@ fn extcap_live_capture_with_http_and_fields() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The interface needs a moment to load its programs; ask until a request is captured.
-    thread::sleep(Duration::from_secs(3));
-    for _ in 0..3 {
+    // The interface needs a moment to load its programs: keep asking for most of the
+    // capture's 12 seconds; the requests made before it listened are simply not in the file.
+    for _ in 0..16 {
         assert_eq!(
             curl(&sock, "http://localhost/v1.43/info"),
-            r#"{"Containers": 0}"#
+            "{\"hello\": \"from a Unix socket\"}\n"
         );
-        thread::sleep(Duration::from_millis(300));
+        thread::sleep(Duration::from_millis(500));
     }
     let status = capture.wait().unwrap();
     assert!(status.success());

@@ -13,25 +13,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::util::{cargo, require_root, root, sh};
 
-const SERVER: &str = r#"
-import http.server, os, socketserver, sys
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b'{"hello": "from a Unix socket"}\n'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def address_string(self):
-        return "unix"
-    def log_message(self, *args):
-        pass
-path = sys.argv[1]
-if os.path.exists(path):
-    os.unlink(path)
-socketserver.UnixStreamServer(path, Handler).serve_forever()
-"#;
+/// The HTTP server the integration tests use too.
+const SERVER: &str = include_str!("../../tests/fixtures/unix_http_server.py");
 
 pub fn run() -> Result<()> {
     require_root("cargo xtask demo")?;
