@@ -512,7 +512,7 @@ fn client_sends_before_accept() {
     assert_eq!(
         from_client[1].dst(),
         ino_conn,
-        "the peer's inode, once known, is filled in"
+        "the kernel knows the peer's inode once accepted"
     );
     let (req, resp) = tshark_follow(&file, &cap.packets, ino_client, ino_conn);
     assert_eq!(req, b"GET /info HTTP/1.1\r\nHost: x\r\n\r\nsecond request");
@@ -853,5 +853,66 @@ fn losses_are_counted_and_show_as_gaps() {
             "bytes {pos}..{off} misplaced"
         );
         pos = off + len;
+    }
+}
+
+/// Back-to-back short connections (the kernel reuses the memory of closed sockets at once):
+/// each is its own conversation for tshark, with no false retransmissions.
+#[test]
+fn sequential_connections_are_distinct_conversations() {
+    let dir = TempDir::new("sequential");
+    let (ud, file) = start_capture(&dir, &[]);
+    let path = dir.path("server.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    for i in 0..10u8 {
+        let mut client = UnixStream::connect(&path).unwrap();
+        client.write_all(&[b'q', i]).unwrap();
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 2];
+        conn.read_exact(&mut buf).unwrap();
+        conn.write_all(&[b'r', i]).unwrap();
+        client.read_exact(&mut buf).unwrap();
+    }
+    let done = ud.stop();
+    assert!(done.success);
+    let out = std::process::Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(&file)
+        .args([
+            "-T",
+            "fields",
+            "-e",
+            "tcp.stream",
+            "-e",
+            "tcp.analysis.flags",
+            "-e",
+            "tcp.payload",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 20, "{text}");
+    let streams: std::collections::BTreeSet<&str> = rows.iter().map(|r| r[0]).collect();
+    assert_eq!(streams.len(), 10, "{text}");
+    assert!(
+        rows.iter().all(|r| r[1].is_empty()),
+        "TCP analysis flags: {text}"
+    );
+    for i in 0..10u8 {
+        let q = format!("71{i:02x}");
+        let r = format!("72{i:02x}");
+        let stream_of = |p: &str| {
+            rows.iter()
+                .find(|row| row[2] == p)
+                .map(|row| row[0])
+                .unwrap()
+        };
+        assert_eq!(
+            stream_of(&q),
+            stream_of(&r),
+            "request {i} and its reply share a conversation"
+        );
     }
 }

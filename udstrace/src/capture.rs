@@ -68,9 +68,9 @@ pub struct Packetizer {
     /// Keys the hash that turns kernel socket identities into address identifiers, so that
     /// no kernel address is written out.
     ids: RandomState,
-    /// Inodes of the sockets seen sending, by kernel identity: names a peer whose inode the
-    /// kernel did not have yet (a connection sent to before it was accepted).
-    inodes: HashMap<u64, u64>,
+    /// Per kernel socket address: its generation (see `identity`) and inode (0: none yet).
+    sockets: HashMap<u64, (u64, u64)>,
+    next_generation: u64,
     /// Per stream socket: the offset after the last byte it was seen sending.
     next_offset: HashMap<u64, u64>,
     /// Per socket: the port its name gives it (0: none), as the decoders said.
@@ -89,7 +89,8 @@ impl Packetizer {
         Self {
             clock,
             ids: RandomState::new(),
-            inodes: HashMap::new(),
+            sockets: HashMap::new(),
+            next_generation: 0,
             next_offset: HashMap::new(),
             ports: HashMap::new(),
             decoders: Decoders::new(&[]).expect("the built-in rules parse"),
@@ -123,38 +124,32 @@ impl Packetizer {
 
     /// Writes the packets of one record to `sink`.
     pub fn record(&mut self, seg: &SendSegment<'_>, sink: &mut dyn Sink) -> io::Result<()> {
-        let mut seg = *seg;
-        // Both maps grow by one entry per socket ever seen: bound them on long captures.
+        // The tables grow by one entry per socket ever seen: bound them on long captures.
         // Forgetting costs only ACK numbers and late-learnt peer inodes until seen again.
-        if self.inodes.len() > MAX_TRACKED_SOCKETS {
-            self.inodes.clear();
+        if self.sockets.len() > MAX_TRACKED_SOCKETS {
+            self.sockets.clear();
             self.next_offset.clear();
             self.ports.clear();
         }
-        if seg.sock_ino != 0 && !self.inodes.contains_key(&seg.sock_id) {
-            self.inodes.insert(seg.sock_id, seg.sock_ino);
-        }
-        if seg.peer_ino == 0 && seg.peer_id != 0 {
-            seg.peer_ino = self.inodes.get(&seg.peer_id).copied().unwrap_or(0);
-        }
+        let src_id = self.identity(seg.sock_id, seg.sock_ino);
+        let dst_id = self.identity(seg.peer_id, seg.peer_ino);
         if !self.filter.matches(&seg) {
             return Ok(());
         }
         let ts_ns = self.clock.wall_ns(seg.ts_boot_ns);
-        let (src_id, dst_id) = (self.id(seg.sock_id), self.id(seg.peer_id));
         let flow = Flow {
             sock_type: seg.sock_type,
             src_id,
             dst_id,
             src_port: self
-                .service_port(seg.sock_id, seg.path)
+                .service_port(src_id, seg.path)
                 .unwrap_or_else(|| port(src_id)),
             dst_port: self
-                .service_port(seg.peer_id, seg.peer_path)
+                .service_port(dst_id, seg.peer_path)
                 .unwrap_or_else(|| port(dst_id)),
         };
         let ack = if seg.sock_type == SockType::Stream {
-            self.next_offset.get(&seg.peer_id).copied()
+            self.next_offset.get(&dst_id).copied()
         } else {
             None
         };
@@ -176,31 +171,49 @@ impl Packetizer {
         }
         if seg.sock_type == SockType::Stream && seg.is_last() {
             let end = seg.stream_offset - seg.seg_offset + seg.msg_len;
-            self.next_offset.insert(seg.sock_id, end);
+            self.next_offset.insert(src_id, end);
         }
         Ok(())
     }
 
+    /// The address identifier of the socket at kernel address `ptr` whose inode the record
+    /// says is `ino` (0: none yet). The kernel reuses the
+    /// memory of closed sockets at once, so an address alone does not name a socket: a new
+    /// inode at a known address, or a socket without inode (not yet accepted) at an address
+    /// that had one, is a new socket and gets a new generation. A socket without inode that
+    /// later shows its inode keeps its identifier.
+    fn identity(&mut self, ptr: u64, ino: u64) -> u64 {
+        if ptr == 0 {
+            return 0;
+        }
+        let next_generation = &mut self.next_generation;
+        let mut fresh = || {
+            *next_generation += 1;
+            *next_generation
+        };
+        let known = self.sockets.entry(ptr).or_insert_with(|| (fresh(), ino));
+        if known.1 != ino {
+            if known.1 == 0 {
+                known.1 = ino;
+            } else {
+                *known = (fresh(), ino);
+            }
+        }
+        let generation = known.0;
+        self.ids.hash_one((ptr, generation)).max(1)
+    }
+
     /// The port a socket's name gives it, remembered per socket.
-    fn service_port(&mut self, kernel_id: u64, name: &[u8]) -> Option<u16> {
+    fn service_port(&mut self, id: u64, name: &[u8]) -> Option<u16> {
         if name.is_empty() {
             return None;
         }
         let decoders = &self.decoders;
         let port = *self
             .ports
-            .entry(kernel_id)
+            .entry(id)
             .or_insert_with(|| decoders.port(name).unwrap_or(0));
         (port != 0).then_some(port)
-    }
-
-    /// The address identifier of a kernel socket identity (0 stays 0: no peer).
-    fn id(&self, kernel_id: u64) -> u64 {
-        if kernel_id == 0 {
-            0
-        } else {
-            self.ids.hash_one(kernel_id).max(1)
-        }
     }
 }
 
@@ -449,9 +462,10 @@ mod tests {
         let mut p = Packetizer::new(WallClock::new(), None);
         let mut sink = Collect(Vec::new(), Vec::new());
         let embryo = Some(0xffff_8888_0000_1000);
-        let client = |off| RawRecord {
+        // Before accept() the kernel has no inode for the server's socket; after, it does.
+        let client = |off, peer_ino| RawRecord {
             sock_ino: 10,
-            peer_ino: 0,
+            peer_ino,
             peer_id: embryo,
             stream_offset: off,
             ..RawRecord::default()
@@ -462,7 +476,7 @@ mod tests {
             peer_ino: 10,
             ..RawRecord::default()
         };
-        for r in [client(0), server, client(5)] {
+        for r in [client(0, 0), server, client(5, 20)] {
             let bytes = r.encode();
             p.record(&SendSegment::try_from(bytes.as_slice()).unwrap(), &mut sink)
                 .unwrap();
@@ -481,6 +495,46 @@ mod tests {
             vec![0, 10, 20],
             "peer_ino of the second request is known"
         );
+    }
+
+    /// Closed sockets' memory is reused at once: a new connection at the same kernel
+    /// addresses is a new conversation, not a continuation of the old one.
+    #[test]
+    fn reused_kernel_addresses_are_new_sockets() {
+        let mut p = Packetizer::new(WallClock::new(), None);
+        let mut sink = Collect(Vec::new(), Vec::new());
+        let (client_ptr, server_ptr) = (Some(0xffff_0000_0000_1000), Some(0xffff_0000_0000_2000));
+        let conversation = |client_ino, server_ino| {
+            [
+                RawRecord {
+                    sock_ino: client_ino,
+                    sock_id: client_ptr,
+                    peer_ino: 0,
+                    peer_id: server_ptr,
+                    ..RawRecord::default()
+                },
+                RawRecord {
+                    sock_ino: server_ino,
+                    sock_id: server_ptr,
+                    peer_ino: client_ino,
+                    peer_id: client_ptr,
+                    ..RawRecord::default()
+                },
+            ]
+        };
+        for r in conversation(10, 20).into_iter().chain(conversation(30, 40)) {
+            let bytes = r.encode();
+            p.record(&SendSegment::try_from(bytes.as_slice()).unwrap(), &mut sink)
+                .unwrap();
+        }
+        let addr = |i: usize, at: usize| sink.0[i].0[at..at + 16].to_vec();
+        // Within each conversation the two ends match...
+        assert_eq!(addr(0, 24), addr(1, 8));
+        assert_eq!(addr(2, 24), addr(3, 8));
+        // ...and the second conversation has neither address of the first.
+        assert_ne!(addr(2, 8), addr(0, 8));
+        assert_ne!(addr(2, 24), addr(0, 24));
+        assert_eq!(sink.1, vec![0, 10, 0, 30]);
     }
 
     #[test]
