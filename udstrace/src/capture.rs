@@ -125,7 +125,8 @@ impl Packetizer {
     /// Writes the packets of one record to `sink`.
     pub fn record(&mut self, seg: &SendSegment<'_>, sink: &mut dyn Sink) -> io::Result<()> {
         // The tables grow by one entry per socket ever seen: bound them on long captures.
-        // Forgetting costs only ACK numbers and late-learnt peer inodes until seen again.
+        // Forgetting costs ACK numbers, and a live socket seen again after it gets a new
+        // address (its conversation continues as a new one in Wireshark).
         if self.sockets.len() > MAX_TRACKED_SOCKETS {
             self.sockets.clear();
             self.next_offset.clear();
@@ -133,7 +134,7 @@ impl Packetizer {
         }
         let src_id = self.identity(seg.sock_id, seg.sock_ino);
         let dst_id = self.identity(seg.peer_id, seg.peer_ino);
-        if !self.filter.matches(&seg) {
+        if !self.filter.matches(seg) {
             return Ok(());
         }
         let ts_ns = self.clock.wall_ns(seg.ts_boot_ns);
@@ -153,7 +154,6 @@ impl Packetizer {
         } else {
             None
         };
-        let seg = &seg;
         for pkt in packets(seg) {
             if self.done() {
                 break;
