@@ -18,8 +18,8 @@ use udstrace_common::{
 use crate::{
     config, kernel,
     maps::{
-        CopyState, Scratch, COUNTERS, COUNTER_LOST_BYTES, COUNTER_LOST_SEGMENTS, EVENTS,
-        PID_FILTER, SCRATCH, STREAM_OFFSETS,
+        CopyState, Scratch, COUNTERS, COUNTER_LOST_BYTES, COUNTER_LOST_SEGMENTS, COUNTER_RING_PEAK,
+        EVENTS, PID_FILTER, SCRATCH, STREAM_OFFSETS,
     },
 };
 
@@ -33,6 +33,11 @@ pub enum Payload {
     /// Not in user memory, or nowhere the program can tell (`sendfile`, `splice`, io_uring).
     Missing,
 }
+
+/// `bpf_ringbuf_query` and `bpf_ringbuf_output` flags (include/uapi/linux/bpf.h).
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
 /// Upper bound of the copy loop: one step reads an iovec entry or copies from one iovec into
 /// one segment, so a message is captured whole when `2 * iovecs + segments` stays below this
@@ -331,7 +336,23 @@ fn emit(
     let record = unsafe {
         core::slice::from_raw_parts((&raw const (*scratch).header).cast::<u8>(), size as usize)
     };
-    if EVENTS.output::<[u8]>(record, 0).is_err() {
+    // Wake userspace only when the buffer is filling up; it drains on a short timer anyway.
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
+    let wakeup = if waiting >= config::wakeup_bytes() {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    let sent = EVENTS.output::<[u8]>(record, wakeup);
+    if let Some(peak) = COUNTERS.get_ptr_mut(COUNTER_RING_PEAK) {
+        // SAFETY: a map value; a lost race only understates the peak for one interval.
+        unsafe {
+            if waiting > *peak {
+                *peak = waiting;
+            }
+        }
+    }
+    if sent.is_err() {
         let (segments, bytes) = if record_flags & flags::LAST != 0 {
             // This segment and the ones after it that had no record.
             let rest = msg_len - seg_offset;

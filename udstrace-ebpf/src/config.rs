@@ -26,6 +26,11 @@ static SELF_TGID: u32 = 0;
 #[unsafe(no_mangle)]
 static SNAPLEN: u32 = 0;
 
+/// Bytes waiting in the ring buffer above which a record wakes userspace; below it records
+/// are left for userspace's periodic drain, saving a wakeup per message.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 0;
+
 /// Non-zero: the kernel has `bpf_loop` (5.17+).
 #[unsafe(no_mangle)]
 static USE_BPF_LOOP: u32 = 0;
@@ -63,4 +68,10 @@ pub fn filter_pids() -> bool {
 pub fn use_bpf_loop() -> bool {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&raw const USE_BPF_LOOP) != 0 }
+}
+
+#[inline(always)]
+pub fn wakeup_bytes() -> u64 {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&raw const WAKEUP_BYTES) }
 }

@@ -63,10 +63,12 @@ pub static MMSG_INDEX: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16_38
 /// Indices into `COUNTERS`.
 pub const COUNTER_LOST_SEGMENTS: u32 = 0;
 pub const COUNTER_LOST_BYTES: u32 = 1;
+/// Largest number of bytes waiting in the ring buffer seen since userspace last reset it.
+pub const COUNTER_RING_PEAK: u32 = 2;
 
 /// Global counters userspace reads at the end of a capture.
 #[map]
-pub static COUNTERS: Array<u64> = Array::with_max_entries(2, 0);
+pub static COUNTERS: Array<u64> = Array::with_max_entries(3, 0);
 
 /// Processes to capture when `FILTER_PIDS` is set.
 #[map]

@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -35,6 +36,10 @@ const BATCH: usize = 4096;
 /// Sockets remembered for ACK numbers and peer inodes before the tables are emptied.
 const MAX_TRACKED_SOCKETS: usize = 1 << 18;
 
+/// How often the ring buffer is drained without a wakeup from the kernel (which wakes
+/// userspace only when an eighth of the buffer is waiting).
+const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+
 /// How often buffered output is made visible (pipes, Wireshark, the terminal).
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -51,6 +56,10 @@ pub struct CaptureOptions {
     /// Records to keep (beyond the kernel's process filter).
     pub filter: Filter,
     pub decoders: Decoders,
+    /// Print capture statistics on stderr every second.
+    pub stats: bool,
+    /// Ring buffer size, for the statistics.
+    pub ring_bytes: u32,
 }
 
 /// What a capture did.
@@ -80,6 +89,8 @@ pub struct Packetizer {
     reported_lost: u64,
     headers: [u8; MAX_HEADER_LEN],
     pub packets: u64,
+    /// Payload bytes written.
+    pub bytes: u64,
     limit: Option<u64>,
 }
 
@@ -98,6 +109,7 @@ impl Packetizer {
             reported_lost: 0,
             headers: [0; MAX_HEADER_LEN],
             packets: 0,
+            bytes: 0,
             limit,
         }
     }
@@ -168,6 +180,7 @@ impl Packetizer {
                 drops,
             })?;
             self.packets += 1;
+            self.bytes += pkt.payload.len() as u64;
         }
         if seg.sock_type == SockType::Stream && seg.is_last() {
             let end = seg.stream_offset - seg.seg_offset + seg.msg_len;
@@ -296,38 +309,51 @@ async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
         unsafe { AsyncFd::register_with_interest(tracer.take_events(), Interest::READABLE) }
             .map_err(|e| Error::Ring(e.into()))?;
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+    let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
+    stats_tick.tick().await;
     let mut result: Result<(), io::Error> = Ok(());
 
     'capture: while !packetizer.done() {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(Error::Ring)?;
-                let events = guard.get_inner_mut();
-                // A bounded batch, so that signals and the flush timer are seen under a
-                // never-ending stream of records; the fd stays ready if records remain.
-                let mut drained = true;
-                for _ in 0..BATCH {
-                    let Some(item) = events.next() else {
-                        drained = true;
-                        break;
-                    };
-                    drained = false;
-                    if let Err(e) = handle(&item, &mut packetizer, sink.as_mut(), &mut summary) {
+                match drain(guard.get_inner_mut(), Some(BATCH), &mut packetizer, sink.as_mut(), &mut summary) {
+                    Err(e) => {
                         result = Err(e);
                         break 'capture;
                     }
-                    if packetizer.done() {
-                        break 'capture;
+                    Ok(Drained::All) => guard.clear_ready(),
+                    Ok(Drained::Limit) => break 'capture,
+                    Ok(Drained::Batch) => {
+                        // Records remain: let the runtime poll its drivers (signals, timers)
+                        // before the next batch; the fd stays ready.
+                        drop(guard);
+                        tokio::task::yield_now().await;
                     }
                 }
-                if drained {
-                    guard.clear_ready();
-                } else {
-                    // Records remain: let the runtime poll its drivers (signals, timers)
-                    // before the next batch.
-                    drop(guard);
-                    tokio::task::yield_now().await;
+            }
+            _ = drain_tick.tick() => {
+                match drain(ring.get_mut(), Some(BATCH), &mut packetizer, sink.as_mut(), &mut summary) {
+                    Err(e) => {
+                        result = Err(e);
+                        break 'capture;
+                    }
+                    Ok(Drained::Limit) => break 'capture,
+                    Ok(_) => {}
                 }
+            }
+            _ = stats_tick.tick(), if opts.stats => {
+                let (lost, _) = tracer.lost();
+                let peak = tracer.ring_peak();
+                eprintln!(
+                    "udstrace: {} packets, {} bytes, {} lost, ring buffer peak {:.0}% full",
+                    packetizer.packets,
+                    packetizer.bytes,
+                    lost,
+                    100.0 * peak as f64 / f64::from(opts.ring_bytes.max(1)),
+                );
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -343,15 +369,14 @@ async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
     // Stop capturing, then write what the kernel had already recorded.
     tracer.detach();
     if result.is_ok() {
-        let events = ring.get_mut();
-        while let Some(item) = events.next() {
-            if packetizer.done() {
-                break;
-            }
-            if let Err(e) = handle(&item, &mut packetizer, sink.as_mut(), &mut summary) {
-                result = Err(e);
-                break;
-            }
+        if let Err(e) = drain(
+            ring.get_mut(),
+            None,
+            &mut packetizer,
+            sink.as_mut(),
+            &mut summary,
+        ) {
+            result = Err(e);
         }
     }
     let (lost_segments, lost_bytes) = tracer.lost();
@@ -368,6 +393,41 @@ async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
         Ok(()) => Ok(summary),
         Err(e) if is_broken_pipe(&e) => Ok(summary),
         Err(e) => Err(output_error(e)),
+    }
+}
+
+/// How a drain ended.
+enum Drained {
+    /// The ring buffer is empty.
+    All,
+    /// The batch is done; records remain.
+    Batch,
+    /// The packet limit (`-c`) was reached.
+    Limit,
+}
+
+/// Handles records until the ring buffer is empty, `batch` records were handled, or the packet
+/// limit is reached.
+fn drain(
+    events: &mut RingBuf<MapData>,
+    batch: Option<usize>,
+    packetizer: &mut Packetizer,
+    sink: &mut dyn Sink,
+    summary: &mut Summary,
+) -> io::Result<Drained> {
+    let mut handled = 0;
+    loop {
+        if packetizer.done() {
+            return Ok(Drained::Limit);
+        }
+        if batch.is_some_and(|b| handled >= b) {
+            return Ok(Drained::Batch);
+        }
+        let Some(item) = events.next() else {
+            return Ok(Drained::All);
+        };
+        handle(&item, packetizer, sink, summary)?;
+        handled += 1;
     }
 }
 

@@ -102,6 +102,11 @@ pub struct Args {
     #[arg(short = 'A')]
     pub ascii: bool,
 
+    /// Print capture statistics on stderr every second: packets, bytes, losses, and how full
+    /// the kernel buffer got.
+    #[arg(long)]
+    pub stats: bool,
+
     /// Say more: which backend and why, and full kernel error messages.
     #[arg(short = 'v', long)]
     pub verbose: bool,
@@ -353,6 +358,8 @@ fn run(mut args: Args) -> Result<(), Failure> {
         verbose: args.verbose,
         filter,
         decoders,
+        stats: args.stats,
+        ring_bytes,
     };
     let summary = capture::run(&opts)?;
     let mut line = format!(

@@ -144,6 +144,13 @@ impl Tracer {
         self.ebpf = None;
     }
 
+    /// The most bytes waiting in the ring buffer since the last call; resets it.
+    pub fn ring_peak(&mut self) -> u64 {
+        let peak = self.counters.get(&2, 0).unwrap_or(0);
+        let _ = self.counters.set(2, 0, 0);
+        peak
+    }
+
     /// Segments and payload bytes the kernel programs could not deliver (ring buffer full).
     #[must_use]
     pub fn lost(&self) -> (u64, u64) {
@@ -157,12 +164,15 @@ fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Re
     let filter_pids = u32::from(!config.pids.is_empty());
     let self_tgid = std::process::id();
     let use_bpf_loop = u32::from(facts.has_bpf_loop);
+    // Wake userspace once an eighth of the buffer waits; below that it drains on its timer.
+    let wakeup_bytes = u64::from(config.ring_bytes / 8);
     EbpfLoader::new()
         .override_global("LAYOUT", layout, true)
         .override_global("SELF_TGID", &self_tgid, true)
         .override_global("SNAPLEN", &config.snaplen, true)
         .override_global("FILTER_PIDS", &filter_pids, true)
         .override_global("USE_BPF_LOOP", &use_bpf_loop, true)
+        .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
         .map_max_entries("SCRATCH", u32::try_from(cpus).unwrap_or(u32::MAX))
         .map_max_entries("EVENTS", config.ring_bytes)
         .load(OBJECT)

@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask setup | test | demo`.
 
+mod bench;
 mod demo;
 mod setup;
 mod test;
@@ -23,6 +24,8 @@ enum Command {
     Test,
     /// Capture a real conversation (curl talking HTTP to a server on a Unix socket) and show it.
     Demo,
+    /// Measure what udstrace costs traced programs and what it keeps; writes docs/BENCHMARKS.md.
+    Bench,
 }
 
 fn main() -> std::process::ExitCode {
@@ -30,6 +33,7 @@ fn main() -> std::process::ExitCode {
         Command::Setup => setup::run(),
         Command::Test => test::run(),
         Command::Demo => demo::run(),
+        Command::Bench => bench::run(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

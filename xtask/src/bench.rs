@@ -1,0 +1,487 @@
+//! `cargo xtask bench`: what udstrace costs the programs it traces, and what it keeps.
+//!
+//! Every workload (tests/src/bin/udstrace-load.rs) runs for a fixed time under each mode in
+//! turn, several rounds, alternating, so that the machine's drift hits every mode alike;
+//! figures are medians, ratios are against the untraced runs of the same round. Writes
+//! docs/BENCHMARKS.md.
+
+// Rates, ratios and percentages: floating-point arithmetic on counters by design; the report
+// builder is one long, flat sequence.
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::too_many_lines
+)]
+
+use std::{
+    fmt::Write as _,
+    io::{BufRead, BufReader, Read},
+    path::Path,
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::util::{cargo, require_root, root, sh};
+
+const ROUNDS: usize = 3;
+const SECONDS: &str = "2";
+const CAPTURE: &str = "/tmp/udstrace-bench.pcapng";
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Untraced,
+    File,
+    Null,
+    Filtered,
+    Strace,
+    Socat,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Untraced => "untraced",
+            Self::File => "udstrace -w file",
+            Self::Null => "udstrace -w /dev/null",
+            Self::Filtered => "udstrace, workload filtered out",
+            Self::Strace => "strace, full payload",
+            Self::Socat => "socat -x proxy",
+        }
+    }
+}
+
+struct Workload {
+    name: &'static str,
+    kind: &'static str,
+    size: &'static str,
+    named: bool,
+}
+
+const WORKLOADS: &[Workload] = &[
+    Workload {
+        name: "64 B ping-pong, socketpair",
+        kind: "pingpong",
+        size: "64",
+        named: false,
+    },
+    Workload {
+        name: "64 B ping-pong, named socket",
+        kind: "pingpong",
+        size: "64",
+        named: true,
+    },
+    Workload {
+        name: "4 KiB bulk, socketpair",
+        kind: "bulk",
+        size: "4096",
+        named: false,
+    },
+    Workload {
+        name: "64 KiB bulk, socketpair",
+        kind: "bulk",
+        size: "65536",
+        named: false,
+    },
+    Workload {
+        name: "64 KiB bulk, named socket",
+        kind: "bulk",
+        size: "65536",
+        named: true,
+    },
+    Workload {
+        name: "short connections, 64 B each way",
+        kind: "connect",
+        size: "64",
+        named: true,
+    },
+];
+
+/// One run's figures.
+#[derive(Clone, Default)]
+struct Run {
+    rate: f64,
+    bytes: u64,
+    /// udstrace's: packets, lost segments, lost bytes, captured payload bytes, CPU seconds,
+    /// peak RSS in KiB, seconds from start to attached.
+    packets: u64,
+    lost: u64,
+    captured: u64,
+    cpu: f64,
+    rss_kib: u64,
+    attach: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub fn run() -> Result<()> {
+    require_root("cargo xtask bench")?;
+    sh(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "udstrace",
+        "-p",
+        "udstrace-tests",
+        "--bins",
+    ]))?;
+    let bin = root().join("target/release");
+    let mut report = String::new();
+    let mut rows = Vec::new();
+    for w in WORKLOADS {
+        let mut modes = vec![
+            Mode::Untraced,
+            Mode::File,
+            Mode::Null,
+            Mode::Filtered,
+            Mode::Strace,
+        ];
+        if w.named {
+            modes.push(Mode::Socat);
+        }
+        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); modes.len()];
+        for _ in 0..ROUNDS {
+            for (i, &m) in modes.iter().enumerate() {
+                let r = run_one(&bin, w, m, None)?;
+                eprintln!("{:<38} {:<32} {:>14.0}/s", w.name, m.name(), r.rate);
+                runs[i].push(r);
+            }
+        }
+        let base: Vec<f64> = runs[0].iter().map(|r| r.rate).collect();
+        for (i, &m) in modes.iter().enumerate() {
+            let ratio = median(runs[i].iter().zip(&base).map(|(r, b)| r.rate / b).collect());
+            let rate = median(runs[i].iter().map(|r| r.rate).collect());
+            let kept = if matches!(m, Mode::File | Mode::Null) {
+                let pct: Vec<f64> = runs[i]
+                    .iter()
+                    .map(|r| {
+                        if r.bytes == 0 {
+                            100.0
+                        } else {
+                            100.0 * r.captured as f64 / r.bytes as f64
+                        }
+                    })
+                    .collect();
+                format!("{:.1}%", median(pct))
+            } else {
+                String::new()
+            };
+            let lost = if matches!(m, Mode::File | Mode::Null | Mode::Filtered) {
+                format!(
+                    "{}",
+                    median(runs[i].iter().map(|r| r.lost as f64).collect()) as u64
+                )
+            } else {
+                String::new()
+            };
+            let own = if matches!(m, Mode::File | Mode::Null | Mode::Filtered) {
+                format!(
+                    "{:.2} s, {} MiB, {:.2} s",
+                    median(runs[i].iter().map(|r| r.cpu).collect()),
+                    median(runs[i].iter().map(|r| r.rss_kib as f64).collect()) as u64 / 1024,
+                    median(runs[i].iter().map(|r| r.attach).collect())
+                )
+            } else {
+                String::new()
+            };
+            rows.push(format!(
+                "| {} | {} | {} | {:.3} | {} | {} | {} |",
+                w.name,
+                m.name(),
+                unit(w, rate),
+                ratio,
+                kept,
+                lost,
+                own
+            ));
+        }
+    }
+    // The largest bulk rate captured without loss, to a file.
+    let mut lossless = Vec::new();
+    for rate_mb in [250u64, 500, 1000, 1500, 2000] {
+        let w = &WORKLOADS[3];
+        let r = run_one(&bin, w, Mode::File, Some(rate_mb * 1_000_000))?;
+        eprintln!(
+            "lossless search: offered {rate_mb} MB/s, achieved {:.0} MB/s, lost {}",
+            r.rate / 1e6,
+            r.lost
+        );
+        lossless.push((rate_mb, r.rate / 1e6, r.lost, r.captured, r.bytes));
+    }
+
+    let _ = writeln!(report, "# udstrace benchmarks\n");
+    let _ = writeln!(
+        report,
+        "Written by `cargo xtask bench` (tests/src/bin/udstrace-load.rs workloads, {ROUNDS} rounds of \
+         {SECONDS} s per mode, modes alternating; medians; ratios against the untraced run of the same \
+         round). Machine: {}. A noisy shared 2-core machine: compare ratios, not absolute rates.\n",
+        machine()
+    );
+    let _ = writeln!(report, "| workload | mode | rate | vs untraced | bytes kept | lost | udstrace CPU, peak RSS, start-to-attached |");
+    let _ = writeln!(report, "|---|---|---|---|---|---|---|");
+    for r in &rows {
+        let _ = writeln!(report, "{r}");
+    }
+    let _ = writeln!(
+        report,
+        "\nLossless capture rate (64 KiB writes over a socketpair, paced, captured to a file):\n"
+    );
+    let _ = writeln!(
+        report,
+        "| offered | achieved | lost segments | bytes kept |"
+    );
+    let _ = writeln!(report, "|---|---|---|---|");
+    for (offered, achieved, lost, captured, bytes) in &lossless {
+        let kept = if *bytes == 0 {
+            100.0
+        } else {
+            100.0 * *captured as f64 / *bytes as f64
+        };
+        let _ = writeln!(
+            report,
+            "| {offered} MB/s | {achieved:.0} MB/s | {lost} | {kept:.1}% |"
+        );
+    }
+    println!("{report}");
+    std::fs::write(
+        root().join("docs/BENCHMARKS.md"),
+        report_with_targets(&report),
+    )?;
+    let _ = std::fs::remove_file(CAPTURE);
+    Ok(())
+}
+
+fn unit(w: &Workload, rate: f64) -> String {
+    match w.kind {
+        "bulk" => format!("{:.0} MB/s", rate / 1e6),
+        "connect" => format!("{rate:.0} conn/s"),
+        _ => format!("{rate:.0} round trips/s"),
+    }
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpus} CPUs, Linux {}", release.trim())
+}
+
+fn report_with_targets(report: &str) -> String {
+    format!(
+        "{report}\n## Targets\n\n\
+         | target | where to read it |\n|---|---|\n\
+         | 64 B ping-pong with full capture >= 0.95 of untraced | ping-pong rows, `-w file` |\n\
+         | 64 KiB bulk with full capture to a file >= 0.5 of untraced, >= 99% of bytes kept | 64 KiB bulk rows, `-w file` |\n\
+         | traffic excluded by a kernel-side filter >= 0.98 of untraced | `workload filtered out` rows |\n\
+         | lossless capture rate >= 1 GB/s | lossless table |\n\
+         | peak RSS <= 64 MB; start to attached <= 1 s | last column |\n"
+    )
+}
+
+/// Runs one workload under one mode.
+fn run_one(bin: &Path, w: &Workload, mode: Mode, rate: Option<u64>) -> Result<Run> {
+    let server = "/tmp/udstrace-bench.sock";
+    let proxy = "/tmp/udstrace-bench-proxy.sock";
+    let mut load = Command::new(bin.join("udstrace-load"));
+    if mode == Mode::Strace {
+        load = Command::new("strace");
+        load.args([
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-s",
+            "1048576",
+            "-xx",
+            "-e",
+            "trace=read,write,sendmsg,recvmsg,sendto,recvfrom",
+        ])
+        .arg(bin.join("udstrace-load"));
+    }
+    load.args([w.kind, w.size, SECONDS]);
+    if w.named {
+        load.arg(server);
+        if mode == Mode::Socat {
+            load.arg(proxy);
+        } else {
+            load.arg(server);
+        }
+    } else if rate.is_some() {
+        load.args(["", ""]);
+    }
+    if let Some(r) = rate {
+        load.arg(r.to_string());
+    }
+
+    let mut socat = None;
+    if mode == Mode::Socat {
+        let _ = std::fs::remove_file(proxy);
+        socat = Some(
+            Command::new("socat")
+                .args([
+                    "-x",
+                    &format!("UNIX-LISTEN:{proxy},fork"),
+                    &format!("UNIX-CONNECT:{server}"),
+                ])
+                .stderr(Stdio::null())
+                .spawn()
+                .context("socat")?,
+        );
+        let start = Instant::now();
+        while !Path::new(proxy).exists() && start.elapsed().as_secs() < 10 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    let mut tracer = None;
+    let mut attach = 0.0;
+    if matches!(mode, Mode::File | Mode::Null | Mode::Filtered) {
+        let mut cmd = Command::new(bin.join("udstrace"));
+        match mode {
+            Mode::File => cmd.args(["-w", CAPTURE]),
+            Mode::Null => cmd.args(["-w", "/dev/null"]),
+            // Filtered out in the kernel: only process 1 is captured.
+            _ => cmd.args(["-w", "/dev/null", "-p", "1"]),
+        };
+        let start = Instant::now();
+        let mut child = cmd.stderr(Stdio::piped()).spawn().context("udstrace")?;
+        let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("listening on") => break,
+                Some(Ok(_)) => {}
+                _ => bail!("udstrace did not start"),
+            }
+        }
+        attach = start.elapsed().as_secs_f64();
+        tracer = Some((child, lines));
+    }
+
+    let out = load.stdout(Stdio::piped()).output().context("workload")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |k: &str| -> f64 {
+        text.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(k))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (ops, bytes, secs) = (field("ops="), field("bytes="), field("secs="));
+    if secs == 0.0 {
+        bail!(
+            "workload {} printed nothing: {}",
+            w.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut run = Run {
+        rate: if w.kind == "bulk" {
+            bytes / secs
+        } else {
+            ops / secs
+        },
+        bytes: bytes as u64,
+        attach,
+        ..Run::default()
+    };
+    if let Some(mut s) = socat {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    if let Some((child, lines)) = tracer {
+        // SAFETY: kill(2) on our own child.
+        unsafe { kill(i32::try_from(child.id())?, 15) };
+        let mut rest = String::new();
+        for l in lines.map_while(Result::ok) {
+            rest.push_str(&l);
+            rest.push('\n');
+        }
+        let (status, usage) = wait4(child.id())?;
+        if status != 0 {
+            bail!("udstrace failed: {rest}");
+        }
+        run.cpu = usage.0;
+        run.rss_kib = usage.1;
+        let summary = rest
+            .lines()
+            .find(|l| l.contains("packets captured"))
+            .unwrap_or("");
+        let num = |i: usize| -> u64 {
+            summary
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|s| !s.is_empty())
+                .nth(i)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        };
+        run.packets = num(0);
+        run.lost = num(1);
+        let lost_bytes = if summary.contains("bytes)") {
+            num(2)
+        } else {
+            0
+        };
+        run.captured = if mode == Mode::File {
+            captured_payload(Path::new(CAPTURE))?
+        } else {
+            run.bytes.saturating_sub(lost_bytes)
+        };
+        if w.kind != "bulk" {
+            // Both directions are sent: the workload counts them in `bytes`.
+            run.captured = run.captured.min(run.bytes);
+        }
+    }
+    Ok(run)
+}
+
+/// Payload bytes captured in a pcapng file (enhanced packet blocks, minus synthesised
+/// headers).
+fn captured_payload(path: &Path) -> Result<u64> {
+    let mut f = BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+    let mut total = 0u64;
+    let mut header = [0u8; 8];
+    let mut body = Vec::new();
+    while f.read_exact(&mut header).is_ok() {
+        let kind = u32::from_le_bytes(header[..4].try_into()?);
+        let len = u32::from_le_bytes(header[4..].try_into()?) as usize;
+        body.resize(len - 8, 0);
+        f.read_exact(&mut body)?;
+        if kind == 6 {
+            let caplen = u64::from(u32::from_le_bytes(body[12..16].try_into()?));
+            let headers = if body[20 + 6] == 6 { 60 } else { 48 };
+            total += caplen.saturating_sub(headers);
+        }
+    }
+    Ok(total)
+}
+
+/// Waits for `pid`; returns its exit status and (CPU seconds, peak RSS KiB).
+fn wait4(pid: u32) -> Result<(i32, (f64, u64))> {
+    let mut status = 0i32;
+    let mut usage = [0i64; 18];
+    // SAFETY: usage is larger than struct rusage (144 bytes on x86_64).
+    let rc = unsafe {
+        sys_wait4(
+            i32::try_from(pid)?,
+            &raw mut status,
+            0,
+            usage.as_mut_ptr().cast(),
+        )
+    };
+    if rc < 0 {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    // struct rusage: ru_utime (2 x i64), ru_stime (2 x i64), ru_maxrss (KiB), ...
+    #[allow(clippy::cast_precision_loss)]
+    let cpu = (usage[0] + usage[2]) as f64 + (usage[1] + usage[3]) as f64 / 1e6;
+    Ok((status, (cpu, u64::try_from(usage[4]).unwrap_or(0))))
+}
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+    #[link_name = "wait4"]
+    fn sys_wait4(pid: i32, status: *mut i32, options: i32, usage: *mut std::ffi::c_void) -> i32;
+}
