@@ -285,18 +285,7 @@ async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
         source,
     };
 
-    if opts.verbose || opts.tracer.backend.is_none() {
-        let why = if tracer.skipped.is_empty() {
-            String::new()
-        } else {
-            format!(" (skipped {})", tracer.skipped.join("; "))
-        };
-        eprintln!("udstrace: using the {} backend{why}", tracer.backend);
-    }
-    eprintln!(
-        "listening on udstrace, link-type RAW (Unix sockets as synthesised IPv6), snapshot length {} bytes",
-        opts.tracer.snaplen
-    );
+    announce(&tracer, opts);
 
     let start_ns = WallClock::now();
     let mut packetizer = Packetizer::new(WallClock::new(), opts.count)
@@ -336,25 +325,15 @@ async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
             }
             _ = drain_tick.tick() => {
                 match drain(ring.get_mut(), Some(BATCH), &mut packetizer, sink.as_mut(), &mut summary) {
+                    Ok(Drained::All | Drained::Batch) => {}
+                    Ok(Drained::Limit) => break 'capture,
                     Err(e) => {
                         result = Err(e);
                         break 'capture;
                     }
-                    Ok(Drained::Limit) => break 'capture,
-                    Ok(_) => {}
                 }
             }
-            _ = stats_tick.tick(), if opts.stats => {
-                let (lost, _) = tracer.lost();
-                let peak = tracer.ring_peak();
-                eprintln!(
-                    "udstrace: {} packets, {} bytes, {} lost, ring buffer peak {:.0}% full",
-                    packetizer.packets,
-                    packetizer.bytes,
-                    lost,
-                    100.0 * peak as f64 / f64::from(opts.ring_bytes.max(1)),
-                );
-            }
+            _ = stats_tick.tick(), if opts.stats => print_stats(&mut tracer, &packetizer, opts.ring_bytes),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = tick.tick() => {
@@ -394,6 +373,33 @@ async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
         Err(e) if is_broken_pipe(&e) => Ok(summary),
         Err(e) => Err(output_error(e)),
     }
+}
+
+/// The lines that say the capture has started (and, when asked or chosen automatically,
+/// which backend it uses and why).
+fn announce(tracer: &Tracer, opts: &CaptureOptions) {
+    if opts.verbose || opts.tracer.backend.is_none() {
+        let why = if tracer.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(" (skipped {})", tracer.skipped.join("; "))
+        };
+        eprintln!("udstrace: using the {} backend{why}", tracer.backend);
+    }
+    eprintln!(
+        "listening on udstrace, link-type RAW (Unix sockets as synthesised IPv6), snapshot length {} bytes",
+        opts.tracer.snaplen
+    );
+}
+
+/// `--stats`: one line a second.
+fn print_stats(tracer: &mut Tracer, packetizer: &Packetizer, ring_bytes: u32) {
+    let (lost, _) = tracer.lost();
+    let peak_percent = tracer.ring_peak() * 100 / u64::from(ring_bytes.max(1));
+    eprintln!(
+        "udstrace: {} packets, {} bytes, {lost} lost, ring buffer peak {peak_percent}% full",
+        packetizer.packets, packetizer.bytes
+    );
 }
 
 /// How a drain ended.

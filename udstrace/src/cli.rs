@@ -24,6 +24,7 @@ pub const DEFAULT_BUFFER_KIB: u32 = 16 << 10;
 /// tcpdump for Unix domain sockets: captures what processes send over AF_UNIX sockets,
 /// systemwide or for chosen processes, as text or as pcapng for Wireshark.
 #[derive(Debug, Parser)]
+#[allow(clippy::struct_excessive_bools, reason = "command-line flags")]
 #[command(
     name = "udstrace",
     version,

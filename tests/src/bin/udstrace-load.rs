@@ -9,6 +9,8 @@
 //! Without PATH the two ends are a socketpair; with it, a server listens on PATH and the
 //! client connects to CONNECT_PATH (default PATH), so that a proxy can sit in between. RATE
 //! (bytes/s) paces the bulk writer.
+// Rates are floating point by design.
+#![allow(clippy::cast_precision_loss)]
 
 use std::{
     io::{Read, Write},
@@ -38,6 +40,7 @@ fn pair(path: Option<&str>, connect: Option<&str>) -> (UnixStream, UnixStream) {
     }
 }
 
+#[allow(clippy::too_many_lines, reason = "one flat arm per workload")]
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
