@@ -23,17 +23,16 @@ pub struct KernelFacts {
 }
 
 impl KernelFacts {
-    /// Reads the facts; `btf` is the parsed BTF the layout was taken from.
-    pub fn read(btf: &btf_rs::Btf) -> Result<Self, Error> {
+    /// Reads the facts; `btf` is the parsed BTF the layout was taken from, dropped here.
+    pub fn read(btf: btf_rs::Btf) -> Result<Self, Error> {
         let release = fs::read_to_string("/proc/sys/kernel/osrelease")
             .map_or_else(|_| "unknown".into(), |s| s.trim().to_string());
+        let has = |name: &str| btf.resolve_ids_by_name(name).is_ok_and(|v| !v.is_empty());
+        let has_sock_send_length = has("btf_trace_sock_send_length");
+        let has_bpf_loop = has("bpf_loop");
+        // One parsed copy of the kernel's BTF at a time: each takes tens of MB.
+        drop(btf);
         let aya_btf = aya::Btf::from_sys_fs().map_err(|e| Error::Btf(e.to_string()))?;
-        let has_sock_send_length = btf
-            .resolve_ids_by_name("btf_trace_sock_send_length")
-            .is_ok_and(|v| !v.is_empty());
-        let has_bpf_loop = btf
-            .resolve_ids_by_name("bpf_loop")
-            .is_ok_and(|v| !v.is_empty());
         ensure_tracefs();
         let has_syscall_tracepoints = Path::new(TRACEFS)
             .join("events/syscalls/sys_enter_sendmmsg")

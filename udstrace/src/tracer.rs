@@ -48,8 +48,7 @@ impl Tracer {
         let btf =
             btf_rs::Btf::from_file(kernel::VMLINUX_BTF).map_err(|e| Error::Btf(e.to_string()))?;
         let layout = layout::kernel_layout(&btf)?;
-        let facts = KernelFacts::read(&btf)?;
-        drop(btf);
+        let facts = KernelFacts::read(btf)?;
         for &pid in &config.pids {
             if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
                 return Err(Error::NoSuchProcess(pid));

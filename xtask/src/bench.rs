@@ -214,7 +214,6 @@ pub fn run() -> Result<()> {
         lossless.push((rate_mb, r.rate / 1e6, r.lost, r.captured, r.bytes));
     }
 
-    let _ = writeln!(report, "# udstrace benchmarks\n");
     let _ = writeln!(
         report,
         "Written by `cargo xtask bench` (tests/src/bin/udstrace-load.rs workloads, {ROUNDS} rounds of \
@@ -248,10 +247,7 @@ pub fn run() -> Result<()> {
         );
     }
     println!("{report}");
-    std::fs::write(
-        root().join("docs/BENCHMARKS.md"),
-        report_with_targets(&report),
-    )?;
+    write_report(&root().join("docs/BENCHMARKS.md"), &report_with_targets(&report))?;
     let _ = std::fs::remove_file(CAPTURE);
     Ok(())
 }
@@ -272,7 +268,7 @@ fn machine() -> String {
 
 fn report_with_targets(report: &str) -> String {
     format!(
-        "{report}\n## Targets\n\n\
+        "{report}\n### Targets\n\n\
          | target | where to read it |\n|---|---|\n\
          | 64 B ping-pong with full capture >= 0.95 of untraced | ping-pong rows, `-w file` |\n\
          | 64 KiB bulk with full capture to a file >= 0.5 of untraced, >= 99% of bytes kept | 64 KiB bulk rows, `-w file` |\n\
@@ -280,6 +276,20 @@ fn report_with_targets(report: &str) -> String {
          | lossless capture rate >= 1 GB/s | lossless table |\n\
          | peak RSS <= 64 MB; start to attached <= 1 s | last column |\n"
     )
+}
+
+/// Replaces the measured part of the benchmarks page (between its markers), keeping the
+/// text around it; a page without markers is written anew.
+fn write_report(path: &Path, report: &str) -> Result<()> {
+    const BEGIN: &str = "<!-- bench:begin -->";
+    const END: &str = "<!-- bench:end -->";
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let page = match (old.find(BEGIN), old.find(END)) {
+        (Some(b), Some(e)) if b < e => format!("{}{BEGIN}\n{report}{}", &old[..b], &old[e..]),
+        _ => format!("{BEGIN}\n{report}{END}\n"),
+    };
+    std::fs::write(path, page)?;
+    Ok(())
 }
 
 /// Runs one workload under one mode.
