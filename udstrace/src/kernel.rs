@@ -24,13 +24,11 @@ pub struct KernelFacts {
 
 impl KernelFacts {
     /// Reads the facts; `btf` is the parsed BTF the layout was taken from, dropped here.
-    pub fn read(btf: btf_rs::Btf) -> Result<Self, Error> {
+    pub fn read(btf: crate::btf::Btf) -> Result<Self, Error> {
         let release = fs::read_to_string("/proc/sys/kernel/osrelease")
             .map_or_else(|_| "unknown".into(), |s| s.trim().to_string());
-        let has = |name: &str| btf.resolve_ids_by_name(name).is_ok_and(|v| !v.is_empty());
-        let has_sock_send_length = has("btf_trace_sock_send_length");
-        let has_bpf_loop = has("bpf_loop");
-        // One parsed copy of the kernel's BTF at a time: each takes tens of MB.
+        let has_sock_send_length = btf.has_name("btf_trace_sock_send_length");
+        let has_bpf_loop = btf.has_name("bpf_loop");
         drop(btf);
         let aya_btf = aya::Btf::from_sys_fs().map_err(|e| Error::Btf(e.to_string()))?;
         ensure_tracefs();

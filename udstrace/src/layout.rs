@@ -3,8 +3,9 @@
 //! This is what stands in for CO-RE: the eBPF object has no offset compiled in; it gets the
 //! [`KernelLayout`] this module computes.
 
-use btf_rs::{Btf, BtfType, Type};
 use udstrace_common::KernelLayout;
+
+use crate::btf::Btf;
 
 /// Why a field could not be located.
 #[derive(Debug, thiserror::Error)]
@@ -17,8 +18,6 @@ pub enum LayoutError {
     BitField(String),
     #[error("kernel BTF: {0} is not a struct or union")]
     NotComposite(String),
-    #[error("kernel BTF: {0}")]
-    Btf(#[from] btf_rs::Error),
 }
 
 /// The layout of the running kernel, from `btf`.
@@ -47,81 +46,46 @@ pub fn kernel_layout(btf: &Btf) -> Result<KernelLayout, LayoutError> {
 /// Byte offset of `path` (dot-separated members; anonymous structs and unions are searched
 /// through) from the start of `struct strukt`.
 pub fn offset_of(btf: &Btf, strukt: &str, path: &str) -> Result<u32, LayoutError> {
-    let mut current = find_struct(btf, strukt)?;
+    let mut current = btf
+        .struct_id(strukt)
+        .ok_or_else(|| LayoutError::NoStruct(strukt.to_string()))?;
     let mut bits = 0u32;
-    let mut parts = path.split('.').peekable();
     let mut context = strukt.to_string();
+    let mut parts = path.split('.').peekable();
     while let Some(name) = parts.next() {
-        let (member_bits, member) =
-            find_member(btf, &current, name)?.ok_or_else(|| LayoutError::NoMember {
+        let (member_bits, type_id, bitfield) =
+            find_member(btf, current, name).ok_or_else(|| LayoutError::NoMember {
                 strukt: context.clone(),
                 member: name.to_string(),
             })?;
         bits += member_bits;
         context = format!("{context}.{name}");
         if parts.peek().is_some() {
-            current = composite(btf, &resolve(btf, &member)?)
-                .ok_or_else(|| LayoutError::NotComposite(context.clone()))?;
-        } else if member.bitfield_size().is_some_and(|s| s != 0) || member_bits % 8 != 0 {
+            current = btf.resolve(type_id);
+            if btf.members(current).is_empty() {
+                return Err(LayoutError::NotComposite(context));
+            }
+        } else if bitfield != 0 || member_bits % 8 != 0 {
             return Err(LayoutError::BitField(context));
         }
     }
     Ok(bits / 8)
 }
 
-fn find_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct, LayoutError> {
-    btf.resolve_types_by_name(name)
-        .unwrap_or_default()
-        .into_iter()
-        .find_map(|t| match t {
-            Type::Struct(s) => Some(s),
-            _ => None,
-        })
-        .ok_or_else(|| LayoutError::NoStruct(name.to_string()))
-}
-
-/// The member called `name`, with its bit offset, looking into anonymous members.
-fn find_member(
-    btf: &Btf,
-    s: &btf_rs::Struct,
-    name: &str,
-) -> Result<Option<(u32, btf_rs::Member)>, LayoutError> {
-    for m in &s.members {
-        let member_name = btf.resolve_name(m).unwrap_or_default();
-        if member_name == name {
-            return Ok(Some((m.bit_offset(), m.clone())));
+/// The member called `name` of struct or union `id` (looking into anonymous members): its
+/// bit offset, type and bit field size.
+fn find_member(btf: &Btf, id: u32, name: &str) -> Option<(u32, u32, u32)> {
+    for m in btf.members(id) {
+        if m.name == name {
+            return Some((m.bit_offset, m.type_id, m.bitfield_size));
         }
-        if member_name.is_empty() {
-            if let Some(inner) = composite(btf, &resolve(btf, m)?) {
-                if let Some((bits, found)) = find_member(btf, &inner, name)? {
-                    return Ok(Some((m.bit_offset() + bits, found)));
-                }
+        if m.name.is_empty() {
+            if let Some((bits, ty, bf)) = find_member(btf, btf.resolve(m.type_id), name) {
+                return Some((m.bit_offset + bits, ty, bf));
             }
         }
     }
-    Ok(None)
-}
-
-/// The type of `t`, through typedefs and qualifiers.
-fn resolve(btf: &Btf, t: &dyn BtfType) -> Result<Type, LayoutError> {
-    let mut ty = btf.resolve_chained_type(t)?;
-    loop {
-        ty = match &ty {
-            Type::Typedef(x) => btf.resolve_chained_type(x)?,
-            Type::Const(x) | Type::Volatile(x) | Type::Restrict(x) => {
-                btf.resolve_chained_type(x)?
-            }
-            Type::TypeTag(x) => btf.resolve_chained_type(x)?,
-            _ => return Ok(ty),
-        };
-    }
-}
-
-fn composite(_btf: &Btf, t: &Type) -> Option<btf_rs::Struct> {
-    match t {
-        Type::Struct(s) | Type::Union(s) => Some(s.clone()),
-        _ => None,
-    }
+    None
 }
 
 #[cfg(test)]
@@ -132,7 +96,7 @@ mod tests {
     /// inside its struct, and `pt_regs` matches the x86_64 ABI it describes.
     #[test]
     fn finds_every_field_in_this_kernel() {
-        let Ok(btf) = Btf::from_file("/sys/kernel/btf/vmlinux") else {
+        let Ok(btf) = Btf::from_file(std::path::Path::new("/sys/kernel/btf/vmlinux")) else {
             panic!("this test needs /sys/kernel/btf/vmlinux");
         };
         let l = kernel_layout(&btf).unwrap();

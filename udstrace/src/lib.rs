@@ -6,6 +6,7 @@
 //! ([`pcapng`]) or text ([`text`]).
 
 pub mod backend;
+pub mod btf;
 pub mod capture;
 pub mod cli;
 pub mod clock;

@@ -45,8 +45,8 @@ impl Tracer {
     pub fn start(config: &TracerConfig) -> Result<Self, Error> {
         kernel::check_privileges()?;
         kernel::check_btf()?;
-        let btf =
-            btf_rs::Btf::from_file(kernel::VMLINUX_BTF).map_err(|e| Error::Btf(e.to_string()))?;
+        let btf = crate::btf::Btf::from_file(std::path::Path::new(kernel::VMLINUX_BTF))
+            .map_err(|e| Error::Btf(e.to_string()))?;
         let layout = layout::kernel_layout(&btf)?;
         let facts = KernelFacts::read(btf)?;
         for &pid in &config.pids {
@@ -72,7 +72,13 @@ impl Tracer {
             }
             let mut ebpf = load(config, &layout, &facts)?;
             match backend.attach(&mut ebpf, &facts) {
-                Ok(()) => return Self::finish(ebpf, kind, skipped, config),
+                Ok(()) => {
+                    drop(facts);
+                    // The kernel's parsed BTF (tens of MB) is gone: hand the memory back.
+                    // SAFETY: malloc_trim has no preconditions.
+                    unsafe { libc::malloc_trim(0) };
+                    return Self::finish(ebpf, kind, skipped, config);
+                }
                 Err(e) => {
                     if let Error::Attach { log, .. } = &e {
                         last_log.clone_from(log);

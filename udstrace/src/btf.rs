@@ -1,0 +1,284 @@
+//! A small reader of the kernel's BTF (`/sys/kernel/btf/vmlinux`): names, structs and their
+//! members, read in place from the raw bytes.
+//!
+//! udstrace needs a dozen member offsets and two names out of some 100,000 types. A general
+//! parser (btf-rs, aya's) builds every type in memory, tens of MB at start; this keeps the
+//! raw section and one offset per type. The format is the kernel's
+//! (Documentation/bpf/btf.rst): a header, a type section of variable-length records, a string
+//! section.
+
+use std::path::Path;
+
+/// Why BTF could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BtfError {
+    #[error("cannot read {0}")]
+    Read(String),
+    #[error("not BTF (bad header)")]
+    Header,
+    #[error("type {0} runs past the type section")]
+    Truncated(u32),
+    #[error("unknown BTF kind {kind} at type {id}")]
+    Kind { kind: u32, id: u32 },
+}
+
+const KIND_INT: u32 = 1;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+/// Typedef; 9 volatile, 10 const, 11 restrict follow it.
+const KIND_TYPEDEF: u32 = 8;
+const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_DATASEC: u32 = 15;
+const KIND_DECL_TAG: u32 = 17;
+const KIND_TYPE_TAG: u32 = 18;
+const KIND_ENUM64: u32 = 19;
+
+/// A member of a struct or union.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member<'a> {
+    pub name: &'a str,
+    pub type_id: u32,
+    pub bit_offset: u32,
+    /// Non-zero for a bit field.
+    pub bitfield_size: u32,
+}
+
+/// The kernel's BTF, indexed by type id.
+pub struct Btf {
+    data: Vec<u8>,
+    types: usize,
+    strings: usize,
+    strings_end: usize,
+    /// Byte offset of each type (index = type id - 1).
+    offsets: Vec<u32>,
+}
+
+impl Btf {
+    /// Reads and indexes a BTF file.
+    pub fn from_file(path: &Path) -> Result<Self, BtfError> {
+        let data =
+            std::fs::read(path).map_err(|e| BtfError::Read(format!("{}: {e}", path.display())))?;
+        Self::from_bytes(data)
+    }
+
+    /// Indexes raw BTF.
+    pub fn from_bytes(data: Vec<u8>) -> Result<Self, BtfError> {
+        let u32_at = |o: usize| {
+            data.get(o..o + 4)
+                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        };
+        if data.len() < 24 || data[..2] != [0x9f, 0xeb] {
+            return Err(BtfError::Header);
+        }
+        let field = |o| u32_at(o).map(|v| v as usize).ok_or(BtfError::Header);
+        let hdr_len = field(4)?;
+        let (type_off, type_len, str_off, str_len) =
+            (field(8)?, field(12)?, field(16)?, field(20)?);
+        let types = hdr_len + type_off;
+        let strings = hdr_len + str_off;
+        if types + type_len > data.len() || strings + str_len > data.len() {
+            return Err(BtfError::Header);
+        }
+        let mut offsets = Vec::new();
+        let mut at = types;
+        while at < types + type_len {
+            let id = offsets.len() as u32 + 1;
+            let info = u32_at(at + 4).ok_or(BtfError::Truncated(id))?;
+            let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+            let tail = match kind {
+                KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+                KIND_ARRAY => 12,
+                KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
+                KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
+                2 | 7 | KIND_TYPEDEF..=KIND_RESTRICT | 12 | 16 | KIND_TYPE_TAG => 0,
+                _ => return Err(BtfError::Kind { kind, id }),
+            };
+            offsets.push(u32::try_from(at - types).map_err(|_| BtfError::Truncated(id))?);
+            at += 12 + tail;
+        }
+        if at != types + type_len {
+            return Err(BtfError::Truncated(offsets.len() as u32));
+        }
+        Ok(Self {
+            data,
+            types,
+            strings,
+            strings_end: strings + str_len,
+            offsets,
+        })
+    }
+
+    fn u32_at(&self, o: usize) -> u32 {
+        u32::from_le_bytes(
+            self.data[o..o + 4]
+                .try_into()
+                .expect("checked when indexing"),
+        )
+    }
+
+    /// Byte offset of type `id`'s record.
+    fn record(&self, id: u32) -> Option<usize> {
+        let i = usize::try_from(id).ok()?.checked_sub(1)?;
+        self.offsets.get(i).map(|&o| self.types + o as usize)
+    }
+
+    fn name_at(&self, off: u32) -> &str {
+        let start = self.strings + off as usize;
+        if start >= self.strings_end {
+            return "";
+        }
+        let end = self.data[start..self.strings_end]
+            .iter()
+            .position(|&c| c == 0)
+            .map_or(self.strings_end, |n| start + n);
+        std::str::from_utf8(&self.data[start..end]).unwrap_or("")
+    }
+
+    /// (kind, name, vlen, kind_flag, size_or_type) of type `id`.
+    fn header(&self, id: u32) -> Option<(u32, &str, usize, bool, u32)> {
+        let at = self.record(id)?;
+        let info = self.u32_at(at + 4);
+        Some((
+            (info >> 24) & 0x1f,
+            self.name_at(self.u32_at(at)),
+            (info & 0xffff) as usize,
+            info >> 31 == 1,
+            self.u32_at(at + 8),
+        ))
+    }
+
+    /// Whether any type is called `name`.
+    #[must_use]
+    pub fn has_name(&self, name: &str) -> bool {
+        (1..=self.offsets.len() as u32).any(|id| self.header(id).is_some_and(|h| h.1 == name))
+    }
+
+    /// The id of the struct called `name` (its full definition, not a forward declaration).
+    #[must_use]
+    pub fn struct_id(&self, name: &str) -> Option<u32> {
+        (1..=self.offsets.len() as u32).find(|&id| {
+            self.header(id)
+                .is_some_and(|h| h.0 == KIND_STRUCT && h.1 == name)
+        })
+    }
+
+    /// The members of struct or union `id`; empty for any other type.
+    #[must_use]
+    pub fn members(&self, id: u32) -> Vec<Member<'_>> {
+        let Some((kind, _, vlen, kind_flag, _)) = self.header(id) else {
+            return Vec::new();
+        };
+        if kind != KIND_STRUCT && kind != KIND_UNION {
+            return Vec::new();
+        }
+        let at = self.record(id).expect("header found it") + 12;
+        (0..vlen)
+            .map(|i| {
+                let m = at + 12 * i;
+                let offset = self.u32_at(m + 8);
+                let (bit_offset, bitfield_size) = if kind_flag {
+                    (offset & 0xff_ffff, offset >> 24)
+                } else {
+                    (offset, 0)
+                };
+                Member {
+                    name: self.name_at(self.u32_at(m)),
+                    type_id: self.u32_at(m + 4),
+                    bit_offset,
+                    bitfield_size,
+                }
+            })
+            .collect()
+    }
+
+    /// `id` with typedefs and qualifiers stripped.
+    #[must_use]
+    pub fn resolve(&self, mut id: u32) -> u32 {
+        for _ in 0..32 {
+            match self.header(id) {
+                Some((KIND_TYPEDEF..=KIND_RESTRICT | KIND_TYPE_TAG, _, _, _, target)) => {
+                    id = target;
+                }
+                _ => break,
+            }
+        }
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hand-made BTF: int, struct s { int a; struct { int b; }; } with an anonymous member.
+    fn sample() -> Vec<u8> {
+        let strings = b"\0int\0s\0a\0b\0".to_vec(); // int@1 s@5 a@7 b@9
+        let mut types = Vec::new();
+        let mut put = |v: u32| types.extend_from_slice(&v.to_le_bytes());
+        // 1: int, size 4
+        put(1);
+        put(KIND_INT << 24);
+        put(4);
+        put(32);
+        // 2: anonymous struct { int b; } size 4
+        put(0);
+        put((KIND_STRUCT << 24) | 1);
+        put(4);
+        put(9);
+        put(1);
+        put(0);
+        // 3: struct s { int a; <anon> at 32 bits } size 8
+        put(5);
+        put((KIND_STRUCT << 24) | 2);
+        put(8);
+        put(7);
+        put(1);
+        put(0);
+        put(0);
+        put(2);
+        put(32);
+        let mut b = vec![0x9f, 0xeb, 1, 0];
+        let len = |v: usize| u32::try_from(v).unwrap().to_le_bytes();
+        b.extend_from_slice(&24u32.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&len(types.len()));
+        b.extend_from_slice(&len(types.len()));
+        b.extend_from_slice(&len(strings.len()));
+        b.extend_from_slice(&types);
+        b.extend_from_slice(&strings);
+        b
+    }
+
+    #[test]
+    fn reads_structs_members_and_names() {
+        let btf = Btf::from_bytes(sample()).unwrap();
+        assert_eq!(btf.struct_id("s"), Some(3));
+        assert_eq!(btf.struct_id("int"), None);
+        assert!(btf.has_name("int"));
+        assert!(!btf.has_name("nope"));
+        let m = btf.members(3);
+        assert_eq!(m.len(), 2);
+        assert_eq!((m[0].name, m[0].bit_offset), ("a", 0));
+        assert_eq!((m[1].name, m[1].bit_offset, m[1].type_id), ("", 32, 2));
+        assert_eq!(btf.members(2)[0].name, "b");
+        assert_eq!(btf.resolve(1), 1);
+    }
+
+    #[test]
+    fn rejects_damaged_input() {
+        assert_eq!(Btf::from_bytes(vec![0; 10]).err(), Some(BtfError::Header));
+        let mut b = sample();
+        b.truncate(b.len() - 20);
+        assert!(Btf::from_bytes(b).is_err());
+        let mut b = sample();
+        b[24 + 4 + 3] = 30; // kind 30 in the first type's info
+        assert!(matches!(
+            Btf::from_bytes(b),
+            Err(BtfError::Kind { kind: 30, id: 1 })
+        ));
+    }
+}
