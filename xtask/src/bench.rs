@@ -103,6 +103,8 @@ const WORKLOADS: &[Workload] = &[
 #[derive(Clone, Default)]
 struct Run {
     rate: f64,
+    /// The workload's own CPU seconds per operation.
+    cpu_per_op: f64,
     bytes: u64,
     /// udstrace's: packets, lost segments, lost bytes, captured payload bytes, CPU seconds,
     /// peak RSS in KiB, seconds from start to attached.
@@ -156,6 +158,14 @@ pub fn run() -> Result<()> {
         for (i, &m) in modes.iter().enumerate() {
             let ratio = median(runs[i].iter().zip(&base).map(|(r, b)| r.rate / b).collect());
             let rate = median(runs[i].iter().map(|r| r.rate).collect());
+            let base_cpu: Vec<f64> = runs[0].iter().map(|r| r.cpu_per_op).collect();
+            let cpu_ratio = median(
+                runs[i]
+                    .iter()
+                    .zip(&base_cpu)
+                    .map(|(r, b)| b / r.cpu_per_op)
+                    .collect(),
+            );
             let kept = if matches!(m, Mode::File | Mode::Null) {
                 let pct: Vec<f64> = runs[i]
                     .iter()
@@ -190,11 +200,12 @@ pub fn run() -> Result<()> {
                 String::new()
             };
             rows.push(format!(
-                "| {} | {} | {} | {:.3} | {} | {} | {} |",
+                "| {} | {} | {} | {:.3} | {:.3} | {} | {} | {} |",
                 w.name,
                 m.name(),
                 unit(w, rate),
                 ratio,
+                cpu_ratio,
                 kept,
                 lost,
                 own
@@ -231,8 +242,8 @@ pub fn run() -> Result<()> {
          round). Machine: {}. A noisy shared 2-core machine: compare ratios, not absolute rates.\n",
         machine()
     );
-    let _ = writeln!(report, "| workload | mode | rate | vs untraced | bytes kept | lost | udstrace CPU, peak RSS, start-to-attached |");
-    let _ = writeln!(report, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(report, "| workload | mode | rate | rate vs untraced | workload CPU per op, untraced / traced | bytes kept | lost | udstrace CPU, peak RSS, start-to-attached |");
+    let _ = writeln!(report, "|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let _ = writeln!(report, "{r}");
     }
@@ -392,7 +403,12 @@ fn run_one(bin: &Path, w: &Workload, mode: Mode, rate: Option<u64>) -> Result<Ru
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     };
-    let (ops, bytes, secs) = (field("ops="), field("bytes="), field("secs="));
+    let (ops, bytes, secs, cpu) = (
+        field("ops="),
+        field("bytes="),
+        field("secs="),
+        field("cpu="),
+    );
     if secs == 0.0 {
         bail!(
             "workload {} printed nothing: {}",
@@ -406,6 +422,7 @@ fn run_one(bin: &Path, w: &Workload, mode: Mode, rate: Option<u64>) -> Result<Ru
         } else {
             ops / secs
         },
+        cpu_per_op: cpu / ops.max(1.0),
         bytes: bytes as u64,
         attach,
         ..Run::default()
