@@ -3,7 +3,7 @@
 
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, RandomState},
+    hash::{BuildHasher, DefaultHasher, Hash, Hasher, RandomState},
     io,
     path::PathBuf,
     time::Duration,
@@ -76,7 +76,7 @@ pub struct Packetizer {
     clock: WallClock,
     /// Keys the hash that turns kernel socket identities into address identifiers, so that
     /// no kernel address is written out.
-    ids: RandomState,
+    id_key: u64,
     /// Per kernel socket address: its generation (see `identity`) and inode (0: none yet).
     sockets: HashMap<u64, (u64, u64)>,
     next_generation: u64,
@@ -99,7 +99,7 @@ impl Packetizer {
     pub fn new(clock: WallClock, limit: Option<u64>) -> Self {
         Self {
             clock,
-            ids: RandomState::new(),
+            id_key: RandomState::new().hash_one(0u64),
             sockets: HashMap::new(),
             next_generation: 0,
             next_offset: HashMap::new(),
@@ -112,6 +112,14 @@ impl Packetizer {
             bytes: 0,
             limit,
         }
+    }
+
+    /// Sets the key of the socket identifier hash (random by default), for reproducible
+    /// output.
+    #[must_use]
+    pub fn with_id_key(mut self, key: u64) -> Self {
+        self.id_key = key;
+        self
     }
 
     /// Keeps only the records `filter` matches.
@@ -213,7 +221,9 @@ impl Packetizer {
             }
         }
         let generation = known.0;
-        self.ids.hash_one((ptr, generation)).max(1)
+        let mut h = DefaultHasher::new();
+        (self.id_key, ptr, generation).hash(&mut h);
+        h.finish().max(1)
     }
 
     /// The port a socket's name gives it, remembered per socket.

@@ -29,6 +29,12 @@ impl WallClock {
         }
     }
 
+    /// A clock with a given offset from boot time to wall time, for reproducible output.
+    #[must_use]
+    pub fn with_offset(offset_ns: i128) -> Self {
+        Self { offset_ns }
+    }
+
     #[must_use]
     pub fn wall_ns(&self, boot_ns: u64) -> u64 {
         u64::try_from(i128::from(boot_ns) + self.offset_ns).unwrap_or(0)

@@ -14,6 +14,8 @@ pub mod decode;
 pub mod error;
 pub mod extcap;
 pub mod filter;
+#[cfg(test)]
+mod golden;
 pub mod kernel;
 pub mod layout;
 pub mod meta;

@@ -73,6 +73,13 @@ impl<W: Output> PcapngSink<W> {
     }
 }
 
+impl<W: Output> PcapngSink<W> {
+    /// Flushes and returns the output.
+    pub fn into_output(self) -> io::Result<W> {
+        self.writer.into_inner()
+    }
+}
+
 impl<W: Output> Sink for PcapngSink<W> {
     fn packet(&mut self, p: &Packet<'_>) -> io::Result<()> {
         write_comment(&mut self.comment, &p.view);

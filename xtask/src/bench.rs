@@ -465,7 +465,11 @@ fn run_one(bin: &Path, w: &Workload, mode: Mode, rate: Option<u64>) -> Result<Ru
             0
         };
         run.captured = if mode == Mode::File {
-            captured_payload(Path::new(CAPTURE))?
+            let captured = captured_payload(Path::new(CAPTURE))?;
+            // Remove the file now: the kernel drops a deleted file's dirty pages instead of
+            // writing them back during the next runs (which skewed them by 10-20%).
+            let _ = std::fs::remove_file(CAPTURE);
+            captured
         } else {
             run.bytes.saturating_sub(lost_bytes)
         };
