@@ -142,6 +142,25 @@ pub struct ExtcapArgs {
 /// Commands besides capturing.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// List every Unix socket: type, state, inode, peer inode, name, and the processes
+    /// (comm[pid]:fd) holding each end, like `ss -xp` joined with lsof.
+    Ls {
+        /// One JSON array of objects instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Only sockets held by these processes (lists allowed, as for capture).
+        #[arg(short = 'p', long = "pid", value_name = "PID")]
+        pids: Vec<String>,
+        /// Only sockets held by processes with this command name.
+        #[arg(long = "comm", value_name = "NAME")]
+        comms: Vec<String>,
+        /// Only sockets with this name at either end (path, `@name`, glob).
+        #[arg(long = "path", value_name = "PATH")]
+        paths: Vec<String>,
+        /// Only sockets of this type.
+        #[arg(long = "type", value_name = "TYPE")]
+        sock_type: Option<String>,
+    },
     /// Wireshark integration.
     Extcap {
         #[command(subcommand)]
@@ -254,6 +273,64 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Wireshark's questions (`--extcap-interfaces`, `--extcap-dlts`, `--extcap-config`);
+/// returns whether one was answered.
+fn extcap_query(ex: &ExtcapArgs) -> Result<bool, Failure> {
+    let mut out = std::io::stdout();
+    if ex.extcap_interfaces {
+        extcap::interfaces(&mut out).map_err(stdout_error)?;
+        return Ok(true);
+    }
+    if ex
+        .extcap_interface
+        .as_deref()
+        .is_some_and(|i| i != extcap::INTERFACE)
+    {
+        return Err(Failure::Usage(format!(
+            "unknown extcap interface `{}`",
+            ex.extcap_interface.as_deref().unwrap_or("")
+        )));
+    }
+    if ex.extcap_dlts {
+        extcap::dlts(&mut out).map_err(stdout_error)?;
+        return Ok(true);
+    }
+    if ex.extcap_config {
+        extcap::config(&mut out).map_err(stdout_error)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// `udstrace ls`.
+fn ls(
+    json: bool,
+    pids: &[String],
+    comms: Vec<String>,
+    paths: Vec<String>,
+    sock_type: Option<&str>,
+) -> Result<(), Failure> {
+    use std::io::Write as _;
+    let filter = crate::ls::LsFilter {
+        paths,
+        sock_type: sock_type
+            .map(parse_type)
+            .transpose()
+            .map_err(Failure::Usage)?,
+        pids: parse_pids(pids).map_err(Failure::Usage)?,
+        comms,
+    };
+    let text = crate::ls::render(&filter, json).map_err(|e| {
+        Failure::Error(Error::Input {
+            path: "sock_diag".into(),
+            reason: e.to_string(),
+        })
+    })?;
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .map_err(stdout_error)
+}
+
 fn stdout_error(source: std::io::Error) -> Failure {
     Failure::Error(Error::Output {
         path: "standard output".into(),
@@ -273,39 +350,28 @@ impl From<Error> for Failure {
 }
 
 fn run(mut args: Args) -> Result<(), Failure> {
-    if let Some(Command::Extcap {
-        action: ExtcapAction::Install { global },
-    }) = args.command
-    {
-        for line in extcap::install(global)? {
-            println!("installed {line}");
+    match args.command.take() {
+        Some(Command::Extcap {
+            action: ExtcapAction::Install { global },
+        }) => {
+            for line in extcap::install(global)? {
+                println!("installed {line}");
+            }
+            return Ok(());
         }
+        Some(Command::Ls {
+            json,
+            pids,
+            comms,
+            paths,
+            sock_type,
+        }) => return ls(json, &pids, comms, paths, sock_type.as_deref()),
+        None => {}
+    }
+    if extcap_query(&args.extcap)? {
         return Ok(());
     }
-    let mut out = std::io::stdout();
     let ex = &args.extcap;
-    if ex.extcap_interfaces {
-        extcap::interfaces(&mut out).map_err(stdout_error)?;
-        return Ok(());
-    }
-    if ex
-        .extcap_interface
-        .as_deref()
-        .is_some_and(|i| i != extcap::INTERFACE)
-    {
-        return Err(Failure::Usage(format!(
-            "unknown extcap interface `{}`",
-            ex.extcap_interface.as_deref().unwrap_or("")
-        )));
-    }
-    if ex.extcap_dlts {
-        extcap::dlts(&mut out).map_err(stdout_error)?;
-        return Ok(());
-    }
-    if ex.extcap_config {
-        extcap::config(&mut out).map_err(stdout_error)?;
-        return Ok(());
-    }
     if ex.capture {
         // Wireshark passes empty option values as empty strings.
         args.pids.retain(|p| !p.trim().is_empty());

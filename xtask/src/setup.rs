@@ -8,7 +8,8 @@ use crate::util::{output, require_root, sh};
 
 /// Debian packages: tshark to check captures; real clients and servers for the tests (curl and
 /// python3 for HTTP, postgresql for psql and its server, xvfb and x11-utils for X11);
-/// util-linux for setpriv and runuser; bpftool to inspect programs.
+/// util-linux for setpriv and runuser; iproute2 for `ss` (checks `udstrace ls`); bpftool to
+/// inspect programs.
 const APT_PACKAGES: &[&str] = &[
     "tshark",
     "curl",
@@ -17,6 +18,7 @@ const APT_PACKAGES: &[&str] = &[
     "xvfb",
     "x11-utils",
     "util-linux",
+    "iproute2",
     "bpftool",
     "ca-certificates",
 ];

@@ -1,0 +1,214 @@
+//! The machine's Unix sockets: type, state, name, inode and peer from the kernel's
+//! sock_diag interface, and the processes that hold each one from /proc/*/fd.
+
+use std::{collections::HashMap, io, mem::size_of};
+
+use udstrace_common::SockType;
+
+/// One Unix socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixSocket {
+    pub ino: u64,
+    pub sock_type: Option<SockType>,
+    /// `TCP_LISTEN`-style state number from the kernel (1 established, 7 unconnected, 10
+    /// listening, ...).
+    pub state: u8,
+    /// Bound name: a path, a leading NUL for an abstract name, empty when unnamed.
+    pub name: Vec<u8>,
+    /// Inode of the connected peer, 0 for none.
+    pub peer: u64,
+}
+
+impl UnixSocket {
+    /// The state as `ss` names it.
+    #[must_use]
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            1 => "ESTAB",
+            2 => "SYN-SENT",
+            7 => "UNCONN",
+            8 => "CLOSE-WAIT",
+            10 => "LISTEN",
+            _ => "UNKNOWN",
+        }
+    }
+}
+
+/// A process holding a socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    pub comm: String,
+    pub fd: u32,
+}
+
+const NETLINK_SOCK_DIAG: i32 = 4;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_ERROR: u16 = 2;
+const UDIAG_SHOW_NAME: u32 = 1;
+const UDIAG_SHOW_PEER: u32 = 4;
+const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_PEER: u16 = 2;
+
+/// Every Unix socket of this network namespace, from sock_diag.
+pub fn list() -> io::Result<Vec<UnixSocket>> {
+    // SAFETY: plain socket(2); the fd is owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            NETLINK_SOCK_DIAG,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+
+    // nlmsghdr (16 bytes) + unix_diag_req (24 bytes).
+    let mut req = [0u8; 40];
+    req[0..4].copy_from_slice(&40u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req[16] = libc::AF_UNIX as u8;
+    req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    req[28..32].copy_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER).to_ne_bytes());
+    req[32..40].fill(0xff); // no cookie
+                            // SAFETY: req is a valid buffer of its length.
+    if unsafe { libc::send(raw, req.as_ptr().cast(), req.len(), 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // SAFETY: buf is a valid buffer of its length.
+        let n = unsafe { libc::recv(raw, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut rest = &buf[..n.cast_unsigned()];
+        while rest.len() >= 16 {
+            let len = u32::from_ne_bytes(rest[0..4].try_into().expect("4")) as usize;
+            let kind = u16::from_ne_bytes(rest[4..6].try_into().expect("2"));
+            if len < 16 || len > rest.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "truncated netlink message",
+                ));
+            }
+            match kind {
+                NLMSG_DONE => return Ok(out),
+                NLMSG_ERROR => return Err(io::Error::other("sock_diag refused the request")),
+                _ => {
+                    if let Some(s) = parse_diag(&rest[16..len]) {
+                        out.push(s);
+                    }
+                }
+            }
+            rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+        }
+    }
+}
+
+/// One `unix_diag_msg` with its attributes.
+fn parse_diag(m: &[u8]) -> Option<UnixSocket> {
+    if m.len() < 16 {
+        return None;
+    }
+    let mut s = UnixSocket {
+        ino: u64::from(u32::from_ne_bytes(m[4..8].try_into().ok()?)),
+        sock_type: SockType::from_raw(u16::from(m[1])),
+        state: m[2],
+        name: Vec::new(),
+        peer: 0,
+    };
+    let mut attrs = &m[16..];
+    while attrs.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes(attrs[0..2].try_into().ok()?));
+        let kind = u16::from_ne_bytes(attrs[2..4].try_into().ok()?);
+        if len < 4 || len > attrs.len() {
+            break;
+        }
+        let value = &attrs[4..len];
+        match kind {
+            UNIX_DIAG_NAME => {
+                // A pathname's length counts its terminating NUL; an abstract name starts
+                // with NUL and is exactly its length.
+                let end = if value.first() == Some(&0) {
+                    value.len()
+                } else {
+                    value.iter().position(|&c| c == 0).unwrap_or(value.len())
+                };
+                s.name = value[..end].to_vec();
+            }
+            UNIX_DIAG_PEER if value.len() >= 4 => {
+                s.peer = u64::from(u32::from_ne_bytes(value[..4].try_into().ok()?));
+            }
+            _ => {}
+        }
+        attrs = &attrs[len.next_multiple_of(4).min(attrs.len())..];
+    }
+    Some(s)
+}
+
+/// Which processes hold which socket inodes: every process's fd table.
+#[must_use]
+pub fn holders() -> HashMap<u64, Vec<Holder>> {
+    let mut map: HashMap<u64, Vec<Holder>> = HashMap::new();
+    let Ok(processes) = procfs::process::all_processes() else {
+        return map;
+    };
+    for p in processes.flatten() {
+        let Ok(fds) = p.fd() else { continue };
+        let comm = p.stat().map(|s| s.comm).unwrap_or_default();
+        let pid = u32::try_from(p.pid).unwrap_or(0);
+        for fd in fds.flatten() {
+            if let procfs::process::FDTarget::Socket(ino) = fd.target {
+                map.entry(ino).or_default().push(Holder {
+                    pid,
+                    comm: comm.clone(),
+                    fd: u32::try_from(fd.fd).unwrap_or(0),
+                });
+            }
+        }
+    }
+    map
+}
+
+const _: () = assert!(size_of::<u32>() == 4);
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    #[test]
+    fn lists_a_socketpair_with_its_peer_and_holder() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let ino = |s: &UnixStream| {
+            use std::os::unix::fs::MetadataExt;
+            let f = std::mem::ManuallyDrop::new(unsafe {
+                <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(
+                    std::os::fd::AsRawFd::as_raw_fd(s),
+                )
+            });
+            f.metadata().unwrap().ino()
+        };
+        let (ia, ib) = (ino(&a), ino(&b));
+        let all = list().unwrap();
+        let sa = all.iter().find(|s| s.ino == ia).expect("socket a listed");
+        assert_eq!(sa.peer, ib);
+        assert_eq!(sa.sock_type, Some(SockType::Stream));
+        assert_eq!(sa.state_name(), "ESTAB");
+        let h = holders();
+        let me = std::process::id();
+        assert!(h[&ia]
+            .iter()
+            .any(|x| x.pid == me && x.fd == std::os::fd::AsRawFd::as_raw_fd(&a).cast_unsigned()));
+    }
+}
