@@ -916,3 +916,48 @@ fn sequential_connections_are_distinct_conversations() {
         );
     }
 }
+
+/// The receiving process is named: a socketpair whose other end was handed to a child
+/// process (created after the capture started) shows the child as `peer_pid`/`peer_comm`.
+#[test]
+fn peer_process_is_the_holder_of_the_other_end() {
+    let dir = TempDir::new("peers");
+    let (ud, file) = start_capture(&dir, &[]);
+    let (mut a, b) = UnixStream::pair().unwrap();
+    // The child inherits b (no close-on-exec), the parent closes its copy.
+    assert_eq!(unsafe { libc::fcntl(b.as_raw_fd(), libc::F_SETFD, 0) }, 0);
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, time; print('ready', flush=True); time.sleep(30)",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = [0u8; 6];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut line)
+        .unwrap();
+    drop(b);
+    a.write_all(b"to the child").unwrap();
+    let done = ud.stop();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(done.success);
+    let cap = read_capture(&file);
+    let p = cap
+        .packets
+        .iter()
+        .find(|p| p.payload() == b"to the child")
+        .expect("captured");
+    assert_eq!(
+        p.meta("peer_pid"),
+        Some(child.id().to_string().as_str()),
+        "{}",
+        p.comment
+    );
+    assert_eq!(p.meta("peer_comm"), Some("python3"), "{}", p.comment);
+}

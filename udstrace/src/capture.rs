@@ -24,6 +24,7 @@ use crate::{
     meta::PacketView,
     packet::{packets, port, write_headers, Flow, MAX_HEADER_LEN},
     pcapng::{CaptureInfo, Stats, DIRECTION_OUTBOUND},
+    peers::PeerResolver,
     record::SendSegment,
     sink::{self, Packet, Sink},
     text::PayloadStyle,
@@ -86,6 +87,8 @@ pub struct Packetizer {
     ports: HashMap<u64, u16>,
     decoders: Decoders,
     filter: Filter,
+    /// Who holds each peer socket.
+    peers: PeerResolver,
     reported_lost: u64,
     headers: [u8; MAX_HEADER_LEN],
     pub packets: u64,
@@ -106,6 +109,7 @@ impl Packetizer {
             ports: HashMap::new(),
             decoders: Decoders::new(&[]).expect("the built-in rules parse"),
             filter: Filter::default(),
+            peers: PeerResolver::default(),
             reported_lost: 0,
             headers: [0; MAX_HEADER_LEN],
             packets: 0,
@@ -119,6 +123,13 @@ impl Packetizer {
     #[must_use]
     pub fn with_id_key(mut self, key: u64) -> Self {
         self.id_key = key;
+        self
+    }
+
+    /// Resolves peer processes with `peers` (tests give a fixed table).
+    #[must_use]
+    pub fn with_peers(mut self, peers: PeerResolver) -> Self {
+        self.peers = peers;
         self
     }
 
@@ -174,15 +185,16 @@ impl Packetizer {
         } else {
             None
         };
+        let peers = self.peers.holders(seg.peer_ino);
         for pkt in packets(seg) {
-            if self.done() {
+            if self.limit.is_some_and(|l| self.packets >= l) {
                 break;
             }
             let header_len = write_headers(&mut self.headers, &flow, &pkt, ack);
             let drops = seg.lost_segments.saturating_sub(self.reported_lost);
             self.reported_lost = self.reported_lost.max(seg.lost_segments);
             sink.packet(&Packet {
-                view: PacketView::new(seg, &pkt, ts_ns),
+                view: PacketView::new(seg, &pkt, ts_ns, peers),
                 headers: &self.headers[..header_len],
                 direction: DIRECTION_OUTBOUND,
                 drops,
@@ -490,7 +502,8 @@ mod tests {
 
     #[test]
     fn acks_follow_the_peer_and_drops_are_deltas() {
-        let mut p = Packetizer::new(WallClock::new(), None);
+        let mut p = Packetizer::new(WallClock::new(), None)
+            .with_peers(PeerResolver::with_scan(HashMap::new));
         let mut sink = Collect(Vec::new(), Vec::new());
         let a = RawRecord {
             sock_ino: 1,
@@ -535,7 +548,8 @@ mod tests {
     /// filled in once it is known.
     #[test]
     fn peer_without_inode_yet() {
-        let mut p = Packetizer::new(WallClock::new(), None);
+        let mut p = Packetizer::new(WallClock::new(), None)
+            .with_peers(PeerResolver::with_scan(HashMap::new));
         let mut sink = Collect(Vec::new(), Vec::new());
         let embryo = Some(0xffff_8888_0000_1000);
         // Before accept() the kernel has no inode for the server's socket; after, it does.
@@ -577,7 +591,8 @@ mod tests {
     /// addresses is a new conversation, not a continuation of the old one.
     #[test]
     fn reused_kernel_addresses_are_new_sockets() {
-        let mut p = Packetizer::new(WallClock::new(), None);
+        let mut p = Packetizer::new(WallClock::new(), None)
+            .with_peers(PeerResolver::with_scan(HashMap::new));
         let mut sink = Collect(Vec::new(), Vec::new());
         let (client_ptr, server_ptr) = (Some(0xffff_0000_0000_1000), Some(0xffff_0000_0000_2000));
         let conversation = |client_ino, server_ino| {
@@ -615,7 +630,8 @@ mod tests {
 
     #[test]
     fn count_limit_stops_mid_message() {
-        let mut p = Packetizer::new(WallClock::new(), Some(2));
+        let mut p = Packetizer::new(WallClock::new(), Some(2))
+            .with_peers(PeerResolver::with_scan(HashMap::new));
         let mut sink = Collect(Vec::new(), Vec::new());
         let big = u64::from(udstrace_common::record::SEGMENT_MAX) * 3;
         let r = RawRecord {

@@ -102,6 +102,18 @@ fn records() -> Vec<RawRecord> {
     ]
 }
 
+/// The client's process holds the client socket: the server's reply names it as the reader.
+fn fake_holders() -> std::collections::HashMap<u64, Vec<crate::sockets::Holder>> {
+    std::collections::HashMap::from([(
+        100,
+        vec![crate::sockets::Holder {
+            pid: 100,
+            comm: "curl".into(),
+            fd: 5,
+        }],
+    )])
+}
+
 fn build() -> Vec<u8> {
     let info = CaptureInfo {
         section_comment: "udstrace golden file".into(),
@@ -114,8 +126,9 @@ fn build() -> Vec<u8> {
     };
     let mut sink = PcapngSink::new(Vec::new(), &info);
     // Boot time 1 s is 2023-11-14T22:13:21Z.
-    let mut p =
-        Packetizer::new(WallClock::with_offset(1_700_000_000_000_000_000), None).with_id_key(7);
+    let mut p = Packetizer::new(WallClock::with_offset(1_700_000_000_000_000_000), None)
+        .with_id_key(7)
+        .with_peers(crate::peers::PeerResolver::with_scan(fake_holders));
     for r in records() {
         let bytes = r.encode();
         p.record(&SendSegment::try_from(bytes.as_slice()).unwrap(), &mut sink)

@@ -23,6 +23,7 @@ pub mod meta;
 pub mod names;
 pub mod packet;
 pub mod pcapng;
+pub mod peers;
 pub mod reader;
 pub mod record;
 pub mod sink;

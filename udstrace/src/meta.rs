@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use udstrace_common::{record::flags, SockType};
 
-use crate::{packet::SegmentPacket, record::SendSegment};
+use crate::{packet::SegmentPacket, record::SendSegment, sockets::Holder};
 
 /// Everything the text view and the comment show about one packet, borrowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +18,8 @@ pub struct PacketView<'a> {
     pub uid: u32,
     pub gid: u32,
     pub comm: &'a [u8],
+    /// The processes holding the peer socket: who can read the message.
+    pub peers: &'a [Holder],
     pub sock_type: SockType,
     pub ino: u64,
     pub peer_ino: u64,
@@ -80,7 +82,12 @@ impl Cut {
 impl<'a> PacketView<'a> {
     /// The view of one packet of a decoded record.
     #[must_use]
-    pub fn new(seg: &SendSegment<'a>, packet: &SegmentPacket<'a>, ts_ns: u64) -> Self {
+    pub fn new(
+        seg: &SendSegment<'a>,
+        packet: &SegmentPacket<'a>,
+        ts_ns: u64,
+        peers: &'a [Holder],
+    ) -> Self {
         let short = packet.payload.len() < packet.orig_len as usize;
         Self {
             ts_ns,
@@ -89,6 +96,7 @@ impl<'a> PacketView<'a> {
             uid: seg.uid,
             gid: seg.gid,
             comm: seg.comm,
+            peers,
             sock_type: seg.sock_type,
             ino: seg.sock_ino,
             peer_ino: seg.peer_ino,
@@ -201,6 +209,24 @@ pub fn write_comment(out: &mut String, v: &PacketView<'_>) {
     escape_into(out, v.path, true);
     out.push_str(" peer_path=");
     escape_into(out, v.peer_path, true);
+    if !v.peers.is_empty() {
+        out.push_str(" peer_pid=");
+        for (i, h) in v.peers.iter().enumerate() {
+            let _ = write!(out, "{}{}", if i == 0 { "" } else { "," }, h.pid);
+        }
+        out.push_str(" peer_comm=");
+        for (i, h) in v.peers.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let start = out.len();
+            escape_into(out, h.comm.as_bytes(), false);
+            // The list separator cannot stand inside a name.
+            let escaped = out[start..].replace(',', "\\x2c");
+            out.truncate(start);
+            out.push_str(&escaped);
+        }
+    }
     match syscall_name(v.syscall) {
         Some(name) => {
             let _ = write!(out, " syscall={name}");
@@ -229,6 +255,8 @@ pub struct ParsedMeta {
     pub peer_ino: u64,
     pub path: Vec<u8>,
     pub peer_path: Vec<u8>,
+    /// Processes holding the peer socket (their fds are not recorded).
+    pub peers: Vec<Holder>,
     pub syscall: i32,
     pub msg_len: u64,
     pub seg_offset: u64,
@@ -255,6 +283,7 @@ impl std::str::FromStr for ParsedMeta {
             peer_ino: 0,
             path: Vec::new(),
             peer_path: Vec::new(),
+            peers: Vec::new(),
             syscall: -1,
             msg_len: 0,
             seg_offset: 0,
@@ -286,6 +315,34 @@ impl std::str::FromStr for ParsedMeta {
                 "peer_ino" => m.peer_ino = num(v)?,
                 "path" => m.path = unescape(v, true),
                 "peer_path" => m.peer_path = unescape(v, true),
+                "peer_pid" => {
+                    for (index, pid) in v.split(',').enumerate() {
+                        let pid = pid.parse().map_err(|_| {
+                            MetaError(format!("peer_pid={v} is not a list of numbers"))
+                        })?;
+                        match m.peers.get_mut(index) {
+                            Some(holder) => holder.pid = pid,
+                            None => m.peers.push(Holder {
+                                pid,
+                                comm: String::new(),
+                                fd: 0,
+                            }),
+                        }
+                    }
+                }
+                "peer_comm" => {
+                    for (index, comm) in v.split(',').enumerate() {
+                        let comm = String::from_utf8_lossy(&unescape(comm, false)).into_owned();
+                        match m.peers.get_mut(index) {
+                            Some(holder) => holder.comm = comm,
+                            None => m.peers.push(Holder {
+                                pid: 0,
+                                comm,
+                                fd: 0,
+                            }),
+                        }
+                    }
+                }
                 "syscall" => m.syscall = syscall_number(v).unwrap_or(-1),
                 "msg_len" => m.msg_len = num(v)?,
                 "seg_offset" => m.seg_offset = num(v)?,
@@ -313,6 +370,7 @@ mod tests {
             uid: 0,
             gid: 5,
             comm: b"my prog",
+            peers: &[],
             sock_type: SockType::SeqPacket,
             ino: 9,
             peer_ino: 10,
@@ -356,6 +414,35 @@ mod tests {
             assert_eq!(m.syscall, 46);
             assert_eq!(m.cut, Some(Cut::Snaplen));
         }
+    }
+
+    #[test]
+    fn peers_round_trip() {
+        let peers = [
+            Holder {
+                pid: 7,
+                comm: "a,b".into(),
+                fd: 3,
+            },
+            Holder {
+                pid: 8,
+                comm: "sh".into(),
+                fd: 4,
+            },
+        ];
+        let mut v = view(b"", b"");
+        v.peers = &peers;
+        let mut s = String::new();
+        write_comment(&mut s, &v);
+        assert!(s.contains(" peer_pid=7,8 peer_comm=a\\x2cb,sh "), "{s}");
+        let m: ParsedMeta = s.parse().unwrap();
+        assert_eq!(
+            m.peers
+                .iter()
+                .map(|h| (h.pid, h.comm.as_str()))
+                .collect::<Vec<_>>(),
+            [(7, "a,b"), (8, "sh")]
+        );
     }
 
     #[test]

@@ -54,6 +54,11 @@ pub fn write_packet(out: &mut String, v: &PacketView<'_>, style: PayloadStyle) {
     write_end(out, v.ino, v.path);
     out.push_str(" > ");
     write_end(out, v.peer_ino, v.peer_path);
+    for (i, h) in v.peers.iter().enumerate() {
+        out.push(if i == 0 { ' ' } else { ',' });
+        escape_into(out, h.comm.as_bytes(), false);
+        let _ = write!(out, "[{}]", h.pid);
+    }
     let _ = write!(out, ", length {}", v.orig_len);
     if v.msg_len > u64::from(v.orig_len) {
         let _ = write!(out, " (part at {} of {})", v.seg_offset, v.msg_len);
@@ -124,6 +129,7 @@ mod tests {
             uid: 0,
             gid: 0,
             comm: b"curl",
+            peers: &[],
             sock_type: SockType::Stream,
             ino: 100,
             peer_ino: 101,
