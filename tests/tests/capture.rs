@@ -713,8 +713,11 @@ fn text_view_count_and_read_back() {
     let me = std::process::id();
     let who = format!("[{me}");
     assert!(lines[0].contains(&who), "{}", lines[0]);
+    // The peer socket is held by this process too: it is named as the reader.
+    let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+    let comm = comm.trim();
     assert!(
-        lines[0].contains(&format!("stream {ino_a} > {ino_b}, length 13")),
+        lines[0].contains(&format!("stream {ino_a} > {ino_b} {comm}[{me}], length 13")),
         "{}",
         lines[0]
     );
