@@ -3,7 +3,7 @@
 //! (HTTP). The end of a conversation whose own name matches gets the protocol's port; the other
 //! end keeps its dynamic port, so the conversation looks like a client talking to a server.
 
-use crate::names::{display, glob};
+use crate::names::{display, name_matches};
 
 /// A protocol udstrace knows the port of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +75,8 @@ impl Decoders {
         if name.is_empty() {
             return None;
         }
+        let proto = self.rules.iter().find(|(p, _)| name_matches(p, name))?.1;
         let name = display(name);
-        let proto = self.rules.iter().find(|(p, _)| glob(p, &name))?.1;
         match proto {
             Protocol::Http => Some(80),
             Protocol::Pgsql => Some(5432),

@@ -3,10 +3,7 @@
 
 use udstrace_common::SockType;
 
-use crate::{
-    names::{display, glob},
-    record::SendSegment,
-};
+use crate::{names::name_matches, record::SendSegment};
 
 /// A record filter; the empty filter keeps everything.
 #[derive(Debug, Clone, Default)]
@@ -33,11 +30,13 @@ impl Filter {
         if !self.comms.is_empty() && !self.comms.iter().any(|c| c.as_bytes() == seg.comm) {
             return false;
         }
-        if !self.paths.is_empty() {
-            let (own, peer) = (display(seg.path), display(seg.peer_path));
-            if !self.paths.iter().any(|p| glob(p, &own) || glob(p, &peer)) {
-                return false;
-            }
+        if !self.paths.is_empty()
+            && !self
+                .paths
+                .iter()
+                .any(|p| name_matches(p, seg.path) || name_matches(p, seg.peer_path))
+        {
+            return false;
         }
         true
     }

@@ -6,7 +6,7 @@ use std::{collections::HashMap, fmt::Write as _};
 use udstrace_common::SockType;
 
 use crate::{
-    names::{display, glob},
+    names::{display, name_matches},
     sockets::{self, Holder, UnixSocket},
 };
 
@@ -141,11 +141,13 @@ fn keep(f: &LsFilter, r: &Row<'_>) -> bool {
     if f.sock_type.is_some_and(|t| Some(t) != r.socket.sock_type) {
         return false;
     }
-    if !f.paths.is_empty() {
-        let (own, peer) = (display(&r.socket.name), display(r.peer_name));
-        if !f.paths.iter().any(|p| glob(p, &own) || glob(p, &peer)) {
-            return false;
-        }
+    if !f.paths.is_empty()
+        && !f
+            .paths
+            .iter()
+            .any(|p| name_matches(p, &r.socket.name) || name_matches(p, r.peer_name))
+    {
+        return false;
     }
     if !f.pids.is_empty() && !r.holders.iter().any(|h| f.pids.contains(&h.pid)) {
         return false;

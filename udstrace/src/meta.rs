@@ -142,19 +142,28 @@ fn syscall_number(name: &str) -> Option<i32> {
 /// space) as `\xNN`. An abstract socket name (leading NUL) is written `@name`; a path that
 /// really starts with `@` gets its `@` escaped.
 pub fn escape_into(out: &mut String, bytes: &[u8], is_path: bool) {
+    escape_with(out, bytes, is_path, b"\\= ");
+}
+
+/// [`escape_into`] with `special` as the set of printable bytes that are escaped too.
+fn escape_with(out: &mut String, bytes: &[u8], is_path: bool, special: &[u8]) {
     let mut rest = bytes;
     if is_path {
-        if let Some((&0, tail)) = bytes.split_first() {
-            out.push('@');
-            rest = tail;
+        match bytes.split_first() {
+            Some((&0, tail)) => {
+                out.push('@');
+                rest = tail;
+            }
+            // A path that really starts with `@` must not read back as abstract.
+            Some((&b'@', tail)) => {
+                out.push_str("\\x40");
+                rest = tail;
+            }
+            _ => {}
         }
     }
-    for (i, &b) in rest.iter().enumerate() {
-        let plain = b.is_ascii_graphic()
-            && b != b'\\'
-            && b != b'='
-            && !(is_path && i == 0 && b == b'@' && rest.len() == bytes.len());
-        if plain {
+    for &b in rest {
+        if b.is_ascii_graphic() && !special.contains(&b) {
             out.push(char::from(b));
         } else {
             let _ = write!(out, "\\x{b:02x}");
@@ -175,7 +184,7 @@ pub fn unescape(s: &str, is_path: bool) -> Vec<u8> {
     }
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() + 1 && bytes.get(i + 1) == Some(&b'x') {
+        if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'x') {
             if let Some(v) = bytes
                 .get(i + 2..i + 4)
                 .and_then(|h| std::str::from_utf8(h).ok())
@@ -219,12 +228,8 @@ pub fn write_comment(out: &mut String, v: &PacketView<'_>) {
             if i > 0 {
                 out.push(',');
             }
-            let start = out.len();
-            escape_into(out, h.comm.as_bytes(), false);
             // The list separator cannot stand inside a name.
-            let escaped = out[start..].replace(',', "\\x2c");
-            out.truncate(start);
-            out.push_str(&escaped);
+            escape_with(out, h.comm.as_bytes(), false, b"\\=, ");
         }
     }
     match syscall_name(v.syscall) {

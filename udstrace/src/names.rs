@@ -10,18 +10,52 @@ pub fn display(name: &[u8]) -> String {
     }
 }
 
-/// Whether `text` matches `pattern`, where `*` matches any run of characters (including `/`)
-/// and `?` any one character.
+/// Whether `text` matches `pattern`, where `*` matches any run of bytes (including `/`) and
+/// `?` any one byte. Works on bytes: no allocation, so it can run per record.
 #[must_use]
 pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    glob_bytes(
+        pattern.as_bytes(),
+        Text {
+            at: false,
+            rest: text.as_bytes(),
+        },
+    )
+}
+
+/// A name as users write it, without building it: an optional `@` then bytes.
+#[derive(Clone, Copy)]
+struct Text<'a> {
+    at: bool,
+    rest: &'a [u8],
+}
+
+impl Text<'_> {
+    fn len(self) -> usize {
+        self.rest.len() + usize::from(self.at)
+    }
+
+    fn get(self, i: usize) -> u8 {
+        if self.at {
+            if i == 0 {
+                b'@'
+            } else {
+                self.rest[i - 1]
+            }
+        } else {
+            self.rest[i]
+        }
+    }
+}
+
+fn glob_bytes(p: &[u8], t: Text<'_>) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == t.get(ti)) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == b'*' {
             star = Some((pi, ti));
             pi += 1;
         } else if let Some((sp, st)) = star {
@@ -32,7 +66,22 @@ pub fn glob(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+/// Whether a raw socket name (abstract names start with NUL) matches `pattern`, exactly as
+/// [`glob`] would against its [`display`] form, without building that form: this runs per
+/// record.
+#[must_use]
+pub fn name_matches(pattern: &str, name: &[u8]) -> bool {
+    let text = match name.split_first() {
+        Some((0, rest)) => Text { at: true, rest },
+        _ => Text {
+            at: false,
+            rest: name,
+        },
+    };
+    glob_bytes(pattern.as_bytes(), text)
 }
 
 #[cfg(test)]
@@ -56,5 +105,27 @@ mod tests {
         assert!(!glob("?", ""));
         assert!(glob("a*b*c", "a-b-b-c"));
         assert!(!glob("a*b*c", "a-b-b-d"));
+    }
+
+    #[test]
+    fn raw_names() {
+        assert!(name_matches("@abs*", b"\0abstract"));
+        assert!(!name_matches("abs*", b"\0abstract"));
+        assert!(name_matches("@x", b"\0x"));
+        assert!(
+            name_matches("*/.X11-unix/X0", b"\0/tmp/.X11-unix/X0"),
+            "as against @/tmp/..."
+        );
+        for (p, n) in [
+            ("@a*", &b"\0abc"[..]),
+            ("*c", b"\0abc"),
+            ("?abc", b"\0abc"),
+            ("abc", b"\0abc"),
+            ("/x*", b"/xy"),
+        ] {
+            assert_eq!(name_matches(p, n), glob(p, &display(n)), "{p} {n:?}");
+        }
+        assert!(name_matches("/run/*.sock", b"/run/docker.sock"));
+        assert!(name_matches("*", b""));
     }
 }
