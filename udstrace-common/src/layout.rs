@@ -33,11 +33,121 @@ pub struct KernelLayout {
     /// `struct pt_regs` -> the first four system call argument registers
     /// (`di`, `si`, `dx`, `r10` on `x86_64`).
     pub regs_args: [u32; 4],
+
+    /// `struct socket` -> `sk` (`struct sock *`).
+    pub socket_sk: u32,
+    /// `struct msghdr` -> `msg_iter` (`struct iov_iter`).
+    pub msghdr_iter: u32,
+    /// `struct iov_iter` -> its kind: `iter_type` (u8, 5.14+) or `type` (unsigned int, with the
+    /// direction in bit 0, before 5.14).
+    pub iter_type: u32,
+    /// Size of that field in bytes: 1 or 4.
+    pub iter_type_size: u32,
+    /// Bits of that field that hold the kind.
+    pub iter_type_mask: u32,
+    /// `enum iter_type` values: `ITER_UBUF` (6.0+; [`KernelLayout::NO_KIND`] before),
+    /// `ITER_IOVEC`, `ITER_KVEC`, `ITER_BVEC`.
+    pub iter_ubuf: u32,
+    pub iter_iovec: u32,
+    pub iter_kvec: u32,
+    pub iter_bvec: u32,
+    /// `struct iov_iter` -> `iov_offset` (size_t: bytes already consumed of the first segment).
+    pub iter_offset: u32,
+    /// `struct iov_iter` -> `count` (size_t: bytes left).
+    pub iter_count: u32,
+    /// `struct iov_iter` -> the union of `ubuf`, `iov`/`__iov`, `kvec`, `bvec` (one pointer).
+    pub iter_ptr: u32,
+    /// `struct iov_iter` -> `nr_segs` (unsigned long).
+    pub iter_nr_segs: u32,
+    /// `struct bio_vec` -> `bv_page`, `bv_len`, `bv_offset`, and its size.
+    pub bvec_page: u32,
+    pub bvec_len: u32,
+    pub bvec_offset: u32,
+    pub bvec_size: u32,
+    /// `sizeof(struct page)`: the stride of the `vmemmap` array.
+    pub page_struct_size: u32,
+    /// `struct task_struct` -> `stack` (the kernel stack, at whose top the saved user
+    /// registers are).
+    pub task_stack: u32,
+    /// `THREAD_SIZE`: the kernel stack's size.
+    pub thread_size: u32,
+    /// `sizeof(struct pt_regs)`.
+    pub regs_size: u32,
+    /// Explicit padding to a multiple of 8 bytes.
+    pub padding: u32,
 }
+
+impl KernelLayout {
+    /// An `enum iter_type` value this kernel does not have.
+    pub const NO_KIND: u32 = u32::MAX;
+
+    /// All zeroes: the placeholder the kernel object is built with.
+    pub const ZERO: Self = Self {
+        sock_family: 0,
+        sock_type: 0,
+        sock_socket: 0,
+        socket_inode: 0,
+        inode_ino: 0,
+        unix_addr: 0,
+        unix_peer: 0,
+        unix_address_len: 0,
+        unix_address_name: 0,
+        regs_syscall_nr: 0,
+        regs_args: [0; 4],
+        socket_sk: 0,
+        msghdr_iter: 0,
+        iter_type: 0,
+        iter_type_size: 0,
+        iter_type_mask: 0,
+        iter_ubuf: 0,
+        iter_iovec: 0,
+        iter_kvec: 0,
+        iter_bvec: 0,
+        iter_offset: 0,
+        iter_count: 0,
+        iter_ptr: 0,
+        iter_nr_segs: 0,
+        bvec_page: 0,
+        bvec_len: 0,
+        bvec_offset: 0,
+        bvec_size: 0,
+        page_struct_size: 0,
+        task_stack: 0,
+        thread_size: 0,
+        regs_size: 0,
+        padding: 0,
+    };
+}
+
+/// Where the kernel's direct map and `struct page` array are (x86_64), so that the programs
+/// can read a page's bytes (`page_address()`): each is the address of the kernel variable
+/// holding the base when the layout is randomised (`page_offset_base`, `vmemmap_base` in
+/// `/proc/kallsyms`), else 0 and the fixed base is given.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirectMap {
+    pub page_offset_base_addr: u64,
+    pub page_offset_base: u64,
+    pub vmemmap_base_addr: u64,
+    pub vmemmap_base: u64,
+}
+
+impl DirectMap {
+    pub const ZERO: Self = Self {
+        page_offset_base_addr: 0,
+        page_offset_base: 0,
+        vmemmap_base_addr: 0,
+        vmemmap_base: 0,
+    };
+}
+
+#[cfg(feature = "user")]
+// SAFETY: u64 fields only: no padding, every bit pattern valid.
+unsafe impl aya::Pod for DirectMap {}
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: u32 fields only, so there is no padding and every bit pattern is
 // valid.
 unsafe impl aya::Pod for KernelLayout {}
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 56);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 144);

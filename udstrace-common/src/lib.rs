@@ -10,5 +10,5 @@
 pub mod layout;
 pub mod record;
 
-pub use layout::KernelLayout;
+pub use layout::{DirectMap, KernelLayout};
 pub use record::{SendRecord, SockType};

@@ -23,16 +23,36 @@ use crate::{
     },
 };
 
-/// Where the accepted bytes are in the sender's memory.
+/// Where the accepted bytes are.
 #[derive(Clone, Copy)]
 pub enum Payload {
-    /// One contiguous user buffer (`write`, `sendto`).
-    Buf { ptr: u64, len: u64 },
-    /// A user `struct iovec` array (`writev`, `sendmsg`, ...).
-    Iovec { iov: u64, count: u64 },
-    /// Not in user memory, or nowhere the program can tell (`sendfile`, `splice`, io_uring).
+    /// One contiguous buffer (`write`, `sendto`, `ITER_UBUF`; a page for `sendpage`), in user
+    /// or kernel memory.
+    Buf { ptr: u64, len: u64, kernel: bool },
+    /// An array of `count` segments of kind `kind` (`SEG_*`), the first `skip` bytes of which
+    /// were consumed before this message.
+    Segments {
+        array: u64,
+        count: u64,
+        skip: u64,
+        kind: u32,
+    },
+    /// Not in memory the programs can read, or nowhere they can tell.
     Missing,
 }
+
+/// Kinds of segment arrays: a user `struct iovec` array in user memory (system call
+/// arguments); a `struct iovec` array the kernel copied (`ITER_IOVEC`: user buffers); a
+/// `struct kvec` array (`ITER_KVEC`: kernel buffers); a `struct bio_vec` array (`ITER_BVEC`:
+/// pages, from `sendfile`/`splice`).
+pub const SEG_USER_IOVEC: u32 = 0;
+pub const SEG_IOVEC: u32 = 1;
+pub const SEG_KVEC: u32 = 2;
+pub const SEG_BVEC: u32 = 3;
+/// For `SendEntry::kind`: one user buffer, one kernel buffer, or nothing readable.
+pub const SEG_UBUF: u32 = 4;
+pub const SEG_KBUF: u32 = 5;
+pub const SEG_NONE: u32 = 6;
 
 /// `bpf_ringbuf_query` and `bpf_ringbuf_output` flags (include/uapi/linux/bpf.h).
 const BPF_RB_AVAIL_DATA: u64 = 0;
@@ -155,11 +175,14 @@ fn copy_segments(cpu: u32, msg_len: u64, base_offset: u64, payload: Payload) {
         iov_base: 0,
         iov_count: 0,
         iov_index: 0,
+        skip: 0,
         seg_offset: 0,
         fill: 0,
         base_offset,
         msg_len,
         flags: 0,
+        seg_kind: 0,
+        cur_kernel: 0,
         _pad: 0,
     };
     if st.remaining > snaplen {
@@ -167,13 +190,21 @@ fn copy_segments(cpu: u32, msg_len: u64, base_offset: u64, payload: Payload) {
         st.flags |= flags::SNAPLEN;
     }
     match payload {
-        Payload::Buf { ptr, len } => {
+        Payload::Buf { ptr, len, kernel } => {
             st.cur_ptr = ptr;
             st.cur_left = len;
+            st.cur_kernel = u32::from(kernel);
         }
-        Payload::Iovec { iov, count } => {
-            st.iov_base = iov;
+        Payload::Segments {
+            array,
+            count,
+            skip,
+            kind,
+        } => {
+            st.iov_base = array;
             st.iov_count = count;
+            st.skip = skip;
+            st.seg_kind = kind;
         }
         Payload::Missing => {
             st.flags |= flags::PAYLOAD_MISSING;
@@ -252,16 +283,10 @@ fn copy_step(cpu: u32) -> bool {
             st.flags |= flags::READ_FAULT;
             return true;
         }
-        // SAFETY: user memory read through the checking helper.
-        let Ok(iov) =
-            (unsafe { bpf_probe_read_user((st.iov_base + st.iov_index * 16) as *const [u64; 2]) })
-        else {
+        if next_segment(st).is_err() {
             st.flags |= flags::READ_FAULT;
             return true;
-        };
-        st.iov_index += 1;
-        st.cur_ptr = iov[0];
-        st.cur_left = iov[1];
+        }
         return false;
     }
     let mut n = st.cur_left;
@@ -273,17 +298,19 @@ fn copy_step(cpu: u32) -> bool {
         n = room;
     }
     // SAFETY: the offset and the length are each below 64 KiB, and Scratch::data is 128 KiB;
-    // the helper validates the user address.
+    // the helpers validate the source address.
     let rc = unsafe {
         let dst = (*scratch)
             .data
             .as_mut_ptr()
-            .add((st.fill & OFFSET_MASK) as usize);
-        generated::bpf_probe_read_user(
-            dst.cast::<c_void>(),
-            (n & LEN_MASK) as u32,
-            st.cur_ptr as *const c_void,
-        )
+            .add((st.fill & OFFSET_MASK) as usize)
+            .cast::<c_void>();
+        let len = (n & LEN_MASK) as u32;
+        if st.cur_kernel != 0 {
+            generated::bpf_probe_read_kernel(dst, len, st.cur_ptr as *const c_void)
+        } else {
+            generated::bpf_probe_read_user(dst, len, st.cur_ptr as *const c_void)
+        }
     };
     if rc != 0 {
         st.flags |= flags::READ_FAULT;
@@ -309,6 +336,49 @@ fn copy_step(cpu: u32) -> bool {
         st.fill = 0;
     }
     false
+}
+
+/// Reads the next entry of the segment array into the current buffer, skipping what was
+/// consumed before the message.
+#[inline(always)]
+fn next_segment(st: &mut CopyState) -> Result<(), i64> {
+    let layout = config::layout();
+    let stride = if st.seg_kind == SEG_BVEC {
+        u64::from(layout.bvec_size)
+    } else {
+        16
+    };
+    let at = st.iov_base + st.iov_index * stride;
+    st.iov_index += 1;
+    if st.seg_kind == SEG_BVEC {
+        let page: u64 = kernel::read(at, layout.bvec_page)?;
+        let len: u32 = kernel::read(at, layout.bvec_len)?;
+        let offset: u32 = kernel::read(at, layout.bvec_offset)?;
+        st.cur_ptr = kernel::page_address(page)? + u64::from(offset);
+        st.cur_left = u64::from(len);
+        st.cur_kernel = 1;
+    } else {
+        // struct iovec and struct kvec: { void *base; size_t len; } (ABI).
+        let entry: [u64; 2] = if st.seg_kind == SEG_USER_IOVEC {
+            // SAFETY: user memory read through the checking helper.
+            unsafe { bpf_probe_read_user(at as *const [u64; 2]) }.map_err(i64::from)?
+        } else {
+            kernel::read(at, 0)?
+        };
+        st.cur_ptr = entry[0];
+        st.cur_left = entry[1];
+        st.cur_kernel = u32::from(st.seg_kind == SEG_KVEC);
+    }
+    if st.skip != 0 {
+        let mut skip = st.skip;
+        if skip > st.cur_left {
+            skip = st.cur_left;
+        }
+        st.cur_ptr += skip;
+        st.cur_left -= skip;
+        st.skip -= skip;
+    }
+    Ok(())
 }
 
 /// Sends one record; counts it (and for the last record the segments after it) as lost when

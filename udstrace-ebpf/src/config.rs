@@ -1,22 +1,14 @@
 //! Run-time configuration, written by userspace into the object's globals before loading.
 
-use udstrace_common::KernelLayout;
+use udstrace_common::{DirectMap, KernelLayout};
 
 /// Offsets of the kernel fields the programs read, from the running kernel's BTF.
 #[unsafe(no_mangle)]
-static LAYOUT: KernelLayout = KernelLayout {
-    sock_family: 0,
-    sock_type: 0,
-    sock_socket: 0,
-    socket_inode: 0,
-    inode_ino: 0,
-    unix_addr: 0,
-    unix_peer: 0,
-    unix_address_len: 0,
-    unix_address_name: 0,
-    regs_syscall_nr: 0,
-    regs_args: [0; 4],
-};
+static LAYOUT: KernelLayout = KernelLayout::ZERO;
+
+/// Where the direct map and the `struct page` array are (see `DirectMap`).
+#[unsafe(no_mangle)]
+static DIRECT_MAP: DirectMap = DirectMap::ZERO;
 
 /// Process id of udstrace itself: its own traffic is never captured.
 #[unsafe(no_mangle)]
@@ -35,15 +27,20 @@ static WAKEUP_BYTES: u64 = 0;
 #[unsafe(no_mangle)]
 static USE_BPF_LOOP: u32 = 0;
 
+/// Non-zero: the kernel has `bpf_get_current_task_btf` and `bpf_task_pt_regs` (5.15+).
+#[unsafe(no_mangle)]
+static USE_TASK_PT_REGS: u32 = 0;
+
 /// Non-zero: only processes listed in `PID_FILTER` are captured.
 #[unsafe(no_mangle)]
 static FILTER_PIDS: u32 = 0;
 
+/// The layout, read in place: the pointer goes through a volatile read so that the compiler
+/// cannot fold the zero initialiser into the field loads, and nothing is copied to the stack.
 #[inline(always)]
-pub fn layout() -> KernelLayout {
-    // SAFETY: a global the loader wrote before load; read volatile so the compiler does not
-    // fold the zero initialiser.
-    unsafe { core::ptr::read_volatile(&raw const LAYOUT) }
+pub fn layout() -> &'static KernelLayout {
+    // SAFETY: a pointer to a global that lives as long as the program.
+    unsafe { &*core::ptr::read_volatile(&(&raw const LAYOUT)) }
 }
 
 #[inline(always)]
@@ -74,4 +71,16 @@ pub fn use_bpf_loop() -> bool {
 pub fn wakeup_bytes() -> u64 {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&raw const WAKEUP_BYTES) }
+}
+
+#[inline(always)]
+pub fn direct_map() -> DirectMap {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&raw const DIRECT_MAP) }
+}
+
+#[inline(always)]
+pub fn use_task_pt_regs() -> bool {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&raw const USE_TASK_PT_REGS) != 0 }
 }

@@ -5,6 +5,8 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
 use udstrace_common::{record::PATH_MAX, KernelLayout};
 
+use crate::config;
+
 /// `AF_UNIX`.
 pub const AF_UNIX: u16 = 1;
 
@@ -81,4 +83,49 @@ pub fn unix_path(sk: u64, layout: &KernelLayout, dst: &mut [u8; PATH_MAX]) -> u1
         return 0;
     }
     n as u16
+}
+
+/// The kernel address of a page's bytes (`page_address()` on x86_64: the page's index in the
+/// `vmemmap` array, as an offset into the direct map).
+#[inline(always)]
+pub fn page_address(page: u64) -> Result<u64, i64> {
+    let map = config::direct_map();
+    let base = |addr: u64, fixed: u64| {
+        if addr == 0 {
+            Ok(fixed)
+        } else {
+            read::<u64>(addr, 0)
+        }
+    };
+    let direct = base(map.page_offset_base_addr, map.page_offset_base)?;
+    let vmemmap = base(map.vmemmap_base_addr, map.vmemmap_base)?;
+    let stride = u64::from(config::layout().page_struct_size);
+    if stride == 0 || page < vmemmap {
+        return Err(-1);
+    }
+    Ok(direct + (page - vmemmap) / stride * PAGE_SIZE)
+}
+
+/// x86_64 page size.
+const PAGE_SIZE: u64 = 4096;
+
+/// The number of the system call the current task is in (its saved `orig_ax`), -1 if none
+/// can be read.
+#[inline(always)]
+pub fn current_syscall() -> i64 {
+    let layout = config::layout();
+    let regs = if config::use_task_pt_regs() {
+        // SAFETY: helpers that return the current task and its saved user registers (5.15+;
+        // the branch is pruned by the verifier on older kernels: the flag is read-only data).
+        unsafe { generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as u64 }
+    } else {
+        // task_pt_regs(): the registers sit at the top of the task's kernel stack.
+        // SAFETY: a helper with no arguments.
+        let task = unsafe { generated::bpf_get_current_task() };
+        let Ok(stack) = read::<u64>(task, layout.task_stack) else {
+            return -1;
+        };
+        stack + u64::from(layout.thread_size) - u64::from(layout.regs_size)
+    };
+    read::<i64>(regs, layout.regs_syscall_nr).unwrap_or(-1)
 }

@@ -12,8 +12,11 @@ mod capture;
 mod config;
 mod kernel;
 mod maps;
+mod sendmsg;
 mod sock_send_length;
 mod sys_enter_sendmmsg;
+mod unix_sendmsg_fentry;
+mod unix_sendmsg_kprobe;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -30,21 +30,51 @@ pub struct Scratch {
 pub struct CopyState {
     /// Bytes still to copy (after the snap length cut).
     pub remaining: u64,
-    /// The current user buffer and what is left of it.
+    /// The current buffer and what is left of it.
     pub cur_ptr: u64,
     pub cur_left: u64,
-    /// The iovec array, its length, and the next entry to read.
+    /// The segment array (iovec, kvec or bio_vec), its length, and the next entry to read.
     pub iov_base: u64,
     pub iov_count: u64,
     pub iov_index: u64,
+    /// Bytes of the first segments already consumed before this message (`iov_offset`).
+    pub skip: u64,
     /// Offset in the message of the segment being filled, and how full it is.
     pub seg_offset: u64,
     pub fill: u64,
     pub base_offset: u64,
     pub msg_len: u64,
     pub flags: u32,
+    /// What the array describes (`capture::SEG_*`).
+    pub seg_kind: u32,
+    /// Non-zero when the current buffer is kernel memory.
+    pub cur_kernel: u32,
     pub _pad: u32,
 }
+
+/// What the entry of a send function saw, kept per thread until the function returns
+/// (function-hook backends). The message's buffers are noted before the kernel consumes
+/// them; the return value says how much of them it took.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SendEntry {
+    /// The `struct sock` and `struct msghdr` of the call.
+    pub sk: u64,
+    pub msg: u64,
+    /// The payload: a buffer (`ptr`, `len`) or an array (`ptr`, `len` entries, `skip`).
+    pub ptr: u64,
+    pub len: u64,
+    pub skip: u64,
+    /// `capture::SEG_*`, or `capture::SEG_NONE` when the payload cannot be read.
+    pub kind: u32,
+    /// Calls of a hooked function made by another hooked function on the same message
+    /// (`unix_seqpacket_sendmsg` calls `unix_dgram_sendmsg`): only the outer one records.
+    pub nested: u32,
+}
+
+/// Per thread (pid_tgid) inside a hooked send function: what its entry saw.
+#[map]
+pub static SEND_ENTRIES: LruHashMap<u64, SendEntry> = LruHashMap::with_max_entries(16_384, 0);
 
 /// One `Scratch` per CPU, indexed by CPU number (a per-CPU array cannot hold values this
 /// large). Programs run with preemption disabled, so a CPU's slot has one user at a time.

@@ -59,10 +59,13 @@ fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
         nr::WRITE | nr::SENDTO => Payload::Buf {
             ptr: arg(1)?,
             len: arg(2)?,
+            kernel: false,
         },
-        nr::WRITEV | nr::PWRITEV | nr::PWRITEV2 => Payload::Iovec {
-            iov: arg(1)?,
+        nr::WRITEV | nr::PWRITEV | nr::PWRITEV2 => Payload::Segments {
+            array: arg(1)?,
             count: arg(2)?,
+            skip: 0,
+            kind: capture::SEG_USER_IOVEC,
         },
         nr::SENDMSG => user_msghdr(arg(1)?)?,
         nr::SENDMMSG => {
@@ -78,7 +81,7 @@ fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
         }
         _ => Payload::Missing,
     };
-    capture::capture_send(sk, i64::from(ret), syscall as i32, payload, &layout)
+    capture::capture_send(sk, i64::from(ret), syscall as i32, payload, layout)
 }
 
 /// The iovec array of a user `struct msghdr`.
@@ -88,8 +91,10 @@ fn user_msghdr(msghdr: u64) -> Result<Payload, i64> {
     let read = |offset: u64| unsafe {
         aya_ebpf::helpers::bpf_probe_read_user((msghdr + offset) as *const u64).map_err(i64::from)
     };
-    Ok(Payload::Iovec {
-        iov: read(MSGHDR_IOV)?,
+    Ok(Payload::Segments {
+        array: read(MSGHDR_IOV)?,
         count: read(MSGHDR_IOVLEN)?,
+        skip: 0,
+        kind: capture::SEG_USER_IOVEC,
     })
 }

@@ -23,6 +23,7 @@ pub enum BtfError {
 }
 
 const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
 const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
@@ -94,7 +95,7 @@ impl Btf {
                 KIND_ARRAY => 12,
                 KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
                 KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
-                2 | 7 | KIND_TYPEDEF..=KIND_RESTRICT | 12 | 16 | KIND_TYPE_TAG => 0,
+                KIND_PTR | 7 | KIND_TYPEDEF..=KIND_RESTRICT | 12 | 16 | KIND_TYPE_TAG => 0,
                 _ => return Err(BtfError::Kind { kind, id }),
             };
             offsets.push(u32::try_from(at - types).map_err(|_| BtfError::Truncated(id))?);
@@ -193,6 +194,42 @@ impl Btf {
                 }
             })
             .collect()
+    }
+
+    /// Size in bytes of type `id` (typedefs and qualifiers stripped): ints, structs, unions,
+    /// enums and pointers.
+    #[must_use]
+    pub fn size_of(&self, id: u32) -> Option<u32> {
+        let (kind, _, _, _, size) = self.header(self.resolve(id))?;
+        match kind {
+            KIND_INT | KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 => Some(size),
+            KIND_PTR => Some(8),
+            _ => None,
+        }
+    }
+
+    /// The value of the enumerator called `name`, in whichever enum declares it.
+    #[must_use]
+    pub fn enum_value(&self, name: &str) -> Option<i64> {
+        (1..=self.offsets.len() as u32).find_map(|id| {
+            let (kind, _, vlen, _, _) = self.header(id)?;
+            let at = self.record(id)? + 12;
+            match kind {
+                KIND_ENUM => (0..vlen).find_map(|i| {
+                    let e = at + 8 * i;
+                    (self.name_at(self.u32_at(e)) == name)
+                        .then(|| i64::from(self.u32_at(e + 4).cast_signed()))
+                }),
+                KIND_ENUM64 => (0..vlen).find_map(|i| {
+                    let e = at + 12 * i;
+                    (self.name_at(self.u32_at(e)) == name).then(|| {
+                        (u64::from(self.u32_at(e + 4)) | (u64::from(self.u32_at(e + 8)) << 32))
+                            .cast_signed()
+                    })
+                }),
+                _ => None,
+            }
+        })
     }
 
     /// `id` with typedefs and qualifiers stripped.

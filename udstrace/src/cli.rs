@@ -13,7 +13,7 @@ use crate::{
     filter::{parse_type, Filter},
     reader,
     text::PayloadStyle,
-    tracer::TracerConfig,
+    tracer::{Tracer, TracerConfig},
 };
 
 /// Payload bytes kept per message unless `-s` says otherwise.
@@ -70,7 +70,8 @@ pub struct Args {
     pub buffer_kib: u32,
 
     /// How to attach to the kernel: auto picks the first that works on this kernel.
-    #[arg(long, value_name = "auto|tracepoint|fentry|kprobe", default_value = "auto", value_parser = parse_backend)]
+    #[arg(long, value_name = "auto|fentry|kprobe|tracepoint", default_value = "auto",
+          env = "UDSTRACE_BACKEND", value_parser = parse_backend)]
     pub backend: BackendChoice,
 
     /// Capture only processes with this command name (repeatable).
@@ -161,6 +162,9 @@ pub enum Command {
         #[arg(long = "type", value_name = "TYPE")]
         sock_type: Option<String>,
     },
+    /// Try every attach backend on this kernel (load, attach, detach) and say which work:
+    /// one line per backend, `NAME<TAB>ok|unsupported|error<TAB>why`.
+    Backends,
     /// Wireshark integration.
     Extcap {
         #[command(subcommand)]
@@ -331,6 +335,29 @@ fn ls(
         .map_err(stdout_error)
 }
 
+fn backends() -> Result<(), Failure> {
+    use std::io::Write as _;
+    let config = TracerConfig {
+        backend: None,
+        snaplen: DEFAULT_SNAPLEN,
+        pids: Vec::new(),
+        ring_bytes: 1 << 20,
+    };
+    let mut text = String::new();
+    for status in Tracer::probe_backends(&config)? {
+        let _ = writeln!(
+            text,
+            "{}\t{}\t{}",
+            status.kind,
+            status.state.name(),
+            status.detail
+        );
+    }
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .map_err(stdout_error)
+}
+
 fn stdout_error(source: std::io::Error) -> Failure {
     Failure::Error(Error::Output {
         path: "standard output".into(),
@@ -366,6 +393,7 @@ fn run(mut args: Args) -> Result<(), Failure> {
             paths,
             sock_type,
         }) => return ls(json, &pids, comms, paths, sock_type.as_deref()),
+        Some(Command::Backends) => return backends(),
         None => {}
     }
     if extcap_query(&args.extcap)? {

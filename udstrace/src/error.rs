@@ -39,6 +39,11 @@ pub enum Error {
         reason: String,
         log: String,
     },
+    #[error("the kernel refuses {program}: {reason}")]
+    Refused {
+        program: &'static str,
+        reason: String,
+    },
     #[error("the eBPF object has no program {0}")]
     MissingProgram(&'static str),
     #[error("the eBPF object has no usable map {0}")]

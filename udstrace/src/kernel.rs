@@ -2,13 +2,17 @@
 
 use std::{fs, path::Path};
 
-use crate::error::Error;
+use udstrace_common::DirectMap;
+
+use crate::{backend::SendFunctions, error::Error};
 
 /// Where the kernel publishes its BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Facts about the running kernel that decide which backends can work.
+// Independent yes/no facts, not a state machine.
+#[allow(clippy::struct_excessive_bools)]
 pub struct KernelFacts {
     /// `uname -r`.
     pub release: String,
@@ -20,6 +24,16 @@ pub struct KernelFacts {
     pub has_syscall_tracepoints: bool,
     /// Whether the `bpf_loop` helper exists (5.17+).
     pub has_bpf_loop: bool,
+    /// Whether `bpf_get_current_task_btf` and `bpf_task_pt_regs` exist (5.15+).
+    pub has_task_pt_regs: bool,
+    /// Whether kprobes can be created (the perf `kprobe` event source, CONFIG_KPROBES).
+    pub has_kprobes: bool,
+    /// Whether `unix_stream_sendpage` exists (before 6.5).
+    pub has_sendpage: bool,
+    /// Which of the functions the function-hook backends attach to are in the BTF.
+    pub btf_functions: Vec<&'static str>,
+    /// Where the direct map and the page array are.
+    pub direct_map: DirectMap,
 }
 
 impl KernelFacts {
@@ -29,6 +43,12 @@ impl KernelFacts {
             .map_or_else(|_| "unknown".into(), |s| s.trim().to_string());
         let has_sock_send_length = btf.has_name("btf_trace_sock_send_length");
         let has_bpf_loop = btf.has_name("bpf_loop");
+        let has_task_pt_regs = btf.has_name("bpf_task_pt_regs");
+        let has_sendpage = btf.has_name("unix_stream_sendpage");
+        let btf_functions = SendFunctions::SENDMSG
+            .into_iter()
+            .filter(|f| btf.has_name(f))
+            .collect();
         drop(btf);
         let aya_btf = aya::Btf::from_sys_fs().map_err(|e| Error::Btf(e.to_string()))?;
         ensure_tracefs();
@@ -42,8 +62,50 @@ impl KernelFacts {
             has_sock_send_length,
             has_syscall_tracepoints,
             has_bpf_loop,
+            has_task_pt_regs,
+            has_kprobes: Path::new("/sys/bus/event_source/devices/kprobe").exists(),
+            has_sendpage,
+            btf_functions,
+            direct_map: direct_map(&fs::read_to_string("/proc/kallsyms").unwrap_or_default()),
         })
     }
+}
+
+/// The x86_64 direct map and `struct page` array bases: the variables that hold them when the
+/// kernel randomises its memory layout (addresses from `/proc/kallsyms`), else the fixed
+/// bases of 4-level paging.
+#[must_use]
+pub fn direct_map(kallsyms: &str) -> DirectMap {
+    const PAGE_OFFSET_BASE_L4: u64 = 0xffff_8880_0000_0000;
+    const VMEMMAP_BASE_L4: u64 = 0xffff_ea00_0000_0000;
+    let symbol = |name: &str| {
+        kallsyms.lines().find_map(|line| {
+            let mut words = line.split_whitespace();
+            let (addr, _, sym) = (words.next()?, words.next()?, words.next()?);
+            (sym == name)
+                .then(|| u64::from_str_radix(addr, 16).ok())
+                .flatten()
+                .filter(|&a| a != 0)
+        })
+    };
+    DirectMap {
+        page_offset_base_addr: symbol("page_offset_base").unwrap_or(0),
+        page_offset_base: PAGE_OFFSET_BASE_L4,
+        vmemmap_base_addr: symbol("vmemmap_base").unwrap_or(0),
+        vmemmap_base: VMEMMAP_BASE_L4,
+    }
+}
+
+/// Lifts the locked-memory limit: before 5.11 BPF maps and programs are charged to it, and
+/// the default (8 MiB or less) is smaller than the ring buffer.
+pub fn raise_memlock() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid struct; failure leaves the old limit (and the load
+    // reports the error).
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) };
 }
 
 /// Mounts tracefs at its usual place if nothing is mounted there (minimal systems and
@@ -91,5 +153,25 @@ pub fn check_btf() -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::NoBtf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_map_from_kallsyms() {
+        let randomised = "ffffffff82a1b2c8 D page_offset_base\nffffffff82a1b2c0 D vmemmap_base\n\
+                          ffffffff820cc4a0 t unix_stream_sendmsg\n";
+        let m = direct_map(randomised);
+        assert_eq!(m.page_offset_base_addr, 0xffff_ffff_82a1_b2c8);
+        assert_eq!(m.vmemmap_base_addr, 0xffff_ffff_82a1_b2c0);
+        // Hidden addresses (kptr_restrict) and kernels without the variables: fixed bases.
+        let hidden = "0000000000000000 D page_offset_base\n";
+        let m = direct_map(hidden);
+        assert_eq!(m.page_offset_base_addr, 0);
+        assert_eq!(m.vmemmap_base_addr, 0);
+        assert_eq!(m.page_offset_base, 0xffff_8880_0000_0000);
     }
 }

@@ -16,6 +16,8 @@ pub enum LayoutError {
     NoMember { strukt: String, member: String },
     #[error("kernel BTF: {0} is a bit field, which the programs cannot read")]
     BitField(String),
+    #[error("kernel BTF has no enumerator {0}")]
+    NoEnum(&'static str),
     #[error("kernel BTF: {0} is not a struct or union")]
     NotComposite(String),
 }
@@ -23,6 +25,27 @@ pub enum LayoutError {
 /// The layout of the running kernel, from `btf`.
 pub fn kernel_layout(btf: &Btf) -> Result<KernelLayout, LayoutError> {
     let off = |s: &str, path: &str| offset_of(btf, s, path);
+    let struct_size = |name: &str| size_of_struct(btf, name);
+    let kind = |name: &str| btf.enum_value(name).and_then(|v| u32::try_from(v).ok());
+    // `u8 iter_type` since 5.14; before, `unsigned int type` with the kind's bit or'ed with
+    // the direction (bit 0).
+    let (iter_type, iter_type_size, iter_type_mask) = match off("iov_iter", "iter_type") {
+        Ok(at) => (at, member_size(btf, "iov_iter", "iter_type")?, 0xff),
+        Err(_) => (
+            off("iov_iter", "type")?,
+            member_size(btf, "iov_iter", "type")?,
+            !1,
+        ),
+    };
+    if iter_type_size != 1 && iter_type_size != 4 {
+        return Err(LayoutError::BitField("iov_iter.iter_type".into()));
+    }
+    // THREAD_SIZE is 16 KiB on x86_64, doubled by KASAN.
+    let thread_size = if btf.has_name("kasan_cache") {
+        32 << 10
+    } else {
+        16 << 10
+    };
     Ok(KernelLayout {
         sock_family: off("sock", "__sk_common.skc_family")?,
         sock_type: off("sock", "sk_type")?,
@@ -40,18 +63,60 @@ pub fn kernel_layout(btf: &Btf) -> Result<KernelLayout, LayoutError> {
             off("pt_regs", "dx")?,
             off("pt_regs", "r10")?,
         ],
+        socket_sk: off("socket", "sk")?,
+        msghdr_iter: off("msghdr", "msg_iter")?,
+        iter_type,
+        iter_type_size,
+        iter_type_mask,
+        iter_ubuf: kind("ITER_UBUF").unwrap_or(KernelLayout::NO_KIND),
+        iter_iovec: kind("ITER_IOVEC").ok_or(LayoutError::NoEnum("ITER_IOVEC"))?,
+        iter_kvec: kind("ITER_KVEC").ok_or(LayoutError::NoEnum("ITER_KVEC"))?,
+        iter_bvec: kind("ITER_BVEC").ok_or(LayoutError::NoEnum("ITER_BVEC"))?,
+        iter_offset: off("iov_iter", "iov_offset")?,
+        iter_count: off("iov_iter", "count")?,
+        iter_ptr: off("iov_iter", "kvec")?,
+        iter_nr_segs: off("iov_iter", "nr_segs")?,
+        bvec_page: off("bio_vec", "bv_page")?,
+        bvec_len: off("bio_vec", "bv_len")?,
+        bvec_offset: off("bio_vec", "bv_offset")?,
+        bvec_size: struct_size("bio_vec")?,
+        page_struct_size: struct_size("page")?,
+        task_stack: off("task_struct", "stack")?,
+        thread_size,
+        regs_size: struct_size("pt_regs")?,
+        padding: 0,
     })
+}
+
+/// Size in bytes of `struct name`.
+fn size_of_struct(btf: &Btf, name: &str) -> Result<u32, LayoutError> {
+    btf.struct_id(name)
+        .and_then(|id| btf.size_of(id))
+        .ok_or_else(|| LayoutError::NoStruct(name.to_string()))
+}
+
+/// Size in bytes of the member at `path` of `struct strukt`.
+pub fn member_size(btf: &Btf, strukt: &str, path: &str) -> Result<u32, LayoutError> {
+    let (_, type_id) = locate(btf, strukt, path)?;
+    btf.size_of(type_id)
+        .ok_or_else(|| LayoutError::NotComposite(format!("{strukt}.{path}")))
 }
 
 /// Byte offset of `path` (dot-separated members; anonymous structs and unions are searched
 /// through) from the start of `struct strukt`.
 pub fn offset_of(btf: &Btf, strukt: &str, path: &str) -> Result<u32, LayoutError> {
+    locate(btf, strukt, path).map(|(offset, _)| offset)
+}
+
+/// Byte offset and type of `path` in `struct strukt`.
+fn locate(btf: &Btf, strukt: &str, path: &str) -> Result<(u32, u32), LayoutError> {
     let mut current = btf
         .struct_id(strukt)
         .ok_or_else(|| LayoutError::NoStruct(strukt.to_string()))?;
     let mut bits = 0u32;
     let mut context = strukt.to_string();
     let mut parts = path.split('.').peekable();
+    let mut last_type = 0;
     while let Some(name) = parts.next() {
         let (member_bits, type_id, bitfield) =
             find_member(btf, current, name).ok_or_else(|| LayoutError::NoMember {
@@ -59,6 +124,7 @@ pub fn offset_of(btf: &Btf, strukt: &str, path: &str) -> Result<u32, LayoutError
                 member: name.to_string(),
             })?;
         bits += member_bits;
+        last_type = type_id;
         context = format!("{context}.{name}");
         if parts.peek().is_some() {
             current = btf.resolve(type_id);
@@ -69,7 +135,7 @@ pub fn offset_of(btf: &Btf, strukt: &str, path: &str) -> Result<u32, LayoutError
             return Err(LayoutError::BitField(context));
         }
     }
-    Ok(bits / 8)
+    Ok((bits / 8, last_type))
 }
 
 /// The member called `name` of struct or union `id` (looking into anonymous members): its

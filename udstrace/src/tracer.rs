@@ -30,6 +30,46 @@ pub struct TracerConfig {
     pub ring_bytes: u32,
 }
 
+/// Whether a backend works on this kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    /// Loads and attaches.
+    Ok,
+    /// The kernel lacks what it needs, or refuses that kind of program outright.
+    Unsupported,
+    /// Should work here but failed: a defect.
+    Error,
+}
+
+impl BackendState {
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Unsupported => "unsupported",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// One line of `udstrace backends`.
+#[derive(Debug, Clone)]
+pub struct BackendStatus {
+    pub kind: BackendKind,
+    pub state: BackendState,
+    pub detail: String,
+}
+
+impl BackendStatus {
+    fn unsupported(kind: BackendKind, reason: &str) -> Self {
+        Self {
+            kind,
+            state: BackendState::Unsupported,
+            detail: reason.to_string(),
+        }
+    }
+}
+
 /// Attached programs and their maps.
 pub struct Tracer {
     /// Holds the programs; dropping it detaches them.
@@ -45,6 +85,7 @@ impl Tracer {
     pub fn start(config: &TracerConfig) -> Result<Self, Error> {
         kernel::check_privileges()?;
         kernel::check_btf()?;
+        kernel::raise_memlock();
         let btf = crate::btf::Btf::from_file(std::path::Path::new(kernel::VMLINUX_BTF))
             .map_err(|e| Error::Btf(e.to_string()))?;
         let layout = layout::kernel_layout(&btf)?;
@@ -103,6 +144,23 @@ impl Tracer {
                 log: last_log,
             }),
         }
+    }
+
+    /// Tries every backend on this kernel, one after the other, and detaches again: what
+    /// `udstrace backends` prints.
+    pub fn probe_backends(config: &TracerConfig) -> Result<Vec<BackendStatus>, Error> {
+        kernel::check_privileges()?;
+        kernel::check_btf()?;
+        kernel::raise_memlock();
+        let btf = crate::btf::Btf::from_file(std::path::Path::new(kernel::VMLINUX_BTF))
+            .map_err(|e| Error::Btf(e.to_string()))?;
+        let layout = layout::kernel_layout(&btf)?;
+        let facts = KernelFacts::read(btf)?;
+        let mut out = Vec::new();
+        for kind in BackendKind::ALL {
+            out.push(probe_backend(kind, config, &layout, &facts)?);
+        }
+        Ok(out)
     }
 
     fn finish(
@@ -164,11 +222,44 @@ impl Tracer {
     }
 }
 
+/// Whether backend `kind` loads and attaches here (dropped again at once).
+fn probe_backend(
+    kind: BackendKind,
+    config: &TracerConfig,
+    layout: &KernelLayout,
+    facts: &KernelFacts,
+) -> Result<BackendStatus, Error> {
+    let Some(backend) = kind.backend() else {
+        return Ok(BackendStatus::unsupported(
+            kind,
+            "not implemented in this version",
+        ));
+    };
+    if let Some(reason) = backend.unsupported(facts) {
+        return Ok(BackendStatus::unsupported(kind, &reason));
+    }
+    let mut ebpf = load(config, layout, facts)?;
+    Ok(match backend.attach(&mut ebpf, facts) {
+        Ok(()) => BackendStatus {
+            kind,
+            state: BackendState::Ok,
+            detail: String::new(),
+        },
+        Err(e @ Error::Refused { .. }) => BackendStatus::unsupported(kind, &e.to_string()),
+        Err(e) => BackendStatus {
+            kind,
+            state: BackendState::Error,
+            detail: e.to_string(),
+        },
+    })
+}
+
 fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Result<Ebpf, Error> {
     let cpus = aya::util::nr_cpus().map_err(|(what, e)| Error::Load(format!("{what}: {e}")))?;
     let filter_pids = u32::from(!config.pids.is_empty());
     let self_tgid = std::process::id();
     let use_bpf_loop = u32::from(facts.has_bpf_loop);
+    let use_task_pt_regs = u32::from(facts.has_task_pt_regs);
     // Wake userspace once an eighth of the buffer waits; below that it drains on its timer.
     let wakeup_bytes = u64::from(config.ring_bytes / 8);
     EbpfLoader::new()
@@ -177,6 +268,8 @@ fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Re
         .override_global("SNAPLEN", &config.snaplen, true)
         .override_global("FILTER_PIDS", &filter_pids, true)
         .override_global("USE_BPF_LOOP", &use_bpf_loop, true)
+        .override_global("USE_TASK_PT_REGS", &use_task_pt_regs, true)
+        .override_global("DIRECT_MAP", &facts.direct_map, true)
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
         .map_max_entries("SCRATCH", u32::try_from(cpus).unwrap_or(u32::MAX))
         .map_max_entries("EVENTS", config.ring_bytes)

@@ -11,6 +11,8 @@ use aya::Ebpf;
 
 use crate::{error::Error, kernel::KernelFacts};
 
+pub mod fentry;
+pub mod kprobe;
 pub mod tracepoint;
 
 /// The backends, in order of preference for `auto`.
@@ -40,8 +42,9 @@ impl BackendKind {
     #[must_use]
     pub fn backend(self) -> Option<&'static dyn AttachBackend> {
         match self {
+            Self::Fentry => Some(&fentry::FentryBackend),
+            Self::Kprobe => Some(&kprobe::KprobeBackend),
             Self::Tracepoint => Some(&tracepoint::TracepointBackend),
-            Self::Fentry | Self::Kprobe => None,
         }
     }
 }
@@ -72,4 +75,71 @@ pub trait AttachBackend: Sync {
 
     /// Loads and attaches the backend's programs from `ebpf`.
     fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts) -> Result<(), Error>;
+}
+
+/// The kernel functions the function-hook backends attach to.
+pub struct SendFunctions;
+
+impl SendFunctions {
+    /// Always there (5.10 ... 6.18).
+    pub const SENDMSG: [&'static str; 3] = [
+        "unix_stream_sendmsg",
+        "unix_dgram_sendmsg",
+        "unix_seqpacket_sendmsg",
+    ];
+
+    /// The functions to hook on this kernel: the three sendmsg, and `unix_stream_sendpage`
+    /// where it exists (before 6.5, `sendfile` and `splice` go through it).
+    pub fn of(kernel: &KernelFacts) -> impl Iterator<Item = &'static str> {
+        Self::SENDMSG
+            .into_iter()
+            .chain(kernel.has_sendpage.then_some("unix_stream_sendpage"))
+    }
+
+    /// Why the functions cannot be hooked, if one is not in the kernel's BTF.
+    #[must_use]
+    pub fn missing(kernel: &KernelFacts) -> Option<String> {
+        Self::SENDMSG
+            .into_iter()
+            .find(|f| !kernel.btf_functions.iter().any(|g| g == f))
+            .map(|f| format!("kernel {} has no function {f} in its BTF", kernel.release))
+    }
+}
+
+/// The program called `name` in `ebpf`, as a `T`.
+pub(crate) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, Error>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(Error::MissingProgram(name))?
+        .try_into()
+        .map_err(|e| Error::attach(name, e))
+}
+
+/// A load or attach error: [`Error::Refused`] when the kernel refuses the kind of program
+/// outright (EPERM, EOPNOTSUPP, ENOTSUPP before any verification: the feature is disabled or
+/// locked down), else [`Error::Attach`].
+pub(crate) fn refused_or(name: &'static str, e: aya::programs::ProgramError) -> Error {
+    use aya::programs::ProgramError;
+    const ENOTSUPP: i32 = 524;
+    let (io, log_empty) = match &e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => (Some(io_error), verifier_log.to_string().trim().is_empty()),
+        ProgramError::SyscallError(s) => (Some(&s.io_error), true),
+        _ => (None, false),
+    };
+    match io.and_then(std::io::Error::raw_os_error) {
+        Some(errno @ (libc::EPERM | libc::EOPNOTSUPP | ENOTSUPP)) if log_empty => Error::Refused {
+            program: name,
+            reason: if errno == ENOTSUPP {
+                "operation not supported (ENOTSUPP)".into()
+            } else {
+                std::io::Error::from_raw_os_error(errno).to_string()
+            },
+        },
+        _ => Error::attach(name, e),
+    }
 }

@@ -9,7 +9,7 @@ use aya::{
     Ebpf,
 };
 
-use super::{AttachBackend, BackendKind};
+use super::{program, AttachBackend, BackendKind};
 use crate::{error::Error, kernel::KernelFacts};
 
 pub struct TracepointBackend;
@@ -51,14 +51,4 @@ impl AttachBackend for TracepointBackend {
         }
         Ok(())
     }
-}
-
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, Error>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-{
-    ebpf.program_mut(name)
-        .ok_or(Error::MissingProgram(name))?
-        .try_into()
-        .map_err(|e| Error::attach(name, e))
 }

@@ -1,0 +1,163 @@
+//! Function-hook backends (fentry/fexit, kprobe/kretprobe), shared part: what the entry of a
+//! hooked send function notes, and what its exit records.
+//!
+//! At entry the message's `struct iov_iter` still describes all of its bytes; by the exit the
+//! kernel has consumed part of it. So the entry keeps where the bytes are (per thread), and
+//! the exit, which knows how many bytes the kernel accepted, copies that many from there.
+
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+
+use crate::{
+    capture::{self, Payload, SEG_BVEC, SEG_IOVEC, SEG_KBUF, SEG_KVEC, SEG_NONE, SEG_UBUF},
+    config, kernel,
+    maps::{SendEntry, SEND_ENTRIES},
+};
+
+/// Entry of `unix_{stream,dgram,seqpacket}_sendmsg(struct socket *sock, struct msghdr *msg,
+/// size_t len)`.
+#[inline(always)]
+pub fn enter_sendmsg(sock: u64, msg: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !capture::wanted((pid_tgid >> 32) as u32) {
+        return;
+    }
+    let layout = config::layout();
+    let Ok(sk) = kernel::read::<u64>(sock, layout.socket_sk) else {
+        return;
+    };
+    if nested(pid_tgid, sk, msg) {
+        return;
+    }
+    let entry = iter_entry(sk, msg).unwrap_or(SendEntry {
+        sk,
+        msg,
+        ptr: 0,
+        len: 0,
+        skip: 0,
+        kind: SEG_NONE,
+        nested: 0,
+    });
+    let _ = SEND_ENTRIES.insert(pid_tgid, entry, 0);
+}
+
+/// Entry of `unix_stream_sendpage(struct socket *socket, struct page *page, int offset,
+/// size_t size, int flags)` (before 6.5: `sendfile` and `splice` to a stream socket).
+#[inline(always)]
+pub fn enter_sendpage(sock: u64, page: u64, offset: i32, size: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !capture::wanted((pid_tgid >> 32) as u32) {
+        return;
+    }
+    let layout = config::layout();
+    let Ok(sk) = kernel::read::<u64>(sock, layout.socket_sk) else {
+        return;
+    };
+    let (ptr, kind) = match kernel::page_address(page) {
+        Ok(addr) => (addr + offset as u64, SEG_KBUF),
+        Err(_) => (0, SEG_NONE),
+    };
+    let entry = SendEntry {
+        sk,
+        msg: 0,
+        ptr,
+        len: size,
+        skip: 0,
+        kind,
+        nested: 0,
+    };
+    let _ = SEND_ENTRIES.insert(pid_tgid, entry, 0);
+}
+
+/// True (and counted) when this thread is already inside a hooked function for the same
+/// message.
+#[inline(always)]
+fn nested(pid_tgid: u64, sk: u64, msg: u64) -> bool {
+    match SEND_ENTRIES.get_ptr_mut(&pid_tgid) {
+        Some(outer) => {
+            // SAFETY: a map value of this thread's only.
+            let outer = unsafe { &mut *outer };
+            if outer.sk == sk && outer.msg == msg {
+                outer.nested += 1;
+                true
+            } else {
+                // Left over from a call whose exit was missed: replaced.
+                false
+            }
+        }
+        None => false,
+    }
+}
+
+/// Where the bytes of `msg` are, from its `struct iov_iter`.
+#[inline(always)]
+fn iter_entry(sk: u64, msg: u64) -> Result<SendEntry, i64> {
+    let layout = config::layout();
+    let iter = msg + u64::from(layout.msghdr_iter);
+    let raw = if layout.iter_type_size == 1 {
+        u32::from(kernel::read::<u8>(iter, layout.iter_type)?)
+    } else {
+        kernel::read::<u32>(iter, layout.iter_type)?
+    };
+    let kind = raw & layout.iter_type_mask;
+    let ptr: u64 = kernel::read(iter, layout.iter_ptr)?;
+    let skip: u64 = kernel::read(iter, layout.iter_offset)?;
+    let (kind, len) = if kind == layout.iter_ubuf {
+        (SEG_UBUF, kernel::read::<u64>(iter, layout.iter_count)?)
+    } else if kind == layout.iter_iovec {
+        (SEG_IOVEC, kernel::read::<u64>(iter, layout.iter_nr_segs)?)
+    } else if kind == layout.iter_kvec {
+        (SEG_KVEC, kernel::read::<u64>(iter, layout.iter_nr_segs)?)
+    } else if kind == layout.iter_bvec {
+        (SEG_BVEC, kernel::read::<u64>(iter, layout.iter_nr_segs)?)
+    } else {
+        (SEG_NONE, 0)
+    };
+    Ok(SendEntry {
+        sk,
+        msg,
+        ptr,
+        len,
+        skip,
+        kind,
+        nested: 0,
+    })
+}
+
+/// Exit of a hooked function that returned `ret` (bytes accepted, or -errno).
+#[inline(always)]
+pub fn exit(ret: i64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(slot) = SEND_ENTRIES.get_ptr_mut(&pid_tgid) else {
+        return;
+    };
+    // SAFETY: a map value of this thread's only; copied out before it is removed.
+    let entry = unsafe {
+        if (*slot).nested != 0 {
+            (*slot).nested -= 1;
+            return;
+        }
+        *slot
+    };
+    let _ = SEND_ENTRIES.remove(&pid_tgid);
+    let payload = match entry.kind {
+        SEG_UBUF => Payload::Buf {
+            ptr: entry.ptr + entry.skip,
+            len: entry.len,
+            kernel: false,
+        },
+        SEG_KBUF => Payload::Buf {
+            ptr: entry.ptr,
+            len: entry.len,
+            kernel: true,
+        },
+        SEG_IOVEC | SEG_KVEC | SEG_BVEC => Payload::Segments {
+            array: entry.ptr,
+            count: entry.len,
+            skip: entry.skip,
+            kind: entry.kind,
+        },
+        _ => Payload::Missing,
+    };
+    let syscall = kernel::current_syscall();
+    let _ = capture::capture_send(entry.sk, ret, syscall as i32, payload, config::layout());
+}

@@ -1,0 +1,46 @@
+//! kprobe/kretprobe backend: the same functions as the fentry backend (see
+//! `unix_sendmsg_fentry.rs` for their prototypes), for kernels with kprobes but no BPF
+//! trampolines. A kretprobe sees only the return value; the entry noted the rest.
+
+use aya_ebpf::{
+    macros::{kprobe, kretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+
+use crate::sendmsg;
+
+/// Entry of any of the three sendmsg functions (same prototype; attached to each).
+#[kprobe]
+pub fn kprobe_unix_sendmsg(ctx: ProbeContext) -> u32 {
+    if let (Some(sock), Some(msg)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) {
+        sendmsg::enter_sendmsg(sock, msg);
+    }
+    0
+}
+
+/// Return of any of the three sendmsg functions (int).
+#[kretprobe]
+pub fn kretprobe_unix_sendmsg(ctx: RetProbeContext) -> u32 {
+    sendmsg::exit(i64::from(ctx.ret::<i32>()));
+    0
+}
+
+#[kprobe]
+pub fn kprobe_unix_stream_sendpage(ctx: ProbeContext) -> u32 {
+    if let (Some(sock), Some(page), Some(offset), Some(size)) = (
+        ctx.arg::<u64>(0),
+        ctx.arg::<u64>(1),
+        ctx.arg::<i32>(2),
+        ctx.arg::<u64>(3),
+    ) {
+        sendmsg::enter_sendpage(sock, page, offset, size);
+    }
+    0
+}
+
+/// Return of `unix_stream_sendpage` (ssize_t).
+#[kretprobe]
+pub fn kretprobe_unix_stream_sendpage(ctx: RetProbeContext) -> u32 {
+    sendmsg::exit(ctx.ret::<i64>());
+    0
+}

@@ -1,0 +1,64 @@
+//! The fentry/fexit backend: BPF trampolines on `unix_{stream,dgram,seqpacket}_sendmsg` (and
+//! `unix_stream_sendpage` before 6.5). The entry notes where the message's bytes are, the exit
+//! copies as many as the function returned. Cheapest of the backends: the programs run only
+//! for Unix socket sends, and a trampoline costs less than a kprobe's breakpoint.
+
+use aya::{
+    programs::{FEntry, FExit},
+    Ebpf,
+};
+
+use super::{program, refused_or, AttachBackend, BackendKind, SendFunctions};
+use crate::{error::Error, kernel::KernelFacts};
+
+pub struct FentryBackend;
+
+impl AttachBackend for FentryBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Fentry
+    }
+
+    fn unsupported(&self, kernel: &KernelFacts) -> Option<String> {
+        SendFunctions::missing(kernel)
+    }
+
+    fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts) -> Result<(), Error> {
+        for function in SendFunctions::of(kernel) {
+            let entry_name = fentry_program(function)?;
+            let entry: &mut FEntry = program(ebpf, entry_name)?;
+            entry
+                .load(function, &kernel.btf)
+                .map_err(|e| refused_or(entry_name, e))?;
+            entry.attach().map_err(|e| refused_or(entry_name, e))?;
+
+            let exit_name = fexit_program(function)?;
+            let exit: &mut FExit = program(ebpf, exit_name)?;
+            exit.load(function, &kernel.btf)
+                .map_err(|e| refused_or(exit_name, e))?;
+            exit.attach().map_err(|e| refused_or(exit_name, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The program names (one pair per function: a trampoline program is loaded for one
+/// function).
+fn fentry_program(function: &str) -> Result<&'static str, Error> {
+    Ok(match function {
+        "unix_stream_sendmsg" => "fentry_unix_stream_sendmsg",
+        "unix_dgram_sendmsg" => "fentry_unix_dgram_sendmsg",
+        "unix_seqpacket_sendmsg" => "fentry_unix_seqpacket_sendmsg",
+        "unix_stream_sendpage" => "fentry_unix_stream_sendpage",
+        _ => return Err(Error::MissingProgram("fentry")),
+    })
+}
+
+fn fexit_program(function: &str) -> Result<&'static str, Error> {
+    Ok(match function {
+        "unix_stream_sendmsg" => "fexit_unix_stream_sendmsg",
+        "unix_dgram_sendmsg" => "fexit_unix_dgram_sendmsg",
+        "unix_seqpacket_sendmsg" => "fexit_unix_seqpacket_sendmsg",
+        "unix_stream_sendpage" => "fexit_unix_stream_sendpage",
+        _ => return Err(Error::MissingProgram("fexit")),
+    })
+}

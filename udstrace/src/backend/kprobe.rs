@@ -1,0 +1,55 @@
+//! The kprobe/kretprobe backend: the same functions as the fentry backend, for kernels with
+//! kprobes but without BPF trampolines (or with trampolines refused). One entry and one
+//! return program serve the three sendmsg functions, which share a prototype.
+
+use aya::{programs::KProbe, Ebpf};
+
+use super::{program, refused_or, AttachBackend, BackendKind, SendFunctions};
+use crate::{error::Error, kernel::KernelFacts};
+
+pub struct KprobeBackend;
+
+const SENDMSG_ENTRY: &str = "kprobe_unix_sendmsg";
+const SENDMSG_RETURN: &str = "kretprobe_unix_sendmsg";
+const SENDPAGE_ENTRY: &str = "kprobe_unix_stream_sendpage";
+const SENDPAGE_RETURN: &str = "kretprobe_unix_stream_sendpage";
+
+impl AttachBackend for KprobeBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Kprobe
+    }
+
+    fn unsupported(&self, kernel: &KernelFacts) -> Option<String> {
+        if !kernel.has_kprobes {
+            return Some(format!(
+                "kernel {} has no kprobes (built without CONFIG_KPROBES)",
+                kernel.release
+            ));
+        }
+        SendFunctions::missing(kernel)
+    }
+
+    fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts) -> Result<(), Error> {
+        // Returns first: a return probe attached after its entry probe could miss the return
+        // of a call that entered in between, leaving a stale entry behind.
+        for name in [
+            SENDMSG_RETURN,
+            SENDMSG_ENTRY,
+            SENDPAGE_RETURN,
+            SENDPAGE_ENTRY,
+        ] {
+            let sendpage = name == SENDPAGE_ENTRY || name == SENDPAGE_RETURN;
+            if sendpage && !kernel.has_sendpage {
+                continue;
+            }
+            let probe: &mut KProbe = program(ebpf, name)?;
+            probe.load().map_err(|e| refused_or(name, e))?;
+            for function in SendFunctions::of(kernel) {
+                if sendpage == (function == "unix_stream_sendpage") {
+                    probe.attach(function, 0).map_err(|e| refused_or(name, e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
