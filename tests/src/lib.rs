@@ -114,6 +114,16 @@ impl Udstrace {
         panic!("udstrace did not start listening: {:?}", me.stderr_lines);
     }
 
+    /// The attach backend udstrace says it uses (`listening on udstrace (NAME backend), ...`).
+    #[must_use]
+    pub fn backend(&self) -> &str {
+        self.stderr_lines
+            .iter()
+            .find_map(|l| l.strip_prefix("listening on udstrace ("))
+            .and_then(|rest| rest.split_once(" backend)"))
+            .map_or("", |(name, _)| name)
+    }
+
     /// udstrace's standard output, to read while it runs.
     pub fn take_stdout(&mut self) -> std::process::ChildStdout {
         self.child.stdout.take().expect("stdout not taken yet")

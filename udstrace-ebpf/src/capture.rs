@@ -6,9 +6,12 @@ use core::{
     intrinsics::{atomic_xadd, AtomicOrdering},
 };
 
-use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
-    bpf_probe_read_user, generated,
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_ktime_get_boot_ns, bpf_probe_read_user, generated,
+    },
+    EbpfContext,
 };
 use udstrace_common::{
     record::{flags, KIND_SEND, SEGMENT_MAX, SEND_RECORD_LEN},
@@ -18,8 +21,8 @@ use udstrace_common::{
 use crate::{
     config, kernel,
     maps::{
-        CopyState, Scratch, COUNTERS, COUNTER_LOST_BYTES, COUNTER_LOST_SEGMENTS, COUNTER_RING_PEAK,
-        EVENTS, PID_FILTER, SCRATCH, STREAM_OFFSETS,
+        CopyState, Scratch, COPY_CONTINUE, COUNTERS, COUNTER_LOST_BYTES, COUNTER_LOST_SEGMENTS,
+        COUNTER_RING_PEAK, EVENTS, PID_FILTER, SCRATCH, STREAM_OFFSETS,
     },
 };
 
@@ -59,12 +62,16 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
-/// Upper bound of the copy loop: one step reads an iovec entry or copies from one iovec into
-/// one segment, so a message is captured whole when `2 * iovecs + segments` stays below this
-/// (1,024 iovecs, the kernel's UIO_MAXIOV, and 64 MiB).
+/// Upper bound of the copy loop: one step copies from one iovec into one segment (reading the
+/// iovec entry first when the previous one is used up), so a message is captured whole when
+/// `iovecs + segments` stays below this (1,024 iovecs, the kernel's UIO_MAXIOV, and 64 MiB).
 const MAX_STEPS: u32 = 4_096;
-/// The same bound on kernels without `bpf_loop`, where the verifier walks every step.
-const FALLBACK_STEPS: u32 = 24;
+/// Steps per program on kernels without `bpf_loop`, where the verifier walks every step;
+/// tail calls chain up to 33 programs.
+const FALLBACK_STEPS: u32 = 256;
+
+/// `cont` for a program type without a continuation program.
+pub const NO_CONTINUATION: u32 = u32::MAX;
 
 /// Masks that let the verifier see every copy stays inside `Scratch::data` (see there).
 const OFFSET_MASK: u64 = 0xFFFF;
@@ -85,8 +92,12 @@ pub fn wanted(tgid: u32) -> bool {
 }
 
 /// Records a message of `accepted` bytes sent on socket `sk` from syscall `syscall`.
+/// `ctx` and `cont` (a `COPY_CONTINUE` index, or [`NO_CONTINUATION`]) let the copy go on in a
+/// tail call on kernels without `bpf_loop`.
 #[inline(always)]
-pub fn capture_send(
+pub fn capture_send<C: EbpfContext>(
+    ctx: &C,
+    cont: u32,
     sk: u64,
     accepted: i64,
     syscall: i32,
@@ -107,7 +118,20 @@ pub fn capture_send(
 
     let cpu = unsafe { generated::bpf_get_smp_processor_id() };
     let scratch: *mut Scratch = SCRATCH.get_ptr_mut(cpu).ok_or(-1i64)?;
-    // SAFETY: the slot belongs to this CPU while the program runs (preemption is disabled).
+    // The slot belongs to this CPU while the program runs: tracepoint and kprobe programs
+    // run with preemption disabled; trampoline programs only with migration disabled, so on
+    // a fully preemptible kernel another task on this CPU could come in while a copy is
+    // under way. That message is counted as lost rather than mixed into the slot.
+    // SAFETY: this CPU's slot.
+    if unsafe { (*scratch).copy.busy } != 0 {
+        count(
+            COUNTER_LOST_SEGMENTS,
+            msg_len.div_ceil(u64::from(SEGMENT_MAX)).max(1),
+        );
+        count(COUNTER_LOST_BYTES, msg_len);
+        return Ok(());
+    }
+    // SAFETY: as above.
     let header = unsafe { &mut (*scratch).header };
 
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -155,13 +179,20 @@ pub fn capture_send(
         }
     };
 
-    copy_segments(cpu, msg_len, base_offset, payload);
+    copy_segments(ctx, cont, cpu, msg_len, base_offset, payload);
     Ok(())
 }
 
 /// Copies the message's payload into records, one per segment, and sends them.
 #[inline(always)]
-fn copy_segments(cpu: u32, msg_len: u64, base_offset: u64, payload: Payload) {
+fn copy_segments<C: EbpfContext>(
+    ctx: &C,
+    cont: u32,
+    cpu: u32,
+    msg_len: u64,
+    base_offset: u64,
+    payload: Payload,
+) {
     let Some(scratch) = SCRATCH.get_ptr_mut(cpu) else {
         return;
     };
@@ -183,7 +214,7 @@ fn copy_segments(cpu: u32, msg_len: u64, base_offset: u64, payload: Payload) {
         flags: 0,
         seg_kind: 0,
         cur_kernel: 0,
-        _pad: 0,
+        busy: 1,
     };
     if st.remaining > snaplen {
         st.remaining = snaplen;
@@ -212,8 +243,8 @@ fn copy_segments(cpu: u32, msg_len: u64, base_offset: u64, payload: Payload) {
         }
     }
     if st.remaining != 0 {
-        let mut cpu_arg = cpu;
         if config::use_bpf_loop() {
+            let mut cpu_arg = cpu;
             // SAFETY: bpf_loop calls copy_step_callback with a pointer to `cpu_arg`, which
             // outlives the call.
             unsafe {
@@ -224,21 +255,51 @@ fn copy_segments(cpu: u32, msg_len: u64, base_offset: u64, payload: Payload) {
                     0,
                 );
             }
-        } else {
-            // Kernels without bpf_loop (before 5.17): a loop the verifier walks step by step.
-            for _ in 0..FALLBACK_STEPS {
-                if copy_step(cpu) {
-                    break;
-                }
-            }
+        } else if !fallback_steps(cpu) && cont != NO_CONTINUATION {
+            // Kernels without bpf_loop (before 5.17): what one program may copy is bounded by
+            // what the verifier can walk; the rest is copied by a chain of tail calls.
+            // SAFETY: a tail call; it returns only when it could not be made.
+            unsafe { COPY_CONTINUE.tail_call(ctx, cont) };
         }
     }
-    // Re-read the slot: the steps changed it through their own pointer.
+    finish(cpu);
+}
+
+/// Runs up to `FALLBACK_STEPS` copy steps; true when the copy is over.
+#[inline(always)]
+fn fallback_steps(cpu: u32) -> bool {
+    for _ in 0..FALLBACK_STEPS {
+        if copy_step(cpu) {
+            return true;
+        }
+    }
+    false
+}
+
+/// The body of the tail-called continuation programs: more steps, then another tail call or
+/// the end of the message. A chain stops at the kernel's tail call limit (33); a message
+/// still unfinished then is cut and flagged `iov-limit`.
+#[inline(always)]
+pub fn continue_copy<C: EbpfContext>(ctx: &C, cont: u32) {
+    let cpu = unsafe { generated::bpf_get_smp_processor_id() };
+    if !fallback_steps(cpu) {
+        // SAFETY: as in copy_segments.
+        unsafe { COPY_CONTINUE.tail_call(ctx, cont) };
+    }
+    finish(cpu);
+}
+
+/// Sends the message's last record and frees the slot.
+#[inline(always)]
+fn finish(cpu: u32) {
     let Some(scratch) = SCRATCH.get_ptr_mut(cpu) else {
         return;
     };
-    // SAFETY: as above.
+    // SAFETY: this CPU's slot; the steps changed it through their own pointer.
     let st = unsafe { &mut (*scratch).copy };
+    if st.busy == 0 {
+        return;
+    }
     let mut record_flags = st.flags | flags::LAST;
     if st.remaining != 0 && record_flags & flags::READ_FAULT == 0 {
         record_flags |= flags::IOV_LIMIT;
@@ -247,10 +308,11 @@ fn copy_segments(cpu: u32, msg_len: u64, base_offset: u64, payload: Payload) {
         scratch,
         st.fill,
         st.seg_offset,
-        base_offset,
-        msg_len,
+        st.base_offset,
+        st.msg_len,
         record_flags,
     );
+    st.busy = 0;
 }
 
 #[inline(never)]
@@ -287,7 +349,10 @@ fn copy_step(cpu: u32) -> bool {
             st.flags |= flags::READ_FAULT;
             return true;
         }
-        return false;
+        if st.cur_left == 0 {
+            // An empty segment.
+            return false;
+        }
     }
     let mut n = st.cur_left;
     if n > st.remaining {

@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, ProgramArray, RingBuf},
 };
 use udstrace_common::{record::SEGMENT_MAX, SendRecord};
 
@@ -49,7 +49,8 @@ pub struct CopyState {
     pub seg_kind: u32,
     /// Non-zero when the current buffer is kernel memory.
     pub cur_kernel: u32,
-    pub _pad: u32,
+    /// Non-zero from the start of a message's copy to its last record.
+    pub busy: u32,
 }
 
 /// What the entry of a send function saw, kept per thread until the function returns
@@ -108,3 +109,12 @@ const _: () = assert!(
     core::mem::offset_of!(Scratch, data)
         == core::mem::offset_of!(Scratch, header) + udstrace_common::record::SEND_RECORD_LEN
 );
+
+/// Indices into `COPY_CONTINUE`: the continuation program of each program type.
+pub const CONTINUE_FEXIT: u32 = 0;
+pub const CONTINUE_KRETPROBE: u32 = 1;
+
+/// The copy loop's continuation programs, for kernels without `bpf_loop` (see
+/// `capture::continue_copy`). Userspace fills in the one of the backend it attaches.
+#[map]
+pub static COPY_CONTINUE: ProgramArray = ProgramArray::with_max_entries(2, 0);

@@ -5,7 +5,7 @@
 //! kernel has consumed part of it. So the entry keeps where the bytes are (per thread), and
 //! the exit, which knows how many bytes the kernel accepted, copies that many from there.
 
-use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, EbpfContext};
 
 use crate::{
     capture::{self, Payload, SEG_BVEC, SEG_IOVEC, SEG_KBUF, SEG_KVEC, SEG_NONE, SEG_UBUF},
@@ -123,9 +123,10 @@ fn iter_entry(sk: u64, msg: u64) -> Result<SendEntry, i64> {
     })
 }
 
-/// Exit of a hooked function that returned `ret` (bytes accepted, or -errno).
+/// Exit of a hooked function that returned `ret` (bytes accepted, or -errno). `cont`: the
+/// `COPY_CONTINUE` index of the program type.
 #[inline(always)]
-pub fn exit(ret: i64) {
+pub fn exit<C: EbpfContext>(ctx: &C, cont: u32, ret: i64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(slot) = SEND_ENTRIES.get_ptr_mut(&pid_tgid) else {
         return;
@@ -159,5 +160,13 @@ pub fn exit(ret: i64) {
         _ => Payload::Missing,
     };
     let syscall = kernel::current_syscall();
-    let _ = capture::capture_send(entry.sk, ret, syscall as i32, payload, config::layout());
+    let _ = capture::capture_send(
+        ctx,
+        cont,
+        entry.sk,
+        ret,
+        syscall as i32,
+        payload,
+        config::layout(),
+    );
 }

@@ -81,7 +81,15 @@ fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
         }
         _ => Payload::Missing,
     };
-    capture::capture_send(sk, i64::from(ret), syscall as i32, payload, layout)
+    capture::capture_send(
+        ctx,
+        capture::NO_CONTINUATION,
+        sk,
+        i64::from(ret),
+        syscall as i32,
+        payload,
+        layout,
+    )
 }
 
 /// The iovec array of a user `struct msghdr`.

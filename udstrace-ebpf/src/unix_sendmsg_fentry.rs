@@ -14,7 +14,7 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext},
 };
 
-use crate::sendmsg;
+use crate::{capture, maps::CONTINUE_FEXIT, sendmsg};
 
 #[fentry(function = "unix_stream_sendmsg")]
 pub fn fentry_unix_stream_sendmsg(ctx: FEntryContext) -> i32 {
@@ -24,7 +24,7 @@ pub fn fentry_unix_stream_sendmsg(ctx: FEntryContext) -> i32 {
 
 #[fexit(function = "unix_stream_sendmsg")]
 pub fn fexit_unix_stream_sendmsg(ctx: FExitContext) -> i32 {
-    sendmsg::exit(i64::from(ctx.arg::<i32>(3)));
+    sendmsg::exit(&ctx, CONTINUE_FEXIT, i64::from(ctx.arg::<i32>(3)));
     0
 }
 
@@ -36,7 +36,7 @@ pub fn fentry_unix_dgram_sendmsg(ctx: FEntryContext) -> i32 {
 
 #[fexit(function = "unix_dgram_sendmsg")]
 pub fn fexit_unix_dgram_sendmsg(ctx: FExitContext) -> i32 {
-    sendmsg::exit(i64::from(ctx.arg::<i32>(3)));
+    sendmsg::exit(&ctx, CONTINUE_FEXIT, i64::from(ctx.arg::<i32>(3)));
     0
 }
 
@@ -48,7 +48,7 @@ pub fn fentry_unix_seqpacket_sendmsg(ctx: FEntryContext) -> i32 {
 
 #[fexit(function = "unix_seqpacket_sendmsg")]
 pub fn fexit_unix_seqpacket_sendmsg(ctx: FExitContext) -> i32 {
-    sendmsg::exit(i64::from(ctx.arg::<i32>(3)));
+    sendmsg::exit(&ctx, CONTINUE_FEXIT, i64::from(ctx.arg::<i32>(3)));
     0
 }
 
@@ -60,6 +60,15 @@ pub fn fentry_unix_stream_sendpage(ctx: FEntryContext) -> i32 {
 
 #[fexit(function = "unix_stream_sendpage")]
 pub fn fexit_unix_stream_sendpage(ctx: FExitContext) -> i32 {
-    sendmsg::exit(ctx.arg::<i64>(5));
+    sendmsg::exit(&ctx, CONTINUE_FEXIT, ctx.arg::<i64>(5));
+    0
+}
+
+/// The copy loop's continuation on kernels without `bpf_loop`: never attached, only
+/// tail-called from the fexit programs above (a tail call needs a program of the same type;
+/// it is loaded against `unix_stream_sendmsg`, which it does not use).
+#[fexit(function = "unix_stream_sendmsg")]
+pub fn fexit_copy_continue(ctx: FExitContext) -> i32 {
+    capture::continue_copy(&ctx, CONTINUE_FEXIT);
     0
 }

@@ -7,7 +7,7 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 
-use crate::sendmsg;
+use crate::{capture, maps::CONTINUE_KRETPROBE, sendmsg};
 
 /// Entry of any of the three sendmsg functions (same prototype; attached to each).
 #[kprobe]
@@ -21,7 +21,7 @@ pub fn kprobe_unix_sendmsg(ctx: ProbeContext) -> u32 {
 /// Return of any of the three sendmsg functions (int).
 #[kretprobe]
 pub fn kretprobe_unix_sendmsg(ctx: RetProbeContext) -> u32 {
-    sendmsg::exit(i64::from(ctx.ret::<i32>()));
+    sendmsg::exit(&ctx, CONTINUE_KRETPROBE, i64::from(ctx.ret::<i32>()));
     0
 }
 
@@ -41,6 +41,14 @@ pub fn kprobe_unix_stream_sendpage(ctx: ProbeContext) -> u32 {
 /// Return of `unix_stream_sendpage` (ssize_t).
 #[kretprobe]
 pub fn kretprobe_unix_stream_sendpage(ctx: RetProbeContext) -> u32 {
-    sendmsg::exit(ctx.ret::<i64>());
+    sendmsg::exit(&ctx, CONTINUE_KRETPROBE, ctx.ret::<i64>());
+    0
+}
+
+/// The copy loop's continuation on kernels without `bpf_loop`: never attached, only
+/// tail-called from the return probes above.
+#[kretprobe]
+pub fn kretprobe_copy_continue(ctx: RetProbeContext) -> u32 {
+    capture::continue_copy(&ctx, CONTINUE_KRETPROBE);
     0
 }

@@ -409,8 +409,9 @@ fn announce(tracer: &Tracer, opts: &CaptureOptions) {
         eprintln!("udstrace: using the {} backend{why}", tracer.backend);
     }
     eprintln!(
-        "listening on udstrace, link-type RAW (Unix sockets as synthesised IPv6), snapshot length {} bytes",
-        opts.tracer.snaplen
+        "listening on udstrace ({} backend), link-type RAW (Unix sockets as synthesised IPv6), \
+         snapshot length {} bytes",
+        tracer.backend, opts.tracer.snaplen
     );
 }
 

@@ -42,7 +42,7 @@ impl KernelFacts {
         let release = fs::read_to_string("/proc/sys/kernel/osrelease")
             .map_or_else(|_| "unknown".into(), |s| s.trim().to_string());
         let has_sock_send_length = btf.has_name("btf_trace_sock_send_length");
-        let has_bpf_loop = btf.has_name("bpf_loop");
+        let has_bpf_loop = btf.has_name("bpf_loop") && std::env::var_os("XX_NOLOOP").is_none();
         let has_task_pt_regs = btf.has_name("bpf_task_pt_regs");
         let has_sendpage = btf.has_name("unix_stream_sendpage");
         let btf_functions = SendFunctions::SENDMSG

@@ -8,10 +8,14 @@ use aya::{
     Ebpf,
 };
 
-use super::{program, refused_or, AttachBackend, BackendKind, SendFunctions};
+use super::{program, refused_or, set_continuation, AttachBackend, BackendKind, SendFunctions};
 use crate::{error::Error, kernel::KernelFacts};
 
 pub struct FentryBackend;
+
+/// The copy loop's continuation, and its index in `COPY_CONTINUE` (see the kernel side).
+const CONTINUE: &str = "fexit_copy_continue";
+const CONTINUE_INDEX: u32 = 0;
 
 impl AttachBackend for FentryBackend {
     fn kind(&self) -> BackendKind {
@@ -23,6 +27,12 @@ impl AttachBackend for FentryBackend {
     }
 
     fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts) -> Result<(), Error> {
+        // The continuation first: the fexit programs may tail-call it from their first run.
+        set_continuation(ebpf, kernel, CONTINUE, CONTINUE_INDEX, |ebpf| {
+            let cont: &mut FExit = program(ebpf, CONTINUE)?;
+            cont.load("unix_stream_sendmsg", &kernel.btf)
+                .map_err(|e| refused_or(CONTINUE, e))
+        })?;
         for function in SendFunctions::of(kernel) {
             let entry_name = fentry_program(function)?;
             let entry: &mut FEntry = program(ebpf, entry_name)?;

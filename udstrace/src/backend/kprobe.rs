@@ -4,7 +4,7 @@
 
 use aya::{programs::KProbe, Ebpf};
 
-use super::{program, refused_or, AttachBackend, BackendKind, SendFunctions};
+use super::{program, refused_or, set_continuation, AttachBackend, BackendKind, SendFunctions};
 use crate::{error::Error, kernel::KernelFacts};
 
 pub struct KprobeBackend;
@@ -13,6 +13,9 @@ const SENDMSG_ENTRY: &str = "kprobe_unix_sendmsg";
 const SENDMSG_RETURN: &str = "kretprobe_unix_sendmsg";
 const SENDPAGE_ENTRY: &str = "kprobe_unix_stream_sendpage";
 const SENDPAGE_RETURN: &str = "kretprobe_unix_stream_sendpage";
+/// The copy loop's continuation, and its index in `COPY_CONTINUE` (see the kernel side).
+const CONTINUE: &str = "kretprobe_copy_continue";
+const CONTINUE_INDEX: u32 = 1;
 
 impl AttachBackend for KprobeBackend {
     fn kind(&self) -> BackendKind {
@@ -30,6 +33,10 @@ impl AttachBackend for KprobeBackend {
     }
 
     fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts) -> Result<(), Error> {
+        set_continuation(ebpf, kernel, CONTINUE, CONTINUE_INDEX, |ebpf| {
+            let cont: &mut KProbe = program(ebpf, CONTINUE)?;
+            cont.load().map_err(|e| refused_or(CONTINUE, e))
+        })?;
         // Returns first: a return probe attached after its entry probe could miss the return
         // of a call that entered in between, leaving a stale entry behind.
         for name in [

@@ -143,3 +143,34 @@ pub(crate) fn refused_or(name: &'static str, e: aya::programs::ProgramError) -> 
         _ => Error::attach(name, e),
     }
 }
+
+/// On kernels without `bpf_loop`, loads the copy loop's continuation program `name` (already
+/// loaded by `load`) and puts it at `index` of `COPY_CONTINUE`, where the capture programs
+/// tail-call it to copy long messages.
+pub(crate) fn set_continuation(
+    ebpf: &mut Ebpf,
+    kernel: &KernelFacts,
+    name: &'static str,
+    index: u32,
+    load: impl FnOnce(&mut Ebpf) -> Result<(), Error>,
+) -> Result<(), Error> {
+    if kernel.has_bpf_loop {
+        return Ok(());
+    }
+    load(ebpf)?;
+    let fd = ebpf
+        .program(name)
+        .ok_or(Error::MissingProgram(name))?
+        .fd()
+        .map_err(|e| Error::attach(name, e))?
+        .try_clone()
+        .map_err(|e| Error::Load(e.to_string()))?;
+    let mut array: aya::maps::ProgramArray<_> = ebpf
+        .map_mut("COPY_CONTINUE")
+        .ok_or(Error::MissingMap("COPY_CONTINUE"))?
+        .try_into()
+        .map_err(|_| Error::MissingMap("COPY_CONTINUE"))?;
+    array
+        .set(index, &fd, 0)
+        .map_err(|e| Error::Load(crate::error::one_line(&e)))
+}
