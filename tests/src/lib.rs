@@ -15,6 +15,8 @@ use std::{
     time::Duration,
 };
 
+pub mod io_uring;
+
 use pcap_parser::{
     pcapng::{Block, OptionCode},
     traits::PcapReaderIterator,

@@ -24,7 +24,7 @@ use std::{
 };
 
 use udstrace_tests::{
-    datagrams, inode, own_pid, pattern, read_capture, run, tcp_stream, tshark_follow,
+    datagrams, inode, io_uring, own_pid, pattern, read_capture, run, tcp_stream, tshark_follow,
     tshark_payloads, TempDir, Udstrace,
 };
 
@@ -621,6 +621,45 @@ fn sendfile_and_splice() {
         .collect();
     assert!(kinds.iter().any(|k| k.0 == "sendfile"), "{all:#?}");
     assert!(kinds.iter().any(|k| k.0 == "splice"), "{kinds:?}");
+}
+
+/// io_uring sends run inside the kernel on the process's behalf, not in a send system call.
+/// The function-hook backends see the message and capture its bytes; the tracepoint records
+/// its length with `payload=missing`.
+#[test]
+fn io_uring_send() {
+    let dir = TempDir::new("io_uring");
+    let (ud, file) = start_capture(&dir, &[]);
+    let (mut a, b) = UnixStream::pair().unwrap();
+    let ino_a = inode(&a);
+    let reader = drain(b);
+    a.write_all(b"before").unwrap();
+    let msg = pattern(9, 5_000);
+    let sent = io_uring::send(a.as_raw_fd(), &msg).expect("io_uring");
+    assert_eq!(sent as usize, msg.len());
+    a.write_all(b"after").unwrap();
+    drop(a);
+    let received = reader.join().unwrap();
+    assert_eq!(received, [&b"before"[..], &msg, b"after"].concat());
+    let backend = ud.backend().to_string();
+    let done = ud.stop();
+    assert!(done.success);
+    let cap = read_capture(&file);
+    let (stream, holes) = tcp_stream(&cap.packets, ino_a);
+    assert_eq!(stream.len(), received.len(), "the length of every send");
+    if backend == "tracepoint" {
+        assert_eq!(holes.iter().map(|h| h.1).sum::<u64>(), msg.len() as u64);
+        assert!(cap
+            .packets
+            .iter()
+            .any(|p| p.src() == ino_a && p.meta("payload") == Some("missing")));
+    } else {
+        assert!(holes.is_empty(), "{backend}: {holes:?}");
+        assert!(
+            stream == received,
+            "{backend}: the io_uring payload is captured"
+        );
+    }
 }
 
 /// `-s` cuts payloads and keeps the original length.
