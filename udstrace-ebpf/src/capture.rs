@@ -94,8 +94,12 @@ pub fn wanted(tgid: u32) -> bool {
 /// Records a message of `accepted` bytes sent on socket `sk` from syscall `syscall`.
 /// `ctx` and `cont` (a `COPY_CONTINUE` index, or [`NO_CONTINUATION`]) let the copy go on in a
 /// tail call on kernels without `bpf_loop`.
+///
+/// `LOOP`: copy under `bpf_loop` (5.17+). Programs for older kernels are built with `false`:
+/// there a program may not even mention `bpf_loop`, as its callback reference
+/// (`BPF_PSEUDO_FUNC`) is an instruction the 5.10 verifier rejects wherever it stands.
 #[inline(always)]
-pub fn capture_send<C: EbpfContext>(
+pub fn capture_send<const LOOP: bool, C: EbpfContext>(
     ctx: &C,
     cont: u32,
     sk: u64,
@@ -179,13 +183,13 @@ pub fn capture_send<C: EbpfContext>(
         }
     };
 
-    copy_segments(ctx, cont, cpu, msg_len, base_offset, payload);
+    copy_segments::<LOOP, C>(ctx, cont, cpu, msg_len, base_offset, payload);
     Ok(())
 }
 
 /// Copies the message's payload into records, one per segment, and sends them.
 #[inline(always)]
-fn copy_segments<C: EbpfContext>(
+fn copy_segments<const LOOP: bool, C: EbpfContext>(
     ctx: &C,
     cont: u32,
     cpu: u32,
@@ -243,7 +247,7 @@ fn copy_segments<C: EbpfContext>(
         }
     }
     if st.remaining != 0 {
-        if config::use_bpf_loop() {
+        if LOOP {
             let mut cpu_arg = cpu;
             // SAFETY: bpf_loop calls copy_step_callback with a pointer to `cpu_arg`, which
             // outlives the call.

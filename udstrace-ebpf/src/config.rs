@@ -23,10 +23,6 @@ static SNAPLEN: u32 = 0;
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = 0;
 
-/// Non-zero: the kernel has `bpf_loop` (5.17+).
-#[unsafe(no_mangle)]
-static USE_BPF_LOOP: u32 = 0;
-
 /// Non-zero: the kernel has `bpf_get_current_task_btf` and `bpf_task_pt_regs` (5.15+).
 #[unsafe(no_mangle)]
 static USE_TASK_PT_REGS: u32 = 0;
@@ -59,12 +55,6 @@ pub fn snaplen() -> u32 {
 pub fn filter_pids() -> bool {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&raw const FILTER_PIDS) != 0 }
-}
-
-#[inline(always)]
-pub fn use_bpf_loop() -> bool {
-    // SAFETY: as above.
-    unsafe { core::ptr::read_volatile(&raw const USE_BPF_LOOP) != 0 }
 }
 
 #[inline(always)]

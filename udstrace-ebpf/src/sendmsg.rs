@@ -124,9 +124,9 @@ fn iter_entry(sk: u64, msg: u64) -> Result<SendEntry, i64> {
 }
 
 /// Exit of a hooked function that returned `ret` (bytes accepted, or -errno). `cont`: the
-/// `COPY_CONTINUE` index of the program type.
+/// `COPY_CONTINUE` index of the program type; `LOOP`: see `capture::capture_send`.
 #[inline(always)]
-pub fn exit<C: EbpfContext>(ctx: &C, cont: u32, ret: i64) {
+pub fn exit<const LOOP: bool, C: EbpfContext>(ctx: &C, cont: u32, ret: i64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(slot) = SEND_ENTRIES.get_ptr_mut(&pid_tgid) else {
         return;
@@ -160,7 +160,7 @@ pub fn exit<C: EbpfContext>(ctx: &C, cont: u32, ret: i64) {
         _ => Payload::Missing,
     };
     let syscall = kernel::current_syscall();
-    let _ = capture::capture_send(
+    let _ = capture::capture_send::<LOOP, C>(
         ctx,
         cont,
         entry.sk,

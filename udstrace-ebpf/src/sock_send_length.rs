@@ -81,7 +81,8 @@ fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
         }
         _ => Payload::Missing,
     };
-    capture::capture_send(
+    // Kernels with this tracepoint (6.3+) all have bpf_loop.
+    capture::capture_send::<true, _>(
         ctx,
         capture::NO_CONTINUATION,
         sk,

@@ -16,53 +16,70 @@ use aya_ebpf::{
 
 use crate::{capture, maps::CONTINUE_FEXIT, sendmsg};
 
-#[fentry(function = "unix_stream_sendmsg")]
-pub fn fentry_unix_stream_sendmsg(ctx: FEntryContext) -> i32 {
-    sendmsg::enter_sendmsg(ctx.arg(0), ctx.arg(1));
-    0
+/// An fentry program noting the message at entry, and two fexit programs recording it at
+/// exit: one copying under `bpf_loop`, one (`_seq`) for kernels without it. Userspace loads
+/// one of the two.
+macro_rules! hooks {
+    ($function:literal, $entry:ident, $exit:ident, $exit_seq:ident, $ret:ty, $ret_index:literal,
+     |$ctx:ident| $enter:expr) => {
+        #[fentry(function = $function)]
+        pub fn $entry($ctx: FEntryContext) -> i32 {
+            $enter;
+            0
+        }
+
+        #[fexit(function = $function)]
+        pub fn $exit(ctx: FExitContext) -> i32 {
+            let ret = i64::from(ctx.arg::<$ret>($ret_index));
+            sendmsg::exit::<true, _>(&ctx, CONTINUE_FEXIT, ret);
+            0
+        }
+
+        #[fexit(function = $function)]
+        pub fn $exit_seq(ctx: FExitContext) -> i32 {
+            let ret = i64::from(ctx.arg::<$ret>($ret_index));
+            sendmsg::exit::<false, _>(&ctx, CONTINUE_FEXIT, ret);
+            0
+        }
+    };
 }
 
-#[fexit(function = "unix_stream_sendmsg")]
-pub fn fexit_unix_stream_sendmsg(ctx: FExitContext) -> i32 {
-    sendmsg::exit(&ctx, CONTINUE_FEXIT, i64::from(ctx.arg::<i32>(3)));
-    0
-}
-
-#[fentry(function = "unix_dgram_sendmsg")]
-pub fn fentry_unix_dgram_sendmsg(ctx: FEntryContext) -> i32 {
-    sendmsg::enter_sendmsg(ctx.arg(0), ctx.arg(1));
-    0
-}
-
-#[fexit(function = "unix_dgram_sendmsg")]
-pub fn fexit_unix_dgram_sendmsg(ctx: FExitContext) -> i32 {
-    sendmsg::exit(&ctx, CONTINUE_FEXIT, i64::from(ctx.arg::<i32>(3)));
-    0
-}
-
-#[fentry(function = "unix_seqpacket_sendmsg")]
-pub fn fentry_unix_seqpacket_sendmsg(ctx: FEntryContext) -> i32 {
-    sendmsg::enter_sendmsg(ctx.arg(0), ctx.arg(1));
-    0
-}
-
-#[fexit(function = "unix_seqpacket_sendmsg")]
-pub fn fexit_unix_seqpacket_sendmsg(ctx: FExitContext) -> i32 {
-    sendmsg::exit(&ctx, CONTINUE_FEXIT, i64::from(ctx.arg::<i32>(3)));
-    0
-}
-
-#[fentry(function = "unix_stream_sendpage")]
-pub fn fentry_unix_stream_sendpage(ctx: FEntryContext) -> i32 {
-    sendmsg::enter_sendpage(ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.arg(3));
-    0
-}
-
-#[fexit(function = "unix_stream_sendpage")]
-pub fn fexit_unix_stream_sendpage(ctx: FExitContext) -> i32 {
-    sendmsg::exit(&ctx, CONTINUE_FEXIT, ctx.arg::<i64>(5));
-    0
-}
+hooks!(
+    "unix_stream_sendmsg",
+    fentry_unix_stream_sendmsg,
+    fexit_unix_stream_sendmsg,
+    fexit_unix_stream_sendmsg_seq,
+    i32,
+    3,
+    |ctx| sendmsg::enter_sendmsg(ctx.arg(0), ctx.arg(1))
+);
+hooks!(
+    "unix_dgram_sendmsg",
+    fentry_unix_dgram_sendmsg,
+    fexit_unix_dgram_sendmsg,
+    fexit_unix_dgram_sendmsg_seq,
+    i32,
+    3,
+    |ctx| sendmsg::enter_sendmsg(ctx.arg(0), ctx.arg(1))
+);
+hooks!(
+    "unix_seqpacket_sendmsg",
+    fentry_unix_seqpacket_sendmsg,
+    fexit_unix_seqpacket_sendmsg,
+    fexit_unix_seqpacket_sendmsg_seq,
+    i32,
+    3,
+    |ctx| sendmsg::enter_sendmsg(ctx.arg(0), ctx.arg(1))
+);
+hooks!(
+    "unix_stream_sendpage",
+    fentry_unix_stream_sendpage,
+    fexit_unix_stream_sendpage,
+    fexit_unix_stream_sendpage_seq,
+    i64,
+    5,
+    |ctx| sendmsg::enter_sendpage(ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.arg(3))
+);
 
 /// The copy loop's continuation on kernels without `bpf_loop`: never attached, only
 /// tail-called from the fexit programs above (a tail call needs a program of the same type;

@@ -18,10 +18,17 @@ pub fn kprobe_unix_sendmsg(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// Return of any of the three sendmsg functions (int).
+/// Return of any of the three sendmsg functions (int): copying under `bpf_loop`, and
+/// (`_seq`) for kernels without it.
 #[kretprobe]
 pub fn kretprobe_unix_sendmsg(ctx: RetProbeContext) -> u32 {
-    sendmsg::exit(&ctx, CONTINUE_KRETPROBE, i64::from(ctx.ret::<i32>()));
+    sendmsg::exit::<true, _>(&ctx, CONTINUE_KRETPROBE, i64::from(ctx.ret::<i32>()));
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_unix_sendmsg_seq(ctx: RetProbeContext) -> u32 {
+    sendmsg::exit::<false, _>(&ctx, CONTINUE_KRETPROBE, i64::from(ctx.ret::<i32>()));
     0
 }
 
@@ -41,7 +48,13 @@ pub fn kprobe_unix_stream_sendpage(ctx: ProbeContext) -> u32 {
 /// Return of `unix_stream_sendpage` (ssize_t).
 #[kretprobe]
 pub fn kretprobe_unix_stream_sendpage(ctx: RetProbeContext) -> u32 {
-    sendmsg::exit(&ctx, CONTINUE_KRETPROBE, ctx.ret::<i64>());
+    sendmsg::exit::<true, _>(&ctx, CONTINUE_KRETPROBE, ctx.ret::<i64>());
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_unix_stream_sendpage_seq(ctx: RetProbeContext) -> u32 {
+    sendmsg::exit::<false, _>(&ctx, CONTINUE_KRETPROBE, ctx.ret::<i64>());
     0
 }
 

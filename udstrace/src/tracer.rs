@@ -258,7 +258,6 @@ fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Re
     let cpus = aya::util::nr_cpus().map_err(|(what, e)| Error::Load(format!("{what}: {e}")))?;
     let filter_pids = u32::from(!config.pids.is_empty());
     let self_tgid = std::process::id();
-    let use_bpf_loop = u32::from(facts.has_bpf_loop);
     let use_task_pt_regs = u32::from(facts.has_task_pt_regs);
     // Wake userspace once an eighth of the buffer waits; below that it drains on its timer.
     let wakeup_bytes = u64::from(config.ring_bytes / 8);
@@ -267,7 +266,6 @@ fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Re
         .override_global("SELF_TGID", &self_tgid, true)
         .override_global("SNAPLEN", &config.snaplen, true)
         .override_global("FILTER_PIDS", &filter_pids, true)
-        .override_global("USE_BPF_LOOP", &use_bpf_loop, true)
         .override_global("USE_TASK_PT_REGS", &use_task_pt_regs, true)
         .override_global("DIRECT_MAP", &facts.direct_map, true)
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)

@@ -41,7 +41,7 @@ impl AttachBackend for FentryBackend {
                 .map_err(|e| refused_or(entry_name, e))?;
             entry.attach().map_err(|e| refused_or(entry_name, e))?;
 
-            let exit_name = fexit_program(function)?;
+            let exit_name = fexit_program(function, kernel.has_bpf_loop)?;
             let exit: &mut FExit = program(ebpf, exit_name)?;
             exit.load(function, &kernel.btf)
                 .map_err(|e| refused_or(exit_name, e))?;
@@ -63,12 +63,18 @@ fn fentry_program(function: &str) -> Result<&'static str, Error> {
     })
 }
 
-fn fexit_program(function: &str) -> Result<&'static str, Error> {
-    Ok(match function {
-        "unix_stream_sendmsg" => "fexit_unix_stream_sendmsg",
-        "unix_dgram_sendmsg" => "fexit_unix_dgram_sendmsg",
-        "unix_seqpacket_sendmsg" => "fexit_unix_seqpacket_sendmsg",
-        "unix_stream_sendpage" => "fexit_unix_stream_sendpage",
+/// The fexit program of `function`: the one copying under `bpf_loop`, or the one for
+/// kernels without it.
+fn fexit_program(function: &str, bpf_loop: bool) -> Result<&'static str, Error> {
+    Ok(match (function, bpf_loop) {
+        ("unix_stream_sendmsg", true) => "fexit_unix_stream_sendmsg",
+        ("unix_stream_sendmsg", false) => "fexit_unix_stream_sendmsg_seq",
+        ("unix_dgram_sendmsg", true) => "fexit_unix_dgram_sendmsg",
+        ("unix_dgram_sendmsg", false) => "fexit_unix_dgram_sendmsg_seq",
+        ("unix_seqpacket_sendmsg", true) => "fexit_unix_seqpacket_sendmsg",
+        ("unix_seqpacket_sendmsg", false) => "fexit_unix_seqpacket_sendmsg_seq",
+        ("unix_stream_sendpage", true) => "fexit_unix_stream_sendpage",
+        ("unix_stream_sendpage", false) => "fexit_unix_stream_sendpage_seq",
         _ => return Err(Error::MissingProgram("fexit")),
     })
 }

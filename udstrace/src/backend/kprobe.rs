@@ -13,6 +13,8 @@ const SENDMSG_ENTRY: &str = "kprobe_unix_sendmsg";
 const SENDMSG_RETURN: &str = "kretprobe_unix_sendmsg";
 const SENDPAGE_ENTRY: &str = "kprobe_unix_stream_sendpage";
 const SENDPAGE_RETURN: &str = "kretprobe_unix_stream_sendpage";
+const SENDMSG_RETURN_SEQ: &str = "kretprobe_unix_sendmsg_seq";
+const SENDPAGE_RETURN_SEQ: &str = "kretprobe_unix_stream_sendpage_seq";
 /// The copy loop's continuation, and its index in `COPY_CONTINUE` (see the kernel side).
 const CONTINUE: &str = "kretprobe_copy_continue";
 const CONTINUE_INDEX: u32 = 1;
@@ -39,13 +41,19 @@ impl AttachBackend for KprobeBackend {
         })?;
         // Returns first: a return probe attached after its entry probe could miss the return
         // of a call that entered in between, leaving a stale entry behind.
+        // The return programs copying under bpf_loop, or those for kernels without it.
+        let (sendmsg_return, sendpage_return) = if kernel.has_bpf_loop {
+            (SENDMSG_RETURN, SENDPAGE_RETURN)
+        } else {
+            (SENDMSG_RETURN_SEQ, SENDPAGE_RETURN_SEQ)
+        };
         for name in [
-            SENDMSG_RETURN,
+            sendmsg_return,
             SENDMSG_ENTRY,
-            SENDPAGE_RETURN,
+            sendpage_return,
             SENDPAGE_ENTRY,
         ] {
-            let sendpage = name == SENDPAGE_ENTRY || name == SENDPAGE_RETURN;
+            let sendpage = name == SENDPAGE_ENTRY || name == sendpage_return;
             if sendpage && !kernel.has_sendpage {
                 continue;
             }
