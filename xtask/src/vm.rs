@@ -154,7 +154,7 @@ pub fn run(opts: &Options) -> Result<()> {
     for (spec, kernel) in kernels {
         let dir = out.join(spec.name);
         let row = kernel
-            .context("download failed")
+            .context("cannot fetch the kernel")
             .and_then(|k| run_guest(&job, &k, &dir, timeout));
         rows.push(row.unwrap_or_else(|e| Row::broken(spec.name, &dir, &e)));
     }
@@ -472,10 +472,13 @@ fn download(spec: &KernelSpec, debs: &Path) -> Result<PathBuf> {
 /// Extracts `deb` into `dir` (through a temporary directory, so that `dir` is whole or absent)
 /// and records the kernel release there.
 fn extract(deb: &Path, dir: &Path) -> Result<()> {
-    let partial = dir.with_extension("partial");
+    let mut partial = dir.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
     if partial.exists() {
         fs::remove_dir_all(&partial).with_context(|| partial.display().to_string())?;
     }
+    fs::create_dir_all(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
     sh(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&partial))?;
     let modules = partial.join("lib/modules");
     let release = fs::read_dir(&modules)
@@ -1281,7 +1284,9 @@ fn write_timings(out: &mut String, rows: &[Row]) {
         if let Some(wall) = row.wall {
             parts.push(format!("wall {}", duration(wall)));
         }
-        let _ = writeln!(out, "  {}: {}", row.label, parts.join(", "));
+        if !parts.is_empty() {
+            let _ = writeln!(out, "  {}: {}", row.label, parts.join(", "));
+        }
     }
 }
 
