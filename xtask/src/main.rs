@@ -1,10 +1,11 @@
-//! Project tasks: `cargo xtask setup | test | demo`.
+//! Project tasks: `cargo xtask setup | test | demo | bench | vm-test`.
 
 mod bench;
 mod demo;
 mod setup;
 mod test;
 mod util;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +27,9 @@ enum Command {
     Demo,
     /// Measure what udstrace costs traced programs and what it keeps; writes docs/BENCHMARKS.md.
     Bench,
+    /// Run the capture tests on Debian's 5.10, 6.1 and 6.12 kernels under QEMU and on the host,
+    /// once per attach backend each kernel supports; print a kernel x backend table (as root).
+    VmTest(vm::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +38,7 @@ fn main() -> std::process::ExitCode {
         Command::Test => test::run(),
         Command::Demo => demo::run(),
         Command::Bench => bench::run(),
+        Command::VmTest(options) => vm::run(&options),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

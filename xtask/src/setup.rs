@@ -9,7 +9,8 @@ use crate::util::{output, require_root, sh};
 /// Debian packages: tshark to check captures; real clients and servers for the tests (curl and
 /// python3 for HTTP, postgresql for psql and its server, xvfb and x11-utils for X11);
 /// util-linux for setpriv and runuser; iproute2 for `ss` (checks `udstrace ls`); bpftool to
-/// inspect programs.
+/// inspect programs; qemu-system-x86, busybox-static and xz-utils to boot other kernels
+/// (`cargo xtask vm-test`).
 const APT_PACKAGES: &[&str] = &[
     "tshark",
     "curl",
@@ -21,6 +22,9 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "bpftool",
     "ca-certificates",
+    "qemu-system-x86",
+    "busybox-static",
+    "xz-utils",
 ];
 
 /// The bpf-linker release that works with the toolchains here (see docs/DESIGN.md).
