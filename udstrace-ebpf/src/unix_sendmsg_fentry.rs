@@ -14,7 +14,17 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext},
 };
 
-use crate::{capture, maps::CONTINUE_FEXIT, sendmsg};
+use aya_ebpf::EbpfContext;
+
+use crate::{capture, kernel, maps::CONTINUE_FEXIT, sendmsg};
+
+/// Argument `n` as a plain number. The verifier types pointer arguments of trampoline
+/// programs (`struct page *` is a `ptr_page`), and before 5.11 it refuses arithmetic between
+/// such a pointer and an unbounded number, which `page_address()` needs.
+#[inline(always)]
+fn untyped_arg(ctx: &FEntryContext, n: u32) -> u64 {
+    kernel::read::<u64>(ctx.as_ptr() as u64, n * 8).unwrap_or(0)
+}
 
 /// An fentry program noting the message at entry, and two fexit programs recording it at
 /// exit: one copying under `bpf_loop`, one (`_seq`) for kernels without it. Userspace loads
@@ -78,7 +88,7 @@ hooks!(
     fexit_unix_stream_sendpage_seq,
     i64,
     5,
-    |ctx| sendmsg::enter_sendpage(ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.arg(3))
+    |ctx| sendmsg::enter_sendpage(ctx.arg(0), untyped_arg(&ctx, 1), ctx.arg(2), ctx.arg(3))
 );
 
 /// The copy loop's continuation on kernels without `bpf_loop`: never attached, only
