@@ -73,8 +73,8 @@ pub struct KernelLayout {
     pub thread_size: u32,
     /// `sizeof(struct pt_regs)`.
     pub regs_size: u32,
-    /// Explicit padding to a multiple of 8 bytes.
-    pub padding: u32,
+    /// `struct task_struct` -> `tgid` (pid_t).
+    pub task_tgid: u32,
 }
 
 impl KernelLayout {
@@ -115,7 +115,7 @@ impl KernelLayout {
         task_stack: 0,
         thread_size: 0,
         regs_size: 0,
-        padding: 0,
+        task_tgid: 0,
     };
 }
 

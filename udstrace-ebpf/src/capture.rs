@@ -14,6 +14,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 use udstrace_common::{
+    filter,
     record::{flags, KIND_SEND, SEGMENT_MAX, SEND_RECORD_LEN},
     KernelLayout, SockType,
 };
@@ -21,8 +22,9 @@ use udstrace_common::{
 use crate::{
     config, kernel,
     maps::{
-        CopyState, Scratch, COPY_CONTINUE, COUNTERS, COUNTER_LOST_BYTES, COUNTER_LOST_SEGMENTS,
-        COUNTER_RING_PEAK, EVENTS, PID_FILTER, SCRATCH, STREAM_OFFSETS,
+        CopyState, Scratch, COMM_FILTER, COPY_CONTINUE, COUNTERS, COUNTER_LOST_BYTES,
+        COUNTER_LOST_SEGMENTS, COUNTER_RING_PEAK, EVENTS, PID_FILTER, SCRATCH, STREAM_OFFSETS,
+        UID_FILTER,
     },
 };
 
@@ -84,9 +86,25 @@ pub fn wanted(tgid: u32) -> bool {
     if tgid == config::self_tgid() {
         return false;
     }
-    if config::filter_pids() {
-        // SAFETY: the value is not kept past this call.
-        return unsafe { PID_FILTER.get(tgid) }.is_some();
+    let filters = config::filters();
+    if filters == 0 {
+        return true;
+    }
+    // SAFETY (map lookups): the values are not kept past the checks.
+    if filters & filter::PIDS != 0 && unsafe { PID_FILTER.get(tgid) }.is_none() {
+        return false;
+    }
+    if filters & filter::UIDS != 0 {
+        let uid = bpf_get_current_uid_gid() as u32;
+        if unsafe { UID_FILTER.get(uid) }.is_none() {
+            return false;
+        }
+    }
+    if filters & filter::COMMS != 0 {
+        let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        if unsafe { COMM_FILTER.get(&comm) }.is_none() {
+            return false;
+        }
     }
     true
 }
@@ -110,6 +128,10 @@ pub fn capture_send<const LOOP: bool, C: EbpfContext>(
 ) -> Result<(), i64> {
     let info = kernel::sock_info(sk, layout)?;
     if info.family != kernel::AF_UNIX {
+        return Ok(());
+    }
+    let types = config::type_mask();
+    if types != 0 && types & (1 << (info.sock_type & 31)) == 0 {
         return Ok(());
     }
     let is_stream = info.sock_type == SockType::Stream as u16;

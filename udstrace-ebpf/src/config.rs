@@ -27,9 +27,14 @@ static WAKEUP_BYTES: u64 = 0;
 #[unsafe(no_mangle)]
 static USE_TASK_PT_REGS: u32 = 0;
 
-/// Non-zero: only processes listed in `PID_FILTER` are captured.
+/// Which kernel-side filters are on (`udstrace_common::filter::*` bits): processes listed in
+/// `PID_FILTER`, command names in `COMM_FILTER`, users in `UID_FILTER`.
 #[unsafe(no_mangle)]
-static FILTER_PIDS: u32 = 0;
+static FILTERS: u32 = 0;
+
+/// Socket types to capture, one bit per `sk_type` value (`1 << type`); 0 for all.
+#[unsafe(no_mangle)]
+static TYPE_MASK: u32 = 0;
 
 /// The layout, read in place: the pointer goes through a volatile read so that the compiler
 /// cannot fold the zero initialiser into the field loads, and nothing is copied to the stack.
@@ -52,9 +57,15 @@ pub fn snaplen() -> u32 {
 }
 
 #[inline(always)]
-pub fn filter_pids() -> bool {
+pub fn filters() -> u32 {
     // SAFETY: as above.
-    unsafe { core::ptr::read_volatile(&raw const FILTER_PIDS) != 0 }
+    unsafe { core::ptr::read_volatile(&raw const FILTERS) }
+}
+
+#[inline(always)]
+pub fn type_mask() -> u32 {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&raw const TYPE_MASK) }
 }
 
 #[inline(always)]

@@ -12,6 +12,7 @@ mod capture;
 mod config;
 mod kernel;
 mod maps;
+mod sched_process_fork;
 mod sendmsg;
 mod sock_send_length;
 mod sys_enter_sendmmsg;

@@ -101,9 +101,18 @@ pub const COUNTER_RING_PEAK: u32 = 2;
 #[map]
 pub static COUNTERS: Array<u64> = Array::with_max_entries(3, 0);
 
-/// Processes to capture when `FILTER_PIDS` is set.
+/// Processes (tgid) to capture when the `PIDS` filter is on; with `--follow` the fork hook
+/// adds their children.
 #[map]
-pub static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(4_096, 0);
+pub static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(16_384, 0);
+
+/// Command names (`comm`, NUL-padded) to capture when the `COMMS` filter is on.
+#[map]
+pub static COMM_FILTER: HashMap<[u8; 16], u8> = HashMap::with_max_entries(256, 0);
+
+/// User ids to capture when the `UIDS` filter is on.
+#[map]
+pub static UID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
 
 const _: () = assert!(
     core::mem::offset_of!(Scratch, data)

@@ -74,9 +74,18 @@ pub struct Args {
           env = "UDSTRACE_BACKEND", value_parser = parse_backend)]
     pub backend: BackendChoice,
 
-    /// Capture only processes with this command name (repeatable).
+    /// With -p: capture the children those processes fork from now on too (and theirs).
+    #[arg(long)]
+    pub follow: bool,
+
+    /// Capture only processes with this command name (repeatable; checked in the kernel).
     #[arg(long = "comm", value_name = "NAME")]
     pub comms: Vec<String>,
+
+    /// Capture only processes running as this user: a name or a number (repeatable; lists
+    /// allowed; checked in the kernel).
+    #[arg(long = "uid", value_name = "USER")]
+    pub uids: Vec<String>,
 
     /// Capture only sockets with this name at either end: a path, `@name` for an abstract
     /// socket, or a glob with `*` and `?` (repeatable).
@@ -195,6 +204,33 @@ fn parse_backend(s: &str) -> Result<BackendChoice, String> {
             .map(|k| BackendChoice(Some(k)))
             .map_err(|e| format!("{e} (expected auto, tracepoint, fentry or kprobe)"))
     }
+}
+
+/// The user ids of every `--uid` value: numbers, or names from the user database; lists
+/// separated by spaces or commas.
+pub fn parse_uids(values: &[String]) -> Result<Vec<u32>, String> {
+    let mut uids = Vec::new();
+    for word in values
+        .iter()
+        .flat_map(|v| v.split([' ', ',']))
+        .filter(|w| !w.is_empty())
+    {
+        let uid = match word.parse::<u32>() {
+            Ok(uid) => uid,
+            Err(_) => user_id(word).ok_or_else(|| format!("no such user: {word}"))?,
+        };
+        uids.push(uid);
+    }
+    Ok(uids)
+}
+
+/// The uid of user `name` (getpwnam).
+fn user_id(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getpwnam with a NUL-terminated name; the result is read at once.
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    // SAFETY: a non-null result points at a valid passwd record.
+    (!pw.is_null()).then(|| unsafe { (*pw).pw_uid })
 }
 
 /// The pids of every `-p` value.
@@ -337,12 +373,7 @@ fn ls(
 
 fn backends() -> Result<(), Failure> {
     use std::io::Write as _;
-    let config = TracerConfig {
-        backend: None,
-        snaplen: DEFAULT_SNAPLEN,
-        pids: Vec::new(),
-        ring_bytes: 1 << 20,
-    };
+    let config = TracerConfig::new(1 << 20, DEFAULT_SNAPLEN);
     let mut text = String::new();
     for status in Tracer::probe_backends(&config)? {
         let _ = writeln!(
@@ -429,24 +460,33 @@ fn run(mut args: Args) -> Result<(), Failure> {
         Some(s) => s,
     };
     let ring_bytes = args.buffer_kib.next_power_of_two().saturating_mul(1024);
+    if args.follow && pids.is_empty() {
+        return Err(Failure::Usage("--follow needs -p".into()));
+    }
+    let uids = parse_uids(&args.uids).map_err(Failure::Usage)?;
+    let sock_type = args
+        .sock_type
+        .as_deref()
+        .map(parse_type)
+        .transpose()
+        .map_err(Failure::Usage)?;
+    let tracer = TracerConfig {
+        backend: args.backend.0,
+        pids,
+        comms: args.comms.clone(),
+        uids,
+        sock_type,
+        follow: args.follow,
+        ..TracerConfig::new(ring_bytes, snaplen)
+    };
     let filter = Filter {
         comms: args.comms,
         paths: args.paths,
-        sock_type: args
-            .sock_type
-            .as_deref()
-            .map(parse_type)
-            .transpose()
-            .map_err(Failure::Usage)?,
+        sock_type,
     };
     let decoders = Decoders::new(&args.decode).map_err(Failure::Usage)?;
     let opts = CaptureOptions {
-        tracer: TracerConfig {
-            backend: args.backend.0,
-            snaplen,
-            pids,
-            ring_bytes,
-        },
+        tracer,
         write: args.write,
         count: args.count,
         style,

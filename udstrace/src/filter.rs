@@ -27,7 +27,13 @@ impl Filter {
         if self.sock_type.is_some_and(|t| t != seg.sock_type) {
             return false;
         }
-        if !self.comms.is_empty() && !self.comms.iter().any(|c| c.as_bytes() == seg.comm) {
+        // The kernel keeps 15 bytes of a command name.
+        if !self.comms.is_empty()
+            && !self
+                .comms
+                .iter()
+                .any(|c| &c.as_bytes()[..c.len().min(15)] == seg.comm)
+        {
             return false;
         }
         if !self.paths.is_empty()

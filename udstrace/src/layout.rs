@@ -84,7 +84,7 @@ pub fn kernel_layout(btf: &Btf) -> Result<KernelLayout, LayoutError> {
         task_stack: off("task_struct", "stack")?,
         thread_size,
         regs_size: struct_size("pt_regs")?,
-        padding: 0,
+        task_tgid: off("task_struct", "tgid")?,
     })
 }
 

@@ -5,7 +5,7 @@ use aya::{
     maps::{Array, MapData, RingBuf},
     Ebpf, EbpfLoader,
 };
-use udstrace_common::KernelLayout;
+use udstrace_common::{filter, KernelLayout, SockType};
 
 use crate::{
     backend::BackendKind,
@@ -28,6 +28,59 @@ pub struct TracerConfig {
     pub pids: Vec<u32>,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ring_bytes: u32,
+    /// Only these command names, if not empty (checked in the kernel).
+    pub comms: Vec<String>,
+    /// Only these users, if not empty (checked in the kernel).
+    pub uids: Vec<u32>,
+    /// Only this socket type (checked in the kernel).
+    pub sock_type: Option<SockType>,
+    /// Capture the children the `pids` fork from now on too.
+    pub follow: bool,
+}
+
+impl TracerConfig {
+    /// A configuration that captures everything with the defaults.
+    #[must_use]
+    pub fn new(ring_bytes: u32, snaplen: u32) -> Self {
+        Self {
+            backend: None,
+            snaplen,
+            pids: Vec::new(),
+            ring_bytes,
+            comms: Vec::new(),
+            uids: Vec::new(),
+            sock_type: None,
+            follow: false,
+        }
+    }
+
+    /// The `FILTERS` bits of the kernel programs.
+    fn filter_bits(&self) -> u32 {
+        let mut bits = 0;
+        if !self.pids.is_empty() {
+            bits |= filter::PIDS;
+            if self.follow {
+                bits |= filter::FOLLOW;
+            }
+        }
+        if !self.comms.is_empty() {
+            bits |= filter::COMMS;
+        }
+        if !self.uids.is_empty() {
+            bits |= filter::UIDS;
+        }
+        bits
+    }
+}
+
+/// A command name as the kernel keeps it: at most 15 bytes, NUL-padded to 16.
+#[must_use]
+pub fn comm_key(name: &str) -> [u8; 16] {
+    let mut key = [0; 16];
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(15);
+    key[..n].copy_from_slice(&bytes[..n]);
+    key
 }
 
 /// Whether a backend works on this kernel.
@@ -169,17 +222,22 @@ impl Tracer {
         skipped: Vec<String>,
         config: &TracerConfig,
     ) -> Result<Self, Error> {
-        if !config.pids.is_empty() {
-            let mut filter: aya::maps::HashMap<_, u32, u8> = ebpf
-                .map_mut("PID_FILTER")
-                .ok_or(Error::MissingMap("PID_FILTER"))?
+        fill(&mut ebpf, "PID_FILTER", config.pids.iter().copied())?;
+        fill(&mut ebpf, "UID_FILTER", config.uids.iter().copied())?;
+        fill(
+            &mut ebpf,
+            "COMM_FILTER",
+            config.comms.iter().map(|c| comm_key(c)),
+        )?;
+        if config.follow {
+            const FORK: &str = "sched_process_fork";
+            let fork: &mut aya::programs::RawTracePoint = ebpf
+                .program_mut(FORK)
+                .ok_or(Error::MissingProgram(FORK))?
                 .try_into()
-                .map_err(|_| Error::MissingMap("PID_FILTER"))?;
-            for &pid in &config.pids {
-                filter
-                    .insert(pid, 1, 0)
-                    .map_err(|e| Error::Load(one_line(&e)))?;
-            }
+                .map_err(|e| Error::attach(FORK, e))?;
+            fork.load().map_err(|e| Error::attach(FORK, e))?;
+            fork.attach(FORK).map_err(|e| Error::attach(FORK, e))?;
         }
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(Error::MissingMap("EVENTS"))?)
             .map_err(|_| Error::MissingMap("EVENTS"))?;
@@ -222,6 +280,24 @@ impl Tracer {
     }
 }
 
+/// Puts `keys` into the hash map `name` (value 1: present).
+fn fill<K: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    keys: impl Iterator<Item = K>,
+) -> Result<(), Error> {
+    let mut map: aya::maps::HashMap<_, K, u8> = ebpf
+        .map_mut(name)
+        .ok_or(Error::MissingMap(name))?
+        .try_into()
+        .map_err(|_| Error::MissingMap(name))?;
+    for key in keys {
+        map.insert(key, 1, 0)
+            .map_err(|e| Error::Load(one_line(&e)))?;
+    }
+    Ok(())
+}
+
 /// Whether backend `kind` loads and attaches here (dropped again at once).
 fn probe_backend(
     kind: BackendKind,
@@ -256,7 +332,8 @@ fn probe_backend(
 
 fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Result<Ebpf, Error> {
     let cpus = aya::util::nr_cpus().map_err(|(what, e)| Error::Load(format!("{what}: {e}")))?;
-    let filter_pids = u32::from(!config.pids.is_empty());
+    let filters = config.filter_bits();
+    let type_mask: u32 = config.sock_type.map_or(0, |t| 1 << (t as u32));
     let self_tgid = std::process::id();
     let use_task_pt_regs = u32::from(facts.has_task_pt_regs);
     // Wake userspace once an eighth of the buffer waits; below that it drains on its timer.
@@ -265,7 +342,8 @@ fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Re
         .override_global("LAYOUT", layout, true)
         .override_global("SELF_TGID", &self_tgid, true)
         .override_global("SNAPLEN", &config.snaplen, true)
-        .override_global("FILTER_PIDS", &filter_pids, true)
+        .override_global("FILTERS", &filters, true)
+        .override_global("TYPE_MASK", &type_mask, true)
         .override_global("USE_TASK_PT_REGS", &use_task_pt_regs, true)
         .override_global("DIRECT_MAP", &facts.direct_map, true)
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
