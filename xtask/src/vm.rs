@@ -1255,7 +1255,12 @@ fn test_cell(text: &str, exit: Option<&str>, log: PathBuf) -> Cell {
         }
     }
     let summary = text.lines().any(|l| l.starts_with("test result: "));
-    let total = passed + failed.len() as u64;
+    // libtest announces `running N tests` first: the total even of a run cut short.
+    let announced = text
+        .lines()
+        .find_map(|l| l.strip_prefix("running ")?.split(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    let total = announced.max(passed + failed.len() as u64);
     let note = if exit.is_none() {
         Some("the test run was cut short")
     } else if !summary {
@@ -1484,7 +1489,40 @@ mod tests {
             panic!("not a failure");
         };
         assert_eq!((passed, total, failed), (1, 2, vec!["b".to_string()]));
-        assert!(test_cell("test a ... ok\n", None, log).failed());
+        let Cell::Fail { passed, total, .. } =
+            test_cell("running 13 tests\ntest a ... ok\n", None, log)
+        else {
+            panic!("a run cut short passed");
+        };
+        assert_eq!((passed, total), (1, 13));
+    }
+
+    #[test]
+    fn backend_statuses_decide_what_runs() {
+        let listed: Statuses = Ok(HashMap::from([
+            ("kprobe".to_string(), ("ok".to_string(), String::new())),
+            (
+                "fentry".to_string(),
+                ("error".to_string(), "EINVAL".to_string()),
+            ),
+            (
+                "tracepoint".to_string(),
+                ("unsupported".to_string(), "6.3+".to_string()),
+            ),
+        ]));
+        assert!(verdict("kprobe", Some(&listed)).is_ok());
+        assert!(matches!(verdict("fentry", Some(&listed)), Err(Cell::Error(d)) if d == "EINVAL"));
+        assert!(matches!(
+            verdict("tracepoint", Some(&listed)),
+            Err(Cell::Unsupported(_))
+        ));
+        let unavailable: Statuses = Err("no backends subcommand".into());
+        assert!(verdict("tracepoint", Some(&unavailable)).is_ok());
+        assert!(matches!(
+            verdict("kprobe", Some(&unavailable)),
+            Err(Cell::Skipped(_))
+        ));
+        assert!(matches!(verdict("kprobe", None), Err(Cell::Missing(_))));
     }
 
     #[test]
