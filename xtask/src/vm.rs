@@ -130,9 +130,9 @@ pub struct Options {
     /// about three times slower in a guest.
     #[arg(long)]
     debug: bool,
-    /// Guests run at the same time (each takes about one host CPU).
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
-    jobs: u16,
+    /// Guests run at the same time (each takes about one host CPU); default: one per host CPU.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
+    jobs: Option<u16>,
 }
 
 pub fn run(opts: &Options) -> Result<()> {
@@ -164,7 +164,10 @@ pub fn run(opts: &Options) -> Result<()> {
         kernels,
         &out,
         timeout,
-        usize::from(opts.jobs),
+        opts.jobs.map_or_else(
+            || thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            usize::from,
+        ),
     ));
     print!("{}", report(&rows, &job.backends, started.elapsed()));
     let failed = rows.iter().filter(|r| r.failed()).count();
@@ -889,7 +892,7 @@ fn run_guest(job: &Job, kernel: &Kernel, dir: &Path, timeout: Duration) -> Resul
 /// Two vCPUs on one host thread (`thread=single`): the guest is still SMP, and the capture
 /// tests ran in 67 s this way against 101 s with a host thread per vCPU (whose cross-CPU
 /// synchronisation costs more than the second thread gives), and two such guests share two
-/// host CPUs well (`--jobs 2`).
+/// host CPUs well.
 fn qemu(kernel: &Kernel, initrd: &Path, results: &Path, script: &Path) -> Result<Command> {
     for p in [results, script] {
         ensure!(
