@@ -20,9 +20,13 @@ struct Cli {
 enum Command {
     /// Install everything a fresh Debian 12 machine lacks to build and test udstrace (as root).
     Setup,
-    /// Run the whole test suite: formatting, lints, unit tests, and the integration tests that
-    /// load the real programs (as root).
-    Test,
+    /// Run the whole test suite: formatting, lints, unit tests, the integration tests that
+    /// load the real programs, then the kernel matrix (vm-test) (as root).
+    Test {
+        /// Skip the kernel matrix (a quicker loop while developing; CI runs everything).
+        #[arg(long)]
+        no_vm: bool,
+    },
     /// Capture a real conversation (curl talking HTTP to a server on a Unix socket) and show it.
     Demo,
     /// Measure what udstrace costs traced programs and what it keeps; writes docs/BENCHMARKS.md.
@@ -35,7 +39,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Setup => setup::run(),
-        Command::Test => test::run(),
+        Command::Test { no_vm } => test::run(no_vm),
         Command::Demo => demo::run(),
         Command::Bench => bench::run(),
         Command::VmTest(options) => vm::run(&options),

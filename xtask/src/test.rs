@@ -49,7 +49,7 @@ impl Tally {
     }
 }
 
-pub fn run() -> Result<()> {
+pub fn run(no_vm: bool) -> Result<()> {
     require_root("cargo xtask test")?;
     sh(cargo().args(["fmt", "--all", "--", "--check"]))?;
     sh(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
@@ -77,5 +77,9 @@ pub fn run() -> Result<()> {
         "--test-threads=1",
     ]))?;
     println!("{} passed, {} failed", tally.passed, tally.failed);
-    Ok(())
+    if no_vm {
+        return Ok(());
+    }
+    // The same capture tests on other kernels, with every backend each supports.
+    crate::vm::run(&crate::vm::Options::default())
 }

@@ -135,6 +135,21 @@ pub struct Options {
     jobs: Option<u16>,
 }
 
+impl Default for Options {
+    /// Every kernel, every backend, every test, the host row: what `cargo xtask test` runs.
+    fn default() -> Self {
+        Self {
+            kernels: Vec::new(),
+            backend: None,
+            test: None,
+            no_host: false,
+            timeout: 1500,
+            debug: false,
+            jobs: None,
+        }
+    }
+}
+
 pub fn run(opts: &Options) -> Result<()> {
     require_root("cargo xtask vm-test")?;
     let started = Instant::now();
