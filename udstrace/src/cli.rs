@@ -435,6 +435,7 @@ fn run(mut args: Args) -> Result<(), Failure> {
         // Wireshark passes empty option values as empty strings.
         args.pids.retain(|p| !p.trim().is_empty());
         args.comms.retain(|c| !c.is_empty());
+        args.uids.retain(|u| !u.trim().is_empty());
         args.paths.retain(|p| !p.is_empty());
         args.decode.retain(|d| !d.is_empty());
         args.sock_type = args.sock_type.filter(|t| !t.is_empty());

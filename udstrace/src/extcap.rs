@@ -51,6 +51,10 @@ pub fn config(out: &mut impl Write) -> std::io::Result<()> {
         "arg {number=5}{call=--backend}{display=Kernel backend}{type=selector}{group=Capture}",
         "arg {number=6}{call=--decode}{display=Decode as}{type=string}\
          {tooltip=PATH=PROTOCOL: decode sockets named PATH as http, pgsql, x11 or a port number}{group=Capture}",
+        "arg {number=7}{call=--uid}{display=User}{type=string}\
+         {tooltip=Capture only processes running as these users (names or numbers)}{group=Filter}",
+        "arg {number=8}{call=--follow}{display=Follow children}{type=boolflag}\
+         {tooltip=With process IDs: also the children they fork from now on}{group=Filter}",
     ];
     for a in args {
         writeln!(out, "{a}")?;
@@ -66,7 +70,7 @@ pub fn config(out: &mut impl Write) -> std::io::Result<()> {
         out,
         "value {{arg=5}}{{value=auto}}{{display=auto}}{{default=true}}"
     )?;
-    for b in ["tracepoint", "fentry", "kprobe"] {
+    for b in ["fentry", "kprobe", "tracepoint"] {
         writeln!(out, "value {{arg=5}}{{value={b}}}{{display={b}}}")?;
     }
     Ok(())
@@ -177,6 +181,8 @@ mod tests {
             "--snaplen",
             "--backend",
             "--decode",
+            "--uid",
+            "--follow",
         ] {
             assert!(c.contains(&format!("{{call={call}}}")), "{call}");
         }
