@@ -17,12 +17,7 @@ use crate::{
 /// size_t len)`.
 #[inline(always)]
 pub fn enter_sendmsg(sock: u64, msg: u64) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !capture::wanted((pid_tgid >> 32) as u32) {
-        return;
-    }
-    let layout = config::layout();
-    let Ok(sk) = kernel::read::<u64>(sock, layout.socket_sk) else {
+    let Some((pid_tgid, sk)) = wanted_sock(sock) else {
         return;
     };
     if nested(pid_tgid, sk, msg) {
@@ -44,12 +39,7 @@ pub fn enter_sendmsg(sock: u64, msg: u64) {
 /// size_t size, int flags)` (before 6.5: `sendfile` and `splice` to a stream socket).
 #[inline(always)]
 pub fn enter_sendpage(sock: u64, page: u64, offset: i32, size: u64) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !capture::wanted((pid_tgid >> 32) as u32) {
-        return;
-    }
-    let layout = config::layout();
-    let Ok(sk) = kernel::read::<u64>(sock, layout.socket_sk) else {
+    let Some((pid_tgid, sk)) = wanted_sock(sock) else {
         return;
     };
     let (ptr, kind) = match kernel::page_address(page) {
@@ -66,6 +56,18 @@ pub fn enter_sendpage(sock: u64, page: u64, offset: i32, size: u64) {
         nested: 0,
     };
     let _ = SEND_ENTRIES.insert(pid_tgid, entry, 0);
+}
+
+/// The current thread's pid_tgid and the `struct sock` of `sock` (a `struct socket`), when
+/// the process is one to capture.
+#[inline(always)]
+fn wanted_sock(sock: u64) -> Option<(u64, u64)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !capture::wanted((pid_tgid >> 32) as u32) {
+        return None;
+    }
+    let sk = kernel::read::<u64>(sock, config::layout().socket_sk).ok()?;
+    Some((pid_tgid, sk))
 }
 
 /// True (and counted) when this thread is already inside a hooked function for the same

@@ -136,13 +136,7 @@ pub struct Tracer {
 
 impl Tracer {
     pub fn start(config: &TracerConfig) -> Result<Self, Error> {
-        kernel::check_privileges()?;
-        kernel::check_btf()?;
-        kernel::raise_memlock();
-        let btf = crate::btf::Btf::from_file(std::path::Path::new(kernel::VMLINUX_BTF))
-            .map_err(|e| Error::Btf(e.to_string()))?;
-        let layout = layout::kernel_layout(&btf)?;
-        let facts = KernelFacts::read(btf)?;
+        let (layout, facts) = prepare()?;
         for &pid in &config.pids {
             if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
                 return Err(Error::NoSuchProcess(pid));
@@ -156,10 +150,7 @@ impl Tracer {
         let mut skipped = Vec::new();
         let mut last_log = String::new();
         for kind in candidates {
-            let Some(backend) = kind.backend() else {
-                skipped.push(format!("{kind}: not implemented in this version"));
-                continue;
-            };
+            let backend = kind.backend();
             if let Some(reason) = backend.unsupported(&facts) {
                 skipped.push(format!("{kind}: {reason}"));
                 continue;
@@ -202,13 +193,7 @@ impl Tracer {
     /// Tries every backend on this kernel, one after the other, and detaches again: what
     /// `udstrace backends` prints.
     pub fn probe_backends(config: &TracerConfig) -> Result<Vec<BackendStatus>, Error> {
-        kernel::check_privileges()?;
-        kernel::check_btf()?;
-        kernel::raise_memlock();
-        let btf = crate::btf::Btf::from_file(std::path::Path::new(kernel::VMLINUX_BTF))
-            .map_err(|e| Error::Btf(e.to_string()))?;
-        let layout = layout::kernel_layout(&btf)?;
-        let facts = KernelFacts::read(btf)?;
+        let (layout, facts) = prepare()?;
         let mut out = Vec::new();
         for kind in BackendKind::ALL {
             out.push(probe_backend(kind, config, &layout, &facts)?);
@@ -280,6 +265,18 @@ impl Tracer {
     }
 }
 
+/// What every load needs first: the privileges, the kernel's BTF, its layout and its facts.
+fn prepare() -> Result<(KernelLayout, KernelFacts), Error> {
+    kernel::check_privileges()?;
+    kernel::check_btf()?;
+    kernel::raise_memlock();
+    let btf = crate::btf::Btf::from_file(std::path::Path::new(kernel::VMLINUX_BTF))
+        .map_err(|e| Error::Btf(e.to_string()))?;
+    let layout = layout::kernel_layout(&btf)?;
+    let facts = KernelFacts::read(btf)?;
+    Ok((layout, facts))
+}
+
 /// Puts `keys` into the hash map `name` (value 1: present).
 fn fill<K: aya::Pod>(
     ebpf: &mut Ebpf,
@@ -305,12 +302,7 @@ fn probe_backend(
     layout: &KernelLayout,
     facts: &KernelFacts,
 ) -> Result<BackendStatus, Error> {
-    let Some(backend) = kind.backend() else {
-        return Ok(BackendStatus::unsupported(
-            kind,
-            "not implemented in this version",
-        ));
-    };
+    let backend = kind.backend();
     if let Some(reason) = backend.unsupported(facts) {
         return Ok(BackendStatus::unsupported(kind, &reason));
     }

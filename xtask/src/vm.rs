@@ -442,7 +442,7 @@ impl CacheLock {
         let path = Path::new(CACHE).join("lock");
         let file = fs::File::create(&path).with_context(|| path.display().to_string())?;
         // SAFETY: flock on a descriptor this function owns.
-        if unsafe { flock(file.as_raw_fd(), LOCK_EX) } != 0 {
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
             bail!(
                 "cannot lock {}: {}",
                 path.display(),
@@ -1000,7 +1000,7 @@ fn supervise(mut cmd: Command, log: &Path, timeout: Duration, label: &str) -> Re
                     duration(timeout)
                 );
                 // SAFETY: kill(2) on the process group this function started.
-                unsafe { kill(-i32::try_from(child.id())?, SIGKILL) };
+                unsafe { libc::kill(-i32::try_from(child.id())?, libc::SIGKILL) };
                 break;
             }
         }
@@ -1434,14 +1434,6 @@ fn duration(d: Duration) -> String {
     } else {
         format!("{} min {:02} s", s / 60, s % 60)
     }
-}
-
-const LOCK_EX: i32 = 2;
-const SIGKILL: i32 = 9;
-
-extern "C" {
-    fn flock(fd: i32, operation: i32) -> i32;
-    fn kill(pid: i32, sig: i32) -> i32;
 }
 
 #[cfg(test)]

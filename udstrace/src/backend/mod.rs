@@ -38,13 +38,13 @@ impl BackendKind {
         }
     }
 
-    /// The implementation, if this build has one.
+    /// The implementation.
     #[must_use]
-    pub fn backend(self) -> Option<&'static dyn AttachBackend> {
+    pub fn backend(self) -> &'static dyn AttachBackend {
         match self {
-            Self::Fentry => Some(&fentry::FentryBackend),
-            Self::Kprobe => Some(&kprobe::KprobeBackend),
-            Self::Tracepoint => Some(&tracepoint::TracepointBackend),
+            Self::Fentry => &fentry::FentryBackend,
+            Self::Kprobe => &kprobe::KprobeBackend,
+            Self::Tracepoint => &tracepoint::TracepointBackend,
         }
     }
 }
