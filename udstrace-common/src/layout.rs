@@ -30,9 +30,9 @@ pub struct KernelLayout {
     pub unix_address_name: u32,
     /// `struct pt_regs` -> `orig_ax` (the system call number).
     pub regs_syscall_nr: u32,
-    /// `struct pt_regs` -> the first four system call argument registers
-    /// (`di`, `si`, `dx`, `r10` on `x86_64`).
-    pub regs_args: [u32; 4],
+    /// `struct pt_regs` -> the six system call argument registers
+    /// (`di`, `si`, `dx`, `r10`, `r8`, `r9` on `x86_64`).
+    pub regs_args: [u32; 6],
 
     /// `struct socket` -> `sk` (`struct sock *`).
     pub socket_sk: u32,
@@ -75,6 +75,30 @@ pub struct KernelLayout {
     pub regs_size: u32,
     /// `struct task_struct` -> `tgid` (pid_t).
     pub task_tgid: u32,
+
+    /// `struct msghdr` -> `msg_name` (the kernel's copy of the destination address),
+    /// `msg_namelen` (int), `msg_control` (the kernel's copy of the control data by the time
+    /// a protocol's sendmsg runs), `msg_controllen` (size_t).
+    pub msghdr_name: u32,
+    pub msghdr_namelen: u32,
+    pub msghdr_control: u32,
+    pub msghdr_controllen: u32,
+    /// `struct task_struct` -> `files`; `struct files_struct` -> `fdt`; `struct fdtable` ->
+    /// `max_fds` (unsigned int), `fd` (`struct file **`).
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_max_fds: u32,
+    pub fdtable_fd: u32,
+    /// `struct file` -> `f_inode`, `f_path.dentry`.
+    pub file_inode: u32,
+    pub file_dentry: u32,
+    /// `struct dentry` -> `d_name.name` (`const unsigned char *`), `d_parent`.
+    pub dentry_name: u32,
+    pub dentry_parent: u32,
+    /// `struct inode` -> `i_mode` (umode_t, u16), `i_sb`; `struct super_block` -> `s_dev`.
+    pub inode_mode: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
 }
 
 impl KernelLayout {
@@ -93,7 +117,7 @@ impl KernelLayout {
         unix_address_len: 0,
         unix_address_name: 0,
         regs_syscall_nr: 0,
-        regs_args: [0; 4],
+        regs_args: [0; 6],
         socket_sk: 0,
         msghdr_iter: 0,
         iter_type: 0,
@@ -116,6 +140,21 @@ impl KernelLayout {
         thread_size: 0,
         regs_size: 0,
         task_tgid: 0,
+        msghdr_name: 0,
+        msghdr_namelen: 0,
+        msghdr_control: 0,
+        msghdr_controllen: 0,
+        task_files: 0,
+        files_fdt: 0,
+        fdtable_max_fds: 0,
+        fdtable_fd: 0,
+        file_inode: 0,
+        file_dentry: 0,
+        dentry_name: 0,
+        dentry_parent: 0,
+        inode_mode: 0,
+        inode_sb: 0,
+        sb_dev: 0,
     };
 }
 
@@ -150,4 +189,4 @@ unsafe impl aya::Pod for DirectMap {}
 // valid.
 unsafe impl aya::Pod for KernelLayout {}
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 144);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 212);

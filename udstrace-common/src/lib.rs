@@ -12,4 +12,4 @@ pub mod layout;
 pub mod record;
 
 pub use layout::{DirectMap, KernelLayout};
-pub use record::{SendRecord, SockType};
+pub use record::{AncillaryRecord, FdInfo, SendRecord, SockType};

@@ -129,3 +129,88 @@ pub const SEND_RECORD_LEN: usize = core::mem::size_of::<SendRecord>();
 
 const _: () = assert!(SEND_RECORD_LEN == 344);
 const _: () = assert!(SEND_RECORD_LEN.is_multiple_of(8));
+
+/// Record kind of an [`AncillaryRecord`].
+pub const KIND_ANCILLARY: u16 = 2;
+
+/// Bytes of a message's control data (`msg_control`) an [`AncillaryRecord`] carries; more is
+/// cut (`control_len` says how much there was).
+pub const CONTROL_MAX: usize = 512;
+
+/// Passed file descriptors (`SCM_RIGHTS`) the kernel resolves per message. The kernel accepts
+/// up to 253 (`SCM_MAX_FD`); the others are listed by number only.
+pub const FDS_MAX: usize = 16;
+
+/// Bytes of a passed file's name (its dentry's, the last path component) kept.
+pub const FD_NAME_MAX: usize = 48;
+
+/// Directories above a passed file whose names the kernel records, and their size.
+pub const FD_DIRS: usize = 4;
+pub const FD_DIR_MAX: usize = 32;
+
+/// What a descriptor passed with `SCM_RIGHTS` referred to in the sender when it was sent.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FdInfo {
+    /// The descriptor number in the sender.
+    pub fd: i32,
+    /// `i_mode` of the file's inode (type and permission bits); 0 when the descriptor could
+    /// not be resolved (not open, or the tables could not be read).
+    pub mode: u16,
+    /// Bytes used in `name`.
+    pub name_len: u16,
+    /// The file system's device number, as the kernel encodes it (`major << 20 | minor`).
+    pub dev: u32,
+    /// Entries of `dirs` filled.
+    pub depth: u8,
+    /// Non-zero when `dirs` reach the root of the file system: they are the whole path
+    /// inside it.
+    pub at_root: u8,
+    /// Explicit padding, reserved; zero.
+    pub reserved: u16,
+    /// Inode number.
+    pub ino: u64,
+    /// Name of the file's dentry: the last component of its path, `memfd:NAME` for a
+    /// memfd, `[eventfd]` and the like for anonymous inodes, empty for pipes and sockets.
+    pub name: [u8; FD_NAME_MAX],
+    /// Names of the directories above it, parent first, each NUL-terminated (cut at
+    /// `FD_DIR_MAX - 1` bytes).
+    pub dirs: [[u8; FD_DIR_MAX]; FD_DIRS],
+}
+
+/// The control data of one message (`SCM_RIGHTS`, `SCM_CREDENTIALS`, ...), sent before the
+/// message's first [`SendRecord`] by the same thread on the same socket. The raw control
+/// messages are kept as the sender wrote them; the descriptors of the first `SCM_RIGHTS`
+/// control message are resolved by the kernel program while they are still open.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct AncillaryRecord {
+    /// [`KIND_ANCILLARY`].
+    pub kind: u16,
+    /// `size_of::<AncillaryRecord>()`.
+    pub header_len: u16,
+    /// Reserved; zero.
+    pub flags: u32,
+    /// Sender's process and thread id.
+    pub pid: u32,
+    pub tid: u32,
+    /// Kernel identity of the sending socket, as in [`SendRecord::sock_id`].
+    pub sock_id: u64,
+    /// `msg_controllen`: bytes of control data the message had.
+    pub control_len: u32,
+    /// Bytes of it in `control`.
+    pub cap_len: u32,
+    /// Entries used in `fds`.
+    pub nfds: u32,
+    /// Explicit padding, reserved; zero.
+    pub reserved: u32,
+    pub fds: [FdInfo; FDS_MAX],
+    /// The control messages (`struct cmsghdr` and data, 8-byte aligned, `x86_64` ABI).
+    pub control: [u8; CONTROL_MAX],
+}
+
+/// Size of [`AncillaryRecord`] on the wire.
+pub const ANCILLARY_RECORD_LEN: usize = core::mem::size_of::<AncillaryRecord>();
+
+const _: () = assert!(core::mem::size_of::<FdInfo>() == 200);
+const _: () = assert!(ANCILLARY_RECORD_LEN == 40 + 200 * FDS_MAX + CONTROL_MAX);

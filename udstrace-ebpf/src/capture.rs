@@ -15,11 +15,12 @@ use aya_ebpf::{
 };
 use udstrace_common::{
     filter,
-    record::{flags, KIND_SEND, SEGMENT_MAX, SEND_RECORD_LEN},
+    record::{flags, KIND_SEND, PATH_MAX, SEGMENT_MAX, SEND_RECORD_LEN},
     KernelLayout, SockType,
 };
 
 use crate::{
+    ancillary::{self, Control},
     config, kernel,
     maps::{
         CopyState, Scratch, COMM_FILTER, COPY_CONTINUE, COUNTERS, COUNTER_LOST_BYTES,
@@ -109,7 +110,40 @@ pub fn wanted(tgid: u32) -> bool {
     true
 }
 
-/// Records a message of `accepted` bytes sent on socket `sk` from syscall `syscall`.
+/// The address an unconnected datagram was sent to (`sendto`, `sendmsg` with `msg_name`): a
+/// `struct sockaddr_un` of `len` bytes, in kernel or user memory.
+#[derive(Clone, Copy)]
+pub struct Dest {
+    pub ptr: u64,
+    pub len: u64,
+    pub kernel: bool,
+}
+
+impl Dest {
+    pub const NONE: Self = Self {
+        ptr: 0,
+        len: 0,
+        kernel: true,
+    };
+}
+
+/// The type of Unix socket `sk`, if it is one the capture wants (`--type`).
+#[inline(always)]
+pub fn unix_type(sk: u64, layout: &KernelLayout) -> Option<u16> {
+    let info = kernel::sock_info(sk, layout).ok()?;
+    if info.family != kernel::AF_UNIX {
+        return None;
+    }
+    let types = config::type_mask();
+    if types != 0 && types & (1 << (info.sock_type & 31)) == 0 {
+        return None;
+    }
+    Some(info.sock_type)
+}
+
+/// Records a message of `accepted` bytes sent on socket `sk` from syscall `syscall`, to
+/// `dest` when the socket has no peer, with control data `control` (or
+/// `Control::NONE` when its entry sent it already).
 /// `ctx` and `cont` (a `COPY_CONTINUE` index, or [`NO_CONTINUATION`]) let the copy go on in a
 /// tail call on kernels without `bpf_loop`.
 ///
@@ -124,23 +158,23 @@ pub fn capture_send<const LOOP: bool, C: EbpfContext>(
     accepted: i64,
     syscall: i32,
     payload: Payload,
+    dest: Dest,
+    control: Control,
     layout: &KernelLayout,
 ) -> Result<(), i64> {
-    let info = kernel::sock_info(sk, layout)?;
-    if info.family != kernel::AF_UNIX {
+    let Some(sock_type) = unix_type(sk, layout) else {
         return Ok(());
-    }
-    let types = config::type_mask();
-    if types != 0 && types & (1 << (info.sock_type & 31)) == 0 {
-        return Ok(());
-    }
-    let is_stream = info.sock_type == SockType::Stream as u16;
+    };
+    let is_stream = sock_type == SockType::Stream as u16;
     // Nothing was sent: an error (EAGAIN, EPIPE, ...) or an empty write on a byte stream.
     // An empty datagram is a real message and is kept.
     if accepted < 0 || (accepted == 0 && is_stream) {
         return Ok(());
     }
     let msg_len = accepted as u64;
+    if control.ptr != 0 {
+        ancillary::emit(sk, control);
+    }
 
     let cpu = unsafe { generated::bpf_get_smp_processor_id() };
     let scratch: *mut Scratch = SCRATCH.get_ptr_mut(cpu).ok_or(-1i64)?;
@@ -170,7 +204,7 @@ pub fn capture_send<const LOOP: bool, C: EbpfContext>(
     header.uid = uid_gid as u32;
     header.gid = (uid_gid >> 32) as u32;
     header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    header.sock_type = info.sock_type;
+    header.sock_type = sock_type;
     header.syscall = syscall;
     header.msg_len = msg_len;
     header.reserved = 0;
@@ -183,7 +217,7 @@ pub fn capture_send<const LOOP: bool, C: EbpfContext>(
     header.peer_id = peer;
     if peer == 0 {
         header.peer_ino = 0;
-        header.peer_path_len = 0;
+        header.peer_path_len = dest_path(dest, &mut header.peer_path);
     } else {
         header.peer_ino = kernel::sock_ino(peer, layout);
         header.peer_path_len = kernel::unix_path(peer, layout, &mut header.peer_path);
@@ -207,6 +241,44 @@ pub fn capture_send<const LOOP: bool, C: EbpfContext>(
 
     copy_segments::<LOOP, C>(ctx, cont, cpu, msg_len, base_offset, payload);
     Ok(())
+}
+
+/// Copies the name in the destination address `dest` (a `struct sockaddr_un`) into `dst`;
+/// returns how many bytes it holds, 0 when there is no Unix address.
+#[inline(always)]
+fn dest_path(dest: Dest, dst: &mut [u8; PATH_MAX]) -> u16 {
+    // sun_family (u16) and at least one byte of name.
+    if dest.ptr == 0 || dest.len <= 2 {
+        return 0;
+    }
+    let family: Result<u16, i64> = if dest.kernel {
+        kernel::read(dest.ptr, 0)
+    } else {
+        // SAFETY: user memory read through the checking helper.
+        unsafe { bpf_probe_read_user(dest.ptr as *const u16) }.map_err(i64::from)
+    };
+    if family != Ok(kernel::AF_UNIX) {
+        return 0;
+    }
+    let mut n = dest.len - 2;
+    if n > PATH_MAX as u64 {
+        n = PATH_MAX as u64;
+    }
+    // SAFETY: dst is PATH_MAX bytes and n <= PATH_MAX; the helpers check the source.
+    let rc = unsafe {
+        let to = dst.as_mut_ptr().cast::<c_void>();
+        let from = (dest.ptr + 2) as *const c_void;
+        if dest.kernel {
+            generated::bpf_probe_read_kernel(to, n as u32, from)
+        } else {
+            generated::bpf_probe_read_user(to, n as u32, from)
+        }
+    };
+    if rc == 0 {
+        n as u16
+    } else {
+        0
+    }
 }
 
 /// Copies the message's payload into records, one per segment, and sends them.
@@ -527,7 +599,7 @@ fn emit(
 }
 
 #[inline(always)]
-fn count(index: u32, n: u64) {
+pub fn count(index: u32, n: u64) {
     if let Some(p) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: a map value, shared between CPUs: updated atomically.
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, n) };

@@ -17,7 +17,7 @@ pub fn read<T>(base: u64, offset: u32) -> Result<T, i64> {
     unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T).map_err(i64::from) }
 }
 
-/// Type, family, inode and unix_sock fields of a socket.
+/// Family and type of a socket.
 pub struct SockInfo {
     pub family: u16,
     pub sock_type: u16,

@@ -8,6 +8,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod ancillary;
 mod capture;
 mod config;
 mod kernel;

@@ -71,6 +71,11 @@ pub struct SendEntry {
     /// Calls of a hooked function made by another hooked function on the same message
     /// (`unix_seqpacket_sendmsg` calls `unix_dgram_sendmsg`): only the outer one records.
     pub nested: u32,
+    /// `msg_name` and `msg_namelen`: the destination address, for a socket without peer.
+    pub name: u64,
+    pub name_len: i32,
+    /// Explicit padding.
+    pub reserved: u32,
 }
 
 /// Per thread (pid_tgid) inside a hooked send function: what its entry saw.

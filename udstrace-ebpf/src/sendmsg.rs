@@ -8,7 +8,8 @@
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, EbpfContext};
 
 use crate::{
-    capture::{self, Payload, SEG_BVEC, SEG_IOVEC, SEG_KBUF, SEG_KVEC, SEG_NONE, SEG_UBUF},
+    ancillary::{self, Control},
+    capture::{self, Dest, Payload, SEG_BVEC, SEG_IOVEC, SEG_KBUF, SEG_KVEC, SEG_NONE, SEG_UBUF},
     config, kernel,
     maps::{SendEntry, SEND_ENTRIES},
 };
@@ -23,7 +24,8 @@ pub fn enter_sendmsg(sock: u64, msg: u64) {
     if nested(pid_tgid, sk, msg) {
         return;
     }
-    let entry = iter_entry(sk, msg).unwrap_or(SendEntry {
+    let layout = config::layout();
+    let mut entry = iter_entry(sk, msg).unwrap_or(SendEntry {
         sk,
         msg,
         ptr: 0,
@@ -31,8 +33,23 @@ pub fn enter_sendmsg(sock: u64, msg: u64) {
         skip: 0,
         kind: SEG_NONE,
         nested: 0,
+        name: 0,
+        name_len: 0,
+        reserved: 0,
     });
+    // The destination of an unconnected datagram, and the control data: the kernel's copies
+    // (made by the system call before the protocol's sendmsg runs), alive until it returns.
+    entry.name = kernel::read(msg, layout.msghdr_name).unwrap_or(0);
+    entry.name_len = kernel::read(msg, layout.msghdr_namelen).unwrap_or(0);
     let _ = SEND_ENTRIES.insert(pid_tgid, entry, 0);
+    let control = Control {
+        ptr: kernel::read(msg, layout.msghdr_control).unwrap_or(0),
+        len: kernel::read(msg, layout.msghdr_controllen).unwrap_or(0),
+        kernel: true,
+    };
+    if control.ptr != 0 && capture::unix_type(sk, layout).is_some() {
+        ancillary::emit(sk, control);
+    }
 }
 
 /// Entry of `unix_stream_sendpage(struct socket *socket, struct page *page, int offset,
@@ -54,6 +71,9 @@ pub fn enter_sendpage(sock: u64, page: u64, offset: i32, size: u64) {
         skip: 0,
         kind,
         nested: 0,
+        name: 0,
+        name_len: 0,
+        reserved: 0,
     };
     let _ = SEND_ENTRIES.insert(pid_tgid, entry, 0);
 }
@@ -122,6 +142,9 @@ fn iter_entry(sk: u64, msg: u64) -> Result<SendEntry, i64> {
         skip,
         kind,
         nested: 0,
+        name: 0,
+        name_len: 0,
+        reserved: 0,
     })
 }
 
@@ -169,6 +192,12 @@ pub fn exit<const LOOP: bool, C: EbpfContext>(ctx: &C, cont: u32, ret: i64) {
         ret,
         syscall as i32,
         payload,
+        Dest {
+            ptr: entry.name,
+            len: u64::from(entry.name_len.cast_unsigned()),
+            kernel: true,
+        },
+        Control::NONE,
         config::layout(),
     );
 }

@@ -20,12 +20,13 @@ use crate::{
     clock::WallClock,
     decode::Decoders,
     error::Error,
+    fds,
     filter::Filter,
-    meta::PacketView,
+    meta::{write_ancillary, PacketView},
     packet::{packets, port, write_headers, Flow, MAX_HEADER_LEN},
     pcapng::{CaptureInfo, Stats, DIRECTION_OUTBOUND},
     peers::PeerResolver,
-    record::SendSegment,
+    record::{Ancillary, Record, SendSegment},
     sink::{self, Packet, Sink},
     text::PayloadStyle,
     tracer::{Tracer, TracerConfig},
@@ -36,6 +37,10 @@ const BATCH: usize = 4096;
 
 /// Sockets remembered for ACK numbers and peer inodes before the tables are emptied.
 const MAX_TRACKED_SOCKETS: usize = 1 << 18;
+
+/// Threads with control data waiting for their message before the table is emptied (each
+/// entry is normally taken by the record that follows it at once).
+const MAX_PENDING_ANCILLARY: usize = 4096;
 
 /// How often the ring buffer is drained without a wakeup from the kernel (which wakes
 /// userspace only when an eighth of the buffer is waiting).
@@ -89,6 +94,12 @@ pub struct Packetizer {
     filter: Filter,
     /// Who holds each peer socket.
     peers: PeerResolver,
+    /// Per thread: the control data of the next message it sends (see `ancillary`).
+    pending: HashMap<u32, Ancillary>,
+    /// The comment keys of the current message's control data.
+    ancillary: String,
+    /// Where the senders' descriptor tables are (`/proc`).
+    proc: PathBuf,
     reported_lost: u64,
     headers: [u8; MAX_HEADER_LEN],
     pub packets: u64,
@@ -110,6 +121,9 @@ impl Packetizer {
             decoders: Decoders::new(&[]).expect("the built-in rules parse"),
             filter: Filter::default(),
             peers: PeerResolver::default(),
+            pending: HashMap::new(),
+            ancillary: String::new(),
+            proc: PathBuf::from("/proc"),
             reported_lost: 0,
             headers: [0; MAX_HEADER_LEN],
             packets: 0,
@@ -153,6 +167,15 @@ impl Packetizer {
         self.limit.is_some_and(|l| self.packets >= l)
     }
 
+    /// Keeps a message's control data until the thread's message arrives: the record comes
+    /// first from the same thread. An earlier one still waiting was a failed send's.
+    pub fn ancillary(&mut self, a: Ancillary) {
+        if self.pending.len() > MAX_PENDING_ANCILLARY {
+            self.pending.clear();
+        }
+        self.pending.insert(a.tid, a);
+    }
+
     /// Writes the packets of one record to `sink`.
     pub fn record(&mut self, seg: &SendSegment<'_>, sink: &mut dyn Sink) -> io::Result<()> {
         // The tables grow by one entry per socket ever seen: bound them on long captures.
@@ -162,6 +185,23 @@ impl Packetizer {
             self.sockets.clear();
             self.next_offset.clear();
             self.ports.clear();
+        }
+        let mut seg = *seg;
+        if seg.peer_id == 0 && seg.peer_ino == 0 && !seg.peer_path.is_empty() {
+            // An unconnected datagram: the socket bound to the address it was sent to.
+            seg.peer_ino = self.peers.bound(seg.peer_path);
+        }
+        let seg = &seg;
+        self.ancillary.clear();
+        if seg.seg_offset == 0 {
+            if let Some(a) = self.pending.remove(&seg.tid) {
+                if a.sock_id == seg.sock_id {
+                    let proc = &self.proc;
+                    write_ancillary(&mut self.ancillary, &a, &mut |fd| {
+                        fds::describe(proc, a.pid, fd)
+                    });
+                }
+            }
         }
         let src_id = self.identity(seg.sock_id, seg.sock_ino);
         let dst_id = self.identity(seg.peer_id, seg.peer_ino);
@@ -186,7 +226,7 @@ impl Packetizer {
             None
         };
         let peers = self.peers.holders(seg.peer_ino);
-        for pkt in packets(seg) {
+        for (index, pkt) in packets(seg).enumerate() {
             if self.limit.is_some_and(|l| self.packets >= l) {
                 break;
             }
@@ -194,7 +234,13 @@ impl Packetizer {
             let drops = seg.lost_segments.saturating_sub(self.reported_lost);
             self.reported_lost = self.reported_lost.max(seg.lost_segments);
             sink.packet(&Packet {
-                view: PacketView::new(seg, &pkt, ts_ns, peers),
+                view: PacketView::new(
+                    seg,
+                    &pkt,
+                    ts_ns,
+                    peers,
+                    if index == 0 { &self.ancillary } else { "" },
+                ),
                 headers: &self.headers[..header_len],
                 direction: DIRECTION_OUTBOUND,
                 drops,
@@ -466,8 +512,12 @@ fn handle(
     sink: &mut dyn Sink,
     summary: &mut Summary,
 ) -> io::Result<()> {
-    match SendSegment::try_from(item) {
-        Ok(seg) => packetizer.record(&seg, sink),
+    match Record::try_from(item) {
+        Ok(Record::Send(seg)) => packetizer.record(&seg, sink),
+        Ok(Record::Ancillary(a)) => {
+            packetizer.ancillary(a);
+            Ok(())
+        }
         Err(e) => {
             if summary.malformed == 0 {
                 eprintln!("udstrace: skipping a malformed record: {e}");

@@ -62,6 +62,8 @@ pub fn kernel_layout(btf: &Btf) -> Result<KernelLayout, LayoutError> {
             off("pt_regs", "si")?,
             off("pt_regs", "dx")?,
             off("pt_regs", "r10")?,
+            off("pt_regs", "r8")?,
+            off("pt_regs", "r9")?,
         ],
         socket_sk: off("socket", "sk")?,
         msghdr_iter: off("msghdr", "msg_iter")?,
@@ -85,6 +87,21 @@ pub fn kernel_layout(btf: &Btf) -> Result<KernelLayout, LayoutError> {
         thread_size,
         regs_size: struct_size("pt_regs")?,
         task_tgid: off("task_struct", "tgid")?,
+        msghdr_name: off("msghdr", "msg_name")?,
+        msghdr_namelen: off("msghdr", "msg_namelen")?,
+        msghdr_control: off("msghdr", "msg_control")?,
+        msghdr_controllen: off("msghdr", "msg_controllen")?,
+        task_files: off("task_struct", "files")?,
+        files_fdt: off("files_struct", "fdt")?,
+        fdtable_max_fds: off("fdtable", "max_fds")?,
+        fdtable_fd: off("fdtable", "fd")?,
+        file_inode: off("file", "f_inode")?,
+        file_dentry: off("file", "f_path.dentry")?,
+        dentry_name: off("dentry", "d_name.name")?,
+        dentry_parent: off("dentry", "d_parent")?,
+        inode_mode: off("inode", "i_mode")?,
+        inode_sb: off("inode", "i_sb")?,
+        sb_dev: off("super_block", "s_dev")?,
     })
 }
 
@@ -168,7 +185,9 @@ mod tests {
         let l = kernel_layout(&btf).unwrap();
         // x86_64 struct pt_regs is ABI: orig_ax is the 16th 8-byte slot, di the 15th.
         assert_eq!(l.regs_syscall_nr, 15 * 8);
-        assert_eq!(l.regs_args, [14 * 8, 13 * 8, 12 * 8, 7 * 8]);
+        assert_eq!(l.regs_args, [14 * 8, 13 * 8, 12 * 8, 7 * 8, 9 * 8, 8 * 8]);
+        // The userspace ABI's struct msghdr starts with msg_name too.
+        assert_eq!(l.msghdr_name, 0);
         // __sk_common comes first in struct sock.
         assert!(l.sock_family < 32);
         assert!(l.unix_peer > l.unix_addr);

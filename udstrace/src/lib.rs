@@ -13,6 +13,7 @@ pub mod clock;
 pub mod decode;
 pub mod error;
 pub mod extcap;
+pub mod fds;
 pub mod filter;
 #[cfg(test)]
 mod golden;

@@ -6,7 +6,11 @@ use std::fmt::Write as _;
 
 use udstrace_common::{record::flags, SockType};
 
-use crate::{packet::SegmentPacket, record::SendSegment, sockets::Holder};
+use crate::{
+    packet::SegmentPacket,
+    record::{control_messages, Ancillary, ControlMessage, PassedFd, SendSegment},
+    sockets::Holder,
+};
 
 /// Everything the text view and the comment show about one packet, borrowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +37,10 @@ pub struct PacketView<'a> {
     pub payload: &'a [u8],
     /// Why the payload is shorter than `orig_len`, if it is.
     pub cut: Option<Cut>,
+    /// The message's control data as comment keys (`fds=`, `cred_pid=`, ...; see
+    /// [`write_ancillary`]), each preceded by a space; empty when it had none or this is not
+    /// the message's first packet.
+    pub ancillary: &'a str,
 }
 
 /// Why a packet carries fewer payload bytes than were sent.
@@ -87,6 +95,7 @@ impl<'a> PacketView<'a> {
         packet: &SegmentPacket<'a>,
         ts_ns: u64,
         peers: &'a [Holder],
+        ancillary: &'a str,
     ) -> Self {
         let short = packet.payload.len() < packet.orig_len as usize;
         Self {
@@ -112,7 +121,57 @@ impl<'a> PacketView<'a> {
             } else {
                 None
             },
+            ancillary,
         }
+    }
+}
+
+/// Keys of the comment that describe control data, kept as they are by `-r`.
+const ANCILLARY_KEYS: [&str; 6] = ["fds", "cred_pid", "cred_uid", "cred_gid", "cmsg", "control"];
+
+/// Writes the comment keys of a message's control data, each preceded by a space:
+/// `fds=FD:WHAT,...` for `SCM_RIGHTS` (`WHAT` from `what`, or `?` for a descriptor the
+/// kernel program did not resolve), `cred_pid=`, `cred_uid=`, `cred_gid=` for
+/// `SCM_CREDENTIALS`, `cmsg=LEVEL:TYPE:LEN,...` for any other control message, and
+/// `control=cut:N` when the control data was longer than what was kept (`N` bytes).
+pub fn write_ancillary(out: &mut String, a: &Ancillary, what: &mut dyn FnMut(&PassedFd) -> String) {
+    let mut fds = Vec::new();
+    let mut others = Vec::new();
+    let mut resolved = a.fds.iter();
+    for m in control_messages(&a.control) {
+        match m {
+            ControlMessage::Rights(list) => {
+                for fd in list {
+                    // The kernel resolved the first SCM_RIGHTS message's descriptors, in order.
+                    let desc = match resolved.next() {
+                        Some(p) if p.fd == fd && p.mode != 0 => what(p),
+                        _ => "?".to_string(),
+                    };
+                    fds.push((fd, desc));
+                }
+                resolved = [].iter();
+            }
+            ControlMessage::Credentials { pid, uid, gid } => {
+                let _ = write!(out, " cred_pid={pid} cred_uid={uid} cred_gid={gid}");
+            }
+            ControlMessage::Other { level, kind, len } => others.push((level, kind, len)),
+        }
+    }
+    if !fds.is_empty() {
+        out.push_str(" fds=");
+        for (i, (fd, desc)) in fds.iter().enumerate() {
+            let _ = write!(out, "{}{fd}:", if i == 0 { "" } else { "," });
+            escape_with(out, desc.as_bytes(), false, b"\\=, ");
+        }
+    }
+    if !others.is_empty() {
+        out.push_str(" cmsg=");
+        for (i, (level, kind, len)) in others.iter().enumerate() {
+            let _ = write!(out, "{}{level}:{kind}:{len}", if i == 0 { "" } else { "," });
+        }
+    }
+    if a.control_len as usize > a.control.len() {
+        let _ = write!(out, " control=cut:{}", a.control.len());
     }
 }
 
@@ -245,6 +304,7 @@ pub fn write_comment(out: &mut String, v: &PacketView<'_>) {
     if let Some(cut) = v.cut {
         let _ = write!(out, " payload={}", cut.name());
     }
+    out.push_str(v.ancillary);
 }
 
 /// Metadata parsed back from a comment, owning its byte strings.
@@ -266,6 +326,8 @@ pub struct ParsedMeta {
     pub msg_len: u64,
     pub seg_offset: u64,
     pub cut: Option<Cut>,
+    /// The control data keys, as written (see [`write_ancillary`]).
+    pub ancillary: String,
 }
 
 /// Why a comment is not udstrace metadata.
@@ -293,6 +355,7 @@ impl std::str::FromStr for ParsedMeta {
             msg_len: 0,
             seg_offset: 0,
             cut: None,
+            ancillary: String::new(),
         };
         let mut seen_type = false;
         for pair in s.split(' ').filter(|p| !p.is_empty()) {
@@ -352,6 +415,10 @@ impl std::str::FromStr for ParsedMeta {
                 "msg_len" => m.msg_len = num(v)?,
                 "seg_offset" => m.seg_offset = num(v)?,
                 "payload" => m.cut = Cut::parse(v),
+                k if ANCILLARY_KEYS.contains(&k) => {
+                    m.ancillary.push(' ');
+                    m.ancillary.push_str(pair);
+                }
                 // Keys added by later versions are skipped.
                 _ => {}
             }
@@ -387,6 +454,7 @@ mod tests {
             orig_len: 100,
             payload,
             cut: Some(Cut::Snaplen),
+            ancillary: "",
         }
     }
 

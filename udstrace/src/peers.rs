@@ -16,6 +16,10 @@ pub struct PeerResolver {
     holders: HashMap<u64, Vec<Holder>>,
     scanned: Option<Instant>,
     scan: fn() -> HashMap<u64, Vec<Holder>>,
+    /// Bound name -> socket inode.
+    names: HashMap<Vec<u8>, u64>,
+    names_scanned: Option<Instant>,
+    scan_names: fn() -> HashMap<Vec<u8>, u64>,
 }
 
 impl Default for PeerResolver {
@@ -24,6 +28,9 @@ impl Default for PeerResolver {
             holders: HashMap::new(),
             scanned: None,
             scan: sockets::holders,
+            names: HashMap::new(),
+            names_scanned: None,
+            scan_names: sockets::bound_names,
         }
     }
 }
@@ -33,9 +40,8 @@ impl PeerResolver {
     #[must_use]
     pub fn with_scan(scan: fn() -> HashMap<u64, Vec<Holder>>) -> Self {
         Self {
-            holders: HashMap::new(),
-            scanned: None,
             scan,
+            ..Self::default()
         }
     }
 
@@ -52,6 +58,20 @@ impl PeerResolver {
             self.scanned = Some(Instant::now());
         }
         self.holders.get(&ino).map_or(&[], Vec::as_slice)
+    }
+
+    /// The inode of the socket bound to `name` (a `sun_path`, abstract names with their
+    /// leading NUL), 0 when none is; rescanned like `holders`.
+    pub fn bound(&mut self, name: &[u8]) -> u64 {
+        if !self.names.contains_key(name)
+            && self
+                .names_scanned
+                .is_none_or(|t| t.elapsed() >= RESCAN_INTERVAL)
+        {
+            self.names = (self.scan_names)();
+            self.names_scanned = Some(Instant::now());
+        }
+        self.names.get(name).copied().unwrap_or(0)
     }
 }
 

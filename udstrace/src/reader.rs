@@ -95,6 +95,7 @@ pub fn read(path: &Path, style: PayloadStyle, count: Option<u64>) -> Result<u64,
                     orig_len: epb.original_len.saturating_sub(header_len as u32),
                     payload,
                     cut: meta.cut,
+                    ancillary: &meta.ancillary,
                 };
                 line.clear();
                 write_packet(&mut line, &view, style);

@@ -1,6 +1,7 @@
 //! Decoding of the records the kernel programs write: the one place that reads kernel bytes.
 //!
-//! A record is a [`udstrace_common::SendRecord`] header followed by payload. Nothing here
+//! A record is a [`udstrace_common::SendRecord`] header followed by payload, or an
+//! [`udstrace_common::AncillaryRecord`] (a message's control data). Nothing here
 //! trusts the bytes: every length is checked against the buffer and the format's limits, and
 //! a malformed record is an error value, never a panic. Fields are read one by one at their
 //! `offset_of!` position, so the decoder needs no alignment and no `unsafe`.
@@ -8,8 +9,11 @@
 use std::mem::offset_of;
 
 use udstrace_common::{
-    record::{flags, COMM_LEN, KIND_SEND, PATH_MAX, SEGMENT_MAX, SEND_RECORD_LEN},
-    SendRecord, SockType,
+    record::{
+        flags, ANCILLARY_RECORD_LEN, COMM_LEN, CONTROL_MAX, FDS_MAX, FD_DIRS, FD_DIR_MAX,
+        FD_NAME_MAX, KIND_ANCILLARY, KIND_SEND, PATH_MAX, SEGMENT_MAX, SEND_RECORD_LEN,
+    },
+    AncillaryRecord, FdInfo, SendRecord, SockType,
 };
 
 /// Why a record could not be decoded.
@@ -33,6 +37,8 @@ pub enum DecodeError {
     PathLen(u16),
     #[error("unknown socket type {0}")]
     SockType(u16),
+    #[error("{0} passed descriptors exceed {FDS_MAX}")]
+    Fds(u32),
 }
 
 /// One decoded record: a segment of a message sent on a Unix socket, borrowing its bytes.
@@ -174,6 +180,179 @@ impl<'a> TryFrom<&'a [u8]> for SendSegment<'a> {
             )?,
             payload: &body[..cap_len as usize],
         })
+    }
+}
+
+/// A passed descriptor (`SCM_RIGHTS`) as the kernel program resolved it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassedFd {
+    /// The descriptor number in the sender.
+    pub fd: i32,
+    /// `i_mode` of the file (type and permissions); 0 when the kernel could not resolve it.
+    pub mode: u16,
+    /// Device of the file system (`st_dev` split as major, minor).
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    pub ino: u64,
+    /// The file's dentry name (last path component; empty for pipes and sockets).
+    pub name: Vec<u8>,
+    /// The directories above it, parent first.
+    pub dirs: Vec<Vec<u8>>,
+    /// `dirs` reach the root of the file system.
+    pub at_root: bool,
+}
+
+/// A decoded [`AncillaryRecord`]: the control data of the next message the thread sends on
+/// the socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ancillary {
+    pub pid: u32,
+    pub tid: u32,
+    pub sock_id: u64,
+    /// Bytes of control data the message had (`control` may hold fewer).
+    pub control_len: u32,
+    pub control: Vec<u8>,
+    pub fds: Vec<PassedFd>,
+}
+
+/// One control message of a message's control data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlMessage {
+    /// `SCM_RIGHTS`: descriptor numbers in the sender.
+    Rights(Vec<i32>),
+    /// `SCM_CREDENTIALS`: `struct ucred`.
+    Credentials { pid: i32, uid: u32, gid: u32 },
+    /// Anything else, by level, type and data length.
+    Other { level: i32, kind: i32, len: usize },
+}
+
+/// `struct cmsghdr` (`x86_64`): `size_t cmsg_len; int cmsg_level; int cmsg_type;`.
+const CMSG_HDR: usize = 16;
+const SOL_SOCKET: i32 = 1;
+const SCM_RIGHTS: i32 = 1;
+const SCM_CREDENTIALS: i32 = 2;
+
+/// The control messages in `control` (as `CMSG_FIRSTHDR`/`CMSG_NXTHDR` walk them); stops
+/// at the first header that does not fit, so cut control data gives the messages before the
+/// cut.
+#[must_use]
+pub fn control_messages(control: &[u8]) -> Vec<ControlMessage> {
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    while off + CMSG_HDR <= control.len() {
+        let len = u64_at(control, off);
+        let Ok(len) = usize::try_from(len) else {
+            break;
+        };
+        if len < CMSG_HDR || len > control.len() - off {
+            break;
+        }
+        let level = u32_at(control, off + 8).cast_signed();
+        let kind = u32_at(control, off + 12).cast_signed();
+        let data = &control[off + CMSG_HDR..off + len];
+        out.push(match (level, kind) {
+            (SOL_SOCKET, SCM_RIGHTS) => ControlMessage::Rights(
+                data.chunks_exact(4)
+                    .map(|c| u32_at(c, 0).cast_signed())
+                    .collect(),
+            ),
+            (SOL_SOCKET, SCM_CREDENTIALS) if data.len() >= 12 => ControlMessage::Credentials {
+                pid: u32_at(data, 0).cast_signed(),
+                uid: u32_at(data, 4),
+                gid: u32_at(data, 8),
+            },
+            _ => ControlMessage::Other {
+                level,
+                kind,
+                len: data.len(),
+            },
+        });
+        off += len.div_ceil(8) * 8;
+    }
+    out
+}
+
+impl TryFrom<&[u8]> for Ancillary {
+    type Error = DecodeError;
+
+    fn try_from(b: &[u8]) -> Result<Self, DecodeError> {
+        if b.len() < ANCILLARY_RECORD_LEN {
+            return Err(DecodeError::Short(b.len()));
+        }
+        let kind = u16_at(b, offset_of!(AncillaryRecord, kind));
+        if kind != KIND_ANCILLARY {
+            return Err(DecodeError::Kind(kind));
+        }
+        let header_len = u16_at(b, offset_of!(AncillaryRecord, header_len));
+        if usize::from(header_len) < ANCILLARY_RECORD_LEN {
+            return Err(DecodeError::HeaderLen(header_len));
+        }
+        let cap_len = u32_at(b, offset_of!(AncillaryRecord, cap_len));
+        if cap_len as usize > CONTROL_MAX {
+            return Err(DecodeError::Payload {
+                cap_len,
+                available: CONTROL_MAX,
+            });
+        }
+        let nfds = u32_at(b, offset_of!(AncillaryRecord, nfds));
+        if nfds as usize > FDS_MAX {
+            return Err(DecodeError::Fds(nfds));
+        }
+        let fds = (0..nfds as usize)
+            .map(|i| {
+                let at = offset_of!(AncillaryRecord, fds) + i * size_of::<FdInfo>();
+                let name_len = usize::from(u16_at(b, at + offset_of!(FdInfo, name_len)));
+                let name_at = at + offset_of!(FdInfo, name);
+                let dev = u32_at(b, at + offset_of!(FdInfo, dev));
+                PassedFd {
+                    fd: u32_at(b, at + offset_of!(FdInfo, fd)).cast_signed(),
+                    mode: u16_at(b, at + offset_of!(FdInfo, mode)),
+                    // The kernel's internal dev_t: 12 bits of major, 20 of minor.
+                    dev_major: dev >> 20,
+                    dev_minor: dev & 0xf_ffff,
+                    ino: u64_at(b, at + offset_of!(FdInfo, ino)),
+                    name: b[name_at..name_at + name_len.min(FD_NAME_MAX)].to_vec(),
+                    dirs: (0..usize::from(b[at + offset_of!(FdInfo, depth)]).min(FD_DIRS))
+                        .map(|k| {
+                            let d = at + offset_of!(FdInfo, dirs) + k * FD_DIR_MAX;
+                            trim_nul(&b[d..d + FD_DIR_MAX]).to_vec()
+                        })
+                        .collect(),
+                    at_root: b[at + offset_of!(FdInfo, at_root)] != 0,
+                }
+            })
+            .collect();
+        let control_at = offset_of!(AncillaryRecord, control);
+        Ok(Ancillary {
+            pid: u32_at(b, offset_of!(AncillaryRecord, pid)),
+            tid: u32_at(b, offset_of!(AncillaryRecord, tid)),
+            sock_id: u64_at(b, offset_of!(AncillaryRecord, sock_id)),
+            control_len: u32_at(b, offset_of!(AncillaryRecord, control_len)),
+            control: b[control_at..control_at + cap_len as usize].to_vec(),
+            fds,
+        })
+    }
+}
+
+/// A decoded ring-buffer record of either kind.
+#[derive(Debug)]
+pub enum Record<'a> {
+    Send(SendSegment<'a>),
+    Ancillary(Ancillary),
+}
+
+impl<'a> TryFrom<&'a [u8]> for Record<'a> {
+    type Error = DecodeError;
+
+    fn try_from(b: &'a [u8]) -> Result<Self, DecodeError> {
+        if b.len() < 2 {
+            return Err(DecodeError::Short(b.len()));
+        }
+        if u16_at(b, 0) == KIND_ANCILLARY {
+            Ancillary::try_from(b).map(Record::Ancillary)
+        } else {
+            SendSegment::try_from(b).map(Record::Send)
+        }
     }
 }
 
@@ -426,5 +605,139 @@ mod tests {
         .encode();
         let s = SendSegment::try_from(bytes.as_slice()).unwrap();
         assert_eq!(s.seg_len(), 10);
+    }
+
+    /// Control data as `sendmsg` callers build it: a `cmsghdr` and its data, padded to 8.
+    fn cmsg(level: i32, kind: i32, data: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&(16 + data.len() as u64).to_ne_bytes());
+        b.extend_from_slice(&level.to_ne_bytes());
+        b.extend_from_slice(&kind.to_ne_bytes());
+        b.extend_from_slice(data);
+        b.resize(b.len().div_ceil(8) * 8, 0);
+        b
+    }
+
+    #[test]
+    fn control_messages_rights_credentials_other_and_cuts() {
+        let fds: Vec<u8> = [3i32, 7, 9].iter().flat_map(|f| f.to_ne_bytes()).collect();
+        let cred: Vec<u8> = [1234u32, 1000, 100]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        let mut control = cmsg(1, 1, &fds);
+        control.extend(cmsg(1, 2, &cred));
+        control.extend(cmsg(41, 50, &[1, 2, 3, 4, 5]));
+        assert_eq!(
+            control_messages(&control),
+            vec![
+                ControlMessage::Rights(vec![3, 7, 9]),
+                ControlMessage::Credentials {
+                    pid: 1234,
+                    uid: 1000,
+                    gid: 100
+                },
+                ControlMessage::Other {
+                    level: 41,
+                    kind: 50,
+                    len: 5
+                },
+            ]
+        );
+        // Cut inside the second message: only the first one.
+        assert_eq!(
+            control_messages(&control[..40]),
+            vec![ControlMessage::Rights(vec![3, 7, 9])]
+        );
+        // A header claiming less than itself ends the walk.
+        let mut bad = control.clone();
+        bad[..8].copy_from_slice(&8u64.to_ne_bytes());
+        assert!(control_messages(&bad).is_empty());
+        assert!(control_messages(&[]).is_empty());
+    }
+
+    fn ancillary_bytes(nfds: u32, cap_len: u32) -> Vec<u8> {
+        let mut b = vec![0u8; ANCILLARY_RECORD_LEN];
+        let mut put = |off: usize, v: &[u8]| b[off..off + v.len()].copy_from_slice(v);
+        put(
+            offset_of!(AncillaryRecord, kind),
+            &KIND_ANCILLARY.to_ne_bytes(),
+        );
+        put(
+            offset_of!(AncillaryRecord, header_len),
+            &(ANCILLARY_RECORD_LEN as u16).to_ne_bytes(),
+        );
+        put(offset_of!(AncillaryRecord, pid), &10u32.to_ne_bytes());
+        put(offset_of!(AncillaryRecord, tid), &11u32.to_ne_bytes());
+        put(
+            offset_of!(AncillaryRecord, sock_id),
+            &0xabcdu64.to_ne_bytes(),
+        );
+        put(
+            offset_of!(AncillaryRecord, control_len),
+            &600u32.to_ne_bytes(),
+        );
+        put(offset_of!(AncillaryRecord, cap_len), &cap_len.to_ne_bytes());
+        put(offset_of!(AncillaryRecord, nfds), &nfds.to_ne_bytes());
+        let fd0 = offset_of!(AncillaryRecord, fds);
+        put(fd0 + offset_of!(FdInfo, fd), &5i32.to_ne_bytes());
+        put(fd0 + offset_of!(FdInfo, mode), &0o100_644u16.to_ne_bytes());
+        put(fd0 + offset_of!(FdInfo, name_len), &4u16.to_ne_bytes());
+        put(
+            fd0 + offset_of!(FdInfo, dev),
+            &((8u32 << 20) | 3).to_ne_bytes(),
+        );
+        put(fd0 + offset_of!(FdInfo, ino), &777u64.to_ne_bytes());
+        put(fd0 + offset_of!(FdInfo, name), b"x.db");
+        put(fd0 + offset_of!(FdInfo, depth), &[2]);
+        put(fd0 + offset_of!(FdInfo, at_root), &[1]);
+        put(fd0 + offset_of!(FdInfo, dirs), b"data\0");
+        put(fd0 + offset_of!(FdInfo, dirs) + FD_DIR_MAX, b"var\0");
+        put(offset_of!(AncillaryRecord, control), &[9; CONTROL_MAX]);
+        b
+    }
+
+    #[test]
+    fn decodes_ancillary_records() {
+        let bytes = ancillary_bytes(1, 512);
+        let Ok(Record::Ancillary(a)) = Record::try_from(bytes.as_slice()) else {
+            panic!("not an ancillary record");
+        };
+        assert_eq!(
+            (a.pid, a.tid, a.sock_id, a.control_len),
+            (10, 11, 0xabcd, 600)
+        );
+        assert_eq!(a.control.len(), 512);
+        assert_eq!(
+            a.fds,
+            vec![PassedFd {
+                fd: 5,
+                mode: 0o100_644,
+                dev_major: 8,
+                dev_minor: 3,
+                ino: 777,
+                name: b"x.db".to_vec(),
+                dirs: vec![b"data".to_vec(), b"var".to_vec()],
+                at_root: true,
+            }]
+        );
+        assert_eq!(
+            Ancillary::try_from(&bytes[..100]),
+            Err(DecodeError::Short(100))
+        );
+        assert_eq!(
+            Ancillary::try_from(ancillary_bytes(17, 0).as_slice()),
+            Err(DecodeError::Fds(17))
+        );
+        assert!(matches!(
+            Ancillary::try_from(ancillary_bytes(0, 513).as_slice()),
+            Err(DecodeError::Payload { cap_len: 513, .. })
+        ));
+        // A send record still decodes through Record.
+        let send = RawRecord::default().encode();
+        assert!(matches!(
+            Record::try_from(send.as_slice()),
+            Ok(Record::Send(_))
+        ));
     }
 }

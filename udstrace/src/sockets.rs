@@ -155,6 +155,21 @@ fn parse_diag(m: &[u8]) -> Option<UnixSocket> {
     Some(s)
 }
 
+/// Bound name -> inode of every named Unix socket that is not a connection's end (an
+/// accepted socket shows its listener's name too). Empty if sock_diag fails.
+#[must_use]
+pub fn bound_names() -> HashMap<Vec<u8>, u64> {
+    let mut map = HashMap::new();
+    for s in list().unwrap_or_default() {
+        // An accepted connection reports its listener's name; the bound socket is the one
+        // without a peer (or the listener).
+        if !s.name.is_empty() && s.peer == 0 {
+            map.insert(s.name, s.ino);
+        }
+    }
+    map
+}
+
 /// Which processes hold which socket inodes: every process's fd table.
 #[must_use]
 pub fn holders() -> HashMap<u64, Vec<Holder>> {

@@ -72,6 +72,7 @@ pub fn write_packet(out: &mut String, v: &PacketView<'_>, style: PayloadStyle) {
         }
         None => {}
     }
+    out.push_str(v.ancillary);
     out.push('\n');
     match style {
         PayloadStyle::None => {}
@@ -141,6 +142,7 @@ mod tests {
             orig_len: payload.len() as u32,
             payload,
             cut: None,
+            ancillary: "",
         }
     }
 
