@@ -922,9 +922,10 @@ fn losses_are_counted_and_show_as_gaps() {
 #[test]
 fn sequential_connections_are_distinct_conversations() {
     let dir = TempDir::new("sequential");
-    let (ud, file) = start_capture(&dir, &[]);
     let path = dir.path("server.sock");
+    // Only these connections: the other tests of this process run at the same time.
     let listener = UnixListener::bind(&path).unwrap();
+    let (ud, file) = start_capture(&dir, &["--path", path.to_str().unwrap()]);
     for i in 0..10u8 {
         let mut client = UnixStream::connect(&path).unwrap();
         client.write_all(&[b'q', i]).unwrap();
@@ -1022,3 +1023,6 @@ fn peer_process_is_the_holder_of_the_other_end() {
     );
     assert_eq!(p.meta("peer_comm"), Some("python3"), "{}", p.comment);
 }
+
+#[path = "capture/endpoints.rs"]
+mod endpoints;

@@ -94,6 +94,8 @@ pub struct Packetizer {
     filter: Filter,
     /// Who holds each peer socket.
     peers: PeerResolver,
+    /// Per kernel socket address: the process last seen sending on it.
+    last_sender: HashMap<u64, u32>,
     /// Per thread: the control data of the next message it sends (see `ancillary`).
     pending: HashMap<u32, Ancillary>,
     /// The comment keys of the current message's control data.
@@ -121,6 +123,7 @@ impl Packetizer {
             decoders: Decoders::new(&[]).expect("the built-in rules parse"),
             filter: Filter::default(),
             peers: PeerResolver::default(),
+            last_sender: HashMap::new(),
             pending: HashMap::new(),
             ancillary: String::new(),
             proc: PathBuf::from("/proc"),
@@ -185,6 +188,7 @@ impl Packetizer {
             self.sockets.clear();
             self.next_offset.clear();
             self.ports.clear();
+            self.last_sender.clear();
         }
         let mut seg = *seg;
         if seg.peer_id == 0 && seg.peer_ino == 0 && !seg.peer_path.is_empty() {
@@ -203,6 +207,7 @@ impl Packetizer {
                 }
             }
         }
+        self.last_sender.insert(seg.sock_id, seg.pid);
         let src_id = self.identity(seg.sock_id, seg.sock_ino);
         let dst_id = self.identity(seg.peer_id, seg.peer_ino);
         if !self.filter.matches(seg) {
@@ -225,7 +230,16 @@ impl Packetizer {
         } else {
             None
         };
-        let peers = self.peers.holders(seg.peer_ino);
+        let peers = if seg.peer_ino == 0 && seg.peer_id != 0 && !seg.peer_path.is_empty() {
+            // A connection not yet accepted: its server end is in the listener's queue, and
+            // whoever holds the listener will accept it.
+            let listener = self.peers.bound(seg.peer_path);
+            self.peers.holders(listener, seg.pid, b"", None)
+        } else {
+            let peer_sender = self.last_sender.get(&seg.peer_id).copied();
+            self.peers
+                .holders(seg.peer_ino, seg.pid, seg.peer_path, peer_sender)
+        };
         for (index, pkt) in packets(seg).enumerate() {
             if self.limit.is_some_and(|l| self.packets >= l) {
                 break;
@@ -531,6 +545,7 @@ fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::peers::Fixed;
     use crate::record::testing::RawRecord;
 
     /// (headers, payload, drops) of each packet, and each packet's peer inode.
@@ -554,7 +569,7 @@ mod tests {
     #[test]
     fn acks_follow_the_peer_and_drops_are_deltas() {
         let mut p = Packetizer::new(WallClock::new(), None)
-            .with_peers(PeerResolver::with_scan(HashMap::new));
+            .with_peers(PeerResolver::with_source(Box::new(Fixed(HashMap::new()))));
         let mut sink = Collect(Vec::new(), Vec::new());
         let a = RawRecord {
             sock_ino: 1,
@@ -600,7 +615,7 @@ mod tests {
     #[test]
     fn peer_without_inode_yet() {
         let mut p = Packetizer::new(WallClock::new(), None)
-            .with_peers(PeerResolver::with_scan(HashMap::new));
+            .with_peers(PeerResolver::with_source(Box::new(Fixed(HashMap::new()))));
         let mut sink = Collect(Vec::new(), Vec::new());
         let embryo = Some(0xffff_8888_0000_1000);
         // Before accept() the kernel has no inode for the server's socket; after, it does.
@@ -643,7 +658,7 @@ mod tests {
     #[test]
     fn reused_kernel_addresses_are_new_sockets() {
         let mut p = Packetizer::new(WallClock::new(), None)
-            .with_peers(PeerResolver::with_scan(HashMap::new));
+            .with_peers(PeerResolver::with_source(Box::new(Fixed(HashMap::new()))));
         let mut sink = Collect(Vec::new(), Vec::new());
         let (client_ptr, server_ptr) = (Some(0xffff_0000_0000_1000), Some(0xffff_0000_0000_2000));
         let conversation = |client_ino, server_ino| {
@@ -682,7 +697,7 @@ mod tests {
     #[test]
     fn count_limit_stops_mid_message() {
         let mut p = Packetizer::new(WallClock::new(), Some(2))
-            .with_peers(PeerResolver::with_scan(HashMap::new));
+            .with_peers(PeerResolver::with_source(Box::new(Fixed(HashMap::new()))));
         let mut sink = Collect(Vec::new(), Vec::new());
         let big = u64::from(udstrace_common::record::SEGMENT_MAX) * 3;
         let r = RawRecord {

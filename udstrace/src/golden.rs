@@ -128,7 +128,9 @@ fn build() -> Vec<u8> {
     // Boot time 1 s is 2023-11-14T22:13:21Z.
     let mut p = Packetizer::new(WallClock::with_offset(1_700_000_000_000_000_000), None)
         .with_id_key(7)
-        .with_peers(crate::peers::PeerResolver::with_scan(fake_holders));
+        .with_peers(crate::peers::PeerResolver::with_source(Box::new(
+            crate::peers::Fixed(fake_holders()),
+        )));
     for r in records() {
         let bytes = r.encode();
         p.record(&SendSegment::try_from(bytes.as_slice()).unwrap(), &mut sink)

@@ -170,6 +170,13 @@ pub fn bound_names() -> HashMap<Vec<u8>, u64> {
     map
 }
 
+/// Whether `h`'s process still has socket `ino` at the same descriptor.
+#[must_use]
+pub fn still_holds(h: &Holder, ino: u64) -> bool {
+    std::fs::read_link(format!("/proc/{}/fd/{}", h.pid, h.fd))
+        .is_ok_and(|t| t.as_os_str().as_encoded_bytes() == format!("socket:[{ino}]").as_bytes())
+}
+
 /// Which processes hold which socket inodes: every process's fd table.
 #[must_use]
 pub fn holders() -> HashMap<u64, Vec<Holder>> {
@@ -178,20 +185,48 @@ pub fn holders() -> HashMap<u64, Vec<Holder>> {
         return map;
     };
     for p in processes.flatten() {
-        let Ok(fds) = p.fd() else { continue };
-        let comm = p.stat().map(|s| s.comm).unwrap_or_default();
-        let pid = u32::try_from(p.pid).unwrap_or(0);
-        for fd in fds.flatten() {
-            if let procfs::process::FDTarget::Socket(ino) = fd.target {
-                map.entry(ino).or_default().push(Holder {
-                    pid,
-                    comm: comm.clone(),
-                    fd: u32::try_from(fd.fd).unwrap_or(0),
-                });
-            }
+        for (ino, h) in sockets_of(&p) {
+            map.entry(ino).or_default().push(h);
         }
     }
     map
+}
+
+/// The sockets process `pid` holds, with the descriptor of each.
+#[must_use]
+pub fn process_sockets(pid: u32) -> Vec<(u64, Holder)> {
+    i32::try_from(pid)
+        .ok()
+        .and_then(|pid| procfs::process::Process::new(pid).ok())
+        .map_or_else(Vec::new, |p| sockets_of(&p))
+}
+
+fn sockets_of(p: &procfs::process::Process) -> Vec<(u64, Holder)> {
+    let Ok(fds) = p.fd() else {
+        return Vec::new();
+    };
+    let comm = p.stat().map(|s| s.comm).unwrap_or_default();
+    let pid = u32::try_from(p.pid).unwrap_or(0);
+    fds.flatten()
+        .filter_map(|fd| match fd.target {
+            procfs::process::FDTarget::Socket(ino) => Some((
+                ino,
+                Holder {
+                    pid,
+                    comm: comm.clone(),
+                    fd: u32::try_from(fd.fd).unwrap_or(0),
+                },
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The parent of process `pid`.
+#[must_use]
+pub fn parent(pid: u32) -> Option<u32> {
+    let p = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?;
+    u32::try_from(p.stat().ok()?.ppid).ok()
 }
 
 const _: () = assert!(size_of::<u32>() == 4);

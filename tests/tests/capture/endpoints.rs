@@ -1,0 +1,463 @@
+//! Who talks to whom: both ends of messages between processes, descriptors and credentials
+//! passed with the messages, datagrams sent by address.
+
+use std::{
+    collections::BTreeSet,
+    io::{BufRead, BufReader},
+    os::unix::{fs::MetadataExt, process::CommandExt},
+    process::{Child, Command, Stdio},
+};
+
+use super::*;
+
+/// Sends `payload` with the control messages `control` (already laid out as `cmsghdr`s).
+fn sendmsg_control(fd: RawFd, payload: &[u8], control: &mut [u8]) -> usize {
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr() as *mut _,
+        iov_len: payload.len(),
+    };
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    if !payload.is_empty() {
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+    }
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control.len();
+    check(unsafe { libc::sendmsg(fd, &msg, 0) })
+}
+
+/// A `cmsghdr` of level `SOL_SOCKET` and type `kind` with `data`, padded to 8 bytes.
+fn cmsg(kind: i32, data: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&(16 + data.len()).to_ne_bytes());
+    b.extend_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
+    b.extend_from_slice(&kind.to_ne_bytes());
+    b.extend_from_slice(data);
+    b.resize(b.len().div_ceil(8) * 8, 0);
+    b
+}
+
+fn rights(fds: &[RawFd]) -> Vec<u8> {
+    let data: Vec<u8> = fds.iter().flat_map(|f| f.to_ne_bytes()).collect();
+    cmsg(libc::SCM_RIGHTS, &data)
+}
+
+/// Receives one message and closes the descriptors it carried; returns its bytes and how
+/// many descriptors came with it.
+fn recv_closing_fds(fd: RawFd) -> (Vec<u8>, usize) {
+    let mut buf = vec![0u8; 256];
+    let mut control = vec![0u8; 512];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control.len();
+    let n = check(unsafe { libc::recvmsg(fd, &mut msg, 0) });
+    buf.truncate(n);
+    let mut count = 0;
+    let mut off = 0;
+    while off + 16 <= msg.msg_controllen {
+        let len = usize::from_ne_bytes(control[off..off + 8].try_into().unwrap());
+        let kind = i32::from_ne_bytes(control[off + 12..off + 16].try_into().unwrap());
+        if kind == libc::SCM_RIGHTS {
+            for c in control[off + 16..off + len].chunks_exact(4) {
+                unsafe { libc::close(i32::from_ne_bytes(c.try_into().unwrap())) };
+                count += 1;
+            }
+        }
+        off += len.div_ceil(8) * 8;
+    }
+    (buf, count)
+}
+
+/// The comment escaping of a description (space as `\x20`).
+fn escaped(s: &str) -> String {
+    s.replace(' ', "\\x20")
+}
+
+/// Descriptors of every kind passed on a stream socket with credentials, one closed right
+/// after the send (described from what the kernel recorded at send time), and a datagram
+/// that carries only a descriptor: each is named exactly as `/proc/PID/fd` names it.
+#[test]
+fn passed_descriptors_and_credentials() {
+    let dir = TempDir::new("scm");
+    let (ud, file) = start_capture(&dir, &[]);
+    let (a, b) = socketpair(libc::SOCK_STREAM);
+    let kept_path = dir.path("kept file.txt");
+    let kept = std::fs::File::create(&kept_path).unwrap();
+    let closed_path = dir.path("closed.txt");
+    let closed = std::fs::File::create(&closed_path).unwrap();
+    let mut pipe = [0; 2];
+    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+    let (pipe_r, pipe_w) =
+        unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+    let (s1, _s2) = UnixStream::pair().unwrap();
+    let memfd = unsafe { libc::memfd_create(c"udstrace-test".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(memfd >= 0);
+    let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
+    let fds = [
+        kept.as_raw_fd(),
+        pipe_r.as_raw_fd(),
+        s1.as_raw_fd(),
+        memfd.as_raw_fd(),
+        closed.as_raw_fd(),
+    ];
+    let (pid, uid, gid) = unsafe { (libc::getpid(), libc::getuid(), libc::getgid()) };
+    let mut control = rights(&fds);
+    let cred: Vec<u8> = [pid.cast_unsigned(), uid, gid]
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect();
+    control.extend(cmsg(libc::SCM_CREDENTIALS, &cred));
+    assert_eq!(
+        sendmsg_control(a.as_raw_fd(), b"descriptors", &mut control),
+        11
+    );
+    let closed_fd = closed.as_raw_fd();
+    drop(closed);
+    assert_eq!(
+        recv_closing_fds(b.as_raw_fd()),
+        (b"descriptors".to_vec(), 5)
+    );
+
+    // A datagram with no bytes, only a descriptor: still a message.
+    let (da, db) = socketpair(libc::SOCK_DGRAM);
+    let mut only = rights(&[pipe_w.as_raw_fd()]);
+    assert_eq!(sendmsg_control(da.as_raw_fd(), b"", &mut only), 0);
+    assert_eq!(recv_closing_fds(db.as_raw_fd()), (Vec::new(), 1));
+
+    let done = ud.stop();
+    assert!(done.success, "{:?}", done.stderr);
+    let cap = read_capture(&file);
+    let ino = |fd: &dyn AsRawFd| inode(&fd.as_raw_fd());
+    let p = cap
+        .packets
+        .iter()
+        .find(|p| p.src() == ino(&a) && p.payload() == b"descriptors")
+        .expect("the message with descriptors is captured");
+    let expected = format!(
+        "{}:{},{}:pipe:[{}],{}:socket:[{}],{}:/memfd:udstrace-test\\x20(deleted),{}:{}",
+        fds[0],
+        escaped(kept_path.to_str().unwrap()),
+        fds[1],
+        ino(&pipe_r),
+        fds[2],
+        ino(&s1),
+        fds[3],
+        closed_fd,
+        closed_path.to_str().unwrap(),
+    );
+    assert_eq!(p.meta("fds"), Some(expected.as_str()), "{}", p.comment);
+    assert_eq!(p.meta("cred_pid"), Some(pid.to_string().as_str()));
+    assert_eq!(p.meta("cred_uid"), Some(uid.to_string().as_str()));
+    assert_eq!(p.meta("cred_gid"), Some(gid.to_string().as_str()));
+    // Only the message's first packet carries them.
+    assert_eq!(
+        cap.packets
+            .iter()
+            .filter(|p| p.src() == ino(&a) && p.meta("fds").is_some())
+            .count(),
+        1
+    );
+
+    let d = cap
+        .packets
+        .iter()
+        .find(|p| p.src() == ino(&da))
+        .expect("the empty datagram is captured");
+    assert_eq!(d.payload_len(), 0);
+    assert_eq!(d.meta("msg_len"), Some("0"));
+    let pipe_w_ino = std::fs::metadata(format!("/proc/self/fd/{}", pipe_w.as_raw_fd()))
+        .unwrap()
+        .ino();
+    assert_eq!(
+        d.meta("fds"),
+        Some(format!("{}:pipe:[{pipe_w_ino}]", pipe_w.as_raw_fd()).as_str()),
+        "{}",
+        d.comment
+    );
+}
+
+/// A Python child, its stdout read line by line.
+struct Py {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Py {
+    /// Runs `script`; the descriptors in `inherit` stay open in the child (only there:
+    /// the other tests of this process fork at the same time).
+    fn spawn(script: &str, args: &[&str], inherit: &[RawFd]) -> Self {
+        let inherit = inherit.to_vec();
+        // Debian's interpreter itself: a wrapper on PATH (pyenv's shim is a shell script)
+        // would be another process holding the descriptors.
+        let mut command = Command::new("/usr/bin/python3");
+        command
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        // SAFETY: fcntl is async-signal-safe; this runs in the child between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                for &fd in &inherit {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Self { child, out }
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.out.read_line(&mut l).unwrap();
+        l.trim_end().to_string()
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+impl Drop for Py {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Packets whose payload is `payload`.
+fn with_payload<'a>(
+    cap: &'a udstrace_tests::CaptureFile,
+    payload: &[u8],
+) -> Vec<&'a udstrace_tests::Pkt> {
+    cap.packets
+        .iter()
+        .filter(|p| p.payload() == payload)
+        .collect()
+}
+
+/// One end of a socketpair handed to another process over a Unix socket (`SCM_RIGHTS`):
+/// what that process writes on it is its own, and what the other end writes goes to it.
+#[test]
+fn socket_passed_to_another_process() {
+    let dir = TempDir::new("pass");
+    let (ud, file) = start_capture(&dir, &["--follow"]);
+    let (c1, c2) = UnixStream::pair().unwrap();
+    let (mut x, y) = UnixStream::pair().unwrap();
+    let (ino_x, ino_y) = (inode(&x), inode(&y));
+    let mut child = Py::spawn(
+        "import socket, sys\n\
+         c = socket.socket(fileno=int(sys.argv[1]))\n\
+         msg, anc, _, _ = c.recvmsg(16, socket.CMSG_LEN(4))\n\
+         y = socket.socket(fileno=int.from_bytes(anc[0][2], 'little'))\n\
+         y.sendall(b'from the child on the passed socket')\n\
+         print(y.recv(100).decode(), flush=True)\n\
+         sys.stdin.read()\n",
+        &[&c2.as_raw_fd().to_string()],
+        &[c2.as_raw_fd()],
+    );
+    drop(c2);
+    let mut control = rights(&[y.as_raw_fd()]);
+    assert_eq!(sendmsg_control(c1.as_raw_fd(), b"take it", &mut control), 7);
+    let y_fd = y.as_raw_fd();
+    drop(y);
+    let mut got = vec![0u8; 34];
+    x.read_exact(&mut got).unwrap();
+    assert_eq!(got, b"from the child on the passed socket"[..34]);
+    let mut rest = [0u8; 1];
+    x.read_exact(&mut rest).unwrap();
+    x.write_all(b"to the child on the passed socket").unwrap();
+    assert_eq!(child.line(), "to the child on the passed socket");
+    let done = ud.stop();
+    assert!(done.success, "{:?}", done.stderr);
+    let cap = read_capture(&file);
+    let own = own_pid();
+
+    let take = with_payload(&cap, b"take it");
+    assert_eq!(take.len(), 1);
+    assert_eq!(take[0].meta("pid"), Some(own.as_str()));
+    assert_eq!(
+        take[0].meta("fds"),
+        Some(format!("{y_fd}:socket:[{ino_y}]").as_str())
+    );
+    assert_eq!(
+        take[0].meta("peer_pid"),
+        Some(child.pid().as_str()),
+        "{}",
+        take[0].comment
+    );
+
+    let from = with_payload(&cap, b"from the child on the passed socket");
+    assert_eq!(from.len(), 1, "one packet from the child");
+    let from = from[0];
+    assert_eq!(
+        from.meta("pid"),
+        Some(child.pid().as_str()),
+        "{}",
+        from.comment
+    );
+    assert_eq!(from.meta("comm"), Some("python3"));
+    assert_eq!((from.src(), from.dst()), (ino_y, ino_x));
+    assert_eq!(
+        from.meta("peer_pid"),
+        Some(own.as_str()),
+        "{}",
+        from.comment
+    );
+
+    let to = with_payload(&cap, b"to the child on the passed socket");
+    assert_eq!(to.len(), 1);
+    assert_eq!(to[0].meta("pid"), Some(own.as_str()));
+    assert_eq!((to[0].src(), to[0].dst()), (ino_x, ino_y));
+    assert_eq!(
+        to[0].meta("peer_pid"),
+        Some(child.pid().as_str()),
+        "{}",
+        to[0].comment
+    );
+    assert_eq!(to[0].meta("peer_comm"), Some("python3"));
+}
+
+/// A named stream server with two clients, each its own process: every client's message
+/// names the client as sender and the server as receiver, every reply the reverse.
+#[test]
+fn named_server_with_several_clients() {
+    let dir = TempDir::new("server");
+    let (ud, file) = start_capture(&dir, &["--follow"]);
+    let path = dir.path("server.sock");
+    let path_s = path.to_str().unwrap();
+    let mut server = Py::spawn(
+        "import socket, sys\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
+         s.bind(sys.argv[1]); s.listen(4)\n\
+         print('ready', flush=True)\n\
+         conns = []\n\
+         for i in range(2):\n\
+         \x20   c, _ = s.accept(); conns.append(c)\n\
+         \x20   n = c.recv(100).decode().split()[-1]\n\
+         \x20   c.sendall(('welcome ' + n).encode())\n\
+         print('served', flush=True)\n\
+         sys.stdin.read()\n",
+        &[path_s],
+        &[],
+    );
+    assert_eq!(server.line(), "ready");
+    let client = |n: &str| {
+        let mut c = Py::spawn(
+            "import socket, sys\n\
+             c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
+             c.connect(sys.argv[1])\n\
+             c.sendall(('hello from client ' + sys.argv[2]).encode())\n\
+             print(c.recv(100).decode(), flush=True)\n\
+             sys.stdin.read()\n",
+            &[path_s, n],
+            &[],
+        );
+        assert_eq!(c.line(), format!("welcome {n}"));
+        c
+    };
+    let one = client("1");
+    let two = client("2");
+    assert_eq!(server.line(), "served");
+    let done = ud.stop();
+    assert!(done.success, "{:?}", done.stderr);
+    let cap = read_capture(&file);
+    for (n, c) in [("1", &one), ("2", &two)] {
+        let hello = with_payload(&cap, format!("hello from client {n}").as_bytes());
+        assert_eq!(hello.len(), 1);
+        let h = hello[0];
+        assert_eq!(h.meta("pid"), Some(c.pid().as_str()), "{}", h.comment);
+        assert_eq!(h.meta("path"), Some(""));
+        assert_eq!(h.meta("peer_path"), Some(path_s));
+        assert_eq!(
+            h.meta("peer_pid"),
+            Some(server.pid().as_str()),
+            "{}",
+            h.comment
+        );
+        let welcome = with_payload(&cap, format!("welcome {n}").as_bytes());
+        assert_eq!(welcome.len(), 1);
+        let w = welcome[0];
+        assert_eq!(w.meta("pid"), Some(server.pid().as_str()));
+        assert_eq!(w.meta("path"), Some(path_s));
+        assert_eq!(w.meta("peer_path"), Some(""));
+        assert_eq!(w.meta("peer_pid"), Some(c.pid().as_str()), "{}", w.comment);
+        // The same conversation (the server's end may have had no inode yet when the client
+        // wrote: not accepted).
+        assert_eq!((w.src_addr(), w.dst_addr()), (h.dst_addr(), h.src_addr()));
+    }
+}
+
+/// A bound datagram socket held by two reader processes, written to by address (`sendto`)
+/// from a third: the destination is the bound socket, and both readers are its holders.
+#[test]
+fn datagram_socket_shared_by_two_readers() {
+    let dir = TempDir::new("shared");
+    let (ud, file) = start_capture(&dir, &["--follow"]);
+    let path = dir.path("shared.sock");
+    let path_s = path.to_str().unwrap();
+    let bound = UnixDatagram::bind(&path).unwrap();
+    let bound_ino = inode(&bound);
+    let reader = "import socket, sys\n\
+                  s = socket.socket(fileno=int(sys.argv[1]))\n\
+                  print('ready', flush=True)\n\
+                  print(s.recv(100).decode(), flush=True)\n\
+                  sys.stdin.read()\n";
+    let fd = bound.as_raw_fd().to_string();
+    let mut r1 = Py::spawn(reader, &[&fd], &[bound.as_raw_fd()]);
+    let mut r2 = Py::spawn(reader, &[&fd], &[bound.as_raw_fd()]);
+    assert_eq!((r1.line(), r2.line()), ("ready".into(), "ready".into()));
+    drop(bound);
+    let mut sender = Py::spawn(
+        "import socket, sys\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         s.sendto(b'datagram one', sys.argv[1])\n\
+         s.sendto(b'datagram two', sys.argv[1])\n\
+         print('sent', flush=True)\n\
+         sys.stdin.read()\n",
+        &[path_s],
+        &[],
+    );
+    assert_eq!(sender.line(), "sent");
+    let got: BTreeSet<String> = [r1.line(), r2.line()].into();
+    assert_eq!(
+        got,
+        ["datagram one".to_string(), "datagram two".to_string()].into()
+    );
+    let done = ud.stop();
+    assert!(done.success, "{:?}", done.stderr);
+    let cap = read_capture(&file);
+    let readers: BTreeSet<String> = [r1.pid(), r2.pid()].into();
+    for payload in [&b"datagram one"[..], b"datagram two"] {
+        let p = with_payload(&cap, payload);
+        assert_eq!(p.len(), 1);
+        let p = p[0];
+        assert_eq!(p.meta("pid"), Some(sender.pid().as_str()));
+        assert_eq!(p.meta("type"), Some("dgram"));
+        assert_eq!(p.meta("peer_path"), Some(path_s), "{}", p.comment);
+        assert_eq!(
+            p.meta("peer_ino"),
+            Some(bound_ino.to_string().as_str()),
+            "{}",
+            p.comment
+        );
+        let holders: BTreeSet<String> = p
+            .meta("peer_pid")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::to_string)
+            .collect();
+        assert_eq!(holders, readers, "{}", p.comment);
+    }
+}
