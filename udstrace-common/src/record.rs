@@ -34,6 +34,10 @@ pub mod flags {
     pub const SNAPLEN: u32 = 1 << 3;
     /// The message had more iovec entries than the program walks; the payload stops early.
     pub const IOV_LIMIT: u32 = 1 << 4;
+    /// A receive (`--recv`): bytes a process read from the socket, not bytes it sent. The
+    /// process fields are the reader's, `sock_*` the reading socket, `peer_*` the socket it
+    /// is connected to, `stream_offset` counts the bytes the socket has received.
+    pub const RECV: u32 = 1 << 5;
 }
 
 /// Unix socket types (`sk_type`), as the kernel numbers them.

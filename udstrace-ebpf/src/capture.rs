@@ -73,6 +73,10 @@ const MAX_STEPS: u32 = 4_096;
 /// tail calls chain up to 33 programs.
 const FALLBACK_STEPS: u32 = 256;
 
+/// Set in the `STREAM_OFFSETS` key of a socket's received-bytes counter (inode numbers are
+/// 32-bit in practice).
+const RECV_OFFSETS: u64 = 1 << 63;
+
 /// `cont` for a program type without a continuation program.
 pub const NO_CONTINUATION: u32 = u32::MAX;
 
@@ -160,14 +164,15 @@ pub fn capture_send<const LOOP: bool, C: EbpfContext>(
     payload: Payload,
     dest: Dest,
     control: Control,
+    recv: bool,
     layout: &KernelLayout,
 ) -> Result<(), i64> {
     let Some(sock_type) = unix_type(sk, layout) else {
         return Ok(());
     };
     let is_stream = sock_type == SockType::Stream as u16;
-    // Nothing was sent: an error (EAGAIN, EPIPE, ...) or an empty write on a byte stream.
-    // An empty datagram is a real message and is kept.
+    // Nothing was sent: an error (EAGAIN, EPIPE, ...) or an empty write on a byte stream
+    // (for a receive: end of stream). An empty datagram is a real message and is kept.
     if accepted < 0 || (accepted == 0 && is_stream) {
         return Ok(());
     }
@@ -223,8 +228,10 @@ pub fn capture_send<const LOOP: bool, C: EbpfContext>(
         header.peer_path_len = kernel::unix_path(peer, layout, &mut header.peer_path);
     }
 
-    // The socket's byte offset: where this message starts in its stream.
-    let base_offset = match STREAM_OFFSETS.get_ptr_mut(ino) {
+    // The socket's byte offset: where this message starts in its stream (of bytes sent, or
+    // for a receive of bytes received).
+    let key = if recv { ino | RECV_OFFSETS } else { ino };
+    let base_offset = match STREAM_OFFSETS.get_ptr_mut(key) {
         Some(next) => {
             // SAFETY: a map value. Not an atomic fetch-add: that needs BPF_FETCH (5.12+); two
             // threads sending on the same socket at the same instant on two CPUs can race
@@ -234,12 +241,13 @@ pub fn capture_send<const LOOP: bool, C: EbpfContext>(
             start
         }
         None => {
-            let _ = STREAM_OFFSETS.insert(ino, msg_len, 0);
+            let _ = STREAM_OFFSETS.insert(key, msg_len, 0);
             0
         }
     };
 
-    copy_segments::<LOOP, C>(ctx, cont, cpu, msg_len, base_offset, payload);
+    let base_flags = if recv { flags::RECV } else { 0 };
+    copy_segments::<LOOP, C>(ctx, cont, cpu, msg_len, base_offset, base_flags, payload);
     Ok(())
 }
 
@@ -289,6 +297,7 @@ fn copy_segments<const LOOP: bool, C: EbpfContext>(
     cpu: u32,
     msg_len: u64,
     base_offset: u64,
+    base_flags: u32,
     payload: Payload,
 ) {
     let Some(scratch) = SCRATCH.get_ptr_mut(cpu) else {
@@ -309,7 +318,7 @@ fn copy_segments<const LOOP: bool, C: EbpfContext>(
         fill: 0,
         base_offset,
         msg_len,
-        flags: 0,
+        flags: base_flags,
         seg_kind: 0,
         cur_kernel: 0,
         busy: 1,

@@ -15,6 +15,7 @@ mod kernel;
 mod maps;
 mod sched_process_fork;
 mod sendmsg;
+mod sock_recv_length;
 mod sock_send_length;
 mod sys_enter_sendmmsg;
 mod unix_sendmsg_fentry;

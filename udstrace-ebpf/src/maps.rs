@@ -74,11 +74,13 @@ pub struct SendEntry {
     /// `msg_name` and `msg_namelen`: the destination address, for a socket without peer.
     pub name: u64,
     pub name_len: i32,
-    /// Explicit padding.
-    pub reserved: u32,
+    /// Non-zero for a receive function.
+    pub recv: u32,
+    /// Bytes the iterator described at entry (`count`): at most what a receive can fill.
+    pub total: u64,
 }
 
-/// Per thread (pid_tgid) inside a hooked send function: what its entry saw.
+/// Per thread (pid_tgid) inside a hooked send or receive function: what its entry saw.
 #[map]
 pub static SEND_ENTRIES: LruHashMap<u64, SendEntry> = LruHashMap::with_max_entries(16_384, 0);
 

@@ -1,5 +1,5 @@
 //! Function-hook backends (fentry/fexit, kprobe/kretprobe), shared part: what the entry of a
-//! hooked send function notes, and what its exit records.
+//! hooked send (or, with `--recv`, receive) function notes, and what its exit records.
 //!
 //! At entry the message's `struct iov_iter` still describes all of its bytes; by the exit the
 //! kernel has consumed part of it. So the entry keeps where the bytes are (per thread), and
@@ -35,7 +35,8 @@ pub fn enter_sendmsg(sock: u64, msg: u64) {
         nested: 0,
         name: 0,
         name_len: 0,
-        reserved: 0,
+        recv: 0,
+        total: 0,
     });
     // The destination of an unconnected datagram, and the control data: the kernel's copies
     // (made by the system call before the protocol's sendmsg runs), alive until it returns.
@@ -50,6 +51,40 @@ pub fn enter_sendmsg(sock: u64, msg: u64) {
     if control.ptr != 0 && capture::unix_type(sk, layout).is_some() {
         ancillary::emit(sk, control);
     }
+}
+
+/// `MSG_PEEK`: a read that leaves the bytes queued; not a receive.
+const MSG_PEEK: i32 = 2;
+
+/// Entry of `unix_{stream,dgram,seqpacket}_recvmsg(struct socket *sock, struct msghdr *msg,
+/// size_t size, int flags)` (`--recv`): where the reader's buffers are, to be read once the
+/// function has filled them.
+#[inline(always)]
+pub fn enter_recvmsg(sock: u64, msg: u64, flags: i32) {
+    if flags & MSG_PEEK != 0 {
+        return;
+    }
+    let Some((pid_tgid, sk)) = wanted_sock(sock) else {
+        return;
+    };
+    if nested(pid_tgid, sk, msg) {
+        return;
+    }
+    let mut entry = iter_entry(sk, msg).unwrap_or(SendEntry {
+        sk,
+        msg,
+        ptr: 0,
+        len: 0,
+        skip: 0,
+        kind: SEG_NONE,
+        nested: 0,
+        name: 0,
+        name_len: 0,
+        recv: 0,
+        total: 0,
+    });
+    entry.recv = 1;
+    let _ = SEND_ENTRIES.insert(pid_tgid, entry, 0);
 }
 
 /// Entry of `unix_stream_sendpage(struct socket *socket, struct page *page, int offset,
@@ -73,7 +108,8 @@ pub fn enter_sendpage(sock: u64, page: u64, offset: i32, size: u64) {
         nested: 0,
         name: 0,
         name_len: 0,
-        reserved: 0,
+        recv: 0,
+        total: 0,
     };
     let _ = SEND_ENTRIES.insert(pid_tgid, entry, 0);
 }
@@ -123,6 +159,7 @@ fn iter_entry(sk: u64, msg: u64) -> Result<SendEntry, i64> {
     let kind = raw & layout.iter_type_mask;
     let ptr: u64 = kernel::read(iter, layout.iter_ptr)?;
     let skip: u64 = kernel::read(iter, layout.iter_offset)?;
+    let total: u64 = kernel::read(iter, layout.iter_count)?;
     let (kind, len) = if kind == layout.iter_ubuf {
         (SEG_UBUF, kernel::read::<u64>(iter, layout.iter_count)?)
     } else if kind == layout.iter_iovec {
@@ -144,7 +181,8 @@ fn iter_entry(sk: u64, msg: u64) -> Result<SendEntry, i64> {
         nested: 0,
         name: 0,
         name_len: 0,
-        reserved: 0,
+        recv: 0,
+        total,
     })
 }
 
@@ -165,6 +203,14 @@ pub fn exit<const LOOP: bool, C: EbpfContext>(ctx: &C, cont: u32, ret: i64) {
         *slot
     };
     let _ = SEND_ENTRIES.remove(&pid_tgid);
+    let recv = entry.recv != 0;
+    // A datagram longer than the reader's buffers (MSG_TRUNC) returns its full length;
+    // the reader got what its buffers hold.
+    let ret = if recv && ret > 0 && ret as u64 > entry.total {
+        entry.total as i64
+    } else {
+        ret
+    };
     let payload = match entry.kind {
         SEG_UBUF => Payload::Buf {
             ptr: entry.ptr + entry.skip,
@@ -198,6 +244,7 @@ pub fn exit<const LOOP: bool, C: EbpfContext>(ctx: &C, cont: u32, ret: i64) {
             kernel: true,
         },
         Control::NONE,
+        recv,
         config::layout(),
     );
 }

@@ -117,6 +117,7 @@ fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
         payload,
         dest,
         control,
+        false,
         layout,
     )
 }

@@ -7,6 +7,10 @@
 //! and, before 6.5 (sendfile/splice to a stream socket):
 //!   static ssize_t unix_stream_sendpage(struct socket *socket, struct page *page,
 //!                                       int offset, size_t size, int flags);
+//! and for `--recv`:
+//!   static int unix_stream_recvmsg(struct socket *sock, struct msghdr *msg, size_t size,
+//!                                  int flags);
+//!   (likewise unix_dgram_recvmsg, unix_seqpacket_recvmsg)
 //! An fexit program sees the arguments, then the return value.
 
 use aya_ebpf::{
@@ -89,6 +93,34 @@ hooks!(
     i64,
     5,
     |ctx| sendmsg::enter_sendpage(ctx.arg(0), untyped_arg(&ctx, 1), ctx.arg(2), ctx.arg(3))
+);
+
+hooks!(
+    "unix_stream_recvmsg",
+    fentry_unix_stream_recvmsg,
+    fexit_unix_stream_recvmsg,
+    fexit_unix_stream_recvmsg_seq,
+    i32,
+    4,
+    |ctx| sendmsg::enter_recvmsg(ctx.arg(0), ctx.arg(1), ctx.arg(3))
+);
+hooks!(
+    "unix_dgram_recvmsg",
+    fentry_unix_dgram_recvmsg,
+    fexit_unix_dgram_recvmsg,
+    fexit_unix_dgram_recvmsg_seq,
+    i32,
+    4,
+    |ctx| sendmsg::enter_recvmsg(ctx.arg(0), ctx.arg(1), ctx.arg(3))
+);
+hooks!(
+    "unix_seqpacket_recvmsg",
+    fentry_unix_seqpacket_recvmsg,
+    fexit_unix_seqpacket_recvmsg,
+    fexit_unix_seqpacket_recvmsg_seq,
+    i32,
+    4,
+    |ctx| sendmsg::enter_recvmsg(ctx.arg(0), ctx.arg(1), ctx.arg(3))
 );
 
 /// The copy loop's continuation on kernels without `bpf_loop`: never attached, only

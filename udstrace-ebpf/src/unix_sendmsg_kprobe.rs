@@ -18,7 +18,19 @@ pub fn kprobe_unix_sendmsg(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// Return of any of the three sendmsg functions (int): copying under `bpf_loop`, and
+/// Entry of any of the three recvmsg functions (`--recv`); their return is
+/// `kretprobe_unix_sendmsg` too.
+#[kprobe]
+pub fn kprobe_unix_recvmsg(ctx: ProbeContext) -> u32 {
+    if let (Some(sock), Some(msg), Some(flags)) =
+        (ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<i32>(3))
+    {
+        sendmsg::enter_recvmsg(sock, msg, flags);
+    }
+    0
+}
+
+/// Return of any of the three sendmsg (and recvmsg) functions (int): copying under `bpf_loop`, and
 /// (`_seq`) for kernels without it.
 #[kretprobe]
 pub fn kretprobe_unix_sendmsg(ctx: RetProbeContext) -> u32 {

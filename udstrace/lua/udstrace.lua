@@ -13,6 +13,9 @@ local number_fields = {
     peer_ino = ProtoField.uint64("udstrace.peer_ino", "Peer socket inode"),
     msg_len = ProtoField.uint64("udstrace.msg_len", "Message length"),
     seg_offset = ProtoField.uint64("udstrace.seg_offset", "Offset in message"),
+    cred_pid = ProtoField.int32("udstrace.cred_pid", "Credentials: process ID (SCM_CREDENTIALS)"),
+    cred_uid = ProtoField.uint32("udstrace.cred_uid", "Credentials: user ID"),
+    cred_gid = ProtoField.uint32("udstrace.cred_gid", "Credentials: group ID"),
 }
 local string_fields = {
     comm = ProtoField.string("udstrace.comm", "Sender command"),
@@ -23,9 +26,13 @@ local string_fields = {
     payload = ProtoField.string("udstrace.payload", "Payload not captured"),
     peer_pid = ProtoField.string("udstrace.peer_pid", "Peer process IDs"),
     peer_comm = ProtoField.string("udstrace.peer_comm", "Peer commands"),
+    fds = ProtoField.string("udstrace.fds", "Passed file descriptors (SCM_RIGHTS)"),
+    cmsg = ProtoField.string("udstrace.cmsg", "Other control messages"),
+    control = ProtoField.string("udstrace.control", "Control data cut"),
 }
 local order = { "pid", "tid", "comm", "uid", "gid", "type", "ino", "peer_ino", "path", "peer_path",
-                "peer_pid", "peer_comm", "syscall", "msg_len", "seg_offset", "payload" }
+                "peer_pid", "peer_comm", "syscall", "msg_len", "seg_offset", "payload",
+                "cred_pid", "cred_uid", "cred_gid", "fds", "cmsg", "control" }
 
 local all = {}
 for _, f in pairs(number_fields) do table.insert(all, f) end

@@ -24,7 +24,7 @@ use crate::{
     filter::Filter,
     meta::{write_ancillary, PacketView},
     packet::{packets, port, write_headers, Flow, MAX_HEADER_LEN},
-    pcapng::{CaptureInfo, Stats, DIRECTION_OUTBOUND},
+    pcapng::{CaptureInfo, Stats, DIRECTION_INBOUND, DIRECTION_OUTBOUND},
     peers::PeerResolver,
     record::{Ancillary, Record, SendSegment},
     sink::{self, Packet, Sink},
@@ -208,22 +208,31 @@ impl Packetizer {
             }
         }
         self.last_sender.insert(seg.sock_id, seg.pid);
-        let src_id = self.identity(seg.sock_id, seg.sock_ino);
-        let dst_id = self.identity(seg.peer_id, seg.peer_ino);
+        let own_id = self.identity(seg.sock_id, seg.sock_ino);
+        let peer_id = self.identity(seg.peer_id, seg.peer_ino);
         if !self.filter.matches(seg) {
             return Ok(());
         }
         let ts_ns = self.clock.wall_ns(seg.ts_boot_ns);
+        let own_port = self
+            .service_port(own_id, seg.path)
+            .unwrap_or_else(|| port(own_id));
+        let peer_port = self
+            .service_port(peer_id, seg.peer_path)
+            .unwrap_or_else(|| port(peer_id));
+        // A receive travels from the peer to the reading socket.
+        let recv = seg.is_recv();
+        let ((src_id, src_port), (dst_id, dst_port)) = if recv {
+            ((peer_id, peer_port), (own_id, own_port))
+        } else {
+            ((own_id, own_port), (peer_id, peer_port))
+        };
         let flow = Flow {
             sock_type: seg.sock_type,
             src_id,
             dst_id,
-            src_port: self
-                .service_port(src_id, seg.path)
-                .unwrap_or_else(|| port(src_id)),
-            dst_port: self
-                .service_port(dst_id, seg.peer_path)
-                .unwrap_or_else(|| port(dst_id)),
+            src_port,
+            dst_port,
         };
         let ack = if seg.sock_type == SockType::Stream {
             self.next_offset.get(&dst_id).copied()
@@ -256,13 +265,17 @@ impl Packetizer {
                     if index == 0 { &self.ancillary } else { "" },
                 ),
                 headers: &self.headers[..header_len],
-                direction: DIRECTION_OUTBOUND,
+                direction: if recv {
+                    DIRECTION_INBOUND
+                } else {
+                    DIRECTION_OUTBOUND
+                },
                 drops,
             })?;
             self.packets += 1;
             self.bytes += pkt.payload.len() as u64;
         }
-        if seg.sock_type == SockType::Stream && seg.is_last() {
+        if seg.sock_type == SockType::Stream && seg.is_last() && !recv {
             let end = seg.stream_offset - seg.seg_offset + seg.msg_len;
             self.next_offset.insert(src_id, end);
         }

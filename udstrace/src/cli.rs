@@ -78,6 +78,11 @@ pub struct Args {
     #[arg(long)]
     pub follow: bool,
 
+    /// Capture receives too: what each process reads from Unix sockets, as inbound packets
+    /// (the filters then select the reading process).
+    #[arg(long)]
+    pub recv: bool,
+
     /// Capture only processes with this command name (repeatable; checked in the kernel).
     #[arg(long = "comm", value_name = "NAME")]
     pub comms: Vec<String>,
@@ -373,7 +378,11 @@ fn ls(
 
 fn backends() -> Result<(), Failure> {
     use std::io::Write as _;
-    let config = TracerConfig::new(1 << 20, DEFAULT_SNAPLEN);
+    // Every program a capture may use, the receive side's included.
+    let config = TracerConfig {
+        recv: true,
+        ..TracerConfig::new(1 << 20, DEFAULT_SNAPLEN)
+    };
     let mut text = String::new();
     for status in Tracer::probe_backends(&config)? {
         let _ = writeln!(
@@ -478,6 +487,7 @@ fn run(mut args: Args) -> Result<(), Failure> {
         uids,
         sock_type,
         follow: args.follow,
+        recv: args.recv,
         ..TracerConfig::new(ring_bytes, snaplen)
     };
     let filter = Filter {
@@ -497,7 +507,12 @@ fn run(mut args: Args) -> Result<(), Failure> {
         stats: args.stats,
         ring_bytes,
     };
-    let summary = capture::run(&opts)?;
+    report(&capture::run(&opts)?);
+    Ok(())
+}
+
+/// The closing line of a capture, as tcpdump's.
+fn report(summary: &capture::Summary) {
     let mut line = format!(
         "{} packets captured, {} lost",
         summary.packets, summary.lost_segments
@@ -509,7 +524,6 @@ fn run(mut args: Args) -> Result<(), Failure> {
         let _ = write!(line, ", {} malformed records skipped", summary.malformed);
     }
     eprintln!("{line}");
-    Ok(())
 }
 
 #[cfg(test)]

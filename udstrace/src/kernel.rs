@@ -47,6 +47,7 @@ impl KernelFacts {
         let has_sendpage = btf.has_name("unix_stream_sendpage");
         let btf_functions = SendFunctions::SENDMSG
             .into_iter()
+            .chain(SendFunctions::RECVMSG)
             .filter(|f| btf.has_name(f))
             .collect();
         drop(btf);

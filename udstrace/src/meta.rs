@@ -24,6 +24,8 @@ pub struct PacketView<'a> {
     pub comm: &'a [u8],
     /// The processes holding the peer socket: who can read the message.
     pub peers: &'a [Holder],
+    /// A receive: `pid`/`tid`/`comm` read the bytes from socket `ino`.
+    pub recv: bool,
     pub sock_type: SockType,
     pub ino: u64,
     pub peer_ino: u64,
@@ -106,6 +108,7 @@ impl<'a> PacketView<'a> {
             gid: seg.gid,
             comm: seg.comm,
             peers,
+            recv: seg.is_recv(),
             sock_type: seg.sock_type,
             ino: seg.sock_ino,
             peer_ino: seg.peer_ino,
@@ -179,14 +182,21 @@ pub fn write_ancillary(out: &mut String, a: &Ancillary, what: &mut dyn FnMut(&Pa
 #[must_use]
 pub fn syscall_name(nr: i32) -> Option<&'static str> {
     Some(match nr {
+        0 => "read",
         1 => "write",
+        19 => "readv",
         20 => "writev",
         40 => "sendfile",
         44 => "sendto",
+        45 => "recvfrom",
         46 => "sendmsg",
+        47 => "recvmsg",
         275 => "splice",
+        295 => "preadv",
         296 => "pwritev",
+        299 => "recvmmsg",
         307 => "sendmmsg",
+        327 => "preadv2",
         328 => "pwritev2",
         426 => "io_uring_enter",
         _ => return None,
@@ -298,6 +308,9 @@ pub fn write_comment(out: &mut String, v: &PacketView<'_>) {
         None => out.push_str(" syscall=other"),
     }
     let _ = write!(out, " msg_len={}", v.msg_len);
+    if v.recv {
+        out.push_str(" dir=recv");
+    }
     if v.msg_len > u64::from(v.orig_len) {
         let _ = write!(out, " seg_offset={}", v.seg_offset);
     }
@@ -322,6 +335,7 @@ pub struct ParsedMeta {
     pub peer_path: Vec<u8>,
     /// Processes holding the peer socket (their fds are not recorded).
     pub peers: Vec<Holder>,
+    pub recv: bool,
     pub syscall: i32,
     pub msg_len: u64,
     pub seg_offset: u64,
@@ -351,6 +365,7 @@ impl std::str::FromStr for ParsedMeta {
             path: Vec::new(),
             peer_path: Vec::new(),
             peers: Vec::new(),
+            recv: false,
             syscall: -1,
             msg_len: 0,
             seg_offset: 0,
@@ -415,6 +430,7 @@ impl std::str::FromStr for ParsedMeta {
                 "msg_len" => m.msg_len = num(v)?,
                 "seg_offset" => m.seg_offset = num(v)?,
                 "payload" => m.cut = Cut::parse(v),
+                "dir" => m.recv = v == "recv",
                 k if ANCILLARY_KEYS.contains(&k) => {
                     m.ancillary.push(' ');
                     m.ancillary.push_str(pair);
@@ -443,6 +459,7 @@ mod tests {
             gid: 5,
             comm: b"my prog",
             peers: &[],
+            recv: false,
             sock_type: SockType::SeqPacket,
             ino: 9,
             peer_ino: 10,

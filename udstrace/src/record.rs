@@ -69,6 +69,12 @@ pub struct SendSegment<'a> {
 }
 
 impl SendSegment<'_> {
+    /// Whether this records a receive (`--recv`) rather than a send.
+    #[must_use]
+    pub fn is_recv(&self) -> bool {
+        self.flags & flags::RECV != 0
+    }
+
     /// Whether this is the last record of its message.
     #[must_use]
     pub fn is_last(&self) -> bool {

@@ -52,7 +52,8 @@ pub fn write_packet(out: &mut String, v: &PacketView<'_>, style: PayloadStyle) {
     }
     let _ = write!(out, "] {} ", v.sock_type.name());
     write_end(out, v.ino, v.path);
-    out.push_str(" > ");
+    // A receive: the socket read what its peer sent.
+    out.push_str(if v.recv { " < " } else { " > " });
     write_end(out, v.peer_ino, v.peer_path);
     for (i, h) in v.peers.iter().enumerate() {
         out.push(if i == 0 { ' ' } else { ',' });
@@ -131,6 +132,7 @@ mod tests {
             gid: 0,
             comm: b"curl",
             peers: &[],
+            recv: false,
             sock_type: SockType::Stream,
             ino: 100,
             peer_ino: 101,

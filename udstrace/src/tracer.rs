@@ -36,6 +36,8 @@ pub struct TracerConfig {
     pub sock_type: Option<SockType>,
     /// Capture the children the `pids` fork from now on too.
     pub follow: bool,
+    /// Capture what processes read from Unix sockets too.
+    pub recv: bool,
 }
 
 impl TracerConfig {
@@ -51,6 +53,7 @@ impl TracerConfig {
             uids: Vec::new(),
             sock_type: None,
             follow: false,
+            recv: false,
         }
     }
 
@@ -156,7 +159,7 @@ impl Tracer {
                 continue;
             }
             let mut ebpf = load(config, &layout, &facts)?;
-            match backend.attach(&mut ebpf, &facts) {
+            match backend.attach(&mut ebpf, &facts, config.recv) {
                 Ok(()) => {
                     drop(facts);
                     // The kernel's parsed BTF (tens of MB) is gone: hand the memory back.
@@ -307,7 +310,7 @@ fn probe_backend(
         return Ok(BackendStatus::unsupported(kind, &reason));
     }
     let mut ebpf = load(config, layout, facts)?;
-    Ok(match backend.attach(&mut ebpf, facts) {
+    Ok(match backend.attach(&mut ebpf, facts, config.recv) {
         Ok(()) => BackendStatus {
             kind,
             state: BackendState::Ok,

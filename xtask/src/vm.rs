@@ -37,9 +37,10 @@ const BACKENDS: [&str; 3] = ["fentry", "kprobe", "tracepoint"];
 const FALLBACK_BACKEND: &str = "tracepoint";
 /// Prefix of the progress lines the job prints.
 const MARK: &str = "udstrace-vm: ";
-/// Kernel modules that mount a 9p share over virtio and an overlay on it; their dependencies
-/// are added.
-const MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "overlay"];
+/// Kernel modules that mount a 9p share over virtio and an overlay on it, and `unix_diag`
+/// (sock_diag for Unix sockets, which udstrace reads: an installed system loads it on demand
+/// through modprobe, which the guest lacks); their dependencies are added.
+const MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "overlay", "unix_diag"];
 /// The largest 9p message size every kernel here accepts over virtio (5.10's limit).
 const MSIZE: u32 = 512_000;
 /// Lines of a failing log shown in the report.
@@ -567,7 +568,7 @@ fn extract(deb: &Path, dir: &Path) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Initramfs.
 
-/// The guest's initramfs: busybox, /init and the 9p and overlay modules in load order.
+/// The guest's initramfs: busybox, /init and the modules (`MODULES`) in load order.
 fn initramfs(kernel: &Kernel) -> Result<Vec<u8>> {
     let busybox_path = Path::new("/bin/busybox");
     let busybox = fs::read(busybox_path)

@@ -26,14 +26,15 @@ impl AttachBackend for FentryBackend {
         SendFunctions::missing(kernel)
     }
 
-    fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts) -> Result<(), Error> {
+    fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts, recv: bool) -> Result<(), Error> {
         // The continuation first: the fexit programs may tail-call it from their first run.
         set_continuation(ebpf, kernel, CONTINUE, CONTINUE_INDEX, |ebpf| {
             let cont: &mut FExit = program(ebpf, CONTINUE)?;
             cont.load("unix_stream_sendmsg", &kernel.btf)
                 .map_err(|e| refused_or(CONTINUE, e))
         })?;
-        for function in SendFunctions::of(kernel) {
+        let receive = SendFunctions::RECVMSG.into_iter().filter(|_| recv);
+        for function in SendFunctions::of(kernel).chain(receive) {
             let entry_name = fentry_program(function)?;
             let entry: &mut FEntry = program(ebpf, entry_name)?;
             entry
@@ -59,6 +60,9 @@ fn fentry_program(function: &str) -> Result<&'static str, Error> {
         "unix_dgram_sendmsg" => "fentry_unix_dgram_sendmsg",
         "unix_seqpacket_sendmsg" => "fentry_unix_seqpacket_sendmsg",
         "unix_stream_sendpage" => "fentry_unix_stream_sendpage",
+        "unix_stream_recvmsg" => "fentry_unix_stream_recvmsg",
+        "unix_dgram_recvmsg" => "fentry_unix_dgram_recvmsg",
+        "unix_seqpacket_recvmsg" => "fentry_unix_seqpacket_recvmsg",
         _ => return Err(Error::MissingProgram("fentry")),
     })
 }
@@ -75,6 +79,12 @@ fn fexit_program(function: &str, bpf_loop: bool) -> Result<&'static str, Error> 
         ("unix_seqpacket_sendmsg", false) => "fexit_unix_seqpacket_sendmsg_seq",
         ("unix_stream_sendpage", true) => "fexit_unix_stream_sendpage",
         ("unix_stream_sendpage", false) => "fexit_unix_stream_sendpage_seq",
+        ("unix_stream_recvmsg", true) => "fexit_unix_stream_recvmsg",
+        ("unix_stream_recvmsg", false) => "fexit_unix_stream_recvmsg_seq",
+        ("unix_dgram_recvmsg", true) => "fexit_unix_dgram_recvmsg",
+        ("unix_dgram_recvmsg", false) => "fexit_unix_dgram_recvmsg_seq",
+        ("unix_seqpacket_recvmsg", true) => "fexit_unix_seqpacket_recvmsg",
+        ("unix_seqpacket_recvmsg", false) => "fexit_unix_seqpacket_recvmsg_seq",
         _ => return Err(Error::MissingProgram("fexit")),
     })
 }

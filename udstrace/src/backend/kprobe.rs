@@ -12,6 +12,7 @@ pub struct KprobeBackend;
 const SENDMSG_ENTRY: &str = "kprobe_unix_sendmsg";
 const SENDMSG_RETURN: &str = "kretprobe_unix_sendmsg";
 const SENDPAGE_ENTRY: &str = "kprobe_unix_stream_sendpage";
+const RECVMSG_ENTRY: &str = "kprobe_unix_recvmsg";
 const SENDPAGE_RETURN: &str = "kretprobe_unix_stream_sendpage";
 const SENDMSG_RETURN_SEQ: &str = "kretprobe_unix_sendmsg_seq";
 const SENDPAGE_RETURN_SEQ: &str = "kretprobe_unix_stream_sendpage_seq";
@@ -34,7 +35,7 @@ impl AttachBackend for KprobeBackend {
         SendFunctions::missing(kernel)
     }
 
-    fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts) -> Result<(), Error> {
+    fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts, recv: bool) -> Result<(), Error> {
         set_continuation(ebpf, kernel, CONTINUE, CONTINUE_INDEX, |ebpf| {
             let cont: &mut KProbe = program(ebpf, CONTINUE)?;
             cont.load().map_err(|e| refused_or(CONTINUE, e))
@@ -63,6 +64,21 @@ impl AttachBackend for KprobeBackend {
                 if sendpage == (function == "unix_stream_sendpage") {
                     probe.attach(function, 0).map_err(|e| refused_or(name, e))?;
                 }
+            }
+            // The receive functions return an int too: the same return probe.
+            if recv && name == sendmsg_return {
+                for function in SendFunctions::RECVMSG {
+                    probe.attach(function, 0).map_err(|e| refused_or(name, e))?;
+                }
+            }
+        }
+        if recv {
+            let probe: &mut KProbe = program(ebpf, RECVMSG_ENTRY)?;
+            probe.load().map_err(|e| refused_or(RECVMSG_ENTRY, e))?;
+            for function in SendFunctions::RECVMSG {
+                probe
+                    .attach(function, 0)
+                    .map_err(|e| refused_or(RECVMSG_ENTRY, e))?;
             }
         }
         Ok(())

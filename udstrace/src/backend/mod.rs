@@ -18,11 +18,11 @@ pub mod tracepoint;
 /// The backends, in order of preference for `auto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
-    /// fentry/fexit on `unix_{stream,dgram,seqpacket}_sendmsg`.
+    /// fentry/fexit on `unix_{stream,dgram,seqpacket}_sendmsg` (and `_recvmsg`).
     Fentry,
     /// kprobe/kretprobe on the same functions.
     Kprobe,
-    /// `sock:sock_send_length` plus the system call registers.
+    /// `sock:sock_send_length` (and `sock:sock_recv_length`) plus the system call registers.
     Tracepoint,
 }
 
@@ -73,8 +73,9 @@ pub trait AttachBackend: Sync {
     /// Why this backend cannot work on this kernel, found without loading anything.
     fn unsupported(&self, kernel: &KernelFacts) -> Option<String>;
 
-    /// Loads and attaches the backend's programs from `ebpf`.
-    fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts) -> Result<(), Error>;
+    /// Loads and attaches the backend's programs from `ebpf`; the receive side's too when
+    /// `recv`.
+    fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts, recv: bool) -> Result<(), Error>;
 }
 
 /// The kernel functions the function-hook backends attach to.
@@ -96,11 +97,19 @@ impl SendFunctions {
             .chain(kernel.has_sendpage.then_some("unix_stream_sendpage"))
     }
 
+    /// The receive functions (`--recv`), same prototype in 5.10 ... 6.18.
+    pub const RECVMSG: [&'static str; 3] = [
+        "unix_stream_recvmsg",
+        "unix_dgram_recvmsg",
+        "unix_seqpacket_recvmsg",
+    ];
+
     /// Why the functions cannot be hooked, if one is not in the kernel's BTF.
     #[must_use]
     pub fn missing(kernel: &KernelFacts) -> Option<String> {
         Self::SENDMSG
             .into_iter()
+            .chain(Self::RECVMSG)
             .find(|f| !kernel.btf_functions.iter().any(|g| g == f))
             .map(|f| format!("kernel {} has no function {f} in its BTF", kernel.release))
     }

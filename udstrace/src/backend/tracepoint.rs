@@ -16,6 +16,7 @@ pub struct TracepointBackend;
 
 const SEND_PROGRAM: &str = "sock_send_length";
 const SENDMMSG_PROGRAM: &str = "sys_enter_sendmmsg";
+const RECV_PROGRAM: &str = "sock_recv_length";
 
 impl AttachBackend for TracepointBackend {
     fn kind(&self) -> BackendKind {
@@ -32,11 +33,22 @@ impl AttachBackend for TracepointBackend {
         None
     }
 
-    fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts) -> Result<(), Error> {
+    fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts, recv: bool) -> Result<(), Error> {
         let send: &mut BtfTracePoint = program(ebpf, SEND_PROGRAM)?;
         send.load("sock_send_length", &kernel.btf)
             .map_err(|e| Error::attach(SEND_PROGRAM, e))?;
         send.attach().map_err(|e| Error::attach(SEND_PROGRAM, e))?;
+
+        if recv {
+            // Added with sock_send_length (6.3).
+            let receive: &mut BtfTracePoint = program(ebpf, RECV_PROGRAM)?;
+            receive
+                .load("sock_recv_length", &kernel.btf)
+                .map_err(|e| Error::attach(RECV_PROGRAM, e))?;
+            receive
+                .attach()
+                .map_err(|e| Error::attach(RECV_PROGRAM, e))?;
+        }
 
         // Without the syscall tracepoints (CONFIG_FTRACE_SYSCALLS=n) sendmmsg payloads are
         // recorded as missing; everything else works.
