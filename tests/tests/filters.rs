@@ -171,3 +171,97 @@ fn filter_errors_are_one_line() {
         assert_eq!(out.stderr.len(), 1, "{stderr}");
     }
 }
+
+/// A server in its own mount namespace binds `inner/app.sock`, where `inner` is a bind mount
+/// of `host` that only that namespace sees (as a container's `/run` is a host directory). The
+/// host's path to the socket, `host/app.sock`, finds its traffic; other traffic is left out;
+/// a path that is not a socket is a one-line error.
+#[test]
+fn path_across_mount_namespaces() {
+    use std::io::{BufRead, BufReader};
+    let dir = TempDir::new("mntns");
+    let (host, inner) = (dir.path("host"), dir.path("inner"));
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::create_dir_all(&inner).unwrap();
+    let inner_sock = inner.join("app.sock");
+    let script = format!(
+        "import socket, sys\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
+         s.bind('{p}'); s.listen(1)\n\
+         print('ready', flush=True)\n\
+         sys.stdin.readline()\n\
+         c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.connect('{p}')\n\
+         c.sendall(b'hello from the namespace')\n\
+         conn, _ = s.accept(); conn.recv(100); conn.sendall(b'reply in the namespace')\n\
+         c.recv(100)\n\
+         x, y = socket.socketpair(); x.sendall(b'unrelated'); y.recv(100)\n\
+         print('done', flush=True)\n\
+         sys.stdin.readline()\n",
+        p = inner_sock.display()
+    );
+    let mut server = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$1" "$2" && exec /usr/bin/python3 -c "$3""#)
+        .args([
+            "sh",
+            host.to_str().unwrap(),
+            inner.to_str().unwrap(),
+            &script,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let host_sock = host.join("app.sock");
+    assert!(host_sock.exists(), "the host sees the socket file in host/");
+    assert!(
+        !inner_sock.exists(),
+        "and not under inner/, mounted only in the namespace"
+    );
+
+    let file = dir.path("mntns.pcapng");
+    let ud = Udstrace::start(&[
+        "-w",
+        file.to_str().unwrap(),
+        "--path",
+        host_sock.to_str().unwrap(),
+    ]);
+    let mut stdin = server.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "done");
+    let done = ud.stop();
+    let _ = stdin.write_all(b"end\n");
+    let _ = server.wait();
+    assert!(done.success, "{:?}", done.stderr);
+    let cap = read_capture(&file);
+    let payloads: BTreeSet<Vec<u8>> = cap.packets.iter().map(|p| p.payload().to_vec()).collect();
+    assert_eq!(
+        payloads,
+        [
+            b"hello from the namespace".to_vec(),
+            b"reply in the namespace".to_vec()
+        ]
+        .into()
+    );
+    let inner_str = inner_sock.to_str().unwrap();
+    for p in &cap.packets {
+        assert!(
+            p.meta("path") == Some(inner_str) || p.meta("peer_path") == Some(inner_str),
+            "{}",
+            p.comment
+        );
+    }
+
+    let not_socket = udstrace_tests::run(&["--path", dir.path("mntns.pcapng").to_str().unwrap()]);
+    assert!(!not_socket.success);
+    assert_eq!(
+        not_socket.stderr,
+        [format!("udstrace: {} is not a socket", file.display())]
+    );
+}

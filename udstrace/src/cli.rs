@@ -357,7 +357,7 @@ fn ls(
 ) -> Result<(), Failure> {
     use std::io::Write as _;
     let filter = crate::ls::LsFilter {
-        paths,
+        paths: expand_paths(paths)?,
         sock_type: sock_type
             .map(parse_type)
             .transpose()
@@ -492,7 +492,7 @@ fn run(mut args: Args) -> Result<(), Failure> {
     };
     let filter = Filter {
         comms: args.comms,
-        paths: args.paths,
+        paths: expand_paths(args.paths)?,
         sock_type,
     };
     let decoders = Decoders::new(&args.decode).map_err(Failure::Usage)?;
@@ -509,6 +509,30 @@ fn run(mut args: Args) -> Result<(), Failure> {
     };
     report(&capture::run(&opts)?);
     Ok(())
+}
+
+/// `--path` values as the filters take them. A literal path must be a socket; the names that
+/// sockets bound to that same file were given in their own mount namespaces are added (a
+/// container's `/run/app.sock`, a service's private `/tmp`), so that the host's path to it
+/// finds them. `@abstract` names and globs are kept as they are.
+fn expand_paths(paths: Vec<String>) -> Result<Vec<String>, Failure> {
+    let mut out: Vec<String> = Vec::new();
+    for p in paths {
+        if !p.starts_with('@') && !p.contains(['*', '?']) {
+            let names = crate::sockets::names_of_socket_file(std::path::Path::new(&p))
+                .map_err(Failure::Usage)?;
+            for name in names {
+                let name = String::from_utf8_lossy(&name).into_owned();
+                if !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+        }
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
 }
 
 /// The closing line of a capture, as tcpdump's.

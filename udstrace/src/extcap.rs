@@ -55,6 +55,8 @@ pub fn config(out: &mut impl Write) -> std::io::Result<()> {
          {tooltip=Capture only processes running as these users (names or numbers)}{group=Filter}",
         "arg {number=8}{call=--follow}{display=Follow children}{type=boolflag}\
          {tooltip=With process IDs: also the children they fork from now on}{group=Filter}",
+        "arg {number=9}{call=--recv}{display=Receives too}{type=boolflag}\
+         {tooltip=Also what processes read, as inbound packets}{group=Capture}",
     ];
     for a in args {
         writeln!(out, "{a}")?;
@@ -183,6 +185,7 @@ mod tests {
             "--decode",
             "--uid",
             "--follow",
+            "--recv",
         ] {
             assert!(c.contains(&format!("{{call={call}}}")), "{call}");
         }

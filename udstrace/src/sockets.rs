@@ -17,6 +17,9 @@ pub struct UnixSocket {
     pub name: Vec<u8>,
     /// Inode of the connected peer, 0 for none.
     pub peer: u64,
+    /// For a socket bound to a path: the file system object of that path (major, minor,
+    /// inode), the same from every mount namespace.
+    pub file: Option<(u32, u32, u64)>,
 }
 
 impl UnixSocket {
@@ -49,7 +52,9 @@ const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_DONE: u16 = 3;
 const NLMSG_ERROR: u16 = 2;
 const UDIAG_SHOW_NAME: u32 = 1;
+const UDIAG_SHOW_VFS: u32 = 2;
 const UDIAG_SHOW_PEER: u32 = 4;
+const UNIX_DIAG_VFS: u16 = 1;
 const UNIX_DIAG_NAME: u16 = 0;
 const UNIX_DIAG_PEER: u16 = 2;
 
@@ -76,7 +81,8 @@ pub fn list() -> io::Result<Vec<UnixSocket>> {
     req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     req[16] = libc::AF_UNIX as u8;
     req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes()); // every state
-    req[28..32].copy_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER).to_ne_bytes());
+    req[28..32]
+        .copy_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER).to_ne_bytes());
     req[32..40].fill(0xff); // no cookie
                             // SAFETY: req is a valid buffer of its length.
     if unsafe { libc::send(raw, req.as_ptr().cast(), req.len(), 0) } < 0 {
@@ -125,6 +131,7 @@ fn parse_diag(m: &[u8]) -> Option<UnixSocket> {
         state: m[2],
         name: Vec::new(),
         peer: 0,
+        file: None,
     };
     let mut attrs = &m[16..];
     while attrs.len() >= 4 {
@@ -144,6 +151,13 @@ fn parse_diag(m: &[u8]) -> Option<UnixSocket> {
                     value.iter().position(|&c| c == 0).unwrap_or(value.len())
                 };
                 s.name = value[..end].to_vec();
+            }
+            // struct unix_diag_vfs { u32 udiag_vfs_ino; u32 udiag_vfs_dev; }, the device as
+            // the kernel encodes it (major << 20 | minor).
+            UNIX_DIAG_VFS if value.len() >= 8 => {
+                let ino = u32::from_ne_bytes(value[..4].try_into().ok()?);
+                let dev = u32::from_ne_bytes(value[4..8].try_into().ok()?);
+                s.file = Some((dev >> 20, dev & 0xf_ffff, u64::from(ino)));
             }
             UNIX_DIAG_PEER if value.len() >= 4 => {
                 s.peer = u64::from(u32::from_ne_bytes(value[..4].try_into().ok()?));
@@ -168,6 +182,27 @@ pub fn bound_names() -> HashMap<Vec<u8>, u64> {
         }
     }
     map
+}
+
+/// The names that sockets bound to the socket file at `path` were bound with, in whatever
+/// mount namespace they were bound (a container's `/run/app.sock` is, from the host, some
+/// other path to the same file). An error when `path` is not a socket.
+pub fn names_of_socket_file(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.file_type().is_socket() {
+        return Err(format!("{} is not a socket", path.display()));
+    }
+    let key = (libc::major(meta.dev()), libc::minor(meta.dev()), meta.ino());
+    let sockets = list().map_err(|e| format!("sock_diag: {e}"))?;
+    let mut names: Vec<Vec<u8>> = sockets
+        .into_iter()
+        .filter(|s| s.file == Some(key))
+        .map(|s| s.name)
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
 }
 
 /// Whether `h`'s process still has socket `ino` at the same descriptor.
