@@ -424,3 +424,85 @@ fn pcapng_on_stdout_streams_live() {
     );
     assert!(ud.stop().success);
 }
+
+/// Control data and receives as Wireshark fields: a pipe passed with `SCM_RIGHTS` and
+/// credentials, and the receive of that message (inbound, `udstrace.dir == "recv"`).
+#[test]
+fn control_data_and_receives_as_fields() {
+    use std::io::{BufRead, BufReader};
+    let dir = TempDir::new("lua-fields");
+    let home = dir.path("home");
+    std::fs::create_dir_all(&home).unwrap();
+    install(&home);
+    let file = dir.path("fields.pcapng");
+    let mut sender = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import socket, os, array, struct, sys\n\
+             sys.stdin.readline()\n\
+             a, b = socket.socketpair()\n\
+             r, w = os.pipe()\n\
+             cred = struct.pack('iII', os.getpid(), os.getuid(), os.getgid())\n\
+             a.sendmsg([b'a pipe for you'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, \
+             array.array('i', [r])), (socket.SOL_SOCKET, socket.SCM_CREDENTIALS, cred)])\n\
+             b.recvmsg(100, 100)\n\
+             print(r, os.fstat(r).st_ino, flush=True)\n\
+             sys.stdin.readline()\n",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = sender.id().to_string();
+    let ud = Udstrace::start(&["-w", file.to_str().unwrap(), "-p", &pid, "--recv"]);
+    let mut stdin = sender.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"go\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(sender.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let (fd, ino) = line.trim().split_once(' ').unwrap();
+    let done = ud.stop();
+    let _ = std::io::Write::write_all(&mut stdin, b"end\n");
+    let _ = sender.wait();
+    assert!(done.success, "{:?}", done.stderr);
+
+    let sent = fields(
+        &home,
+        &file,
+        "udstrace.fds",
+        &[
+            "udstrace.fds",
+            "udstrace.cred_pid",
+            "udstrace.cred_uid",
+            "udstrace.pid",
+        ],
+    );
+    assert_eq!(
+        sent,
+        [[
+            format!("{fd}:pipe:[{ino}]"),
+            pid.clone(),
+            "0".into(),
+            pid.clone()
+        ]]
+    );
+    let received = fields(
+        &home,
+        &file,
+        "udstrace.dir == \"recv\"",
+        &[
+            "udstrace.pid",
+            "frame.packet_flags_direction",
+            "tcp.payload",
+        ],
+    );
+    assert_eq!(
+        received,
+        [[
+            pid,
+            "0x00000001".to_string(),
+            "61207069706520666f7220796f75".to_string()
+        ]]
+    );
+}

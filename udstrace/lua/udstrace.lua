@@ -29,10 +29,11 @@ local string_fields = {
     fds = ProtoField.string("udstrace.fds", "Passed file descriptors (SCM_RIGHTS)"),
     cmsg = ProtoField.string("udstrace.cmsg", "Other control messages"),
     control = ProtoField.string("udstrace.control", "Control data cut"),
+    dir = ProtoField.string("udstrace.dir", "Direction (recv: a receive)"),
 }
 local order = { "pid", "tid", "comm", "uid", "gid", "type", "ino", "peer_ino", "path", "peer_path",
                 "peer_pid", "peer_comm", "syscall", "msg_len", "seg_offset", "payload",
-                "cred_pid", "cred_uid", "cred_gid", "fds", "cmsg", "control" }
+                "dir", "cred_pid", "cred_uid", "cred_gid", "fds", "cmsg", "control" }
 
 local all = {}
 for _, f in pairs(number_fields) do table.insert(all, f) end

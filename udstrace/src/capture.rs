@@ -622,6 +622,73 @@ mod tests {
         assert_eq!([sink.0[0].2, sink.0[1].2, sink.0[2].2], [0, 2, 0]);
     }
 
+    /// A receive is the peer-to-reader packet of the same conversation, inbound, with the
+    /// reader's byte count as its sequence number; it does not move the sender's ACK state.
+    #[test]
+    fn receives_are_inbound_from_the_peer() {
+        struct Dirs(Vec<(Vec<u8>, u32, bool)>);
+        impl Sink for Dirs {
+            fn packet(&mut self, p: &Packet<'_>) -> io::Result<()> {
+                self.0.push((p.headers.to_vec(), p.direction, p.view.recv));
+                Ok(())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+            fn finish(&mut self, _: &Stats) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut p = Packetizer::new(WallClock::new(), None)
+            .with_peers(PeerResolver::with_source(Box::new(Fixed(HashMap::new()))));
+        let mut sink = Dirs(Vec::new());
+        let sent = RawRecord {
+            sock_ino: 1,
+            peer_ino: 2,
+            stream_offset: 0,
+            msg_len: 5,
+            ..RawRecord::default()
+        }
+        .encode();
+        let read = RawRecord {
+            flags: udstrace_common::record::flags::LAST | udstrace_common::record::flags::RECV,
+            sock_ino: 2,
+            peer_ino: 1,
+            stream_offset: 0,
+            msg_len: 5,
+            ..RawRecord::default()
+        }
+        .encode();
+        let reply = RawRecord {
+            sock_ino: 2,
+            peer_ino: 1,
+            stream_offset: 0,
+            msg_len: 5,
+            ..RawRecord::default()
+        }
+        .encode();
+        for r in [&sent, &read, &reply] {
+            p.record(&SendSegment::try_from(r.as_slice()).unwrap(), &mut sink)
+                .unwrap();
+        }
+        let addrs = |h: &[u8]| (h[8..24].to_vec(), h[24..40].to_vec());
+        let ports = |h: &[u8]| (h[40..42].to_vec(), h[42..44].to_vec());
+        let seq = |h: &[u8]| u32::from_be_bytes(h[44..48].try_into().unwrap());
+        let ack = |h: &[u8]| u32::from_be_bytes(h[48..52].try_into().unwrap());
+        let (s, r, y) = (&sink.0[0], &sink.0[1], &sink.0[2]);
+        assert_eq!((s.1, s.2), (DIRECTION_OUTBOUND, false));
+        assert_eq!((r.1, r.2), (DIRECTION_INBOUND, true));
+        assert_eq!(
+            addrs(&r.0),
+            addrs(&s.0),
+            "same direction as the send it reads"
+        );
+        assert_eq!(ports(&r.0), ports(&s.0));
+        assert_eq!(seq(&r.0), seq(&s.0));
+        // The reply acknowledges the send, not the receive.
+        assert_eq!(ack(&y.0), 6);
+    }
+
     /// A client sends to a connection not yet accepted: the kernel has no inode for the peer,
     /// yet the packets of both directions share one conversation, and the peer's inode is
     /// filled in once it is known.

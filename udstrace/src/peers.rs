@@ -16,6 +16,8 @@ use crate::sockets::{self, Holder};
 const MIN_RESCAN: Duration = Duration::from_millis(20);
 const MAX_RESCAN: Duration = Duration::from_secs(1);
 const CONFIRM_AFTER: Duration = Duration::from_millis(20);
+/// Siblings of a sender looked at before a full scan, at most.
+const MAX_SIBLINGS: usize = 64;
 
 /// Where the resolver learns who holds what.
 pub trait Source {
@@ -24,6 +26,8 @@ pub trait Source {
     /// One process's sockets.
     fn process(&self, pid: u32) -> Vec<(u64, Holder)>;
     fn parent(&self, pid: u32) -> Option<u32>;
+    /// The children of process `pid` (of all its threads).
+    fn children(&self, pid: u32) -> Vec<u32>;
     /// Whether the holder still has the socket at the same descriptor.
     fn still_holds(&self, h: &Holder, ino: u64) -> bool;
     /// Bound name -> inode of the sockets bound to names.
@@ -42,6 +46,9 @@ impl Source for System {
     }
     fn parent(&self, pid: u32) -> Option<u32> {
         sockets::parent(pid)
+    }
+    fn children(&self, pid: u32) -> Vec<u32> {
+        sockets::children(pid)
     }
     fn still_holds(&self, h: &Holder, ino: u64) -> bool {
         sockets::still_holds(h, ino)
@@ -70,6 +77,9 @@ impl Source for Fixed {
     }
     fn parent(&self, _: u32) -> Option<u32> {
         None
+    }
+    fn children(&self, _: u32) -> Vec<u32> {
+        Vec::new()
     }
     fn still_holds(&self, h: &Holder, ino: u64) -> bool {
         self.0.get(&ino).is_some_and(|l| l.contains(h))
@@ -119,7 +129,8 @@ impl PeerResolver {
     /// (or connected to a listener bound to) `peer_name`, last seen sending in process
     /// `peer_sender`; empty when none does (or it is gone). An unknown socket, or one whose
     /// last sender is not among its known holders, is looked for first in the likely
-    /// processes (those three and the sender's parent), then by a full scan.
+    /// processes (those three, the sender's parent, children and siblings), then by a full
+    /// scan.
     pub fn holders(
         &mut self,
         ino: u64,
@@ -185,7 +196,18 @@ impl PeerResolver {
         }
         let mut pids: Vec<u32> = senders.into_iter().flatten().collect();
         if let Some(sender) = senders[0] {
-            pids.extend(self.source.parent(sender));
+            // A socket handed to (or inherited by) a parent, a child or a sibling; not the
+            // siblings under init or a large supervisor, which are the whole machine.
+            pids.extend(self.source.children(sender));
+            if let Some(parent) = self.source.parent(sender) {
+                pids.push(parent);
+                if parent > 1 {
+                    let siblings = self.source.children(parent);
+                    if siblings.len() <= MAX_SIBLINGS {
+                        pids.extend(siblings);
+                    }
+                }
+            }
         }
         if !peer_name.is_empty() {
             let listener = self.bound(peer_name);
@@ -258,6 +280,9 @@ mod tests {
         }
         fn parent(&self, _: u32) -> Option<u32> {
             None
+        }
+        fn children(&self, _: u32) -> Vec<u32> {
+            Vec::new()
         }
         fn still_holds(&self, h: &Holder, _: u64) -> bool {
             h.pid == 1

@@ -257,6 +257,24 @@ fn sockets_of(p: &procfs::process::Process) -> Vec<(u64, Holder)> {
         .collect()
 }
 
+/// The children of process `pid`, forked by any of its threads (`/proc/PID/task/*/children`).
+#[must_use]
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            out.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    out
+}
+
 /// The parent of process `pid`.
 #[must_use]
 pub fn parent(pid: u32) -> Option<u32> {
