@@ -80,6 +80,26 @@ pub struct SendEntry {
     pub total: u64,
 }
 
+impl SendEntry {
+    /// A call on `sk` with message `msg` whose payload cannot be read.
+    #[inline(always)]
+    pub const fn unreadable(sk: u64, msg: u64) -> Self {
+        Self {
+            sk,
+            msg,
+            ptr: 0,
+            len: 0,
+            skip: 0,
+            kind: crate::capture::SEG_NONE,
+            nested: 0,
+            name: 0,
+            name_len: 0,
+            recv: 0,
+            total: 0,
+        }
+    }
+}
+
 /// Per thread (pid_tgid) inside a hooked send or receive function: what its entry saw.
 #[map]
 pub static SEND_ENTRIES: LruHashMap<u64, SendEntry> = LruHashMap::with_max_entries(16_384, 0);
@@ -103,10 +123,14 @@ pub const COUNTER_LOST_SEGMENTS: u32 = 0;
 pub const COUNTER_LOST_BYTES: u32 = 1;
 /// Largest number of bytes waiting in the ring buffer seen since userspace last reset it.
 pub const COUNTER_RING_PEAK: u32 = 2;
+/// Calls whose entry was seen and whose return was not (a kretprobe has a fixed number of
+/// instances for calls in flight; calls blocked in recvmsg or sendmsg use them up): their
+/// messages are lost, their size unknown.
+pub const COUNTER_MISSED_RETURNS: u32 = 3;
 
 /// Global counters userspace reads at the end of a capture.
 #[map]
-pub static COUNTERS: Array<u64> = Array::with_max_entries(3, 0);
+pub static COUNTERS: Array<u64> = Array::with_max_entries(4, 0);
 
 /// Processes (tgid) to capture when the `PIDS` filter is on; with `--follow` the fork hook
 /// adds their children.

@@ -11,7 +11,7 @@ use crate::{
     ancillary::{self, Control},
     capture::{self, Dest, Payload, SEG_BVEC, SEG_IOVEC, SEG_KBUF, SEG_KVEC, SEG_NONE, SEG_UBUF},
     config, kernel,
-    maps::{SendEntry, SEND_ENTRIES},
+    maps::{SendEntry, COUNTER_MISSED_RETURNS, SEND_ENTRIES},
 };
 
 /// Entry of `unix_{stream,dgram,seqpacket}_sendmsg(struct socket *sock, struct msghdr *msg,
@@ -25,19 +25,7 @@ pub fn enter_sendmsg(sock: u64, msg: u64) {
         return;
     }
     let layout = config::layout();
-    let mut entry = iter_entry(sk, msg).unwrap_or(SendEntry {
-        sk,
-        msg,
-        ptr: 0,
-        len: 0,
-        skip: 0,
-        kind: SEG_NONE,
-        nested: 0,
-        name: 0,
-        name_len: 0,
-        recv: 0,
-        total: 0,
-    });
+    let mut entry = iter_entry(sk, msg).unwrap_or(SendEntry::unreadable(sk, msg));
     // The destination of an unconnected datagram, and the control data: the kernel's copies
     // (made by the system call before the protocol's sendmsg runs), alive until it returns.
     entry.name = kernel::read(msg, layout.msghdr_name).unwrap_or(0);
@@ -70,19 +58,7 @@ pub fn enter_recvmsg(sock: u64, msg: u64, flags: i32) {
     if nested(pid_tgid, sk, msg) {
         return;
     }
-    let mut entry = iter_entry(sk, msg).unwrap_or(SendEntry {
-        sk,
-        msg,
-        ptr: 0,
-        len: 0,
-        skip: 0,
-        kind: SEG_NONE,
-        nested: 0,
-        name: 0,
-        name_len: 0,
-        recv: 0,
-        total: 0,
-    });
+    let mut entry = iter_entry(sk, msg).unwrap_or(SendEntry::unreadable(sk, msg));
     entry.recv = 1;
     let _ = SEND_ENTRIES.insert(pid_tgid, entry, 0);
 }
@@ -99,17 +75,10 @@ pub fn enter_sendpage(sock: u64, page: u64, offset: i32, size: u64) {
         Err(_) => (0, SEG_NONE),
     };
     let entry = SendEntry {
-        sk,
-        msg: 0,
         ptr,
         len: size,
-        skip: 0,
         kind,
-        nested: 0,
-        name: 0,
-        name_len: 0,
-        recv: 0,
-        total: 0,
+        ..SendEntry::unreadable(sk, 0)
     };
     let _ = SEND_ENTRIES.insert(pid_tgid, entry, 0);
 }
@@ -138,7 +107,8 @@ fn nested(pid_tgid: u64, sk: u64, msg: u64) -> bool {
                 outer.nested += 1;
                 true
             } else {
-                // Left over from a call whose exit was missed: replaced.
+                // Left over from a call whose return was not seen: replaced, and counted.
+                capture::count(COUNTER_MISSED_RETURNS, 1);
                 false
             }
         }
@@ -172,17 +142,12 @@ fn iter_entry(sk: u64, msg: u64) -> Result<SendEntry, i64> {
         (SEG_NONE, 0)
     };
     Ok(SendEntry {
-        sk,
-        msg,
         ptr,
         len,
         skip,
         kind,
-        nested: 0,
-        name: 0,
-        name_len: 0,
-        recv: 0,
         total,
+        ..SendEntry::unreadable(sk, msg)
     })
 }
 
@@ -206,7 +171,7 @@ pub fn exit<const LOOP: bool, C: EbpfContext>(ctx: &C, cont: u32, ret: i64) {
     let recv = entry.recv != 0;
     // A datagram longer than the reader's buffers (MSG_TRUNC) returns its full length;
     // the reader got what its buffers hold.
-    let ret = if recv && ret > 0 && ret as u64 > entry.total {
+    let ret = if recv && ret > 0 && entry.kind != SEG_NONE && ret as u64 > entry.total {
         entry.total as i64
     } else {
         ret

@@ -74,6 +74,8 @@ pub struct Summary {
     pub packets: u64,
     pub lost_segments: u64,
     pub lost_bytes: u64,
+    /// Calls whose return the kernel did not report (their messages are lost).
+    pub missed_returns: u64,
     pub malformed: u64,
 }
 
@@ -83,8 +85,9 @@ pub struct Packetizer {
     /// Keys the hash that turns kernel socket identities into address identifiers, so that
     /// no kernel address is written out.
     id_key: u64,
-    /// Per kernel socket address: its generation (see `identity`) and inode (0: none yet).
-    sockets: HashMap<u64, (u64, u64)>,
+    /// Per kernel socket address: its generation (see `identity`), inode (0: none yet) and
+    /// the identifier of its peer as its own records last said (0: unknown).
+    sockets: HashMap<u64, (u64, u64, u64)>,
     next_generation: u64,
     /// Per stream socket: the offset after the last byte it was seen sending.
     next_offset: HashMap<u64, u64>,
@@ -208,8 +211,13 @@ impl Packetizer {
             }
         }
         self.last_sender.insert(seg.sock_id, seg.pid);
-        let own_id = self.identity(seg.sock_id, seg.sock_ino);
-        let peer_id = self.identity(seg.peer_id, seg.peer_ino);
+        let own_id = self.identity(seg.sock_id, seg.sock_ino, 0);
+        let peer_id = self.identity(seg.peer_id, seg.peer_ino, own_id);
+        if peer_id != 0 {
+            if let Some(own) = self.sockets.get_mut(&seg.sock_id) {
+                own.2 = peer_id;
+            }
+        }
         if !self.filter.matches(seg) {
             return Ok(());
         }
@@ -287,8 +295,12 @@ impl Packetizer {
     /// memory of closed sockets at once, so an address alone does not name a socket: a new
     /// inode at a known address, or a socket without inode (not yet accepted) at an address
     /// that had one, is a new socket and gets a new generation. A socket without inode that
-    /// later shows its inode keeps its identifier.
-    fn identity(&mut self, ptr: u64, ino: u64) -> u64 {
+    /// later shows its inode keeps its identifier, and so does one named without inode by
+    /// the socket with identifier `seen_from` (whose record names it as its peer) when its
+    /// own records said it is connected to that very socket: a record written before the
+    /// accept, read after the accepted socket's (the client's program ran after the server
+    /// had already answered).
+    fn identity(&mut self, ptr: u64, ino: u64, seen_from: u64) -> u64 {
         if ptr == 0 {
             return 0;
         }
@@ -297,12 +309,12 @@ impl Packetizer {
             *next_generation += 1;
             *next_generation
         };
-        let known = self.sockets.entry(ptr).or_insert_with(|| (fresh(), ino));
+        let known = self.sockets.entry(ptr).or_insert_with(|| (fresh(), ino, 0));
         if known.1 != ino {
             if known.1 == 0 {
                 known.1 = ino;
-            } else {
-                *known = (fresh(), ino);
+            } else if ino != 0 || seen_from == 0 || known.2 != seen_from {
+                *known = (fresh(), ino, 0);
             }
         }
         let generation = known.0;
@@ -457,11 +469,12 @@ async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
     summary.packets = packetizer.packets;
     summary.lost_segments = lost_segments;
     summary.lost_bytes = lost_bytes;
+    summary.missed_returns = tracer.missed_returns();
     let stats = Stats {
         start_ns,
         end_ns: WallClock::now(),
-        received: summary.packets + lost_segments,
-        dropped: lost_segments,
+        received: summary.packets + lost_segments + summary.missed_returns,
+        dropped: lost_segments + summary.missed_returns,
     };
     match result.and_then(|()| sink.finish(&stats)) {
         Ok(()) => Ok(summary),
@@ -731,6 +744,38 @@ mod tests {
             vec![0, 10, 20],
             "peer_ino of the second request is known"
         );
+    }
+
+    /// The client's record of a send made before accept() can arrive after the server's
+    /// answer (its program ran late): the inode-less peer is still the accepted socket.
+    #[test]
+    fn late_record_from_before_accept() {
+        let mut p = Packetizer::new(WallClock::new(), None)
+            .with_peers(PeerResolver::with_source(Box::new(Fixed(HashMap::new()))));
+        let mut sink = Collect(Vec::new(), Vec::new());
+        let (client_ptr, server_ptr) = (Some(0xffff_0000_0000_1000), Some(0xffff_0000_0000_2000));
+        let reply = RawRecord {
+            sock_ino: 20,
+            sock_id: server_ptr,
+            peer_ino: 10,
+            peer_id: client_ptr,
+            ..RawRecord::default()
+        };
+        let request = RawRecord {
+            sock_ino: 10,
+            sock_id: client_ptr,
+            peer_ino: 0,
+            peer_id: server_ptr,
+            ..RawRecord::default()
+        };
+        for r in [reply, request] {
+            let bytes = r.encode();
+            p.record(&SendSegment::try_from(bytes.as_slice()).unwrap(), &mut sink)
+                .unwrap();
+        }
+        let (reply, request) = (&sink.0[0].0, &sink.0[1].0);
+        assert_eq!(request[24..40], reply[8..24], "one conversation");
+        assert_eq!(request[8..24], reply[24..40]);
     }
 
     /// Closed sockets' memory is reused at once: a new connection at the same kernel

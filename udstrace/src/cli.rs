@@ -544,6 +544,13 @@ fn report(summary: &capture::Summary) {
     if summary.lost_bytes != 0 {
         let _ = write!(line, " ({} bytes)", summary.lost_bytes);
     }
+    if summary.missed_returns != 0 {
+        let _ = write!(
+            line,
+            ", {} calls lost (the kernel did not report their return: too many blocked at once)",
+            summary.missed_returns
+        );
+    }
     if summary.malformed != 0 {
         let _ = write!(line, ", {} malformed records skipped", summary.malformed);
     }

@@ -266,6 +266,13 @@ impl Tracer {
         let get = |i| self.counters.get(&i, 0).unwrap_or(0);
         (get(0), get(1))
     }
+
+    /// Sends and receives whose entry the programs saw and whose return they did not (kprobe
+    /// backend: the kernel ran out of kretprobe instances for calls in flight).
+    #[must_use]
+    pub fn missed_returns(&self) -> u64 {
+        self.counters.get(&3, 0).unwrap_or(0)
+    }
 }
 
 /// What every load needs first: the privileges, the kernel's BTF, its layout and its facts.
