@@ -16,6 +16,8 @@ use crate::sockets::{self, Holder};
 const MIN_RESCAN: Duration = Duration::from_millis(20);
 const MAX_RESCAN: Duration = Duration::from_secs(1);
 const CONFIRM_AFTER: Duration = Duration::from_millis(20);
+/// Time looking for holders may take at first; then a tenth of the capture's time.
+const BUDGET_START: Duration = Duration::from_millis(100);
 /// Siblings of a sender looked at before a full scan, at most.
 const MAX_SIBLINGS: usize = 64;
 
@@ -99,6 +101,9 @@ pub struct PeerResolver {
     scanned: Option<Instant>,
     interval: Duration,
     source: Box<dyn Source + Send>,
+    /// When the first lookup happened, and the time lookups have taken since.
+    started: Option<Instant>,
+    spent: Duration,
     /// Bound name -> socket inode.
     names: HashMap<Vec<u8>, u64>,
     names_scanned: Option<Instant>,
@@ -120,6 +125,8 @@ impl PeerResolver {
             scanned: None,
             interval: MIN_RESCAN,
             source,
+            started: None,
+            spent: Duration::ZERO,
             names: HashMap::new(),
             names_scanned: None,
         }
@@ -163,20 +170,32 @@ impl PeerResolver {
                 }
             }
         };
-        if stale
-            && !self.look_in_likely(ino, now, [Some(sender), peer_sender], peer_name)
-            && self
-                .scanned
-                .is_none_or(|t| now.duration_since(t) >= self.interval)
-        {
-            self.holders = self.source.all();
-            let took = now.elapsed();
-            self.interval = (took * 10).clamp(MIN_RESCAN, MAX_RESCAN);
-            self.scanned = Some(now);
-            self.confirmed.clear();
-            self.missed.clear();
+        if stale && self.within_budget(now) {
+            let found = self.look_in_likely(ino, now, [Some(sender), peer_sender], peer_name);
+            if !found
+                && self
+                    .scanned
+                    .is_none_or(|t| now.duration_since(t) >= self.interval)
+            {
+                let start = Instant::now();
+                self.holders = self.source.all();
+                self.interval = (start.elapsed() * 10).clamp(MIN_RESCAN, MAX_RESCAN);
+                self.scanned = Some(now);
+                self.confirmed.clear();
+                self.missed.clear();
+            }
+            self.spent = self.spent.saturating_add(now.elapsed());
         }
         self.holders.get(&ino).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether looking for holders may cost more time now: at most a tenth of the time since
+    /// the capture started (plus a first allowance), so that a stream of new sockets (many
+    /// short connections) cannot make udstrace spend its time in /proc and fall behind the
+    /// kernel. Over budget, unknown peers stay unnamed.
+    fn within_budget(&mut self, now: Instant) -> bool {
+        let started = *self.started.get_or_insert(now);
+        self.spent < BUDGET_START + now.duration_since(started) / 10
     }
 
     /// Looks for `ino` in the processes likely to hold it; true when found.
