@@ -453,6 +453,9 @@ async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
     }
 
     // Stop capturing, then write what the kernel had already recorded.
+    // Before detaching: while the programs come off one by one, calls may enter without
+    // leaving, and those are not lost messages.
+    let missed_returns = tracer.missed_returns();
     tracer.detach();
     if result.is_ok() {
         if let Err(e) = drain(
@@ -469,7 +472,7 @@ async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
     summary.packets = packetizer.packets;
     summary.lost_segments = lost_segments;
     summary.lost_bytes = lost_bytes;
-    summary.missed_returns = tracer.missed_returns();
+    summary.missed_returns = missed_returns;
     let stats = Stats {
         start_ns,
         end_ns: WallClock::now(),
@@ -503,7 +506,7 @@ fn announce(tracer: &Tracer, opts: &CaptureOptions) {
 
 /// `--stats`: one line a second.
 fn print_stats(tracer: &mut Tracer, packetizer: &Packetizer, ring_bytes: u32) {
-    let (lost, _) = tracer.lost();
+    let lost = tracer.lost().0 + tracer.missed_returns();
     let peak_percent = tracer.ring_peak() * 100 / u64::from(ring_bytes.max(1));
     eprintln!(
         "udstrace: {} packets, {} bytes, {lost} lost, ring buffer peak {peak_percent}% full",

@@ -537,9 +537,11 @@ fn expand_paths(paths: Vec<String>) -> Result<Vec<String>, Failure> {
 
 /// The closing line of a capture, as tcpdump's.
 fn report(summary: &capture::Summary) {
+    // As in the statistics block: lost segments and lost calls together.
     let mut line = format!(
         "{} packets captured, {} lost",
-        summary.packets, summary.lost_segments
+        summary.packets,
+        summary.lost_segments + summary.missed_returns
     );
     if summary.lost_bytes != 0 {
         let _ = write!(line, " ({} bytes)", summary.lost_bytes);
@@ -547,7 +549,8 @@ fn report(summary: &capture::Summary) {
     if summary.missed_returns != 0 {
         let _ = write!(
             line,
-            ", {} calls lost (the kernel did not report their return: too many blocked at once)",
+            ", {} of them whole calls whose return the kernel did not report (too many blocked \
+             at once)",
             summary.missed_returns
         );
     }

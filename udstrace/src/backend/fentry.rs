@@ -35,18 +35,20 @@ impl AttachBackend for FentryBackend {
         })?;
         let receive = SendFunctions::RECVMSG.into_iter().filter(|_| recv);
         for function in SendFunctions::of(kernel).chain(receive) {
+            // The exit first: a call that enters once the entry is attached is always seen
+            // leaving (an entry without its exit counts as a lost call).
+            let exit_name = fexit_program(function, kernel.has_bpf_loop)?;
+            let exit: &mut FExit = program(ebpf, exit_name)?;
+            exit.load(function, &kernel.btf)
+                .map_err(|e| refused_or(exit_name, e))?;
+            exit.attach().map_err(|e| refused_or(exit_name, e))?;
+
             let entry_name = fentry_program(function)?;
             let entry: &mut FEntry = program(ebpf, entry_name)?;
             entry
                 .load(function, &kernel.btf)
                 .map_err(|e| refused_or(entry_name, e))?;
             entry.attach().map_err(|e| refused_or(entry_name, e))?;
-
-            let exit_name = fexit_program(function, kernel.has_bpf_loop)?;
-            let exit: &mut FExit = program(ebpf, exit_name)?;
-            exit.load(function, &kernel.btf)
-                .map_err(|e| refused_or(exit_name, e))?;
-            exit.attach().map_err(|e| refused_or(exit_name, e))?;
         }
         Ok(())
     }
