@@ -10,7 +10,7 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated};
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated};
 use udstrace_common::{
     record::{
         ANCILLARY_RECORD_LEN, CONTROL_MAX, FDS_MAX, FD_DIRS, FD_DIR_MAX, FD_NAME_MAX,
@@ -20,26 +20,10 @@ use udstrace_common::{
 };
 
 use crate::{
-    capture, config, kernel,
+    capture, config,
+    kernel::{self, Mem},
     maps::{COUNTER_LOST_SEGMENTS, EVENTS},
 };
-
-/// Where a message's control data is.
-#[derive(Clone, Copy)]
-pub struct Control {
-    pub ptr: u64,
-    pub len: u64,
-    /// Kernel memory (a protocol's `msg_control`) rather than the sender's.
-    pub kernel: bool,
-}
-
-impl Control {
-    pub const NONE: Self = Self {
-        ptr: 0,
-        len: 0,
-        kernel: true,
-    };
-}
 
 /// `struct cmsghdr` (`x86_64`): `size_t cmsg_len; int cmsg_level; int cmsg_type;`, data at 16.
 const CMSG_HDR: u64 = 16;
@@ -54,7 +38,7 @@ const BPF_RB_NO_WAKEUP: u64 = 1;
 /// Sends the ancillary record of a message about to be (or just) sent on `sk`, if the
 /// message has control data.
 #[inline(always)]
-pub fn emit(sk: u64, control: Control) {
+pub fn emit(sk: u64, control: Mem) {
     if control.ptr == 0 || control.len < CMSG_HDR {
         return;
     }
@@ -80,13 +64,8 @@ pub fn emit(sk: u64, control: Control) {
         (*rec).control_len = control.len as u32;
         (*rec).reserved = 0;
         let dst = (*rec).control.as_mut_ptr().cast::<c_void>();
-        let src = control.ptr as *const c_void;
         let len = (cap & (CONTROL_MAX as u64 * 2 - 1)) as u32;
-        if control.kernel {
-            generated::bpf_probe_read_kernel(dst, len, src)
-        } else {
-            generated::bpf_probe_read_user(dst, len, src)
-        }
+        control.copy(control.ptr, dst, len)
     };
     // SAFETY: as above.
     unsafe { (*rec).cap_len = if rc == 0 { cap as u32 } else { 0 } };
@@ -97,7 +76,7 @@ pub fn emit(sk: u64, control: Control) {
         if i as u64 >= nfds {
             break;
         }
-        let Ok(fd) = read_control::<i32>(control, rights + i as u64 * 4) else {
+        let Ok(fd) = control.read::<i32>(rights + i as u64 * 4) else {
             break;
         };
         // SAFETY: `i` < FDS_MAX, inside the reserved record.
@@ -109,26 +88,15 @@ pub fn emit(sk: u64, control: Control) {
     slot.submit(BPF_RB_NO_WAKEUP);
 }
 
-/// Reads a `T` at `at` in the control data's memory.
-#[inline(always)]
-fn read_control<T>(control: Control, at: u64) -> Result<T, i64> {
-    if control.kernel {
-        kernel::read::<T>(at, 0)
-    } else {
-        // SAFETY: user memory read through the checking helper.
-        unsafe { bpf_probe_read_user(at as *const T) }.map_err(i64::from)
-    }
-}
-
 /// Address and descriptor count of the first `SCM_RIGHTS` control message; count 0 if none.
 #[inline(always)]
-fn find_rights(control: Control) -> (u64, u64) {
+fn find_rights(control: Mem) -> (u64, u64) {
     let mut off = 0u64;
     for _ in 0..MAX_CMSGS {
         if off + CMSG_HDR > control.len {
             break;
         }
-        let Ok(hdr) = read_control::<[u64; 2]>(control, control.ptr + off) else {
+        let Ok(hdr) = control.read::<[u64; 2]>(control.ptr + off) else {
             break;
         };
         let len = hdr[0];

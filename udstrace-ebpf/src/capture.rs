@@ -20,8 +20,8 @@ use udstrace_common::{
 };
 
 use crate::{
-    ancillary::{self, Control},
-    config, kernel,
+    ancillary, config,
+    kernel::{self, Mem},
     maps::{
         CopyState, Scratch, COMM_FILTER, COPY_CONTINUE, COUNTERS, COUNTER_LOST_BYTES,
         COUNTER_LOST_SEGMENTS, COUNTER_RING_PEAK, EVENTS, PID_FILTER, SCRATCH, STREAM_OFFSETS,
@@ -114,23 +114,6 @@ pub fn wanted(tgid: u32) -> bool {
     true
 }
 
-/// The address an unconnected datagram was sent to (`sendto`, `sendmsg` with `msg_name`): a
-/// `struct sockaddr_un` of `len` bytes, in kernel or user memory.
-#[derive(Clone, Copy)]
-pub struct Dest {
-    pub ptr: u64,
-    pub len: u64,
-    pub kernel: bool,
-}
-
-impl Dest {
-    pub const NONE: Self = Self {
-        ptr: 0,
-        len: 0,
-        kernel: true,
-    };
-}
-
 /// The type of Unix socket `sk`, if it is one the capture wants (`--type`).
 #[inline(always)]
 pub fn unix_type(sk: u64, layout: &KernelLayout) -> Option<u16> {
@@ -146,8 +129,8 @@ pub fn unix_type(sk: u64, layout: &KernelLayout) -> Option<u16> {
 }
 
 /// Records a message of `accepted` bytes sent on socket `sk` from syscall `syscall`, to
-/// `dest` when the socket has no peer, with control data `control` (or
-/// `Control::NONE` when its entry sent it already).
+/// `dest` (the `struct sockaddr_un` an unconnected datagram was addressed to) when the socket
+/// has no peer, with control data `control` (or `Mem::NONE` when its entry sent it already).
 /// `ctx` and `cont` (a `COPY_CONTINUE` index, or [`NO_CONTINUATION`]) let the copy go on in a
 /// tail call on kernels without `bpf_loop`.
 ///
@@ -162,8 +145,8 @@ pub fn capture_send<const LOOP: bool, C: EbpfContext>(
     accepted: i64,
     syscall: i32,
     payload: Payload,
-    dest: Dest,
-    control: Control,
+    dest: Mem,
+    control: Mem,
     recv: bool,
     layout: &KernelLayout,
 ) -> Result<(), i64> {
@@ -254,34 +237,17 @@ pub fn capture_send<const LOOP: bool, C: EbpfContext>(
 /// Copies the name in the destination address `dest` (a `struct sockaddr_un`) into `dst`;
 /// returns how many bytes it holds, 0 when there is no Unix address.
 #[inline(always)]
-fn dest_path(dest: Dest, dst: &mut [u8; PATH_MAX]) -> u16 {
+fn dest_path(dest: Mem, dst: &mut [u8; PATH_MAX]) -> u16 {
     // sun_family (u16) and at least one byte of name.
-    if dest.ptr == 0 || dest.len <= 2 {
-        return 0;
-    }
-    let family: Result<u16, i64> = if dest.kernel {
-        kernel::read(dest.ptr, 0)
-    } else {
-        // SAFETY: user memory read through the checking helper.
-        unsafe { bpf_probe_read_user(dest.ptr as *const u16) }.map_err(i64::from)
-    };
-    if family != Ok(kernel::AF_UNIX) {
+    if dest.ptr == 0 || dest.len <= 2 || dest.read::<u16>(dest.ptr) != Ok(kernel::AF_UNIX) {
         return 0;
     }
     let mut n = dest.len - 2;
     if n > PATH_MAX as u64 {
         n = PATH_MAX as u64;
     }
-    // SAFETY: dst is PATH_MAX bytes and n <= PATH_MAX; the helpers check the source.
-    let rc = unsafe {
-        let to = dst.as_mut_ptr().cast::<c_void>();
-        let from = (dest.ptr + 2) as *const c_void;
-        if dest.kernel {
-            generated::bpf_probe_read_kernel(to, n as u32, from)
-        } else {
-            generated::bpf_probe_read_user(to, n as u32, from)
-        }
-    };
+    // SAFETY: dst is PATH_MAX bytes and n <= PATH_MAX.
+    let rc = unsafe { dest.copy(dest.ptr + 2, dst.as_mut_ptr().cast::<c_void>(), n as u32) };
     if rc == 0 {
         n as u16
     } else {

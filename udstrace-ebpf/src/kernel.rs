@@ -17,6 +17,52 @@ pub fn read<T>(base: u64, offset: u32) -> Result<T, i64> {
     unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T).map_err(i64::from) }
 }
 
+/// A buffer in kernel or user memory: where a message's destination address or control data
+/// is.
+#[derive(Clone, Copy)]
+pub struct Mem {
+    pub ptr: u64,
+    pub len: u64,
+    pub kernel: bool,
+}
+
+impl Mem {
+    /// No buffer.
+    pub const NONE: Self = Self {
+        ptr: 0,
+        len: 0,
+        kernel: true,
+    };
+
+    /// Reads a `T` at address `at` (inside the buffer) with the helper its memory needs.
+    #[inline(always)]
+    pub fn read<T>(self, at: u64) -> Result<T, i64> {
+        if self.kernel {
+            read::<T>(at, 0)
+        } else {
+            // SAFETY: user memory read through the checking helper.
+            unsafe { aya_ebpf::helpers::bpf_probe_read_user(at as *const T) }.map_err(i64::from)
+        }
+    }
+
+    /// Copies `n` bytes at address `at` to `dst`; 0 or a negative errno.
+    ///
+    /// # Safety
+    /// `dst` must have room for `n` bytes.
+    #[inline(always)]
+    pub unsafe fn copy(self, at: u64, dst: *mut c_void, n: u32) -> i64 {
+        let from = at as *const c_void;
+        // SAFETY: the caller vouches for `dst`; the helpers check the source.
+        unsafe {
+            if self.kernel {
+                generated::bpf_probe_read_kernel(dst, n, from)
+            } else {
+                generated::bpf_probe_read_user(dst, n, from)
+            }
+        }
+    }
+}
+
 /// Family and type of a socket.
 pub struct SockInfo {
     pub family: u16,

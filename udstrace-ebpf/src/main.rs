@@ -1,7 +1,8 @@
 //! udstrace's kernel programs.
 //!
 //! One file per hook; the capture logic they share lives in `capture`, the maps in `maps`, the
-//! run-time configuration (kernel field offsets, filters) in `config`.
+//! run-time configuration (kernel field offsets, filters) in `config`, the system call ABI the
+//! tracepoint hooks read in `syscall`.
 #![no_std]
 #![no_main]
 // Atomic adds on map values: the BPF target has no `core::sync::atomic` read-modify-write.
@@ -18,6 +19,7 @@ mod sendmsg;
 mod sock_recv_length;
 mod sock_send_length;
 mod sys_enter_sendmmsg;
+mod syscall;
 mod unix_sendmsg_fentry;
 mod unix_sendmsg_kprobe;
 

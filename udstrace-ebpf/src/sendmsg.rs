@@ -8,9 +8,10 @@
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, EbpfContext};
 
 use crate::{
-    ancillary::{self, Control},
-    capture::{self, Dest, Payload, SEG_BVEC, SEG_IOVEC, SEG_KBUF, SEG_KVEC, SEG_NONE, SEG_UBUF},
-    config, kernel,
+    ancillary,
+    capture::{self, Payload, SEG_BVEC, SEG_IOVEC, SEG_KBUF, SEG_KVEC, SEG_NONE, SEG_UBUF},
+    config,
+    kernel::{self, Mem},
     maps::{SendEntry, COUNTER_MISSED_RETURNS, SEND_ENTRIES},
 };
 
@@ -31,7 +32,7 @@ pub fn enter_sendmsg(sock: u64, msg: u64) {
     entry.name = kernel::read(msg, layout.msghdr_name).unwrap_or(0);
     entry.name_len = kernel::read(msg, layout.msghdr_namelen).unwrap_or(0);
     let _ = SEND_ENTRIES.insert(pid_tgid, entry, 0);
-    let control = Control {
+    let control = Mem {
         ptr: kernel::read(msg, layout.msghdr_control).unwrap_or(0),
         len: kernel::read(msg, layout.msghdr_controllen).unwrap_or(0),
         kernel: true,
@@ -41,15 +42,12 @@ pub fn enter_sendmsg(sock: u64, msg: u64) {
     }
 }
 
-/// `MSG_PEEK`: a read that leaves the bytes queued; not a receive.
-const MSG_PEEK: i32 = 2;
-
 /// Entry of `unix_{stream,dgram,seqpacket}_recvmsg(struct socket *sock, struct msghdr *msg,
 /// size_t size, int flags)` (`--recv`): where the reader's buffers are, to be read once the
 /// function has filled them.
 #[inline(always)]
 pub fn enter_recvmsg(sock: u64, msg: u64, flags: i32) {
-    if flags & MSG_PEEK != 0 {
+    if flags & crate::syscall::MSG_PEEK != 0 {
         return;
     }
     let Some((pid_tgid, sk)) = wanted_sock(sock) else {
@@ -203,12 +201,12 @@ pub fn exit<const LOOP: bool, C: EbpfContext>(ctx: &C, cont: u32, ret: i64) {
         ret,
         syscall as i32,
         payload,
-        Dest {
+        Mem {
             ptr: entry.name,
             len: u64::from(entry.name_len.cast_unsigned()),
             kernel: true,
         },
-        Control::NONE,
+        Mem::NONE,
         recv,
         config::layout(),
     );

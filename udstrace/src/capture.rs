@@ -200,7 +200,7 @@ impl Packetizer {
         }
         let seg = &seg;
         self.ancillary.clear();
-        if seg.seg_offset == 0 {
+        if seg.seg_offset == 0 && !self.pending.is_empty() {
             if let Some(a) = self.pending.remove(&seg.tid) {
                 if a.sock_id == seg.sock_id {
                     let proc = &self.proc;
@@ -577,14 +577,22 @@ mod tests {
     use crate::peers::Fixed;
     use crate::record::testing::RawRecord;
 
-    /// (headers, payload, drops) of each packet, and each packet's peer inode.
-    struct Collect(Vec<(Vec<u8>, Vec<u8>, u64)>, Vec<u64>);
+    /// (headers, payload, drops) of each packet, each packet's peer inode, and its
+    /// (direction, receive flag).
+    struct Collect(Vec<(Vec<u8>, Vec<u8>, u64)>, Vec<u64>, Vec<(u32, bool)>);
+
+    impl Collect {
+        fn new() -> Self {
+            Self(Vec::new(), Vec::new(), Vec::new())
+        }
+    }
 
     impl Sink for Collect {
         fn packet(&mut self, p: &Packet<'_>) -> io::Result<()> {
             self.0
                 .push((p.headers.to_vec(), p.view.payload.to_vec(), p.drops));
             self.1.push(p.view.peer_ino);
+            self.2.push((p.direction, p.view.recv));
             Ok(())
         }
         fn flush(&mut self) -> io::Result<()> {
@@ -595,11 +603,24 @@ mod tests {
         }
     }
 
+    /// A packetizer with no processes to name and the `limit`.
+    fn packetizer(limit: Option<u64>) -> Packetizer {
+        Packetizer::new(WallClock::new(), limit)
+            .with_peers(PeerResolver::with_source(Box::new(Fixed(HashMap::new()))))
+    }
+
+    /// Feeds encoded records to `p`.
+    fn feed(p: &mut Packetizer, sink: &mut Collect, records: &[Vec<u8>]) {
+        for r in records {
+            p.record(&SendSegment::try_from(r.as_slice()).unwrap(), sink)
+                .unwrap();
+        }
+    }
+
     #[test]
     fn acks_follow_the_peer_and_drops_are_deltas() {
-        let mut p = Packetizer::new(WallClock::new(), None)
-            .with_peers(PeerResolver::with_source(Box::new(Fixed(HashMap::new()))));
-        let mut sink = Collect(Vec::new(), Vec::new());
+        let mut p = packetizer(None);
+        let mut sink = Collect::new();
         let a = RawRecord {
             sock_ino: 1,
             peer_ino: 2,
@@ -626,10 +647,7 @@ mod tests {
             ..RawRecord::default()
         }
         .encode();
-        for r in [&a, &b, &c] {
-            p.record(&SendSegment::try_from(r.as_slice()).unwrap(), &mut sink)
-                .unwrap();
-        }
+        feed(&mut p, &mut sink, &[a, b, c]);
         let ack = |h: &[u8]| u32::from_be_bytes(h[48..52].try_into().unwrap());
         let seq = |h: &[u8]| u32::from_be_bytes(h[44..48].try_into().unwrap());
         assert_eq!(sink.0[0].0[53] & 0x10, 0, "no ACK before the peer was seen");
@@ -642,22 +660,8 @@ mod tests {
     /// reader's byte count as its sequence number; it does not move the sender's ACK state.
     #[test]
     fn receives_are_inbound_from_the_peer() {
-        struct Dirs(Vec<(Vec<u8>, u32, bool)>);
-        impl Sink for Dirs {
-            fn packet(&mut self, p: &Packet<'_>) -> io::Result<()> {
-                self.0.push((p.headers.to_vec(), p.direction, p.view.recv));
-                Ok(())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-            fn finish(&mut self, _: &Stats) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut p = Packetizer::new(WallClock::new(), None)
-            .with_peers(PeerResolver::with_source(Box::new(Fixed(HashMap::new()))));
-        let mut sink = Dirs(Vec::new());
+        let mut p = packetizer(None);
+        let mut sink = Collect::new();
         let sent = RawRecord {
             sock_ino: 1,
             peer_ino: 2,
@@ -683,17 +687,14 @@ mod tests {
             ..RawRecord::default()
         }
         .encode();
-        for r in [&sent, &read, &reply] {
-            p.record(&SendSegment::try_from(r.as_slice()).unwrap(), &mut sink)
-                .unwrap();
-        }
+        feed(&mut p, &mut sink, &[sent, read, reply]);
         let addrs = |h: &[u8]| (h[8..24].to_vec(), h[24..40].to_vec());
         let ports = |h: &[u8]| (h[40..42].to_vec(), h[42..44].to_vec());
         let seq = |h: &[u8]| u32::from_be_bytes(h[44..48].try_into().unwrap());
         let ack = |h: &[u8]| u32::from_be_bytes(h[48..52].try_into().unwrap());
         let (s, r, y) = (&sink.0[0], &sink.0[1], &sink.0[2]);
-        assert_eq!((s.1, s.2), (DIRECTION_OUTBOUND, false));
-        assert_eq!((r.1, r.2), (DIRECTION_INBOUND, true));
+        assert_eq!(sink.2[0], (DIRECTION_OUTBOUND, false));
+        assert_eq!(sink.2[1], (DIRECTION_INBOUND, true));
         assert_eq!(
             addrs(&r.0),
             addrs(&s.0),
@@ -710,9 +711,8 @@ mod tests {
     /// filled in once it is known.
     #[test]
     fn peer_without_inode_yet() {
-        let mut p = Packetizer::new(WallClock::new(), None)
-            .with_peers(PeerResolver::with_source(Box::new(Fixed(HashMap::new()))));
-        let mut sink = Collect(Vec::new(), Vec::new());
+        let mut p = packetizer(None);
+        let mut sink = Collect::new();
         let embryo = Some(0xffff_8888_0000_1000);
         // Before accept() the kernel has no inode for the server's socket; after, it does.
         let client = |off, peer_ino| RawRecord {
@@ -728,11 +728,8 @@ mod tests {
             peer_ino: 10,
             ..RawRecord::default()
         };
-        for r in [client(0, 0), server, client(5, 20)] {
-            let bytes = r.encode();
-            p.record(&SendSegment::try_from(bytes.as_slice()).unwrap(), &mut sink)
-                .unwrap();
-        }
+        let records = [client(0, 0), server, client(5, 20)].map(|r| r.encode());
+        feed(&mut p, &mut sink, &records);
         let (first, reply, second) = (&sink.0[0].0, &sink.0[1].0, &sink.0[2].0);
         assert_eq!(
             first[24..40],
@@ -753,9 +750,8 @@ mod tests {
     /// answer (its program ran late): the inode-less peer is still the accepted socket.
     #[test]
     fn late_record_from_before_accept() {
-        let mut p = Packetizer::new(WallClock::new(), None)
-            .with_peers(PeerResolver::with_source(Box::new(Fixed(HashMap::new()))));
-        let mut sink = Collect(Vec::new(), Vec::new());
+        let mut p = packetizer(None);
+        let mut sink = Collect::new();
         let (client_ptr, server_ptr) = (Some(0xffff_0000_0000_1000), Some(0xffff_0000_0000_2000));
         let reply = RawRecord {
             sock_ino: 20,
@@ -771,11 +767,7 @@ mod tests {
             peer_id: server_ptr,
             ..RawRecord::default()
         };
-        for r in [reply, request] {
-            let bytes = r.encode();
-            p.record(&SendSegment::try_from(bytes.as_slice()).unwrap(), &mut sink)
-                .unwrap();
-        }
+        feed(&mut p, &mut sink, &[reply.encode(), request.encode()]);
         let (reply, request) = (&sink.0[0].0, &sink.0[1].0);
         assert_eq!(request[24..40], reply[8..24], "one conversation");
         assert_eq!(request[8..24], reply[24..40]);
@@ -785,9 +777,8 @@ mod tests {
     /// addresses is a new conversation, not a continuation of the old one.
     #[test]
     fn reused_kernel_addresses_are_new_sockets() {
-        let mut p = Packetizer::new(WallClock::new(), None)
-            .with_peers(PeerResolver::with_source(Box::new(Fixed(HashMap::new()))));
-        let mut sink = Collect(Vec::new(), Vec::new());
+        let mut p = packetizer(None);
+        let mut sink = Collect::new();
         let (client_ptr, server_ptr) = (Some(0xffff_0000_0000_1000), Some(0xffff_0000_0000_2000));
         let conversation = |client_ino, server_ino| {
             [
@@ -807,11 +798,12 @@ mod tests {
                 },
             ]
         };
-        for r in conversation(10, 20).into_iter().chain(conversation(30, 40)) {
-            let bytes = r.encode();
-            p.record(&SendSegment::try_from(bytes.as_slice()).unwrap(), &mut sink)
-                .unwrap();
-        }
+        let records: Vec<Vec<u8>> = conversation(10, 20)
+            .into_iter()
+            .chain(conversation(30, 40))
+            .map(|r| r.encode())
+            .collect();
+        feed(&mut p, &mut sink, &records);
         let addr = |i: usize, at: usize| sink.0[i].0[at..at + 16].to_vec();
         // Within each conversation the two ends match...
         assert_eq!(addr(0, 24), addr(1, 8));
@@ -824,9 +816,8 @@ mod tests {
 
     #[test]
     fn count_limit_stops_mid_message() {
-        let mut p = Packetizer::new(WallClock::new(), Some(2))
-            .with_peers(PeerResolver::with_source(Box::new(Fixed(HashMap::new()))));
-        let mut sink = Collect(Vec::new(), Vec::new());
+        let mut p = packetizer(Some(2));
+        let mut sink = Collect::new();
         let big = u64::from(udstrace_common::record::SEGMENT_MAX) * 3;
         let r = RawRecord {
             msg_len: big,
@@ -835,8 +826,7 @@ mod tests {
             ..RawRecord::default()
         }
         .encode();
-        p.record(&SendSegment::try_from(r.as_slice()).unwrap(), &mut sink)
-            .unwrap();
+        feed(&mut p, &mut sink, &[r]);
         assert_eq!(sink.0.len(), 2);
         assert!(p.done());
     }

@@ -100,6 +100,28 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
     u64::from_ne_bytes(b[off..off + 8].try_into().expect("8 bytes"))
 }
 
+/// Checks the start every record kind shares (`kind: u16`, `header_len: u16`) against the
+/// expected kind and this version's header size; returns `header_len`.
+fn check_header(b: &[u8], kind: u16, len: usize) -> Result<u16, DecodeError> {
+    if b.len() < len {
+        return Err(DecodeError::Short(b.len()));
+    }
+    let found = u16_at(b, offset_of!(SendRecord, kind));
+    if found != kind {
+        return Err(DecodeError::Kind(found));
+    }
+    let header_len = u16_at(b, offset_of!(SendRecord, header_len));
+    if usize::from(header_len) < len || usize::from(header_len) > b.len() {
+        return Err(DecodeError::HeaderLen(header_len));
+    }
+    Ok(header_len)
+}
+
+const _: () = assert!(
+    offset_of!(SendRecord, kind) == offset_of!(AncillaryRecord, kind)
+        && offset_of!(SendRecord, header_len) == offset_of!(AncillaryRecord, header_len)
+);
+
 fn trim_nul(b: &[u8]) -> &[u8] {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
     &b[..end]
@@ -109,17 +131,7 @@ impl<'a> TryFrom<&'a [u8]> for SendSegment<'a> {
     type Error = DecodeError;
 
     fn try_from(b: &'a [u8]) -> Result<Self, DecodeError> {
-        if b.len() < SEND_RECORD_LEN {
-            return Err(DecodeError::Short(b.len()));
-        }
-        let kind = u16_at(b, offset_of!(SendRecord, kind));
-        if kind != KIND_SEND {
-            return Err(DecodeError::Kind(kind));
-        }
-        let header_len = u16_at(b, offset_of!(SendRecord, header_len));
-        if usize::from(header_len) < SEND_RECORD_LEN || usize::from(header_len) > b.len() {
-            return Err(DecodeError::HeaderLen(header_len));
-        }
+        let header_len = check_header(b, KIND_SEND, SEND_RECORD_LEN)?;
         let body = &b[usize::from(header_len)..];
         let cap_len = u32_at(b, offset_of!(SendRecord, cap_len));
         if cap_len > SEGMENT_MAX || cap_len as usize > body.len() {
@@ -282,17 +294,7 @@ impl TryFrom<&[u8]> for Ancillary {
     type Error = DecodeError;
 
     fn try_from(b: &[u8]) -> Result<Self, DecodeError> {
-        if b.len() < ANCILLARY_RECORD_LEN {
-            return Err(DecodeError::Short(b.len()));
-        }
-        let kind = u16_at(b, offset_of!(AncillaryRecord, kind));
-        if kind != KIND_ANCILLARY {
-            return Err(DecodeError::Kind(kind));
-        }
-        let header_len = u16_at(b, offset_of!(AncillaryRecord, header_len));
-        if usize::from(header_len) < ANCILLARY_RECORD_LEN {
-            return Err(DecodeError::HeaderLen(header_len));
-        }
+        check_header(b, KIND_ANCILLARY, ANCILLARY_RECORD_LEN)?;
         let cap_len = u32_at(b, offset_of!(AncillaryRecord, cap_len));
         if cap_len as usize > CONTROL_MAX {
             return Err(DecodeError::Payload {

@@ -1,0 +1,96 @@
+//! The `x86_64` system call ABI the tracepoint backend reads: the running call's number and
+//! arguments (the task's saved user registers), the calls that send and receive on a socket
+//! (arch/x86/entry/syscalls/syscall_64.tbl), and the user `struct msghdr`.
+
+use aya_ebpf::helpers::generated;
+
+use crate::{capture::Payload, config, kernel, kernel::Mem};
+
+pub const READ: i64 = 0;
+pub const WRITE: i64 = 1;
+pub const READV: i64 = 19;
+pub const WRITEV: i64 = 20;
+pub const SENDTO: i64 = 44;
+pub const RECVFROM: i64 = 45;
+pub const SENDMSG: i64 = 46;
+pub const RECVMSG: i64 = 47;
+pub const PREADV: i64 = 295;
+pub const PWRITEV: i64 = 296;
+pub const SENDMMSG: i64 = 307;
+pub const PREADV2: i64 = 327;
+pub const PWRITEV2: i64 = 328;
+
+/// `MSG_PEEK`: a read that leaves the bytes queued; not a receive.
+pub const MSG_PEEK: i32 = 2;
+
+/// Userspace ABI (64-bit): `struct msghdr` fields, and the size of `struct mmsghdr`.
+const MSGHDR_NAME: u64 = 0;
+const MSGHDR_NAMELEN: u64 = 8;
+const MSGHDR_IOV: u64 = 16;
+const MSGHDR_IOVLEN: u64 = 24;
+const MSGHDR_CONTROL: u64 = 32;
+const MSGHDR_CONTROLLEN: u64 = 40;
+pub const MMSGHDR_SIZE: u64 = 64;
+
+/// The current task's saved user registers (6.3+ callers: `bpf_task_pt_regs` is there).
+#[derive(Clone, Copy)]
+pub struct Regs(u64);
+
+impl Regs {
+    #[inline(always)]
+    pub fn current() -> Self {
+        // SAFETY: helpers that return the current task and its saved user registers.
+        Self(unsafe { generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) } as u64)
+    }
+
+    /// The system call number (`orig_ax`).
+    #[inline(always)]
+    pub fn number(self) -> Result<i64, i64> {
+        kernel::read(self.0, config::layout().regs_syscall_nr)
+    }
+
+    /// Argument `i` (0-5).
+    #[inline(always)]
+    pub fn arg(self, i: usize) -> Result<u64, i64> {
+        kernel::read(self.0, config::layout().regs_args[i])
+    }
+}
+
+fn read_user(at: u64) -> Result<u64, i64> {
+    Mem {
+        kernel: false,
+        ..Mem::NONE
+    }
+    .read(at)
+}
+
+/// The iovec array of a user `struct msghdr`.
+#[inline(always)]
+pub fn msghdr_iovecs(msghdr: u64) -> Result<Payload, i64> {
+    Ok(Payload::Segments {
+        array: read_user(msghdr + MSGHDR_IOV)?,
+        count: read_user(msghdr + MSGHDR_IOVLEN)?,
+        skip: 0,
+        kind: crate::capture::SEG_USER_IOVEC,
+    })
+}
+
+/// The destination address of a user `struct msghdr`.
+#[inline(always)]
+pub fn msghdr_name(msghdr: u64) -> Result<Mem, i64> {
+    Ok(Mem {
+        ptr: read_user(msghdr + MSGHDR_NAME)?,
+        len: read_user(msghdr + MSGHDR_NAMELEN)? & 0xffff_ffff,
+        kernel: false,
+    })
+}
+
+/// The control data of a user `struct msghdr`.
+#[inline(always)]
+pub fn msghdr_control(msghdr: u64) -> Result<Mem, i64> {
+    Ok(Mem {
+        ptr: read_user(msghdr + MSGHDR_CONTROL)?,
+        len: read_user(msghdr + MSGHDR_CONTROLLEN)?,
+        kernel: false,
+    })
+}
