@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod btf;
 pub mod capture;
+pub mod checksum;
 pub mod cli;
 pub mod clock;
 pub mod decode;

@@ -8,7 +8,7 @@
 
 use udstrace_common::{record::SEGMENT_MAX, SockType};
 
-use crate::record::SendSegment;
+use crate::{checksum, record::SendSegment};
 
 /// First 64 bits of every synthesised address.
 pub const ADDRESS_PREFIX: [u8; 8] = [0xfd, 0x75, 0x64, 0x73, 0, 0, 0, 0];
@@ -155,43 +155,17 @@ pub fn write_headers(
     };
     // The checksum covers the captured bytes; it is the real one whenever the whole segment
     // was captured.
-    let mut sum = checksum_add(0, &src);
-    sum = checksum_add(sum, &dst);
+    let mut sum = checksum::add(0, &src);
+    sum = checksum::add(sum, &dst);
     sum += u64::from(upper_len) + u64::from(next_header);
-    sum = checksum_add(sum, t);
-    sum = checksum_add(sum, packet.payload);
-    let mut checksum = checksum_fold(sum);
+    sum = checksum::add(sum, t);
+    sum = checksum::add(sum, packet.payload);
+    let mut checksum = checksum::finish(sum);
     if checksum == 0 && next_header == NEXT_HEADER_UDP {
         checksum = 0xffff;
     }
     t[checksum_at..checksum_at + 2].copy_from_slice(&checksum.to_be_bytes());
     IPV6_LEN + transport_len
-}
-
-/// Adds `data` (as big-endian 16-bit words, odd tail padded with zero) to a one's complement
-/// sum kept in 64 bits. Callers pass even-length pieces except for the last.
-fn checksum_add(mut sum: u64, data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        let v = u64::from_be_bytes(c.try_into().expect("8 bytes"));
-        sum += (v >> 48) + ((v >> 32) & 0xffff) + ((v >> 16) & 0xffff) + (v & 0xffff);
-    }
-    let rest = chunks.remainder();
-    let mut pairs = rest.chunks_exact(2);
-    for p in &mut pairs {
-        sum += u64::from(u16::from_be_bytes([p[0], p[1]]));
-    }
-    if let [last] = pairs.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    sum
-}
-
-fn checksum_fold(mut sum: u64) -> u16 {
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 #[cfg(test)]
@@ -297,7 +271,7 @@ mod tests {
         whole.extend_from_slice(&[0, 0, 0, 6]);
         whole.extend_from_slice(&out[40..60]);
         whole.extend_from_slice(b"abc");
-        assert_eq!(checksum_fold(checksum_add(0, &whole)), 0);
+        assert_eq!(checksum::finish(checksum::add(0, &whole)), 0);
     }
 
     #[test]
