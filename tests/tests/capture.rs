@@ -470,6 +470,86 @@ fn datagrams_seqpackets_and_names() {
     );
 }
 
+/// A `sendmmsg` cut short (the socket's send buffer full, `MSG_DONTWAIT`), then the same
+/// vector sent again with new contents: each call's messages are captured from the entries
+/// it sent, the second call starting again at entry 0.
+#[test]
+fn sendmmsg_vector_sent_again_after_a_short_call() {
+    let dir = TempDir::new("mmsg");
+    let (ud, file) = start_capture(&dir, &[]);
+
+    let (d1, d2) = socketpair(libc::SOCK_DGRAM);
+    let (ino_d1, fd1) = (inode(&d1), d1.as_raw_fd());
+    let sndbuf: libc::c_int = 8192;
+    assert_eq!(
+        unsafe {
+            libc::setsockopt(
+                fd1,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&raw const sndbuf).cast(),
+                4,
+            )
+        },
+        0
+    );
+    const ENTRIES: usize = 16;
+    let mut bufs: Vec<Vec<u8>> = (0..ENTRIES).map(|_| vec![0u8; 2000]).collect();
+    let mut iovs: Vec<libc::iovec> = bufs
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        })
+        .collect();
+    let mut hdrs: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .map(|iov| {
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+
+    let mut expected = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    for call in 0..3u64 {
+        // New contents in the same buffers, behind the same vector.
+        for (i, b) in bufs.iter_mut().enumerate() {
+            let bytes = pattern(call * 100 + i as u64, b.len());
+            // SAFETY: the iovecs point at these buffers; nothing reads them concurrently.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), b.as_mut_ptr(), b.len()) };
+        }
+        let n =
+            unsafe { libc::sendmmsg(fd1, hdrs.as_mut_ptr(), ENTRIES as u32, libc::MSG_DONTWAIT) };
+        let n = usize::try_from(n).expect("sendmmsg sent some");
+        assert!(
+            (1..ENTRIES).contains(&n),
+            "a {sndbuf}-byte send buffer takes only some of {ENTRIES} messages, not {n}"
+        );
+        expected.extend(bufs[..n].iter().cloned());
+        for _ in 0..n {
+            check(unsafe { libc::recv(d2.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) });
+        }
+    }
+
+    let done = ud.stop();
+    assert!(done.success);
+    let cap = read_capture(&file);
+    let got = datagrams(&cap.packets, ino_d1);
+    assert_eq!(got.len(), expected.len());
+    assert!(
+        got == expected,
+        "the datagrams are each call's entries from 0 on"
+    );
+    assert!(cap
+        .packets
+        .iter()
+        .filter(|p| p.src() == ino_d1)
+        .all(|p| p.meta("syscall") == Some("sendmmsg")));
+}
+
 /// A client that sends before the server accepts (the usual HTTP client): the kernel has
 /// no inode for the server's socket yet, but the request and the reply are one conversation,
 /// which tshark follows.

@@ -18,7 +18,6 @@ mod sched_process_fork;
 mod sendmsg;
 mod sock_recv_length;
 mod sock_send_length;
-mod sys_enter_sendmmsg;
 mod syscall;
 mod unix_sendmsg_fentry;
 mod unix_sendmsg_kprobe;

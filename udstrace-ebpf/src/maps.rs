@@ -114,9 +114,21 @@ pub static SCRATCH: Array<Scratch> = Array::with_max_entries(1, 0);
 #[map]
 pub static STREAM_OFFSETS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65_536, 0);
 
-/// Per thread inside `sendmmsg`: the index of the message being sent.
+/// Per thread part-way through a `sendmmsg` vector (tracepoint backend): which message
+/// comes next (see `sock_send_length::mmsg_index`).
 #[map]
-pub static MMSG_INDEX: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16_384, 0);
+pub static MMSG_NEXT: LruHashMap<u32, MmsgNext> = LruHashMap::with_max_entries(16_384, 0);
+
+/// A `sendmmsg` in progress: the vector, the index of the next message, and the length the
+/// kernel sent of the one before it (which it writes to that entry's `msg_len` before going
+/// on).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MmsgNext {
+    pub vector: u64,
+    pub next: u32,
+    pub sent: u32,
+}
 
 /// Indices into `COUNTERS`.
 pub const COUNTER_LOST_SEGMENTS: u32 = 0;

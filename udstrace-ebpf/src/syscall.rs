@@ -31,6 +31,10 @@ const MSGHDR_IOVLEN: u64 = 24;
 const MSGHDR_CONTROL: u64 = 32;
 const MSGHDR_CONTROLLEN: u64 = 40;
 pub const MMSGHDR_SIZE: u64 = 64;
+/// `struct mmsghdr::msg_len`: where the kernel writes what it sent of each message.
+pub const MMSGHDR_LEN: u64 = 56;
+/// `UIO_MAXIOV`: `sendmmsg` sends at most this many messages of a longer vector.
+pub const UIO_MAXIOV: u64 = 1024;
 
 /// The current task's saved user registers (6.3+ callers: `bpf_task_pt_regs` is there).
 #[derive(Clone, Copy)]
@@ -56,7 +60,7 @@ impl Regs {
     }
 }
 
-fn read_user(at: u64) -> Result<u64, i64> {
+pub fn read_user<T>(at: u64) -> Result<T, i64> {
     Mem {
         kernel: false,
         ..Mem::NONE
@@ -80,7 +84,7 @@ pub fn msghdr_iovecs(msghdr: u64) -> Result<Payload, i64> {
 pub fn msghdr_name(msghdr: u64) -> Result<Mem, i64> {
     Ok(Mem {
         ptr: read_user(msghdr + MSGHDR_NAME)?,
-        len: read_user(msghdr + MSGHDR_NAMELEN)? & 0xffff_ffff,
+        len: read_user::<u64>(msghdr + MSGHDR_NAMELEN)? & 0xffff_ffff,
         kernel: false,
     })
 }

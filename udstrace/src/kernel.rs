@@ -20,8 +20,6 @@ pub struct KernelFacts {
     pub btf: aya::Btf,
     /// Whether `sock:sock_send_length` exists (6.3+).
     pub has_sock_send_length: bool,
-    /// Whether the `syscalls:*` tracepoints exist (CONFIG_FTRACE_SYSCALLS).
-    pub has_syscall_tracepoints: bool,
     /// Whether the `bpf_loop` helper exists (5.17+).
     pub has_bpf_loop: bool,
     /// Whether `bpf_get_current_task_btf` and `bpf_task_pt_regs` exist (5.15+).
@@ -42,7 +40,7 @@ impl KernelFacts {
         let release = fs::read_to_string("/proc/sys/kernel/osrelease")
             .map_or_else(|_| "unknown".into(), |s| s.trim().to_string());
         let has_sock_send_length = btf.has_name("btf_trace_sock_send_length");
-        let has_bpf_loop = btf.has_name("bpf_loop") && std::env::var_os("XX_NOLOOP").is_none();
+        let has_bpf_loop = btf.has_name("bpf_loop");
         let has_task_pt_regs = btf.has_name("bpf_task_pt_regs");
         let has_sendpage = btf.has_name("unix_stream_sendpage");
         let btf_functions = SendFunctions::SENDMSG
@@ -53,15 +51,10 @@ impl KernelFacts {
         drop(btf);
         let aya_btf = aya::Btf::from_sys_fs().map_err(|e| Error::Btf(e.to_string()))?;
         ensure_tracefs();
-        let has_syscall_tracepoints = Path::new(TRACEFS)
-            .join("events/syscalls/sys_enter_sendmmsg")
-            .exists()
-            || Path::new("/sys/kernel/debug/tracing/events/syscalls/sys_enter_sendmmsg").exists();
         Ok(Self {
             release,
             btf: aya_btf,
             has_sock_send_length,
-            has_syscall_tracepoints,
             has_bpf_loop,
             has_task_pt_regs,
             has_kprobes: Path::new("/sys/bus/event_source/devices/kprobe").exists(),
@@ -110,7 +103,8 @@ pub fn raise_memlock() {
 }
 
 /// Mounts tracefs at its usual place if nothing is mounted there (minimal systems and
-/// containers often lack it); regular tracepoints are attached through it.
+/// containers often lack it); kprobes are attached through it on kernels without the kprobe
+/// PMU.
 fn ensure_tracefs() {
     let tracefs = Path::new(TRACEFS);
     if tracefs.join("events").exists() || !tracefs.exists() {

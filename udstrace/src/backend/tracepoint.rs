@@ -1,13 +1,11 @@
 //! The tracepoint backend: `tp_btf/sock_send_length` (kernel 6.3+) sees every socket send
 //! with the number of bytes the kernel accepted; the payload is read from the buffers named
-//! by the arguments of the running system call. `syscalls:sys_enter_sendmmsg` numbers the
-//! messages of a `sendmmsg`. It needs neither kprobes nor BPF trampolines, so it works on
-//! locked-down kernels that refuse both.
+//! by the arguments of the running system call. It needs neither kprobes nor BPF trampolines,
+//! so it works on locked-down kernels that refuse both. It attaches no system call
+//! tracepoint: enabling one slows every system call of the machine (see
+//! `udstrace-ebpf/src/sock_send_length.rs` for how `sendmmsg` messages are numbered without).
 
-use aya::{
-    programs::{BtfTracePoint, TracePoint},
-    Ebpf,
-};
+use aya::{programs::BtfTracePoint, Ebpf};
 
 use super::{program, AttachBackend, BackendKind};
 use crate::{error::Error, kernel::KernelFacts};
@@ -15,7 +13,6 @@ use crate::{error::Error, kernel::KernelFacts};
 pub struct TracepointBackend;
 
 const SEND_PROGRAM: &str = "sock_send_length";
-const SENDMMSG_PROGRAM: &str = "sys_enter_sendmmsg";
 const RECV_PROGRAM: &str = "sock_recv_length";
 
 impl AttachBackend for TracepointBackend {
@@ -50,17 +47,6 @@ impl AttachBackend for TracepointBackend {
                 .map_err(|e| Error::attach(RECV_PROGRAM, e))?;
         }
 
-        // Without the syscall tracepoints (CONFIG_FTRACE_SYSCALLS=n) sendmmsg payloads are
-        // recorded as missing; everything else works.
-        if kernel.has_syscall_tracepoints {
-            let sendmmsg: &mut TracePoint = program(ebpf, SENDMMSG_PROGRAM)?;
-            sendmmsg
-                .load()
-                .map_err(|e| Error::attach(SENDMMSG_PROGRAM, e))?;
-            sendmmsg
-                .attach("syscalls", "sys_enter_sendmmsg")
-                .map_err(|e| Error::attach(SENDMMSG_PROGRAM, e))?;
-        }
         Ok(())
     }
 }
