@@ -29,22 +29,53 @@ use crate::{
     },
 };
 
-/// Where the accepted bytes are.
+/// Where the accepted bytes are. `kind` is a `SEG_*` kind: for one buffer (`SEG_UBUF` in user
+/// memory: `write`, `sendto`, `ITER_UBUF`; `SEG_KBUF` in kernel memory: a page for
+/// `sendpage`) `ptr` and `len` are the buffer; for a segment array `ptr` is the array, `len`
+/// its number of entries and `skip` the bytes consumed before this message; `SEG_NONE`: not in
+/// memory the programs can read, or nowhere they can tell.
+///
+/// A struct whose every field is always set, not an enum: LLVM copies an enum's fields on
+/// paths whose variant leaves them undefined, and the verifier refuses a program that reads an
+/// unset register (`R3 !read_ok`).
 #[derive(Clone, Copy)]
-pub enum Payload {
-    /// One contiguous buffer (`write`, `sendto`, `ITER_UBUF`; a page for `sendpage`), in user
-    /// or kernel memory.
-    Buf { ptr: u64, len: u64, kernel: bool },
-    /// An array of `count` segments of kind `kind` (`SEG_*`), the first `skip` bytes of which
-    /// were consumed before this message.
-    Segments {
-        array: u64,
-        count: u64,
-        skip: u64,
-        kind: u32,
-    },
-    /// Not in memory the programs can read, or nowhere they can tell.
-    Missing,
+pub struct Payload {
+    pub kind: u32,
+    pub ptr: u64,
+    pub len: u64,
+    pub skip: u64,
+}
+
+impl Payload {
+    pub const MISSING: Self = Self {
+        kind: SEG_NONE,
+        ptr: 0,
+        len: 0,
+        skip: 0,
+    };
+
+    /// One buffer, in user or kernel memory.
+    #[inline(always)]
+    pub fn buf(ptr: u64, len: u64, kernel: bool) -> Self {
+        Self {
+            kind: if kernel { SEG_KBUF } else { SEG_UBUF },
+            ptr,
+            len,
+            skip: 0,
+        }
+    }
+
+    /// An array of `count` segments of kind `kind`, the first `skip` bytes of which were
+    /// consumed before this message.
+    #[inline(always)]
+    pub fn segments(array: u64, count: u64, skip: u64, kind: u32) -> Self {
+        Self {
+            kind,
+            ptr: array,
+            len: count,
+            skip,
+        }
+    }
 }
 
 /// Kinds of segment arrays: a user `struct iovec` array in user memory (system call
@@ -117,18 +148,17 @@ pub fn wanted(tgid: u32) -> bool {
 /// The type of Unix socket `sk`, if it is one the capture wants (`--type`).
 #[inline(always)]
 pub fn unix_type(sk: u64, layout: &KernelLayout) -> Option<u16> {
-    let info = kernel::sock_info(sk, layout).ok()?;
-    if info.family != kernel::AF_UNIX {
-        return None;
-    }
+    let sock_type = kernel::unix_sock_type(sk, layout)?;
     let types = config::type_mask();
-    if types != 0 && types & (1 << (info.sock_type & 31)) == 0 {
+    if types != 0 && types & (1 << (sock_type & 31)) == 0 {
         return None;
     }
-    Some(info.sock_type)
+    Some(sock_type)
 }
 
-/// Records a message of `accepted` bytes sent on socket `sk` from syscall `syscall`, to
+/// Records a message of `accepted` bytes sent on socket `sk` (a Unix socket of type
+/// `sock_type` the capture wants: the caller checked with [`unix_type`] before looking for the
+/// payload, so that other sockets cost as little as possible) from syscall `syscall`, to
 /// `dest` (the `struct sockaddr_un` an unconnected datagram was addressed to) when the socket
 /// has no peer, with control data `control` (or `Mem::NONE` when its entry sent it already).
 /// `ctx` and `cont` (a `COPY_CONTINUE` index, or [`NO_CONTINUATION`]) let the copy go on in a
@@ -142,6 +172,7 @@ pub fn capture_send<const LOOP: bool, C: EbpfContext>(
     ctx: &C,
     cont: u32,
     sk: u64,
+    sock_type: u16,
     accepted: i64,
     syscall: i32,
     payload: Payload,
@@ -150,9 +181,6 @@ pub fn capture_send<const LOOP: bool, C: EbpfContext>(
     recv: bool,
     layout: &KernelLayout,
 ) -> Result<(), i64> {
-    let Some(sock_type) = unix_type(sk, layout) else {
-        return Ok(());
-    };
     let is_stream = sock_type == SockType::Stream as u16;
     // Nothing was sent: an error (EAGAIN, EPIPE, ...) or an empty write on a byte stream
     // (for a receive: end of stream). An empty datagram is a real message and is kept.
@@ -293,24 +321,19 @@ fn copy_segments<const LOOP: bool, C: EbpfContext>(
         st.remaining = snaplen;
         st.flags |= flags::SNAPLEN;
     }
-    match payload {
-        Payload::Buf { ptr, len, kernel } => {
-            st.cur_ptr = ptr;
-            st.cur_left = len;
-            st.cur_kernel = u32::from(kernel);
+    match payload.kind {
+        SEG_UBUF | SEG_KBUF => {
+            st.cur_ptr = payload.ptr;
+            st.cur_left = payload.len;
+            st.cur_kernel = u32::from(payload.kind == SEG_KBUF);
         }
-        Payload::Segments {
-            array,
-            count,
-            skip,
-            kind,
-        } => {
-            st.iov_base = array;
-            st.iov_count = count;
-            st.skip = skip;
-            st.seg_kind = kind;
+        SEG_USER_IOVEC | SEG_IOVEC | SEG_KVEC | SEG_BVEC => {
+            st.iov_base = payload.ptr;
+            st.iov_count = payload.len;
+            st.skip = payload.skip;
+            st.seg_kind = payload.kind;
         }
-        Payload::Missing => {
+        _ => {
             st.flags |= flags::PAYLOAD_MISSING;
             st.remaining = 0;
         }

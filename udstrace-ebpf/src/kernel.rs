@@ -63,18 +63,13 @@ impl Mem {
     }
 }
 
-/// Family and type of a socket.
-pub struct SockInfo {
-    pub family: u16,
-    pub sock_type: u16,
-}
-
+/// The type of socket `sk` if it is a Unix socket (one read only for the others).
 #[inline(always)]
-pub fn sock_info(sk: u64, layout: &KernelLayout) -> Result<SockInfo, i64> {
-    Ok(SockInfo {
-        family: read(sk, layout.sock_family)?,
-        sock_type: read(sk, layout.sock_type)?,
-    })
+pub fn unix_sock_type(sk: u64, layout: &KernelLayout) -> Option<u16> {
+    if read::<u16>(sk, layout.sock_family) != Ok(AF_UNIX) {
+        return None;
+    }
+    read(sk, layout.sock_type).ok()
 }
 
 /// Inode number of the socket `sk` belongs to, 0 when it has none (an orphaned peer).

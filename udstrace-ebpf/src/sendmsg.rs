@@ -175,29 +175,23 @@ pub fn exit<const LOOP: bool, C: EbpfContext>(ctx: &C, cont: u32, ret: i64) {
         ret
     };
     let payload = match entry.kind {
-        SEG_UBUF => Payload::Buf {
-            ptr: entry.ptr + entry.skip,
-            len: entry.len,
-            kernel: false,
-        },
-        SEG_KBUF => Payload::Buf {
-            ptr: entry.ptr,
-            len: entry.len,
-            kernel: true,
-        },
-        SEG_IOVEC | SEG_KVEC | SEG_BVEC => Payload::Segments {
-            array: entry.ptr,
-            count: entry.len,
-            skip: entry.skip,
-            kind: entry.kind,
-        },
-        _ => Payload::Missing,
+        SEG_UBUF => Payload::buf(entry.ptr + entry.skip, entry.len, false),
+        SEG_KBUF => Payload::buf(entry.ptr, entry.len, true),
+        SEG_IOVEC | SEG_KVEC | SEG_BVEC => {
+            Payload::segments(entry.ptr, entry.len, entry.skip, entry.kind)
+        }
+        _ => Payload::MISSING,
+    };
+    let layout = config::layout();
+    let Some(sock_type) = capture::unix_type(entry.sk, layout) else {
+        return;
     };
     let syscall = kernel::current_syscall();
     let _ = capture::capture_send::<LOOP, C>(
         ctx,
         cont,
         entry.sk,
+        sock_type,
         ret,
         syscall as i32,
         payload,
@@ -208,6 +202,6 @@ pub fn exit<const LOOP: bool, C: EbpfContext>(ctx: &C, cont: u32, ret: i64) {
         },
         Mem::NONE,
         recv,
-        config::layout(),
+        layout,
     );
 }

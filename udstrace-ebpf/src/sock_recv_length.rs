@@ -34,10 +34,10 @@ fn try_sock_recv_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if !capture::wanted((pid_tgid >> 32) as u32) {
         return Ok(());
     }
-    // Read before the match: with it after, LLVM copied an unset register into the stack on
-    // the `Payload::Missing` path (its other fields are undefined) and the verifier refused
-    // the program (`R9 !read_ok`).
     let layout = config::layout();
+    let Some(sock_type) = capture::unix_type(sk, layout) else {
+        return Ok(());
+    };
     let regs = Regs::current();
     let nr = regs.number()?;
     let mut received = i64::from(ret);
@@ -48,26 +48,20 @@ fn try_sock_recv_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
             if received as u64 > len {
                 received = len as i64;
             }
-            Payload::Buf {
-                ptr: regs.arg(1)?,
-                len,
-                kernel: false,
-            }
+            Payload::buf(regs.arg(1)?, len, false)
         }
-        syscall::READV | syscall::PREADV | syscall::PREADV2 => Payload::Segments {
-            array: regs.arg(1)?,
-            count: regs.arg(2)?,
-            skip: 0,
-            kind: capture::SEG_USER_IOVEC,
-        },
+        syscall::READV | syscall::PREADV | syscall::PREADV2 => {
+            Payload::segments(regs.arg(1)?, regs.arg(2)?, 0, capture::SEG_USER_IOVEC)
+        }
         syscall::RECVMSG => syscall::msghdr_iovecs(regs.arg(1)?)?,
         // recvmmsg: which message of the vector this is is not known here.
-        _ => Payload::Missing,
+        _ => Payload::MISSING,
     };
     capture::capture_send::<true, _>(
         ctx,
         capture::NO_CONTINUATION,
         sk,
+        sock_type,
         received,
         nr as i32,
         payload,

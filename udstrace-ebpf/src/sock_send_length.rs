@@ -37,15 +37,15 @@ fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if !capture::wanted((pid_tgid >> 32) as u32) {
         return Ok(());
     }
+    // Before the system call is decoded: the tracepoint fires for every socket.
+    let layout = config::layout();
+    let Some(sock_type) = capture::unix_type(sk, layout) else {
+        return Ok(());
+    };
     let regs = Regs::current();
     let nr = regs.number()?;
-    let user_buf = || -> Result<Payload, i64> {
-        Ok(Payload::Buf {
-            ptr: regs.arg(1)?,
-            len: regs.arg(2)?,
-            kernel: false,
-        })
-    };
+    let user_buf =
+        || -> Result<Payload, i64> { Ok(Payload::buf(regs.arg(1)?, regs.arg(2)?, false)) };
     let (payload, dest, control) = match nr {
         syscall::WRITE => (user_buf()?, Mem::NONE, Mem::NONE),
         syscall::SENDTO => (
@@ -58,12 +58,7 @@ fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
             Mem::NONE,
         ),
         syscall::WRITEV | syscall::PWRITEV | syscall::PWRITEV2 => (
-            Payload::Segments {
-                array: regs.arg(1)?,
-                count: regs.arg(2)?,
-                skip: 0,
-                kind: capture::SEG_USER_IOVEC,
-            },
+            Payload::segments(regs.arg(1)?, regs.arg(2)?, 0, capture::SEG_USER_IOVEC),
             Mem::NONE,
             Mem::NONE,
         ),
@@ -73,20 +68,21 @@ fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
             let index = mmsg_index(pid_tgid as u32, vector, regs.arg(2)?, ret);
             msghdr_send(vector + index * syscall::MMSGHDR_SIZE)?
         }
-        _ => (Payload::Missing, Mem::NONE, Mem::NONE),
+        _ => (Payload::MISSING, Mem::NONE, Mem::NONE),
     };
     // Kernels with this tracepoint (6.3+) all have bpf_loop.
     capture::capture_send::<true, _>(
         ctx,
         capture::NO_CONTINUATION,
         sk,
+        sock_type,
         i64::from(ret),
         nr as i32,
         payload,
         dest,
         control,
         false,
-        config::layout(),
+        layout,
     )
 }
 

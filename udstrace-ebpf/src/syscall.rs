@@ -71,12 +71,12 @@ pub fn read_user<T>(at: u64) -> Result<T, i64> {
 /// The iovec array of a user `struct msghdr`.
 #[inline(always)]
 pub fn msghdr_iovecs(msghdr: u64) -> Result<Payload, i64> {
-    Ok(Payload::Segments {
-        array: read_user(msghdr + MSGHDR_IOV)?,
-        count: read_user(msghdr + MSGHDR_IOVLEN)?,
-        skip: 0,
-        kind: crate::capture::SEG_USER_IOVEC,
-    })
+    Ok(Payload::segments(
+        read_user(msghdr + MSGHDR_IOV)?,
+        read_user(msghdr + MSGHDR_IOVLEN)?,
+        0,
+        crate::capture::SEG_USER_IOVEC,
+    ))
 }
 
 /// The destination address of a user `struct msghdr`.
