@@ -1066,28 +1066,19 @@ fn peer_process_is_the_holder_of_the_other_end() {
     let dir = TempDir::new("peers");
     let (ud, file) = start_capture(&dir, &[]);
     let (mut a, b) = UnixStream::pair().unwrap();
-    // The child inherits b (no close-on-exec), the parent closes its copy.
-    assert_eq!(unsafe { libc::fcntl(b.as_raw_fd(), libc::F_SETFD, 0) }, 0);
-    let mut child = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sys, time; print('ready', flush=True); time.sleep(30)",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = [0u8; 6];
-    child
-        .stdout
-        .as_mut()
-        .unwrap()
-        .read_exact(&mut line)
-        .unwrap();
+    // The child inherits b (only the child, not every process this one spawns), the parent
+    // closes its copy.
+    let mut child = endpoints::Py::spawn(
+        "import time; print('ready', flush=True); time.sleep(30)",
+        &[],
+        &[b.as_raw_fd()],
+    );
+    assert_eq!(child.line(), "ready");
     drop(b);
     a.write_all(b"to the child").unwrap();
     let done = ud.stop();
-    let _ = child.kill();
-    let _ = child.wait();
+    let child_pid = child.pid();
+    drop(child);
     assert!(done.success);
     let cap = read_capture(&file);
     let p = cap
@@ -1097,7 +1088,7 @@ fn peer_process_is_the_holder_of_the_other_end() {
         .expect("captured");
     assert_eq!(
         p.meta("peer_pid"),
-        Some(child.id().to_string().as_str()),
+        Some(child_pid.as_str()),
         "{}",
         p.comment
     );

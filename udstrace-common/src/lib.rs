@@ -7,6 +7,7 @@
 //! `udstrace::record`).
 #![no_std]
 
+pub mod counter;
 pub mod filter;
 pub mod layout;
 pub mod record;

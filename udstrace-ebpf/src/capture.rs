@@ -9,7 +9,7 @@ use core::{
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_ktime_get_boot_ns, bpf_probe_read_user, generated,
+        bpf_ktime_get_boot_ns, generated,
     },
     EbpfContext,
 };
@@ -466,12 +466,12 @@ fn copy_step(cpu: u32) -> bool {
             .as_mut_ptr()
             .add((st.fill & OFFSET_MASK) as usize)
             .cast::<c_void>();
-        let len = (n & LEN_MASK) as u32;
-        if st.cur_kernel != 0 {
-            generated::bpf_probe_read_kernel(dst, len, st.cur_ptr as *const c_void)
-        } else {
-            generated::bpf_probe_read_user(dst, len, st.cur_ptr as *const c_void)
-        }
+        let from = Mem {
+            ptr: st.cur_ptr,
+            len: n,
+            kernel: st.cur_kernel != 0,
+        };
+        from.copy(st.cur_ptr, dst, (n & LEN_MASK) as u32)
     };
     if rc != 0 {
         st.flags |= flags::READ_FAULT;
@@ -521,8 +521,7 @@ fn next_segment(st: &mut CopyState) -> Result<(), i64> {
     } else {
         // struct iovec and struct kvec: { void *base; size_t len; } (ABI).
         let entry: [u64; 2] = if st.seg_kind == SEG_USER_IOVEC {
-            // SAFETY: user memory read through the checking helper.
-            unsafe { bpf_probe_read_user(at as *const [u64; 2]) }.map_err(i64::from)?
+            kernel::read_user(at)?
         } else {
             kernel::read(at, 0)?
         };

@@ -2,7 +2,7 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
+use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_user, generated};
 use udstrace_common::{record::PATH_MAX, KernelLayout};
 
 use crate::config;
@@ -15,6 +15,13 @@ pub const AF_UNIX: u16 = 1;
 pub fn read<T>(base: u64, offset: u32) -> Result<T, i64> {
     // SAFETY: bpf_probe_read_kernel validates the address; a bad one is an error, not a fault.
     unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T).map_err(i64::from) }
+}
+
+/// Reads a `T` at `at` in the current task's user memory.
+#[inline(always)]
+pub fn read_user<T>(at: u64) -> Result<T, i64> {
+    // SAFETY: bpf_probe_read_user validates the address; a bad one is an error, not a fault.
+    unsafe { bpf_probe_read_user(at as *const T).map_err(i64::from) }
 }
 
 /// A buffer in kernel or user memory: where a message's destination address or control data
@@ -34,14 +41,33 @@ impl Mem {
         kernel: true,
     };
 
+    /// `len` bytes at `ptr` in the current task's user memory.
+    #[inline(always)]
+    pub const fn user(ptr: u64, len: u64) -> Self {
+        Self {
+            ptr,
+            len,
+            kernel: false,
+        }
+    }
+
+    /// `len` bytes at `ptr` in kernel memory.
+    #[inline(always)]
+    pub const fn in_kernel(ptr: u64, len: u64) -> Self {
+        Self {
+            ptr,
+            len,
+            kernel: true,
+        }
+    }
+
     /// Reads a `T` at address `at` (inside the buffer) with the helper its memory needs.
     #[inline(always)]
     pub fn read<T>(self, at: u64) -> Result<T, i64> {
         if self.kernel {
             read::<T>(at, 0)
         } else {
-            // SAFETY: user memory read through the checking helper.
-            unsafe { aya_ebpf::helpers::bpf_probe_read_user(at as *const T) }.map_err(i64::from)
+            read_user::<T>(at)
         }
     }
 

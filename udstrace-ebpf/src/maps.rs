@@ -130,19 +130,15 @@ pub struct MmsgNext {
     pub sent: u32,
 }
 
-/// Indices into `COUNTERS`.
-pub const COUNTER_LOST_SEGMENTS: u32 = 0;
-pub const COUNTER_LOST_BYTES: u32 = 1;
-/// Largest number of bytes waiting in the ring buffer seen since userspace last reset it.
-pub const COUNTER_RING_PEAK: u32 = 2;
-/// Calls whose entry was seen and whose return was not (a kretprobe has a fixed number of
-/// instances for calls in flight; calls blocked in recvmsg or sendmsg use them up): their
-/// messages are lost, their size unknown.
-pub const COUNTER_MISSED_RETURNS: u32 = 3;
+/// Indices into `COUNTERS` (shared with userspace).
+pub use udstrace_common::counter::{
+    LOST_BYTES as COUNTER_LOST_BYTES, LOST_SEGMENTS as COUNTER_LOST_SEGMENTS,
+    MISSED_RETURNS as COUNTER_MISSED_RETURNS, RING_PEAK as COUNTER_RING_PEAK,
+};
 
 /// Global counters userspace reads at the end of a capture.
 #[map]
-pub static COUNTERS: Array<u64> = Array::with_max_entries(4, 0);
+pub static COUNTERS: Array<u64> = Array::with_max_entries(udstrace_common::counter::COUNT, 0);
 
 /// Processes (tgid) to capture when the `PIDS` filter is on; with `--follow` the fork hook
 /// adds their children.

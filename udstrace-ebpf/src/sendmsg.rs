@@ -32,11 +32,10 @@ pub fn enter_sendmsg(sock: u64, msg: u64) {
     entry.name = kernel::read(msg, layout.msghdr_name).unwrap_or(0);
     entry.name_len = kernel::read(msg, layout.msghdr_namelen).unwrap_or(0);
     let _ = SEND_ENTRIES.insert(pid_tgid, entry, 0);
-    let control = Mem {
-        ptr: kernel::read(msg, layout.msghdr_control).unwrap_or(0),
-        len: kernel::read(msg, layout.msghdr_controllen).unwrap_or(0),
-        kernel: true,
-    };
+    let control = Mem::in_kernel(
+        kernel::read(msg, layout.msghdr_control).unwrap_or(0),
+        kernel::read(msg, layout.msghdr_controllen).unwrap_or(0),
+    );
     if control.ptr != 0 && capture::unix_type(sk, layout).is_some() {
         ancillary::emit(sk, control);
     }
@@ -195,11 +194,7 @@ pub fn exit<const LOOP: bool, C: EbpfContext>(ctx: &C, cont: u32, ret: i64) {
         ret,
         syscall as i32,
         payload,
-        Mem {
-            ptr: entry.name,
-            len: u64::from(entry.name_len.cast_unsigned()),
-            kernel: true,
-        },
+        Mem::in_kernel(entry.name, u64::from(entry.name_len.cast_unsigned())),
         Mem::NONE,
         recv,
         layout,

@@ -19,7 +19,7 @@ use aya_ebpf::{
 use crate::{
     capture::{self, Payload},
     config,
-    kernel::Mem,
+    kernel::{self, Mem},
     maps::{MmsgNext, MMSG_NEXT},
     syscall::{self, Regs},
 };
@@ -50,11 +50,7 @@ fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
         syscall::WRITE => (user_buf()?, Mem::NONE, Mem::NONE),
         syscall::SENDTO => (
             user_buf()?,
-            Mem {
-                ptr: regs.arg(4)?,
-                len: regs.arg(5)? & 0xffff_ffff,
-                kernel: false,
-            },
+            Mem::user(regs.arg(4)?, regs.arg(5)? & 0xffff_ffff),
             Mem::NONE,
         ),
         syscall::WRITEV | syscall::PWRITEV | syscall::PWRITEV2 => (
@@ -118,7 +114,7 @@ fn mmsg_index(tid: u32, vector: u64, vlen: u64, ret: i32) -> u64 {
         Some(prev)
             if prev.vector == vector
                 && u64::from(prev.next) < vlen
-                && syscall::read_user::<u32>(
+                && kernel::read_user::<u32>(
                     vector
                         + u64::from(prev.next - 1) * syscall::MMSGHDR_SIZE
                         + syscall::MMSGHDR_LEN,

@@ -4,7 +4,11 @@
 
 use aya_ebpf::helpers::generated;
 
-use crate::{capture::Payload, config, kernel, kernel::Mem};
+use crate::{
+    capture::Payload,
+    config,
+    kernel::{self, read_user, Mem},
+};
 
 pub const READ: i64 = 0;
 pub const WRITE: i64 = 1;
@@ -60,14 +64,6 @@ impl Regs {
     }
 }
 
-pub fn read_user<T>(at: u64) -> Result<T, i64> {
-    Mem {
-        kernel: false,
-        ..Mem::NONE
-    }
-    .read(at)
-}
-
 /// The iovec array of a user `struct msghdr`.
 #[inline(always)]
 pub fn msghdr_iovecs(msghdr: u64) -> Result<Payload, i64> {
@@ -82,19 +78,17 @@ pub fn msghdr_iovecs(msghdr: u64) -> Result<Payload, i64> {
 /// The destination address of a user `struct msghdr`.
 #[inline(always)]
 pub fn msghdr_name(msghdr: u64) -> Result<Mem, i64> {
-    Ok(Mem {
-        ptr: read_user(msghdr + MSGHDR_NAME)?,
-        len: read_user::<u64>(msghdr + MSGHDR_NAMELEN)? & 0xffff_ffff,
-        kernel: false,
-    })
+    Ok(Mem::user(
+        read_user(msghdr + MSGHDR_NAME)?,
+        read_user::<u64>(msghdr + MSGHDR_NAMELEN)? & 0xffff_ffff,
+    ))
 }
 
 /// The control data of a user `struct msghdr`.
 #[inline(always)]
 pub fn msghdr_control(msghdr: u64) -> Result<Mem, i64> {
-    Ok(Mem {
-        ptr: read_user(msghdr + MSGHDR_CONTROL)?,
-        len: read_user(msghdr + MSGHDR_CONTROLLEN)?,
-        kernel: false,
-    })
+    Ok(Mem::user(
+        read_user(msghdr + MSGHDR_CONTROL)?,
+        read_user(msghdr + MSGHDR_CONTROLLEN)?,
+    ))
 }

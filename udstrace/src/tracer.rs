@@ -5,7 +5,7 @@ use aya::{
     maps::{Array, MapData, RingBuf},
     Ebpf, EbpfLoader,
 };
-use udstrace_common::{filter, KernelLayout, SockType};
+use udstrace_common::{counter, filter, KernelLayout, SockType};
 
 use crate::{
     backend::BackendKind,
@@ -255,8 +255,8 @@ impl Tracer {
 
     /// The most bytes waiting in the ring buffer since the last call; resets it.
     pub fn ring_peak(&mut self) -> u64 {
-        let peak = self.counters.get(&2, 0).unwrap_or(0);
-        let _ = self.counters.set(2, 0, 0);
+        let peak = self.counters.get(&counter::RING_PEAK, 0).unwrap_or(0);
+        let _ = self.counters.set(counter::RING_PEAK, 0, 0);
         peak
     }
 
@@ -264,14 +264,14 @@ impl Tracer {
     #[must_use]
     pub fn lost(&self) -> (u64, u64) {
         let get = |i| self.counters.get(&i, 0).unwrap_or(0);
-        (get(0), get(1))
+        (get(counter::LOST_SEGMENTS), get(counter::LOST_BYTES))
     }
 
     /// Sends and receives whose entry the programs saw and whose return they did not (kprobe
     /// backend: the kernel ran out of kretprobe instances for calls in flight).
     #[must_use]
     pub fn missed_returns(&self) -> u64 {
-        self.counters.get(&3, 0).unwrap_or(0)
+        self.counters.get(&counter::MISSED_RETURNS, 0).unwrap_or(0)
     }
 }
 

@@ -43,6 +43,11 @@ enum Mode {
 }
 
 impl Mode {
+    /// Whether udstrace runs in this mode.
+    fn traced(self) -> bool {
+        matches!(self, Self::File | Self::Null | Self::Filtered | Self::Recv)
+    }
+
     fn name(self) -> &'static str {
         match self {
             Self::Untraced => "untraced",
@@ -141,6 +146,17 @@ struct Run {
     attach: f64,
 }
 
+impl Run {
+    /// The share of the bytes sent that the capture holds, in percent.
+    fn kept_percent(&self) -> f64 {
+        if self.bytes == 0 {
+            100.0
+        } else {
+            100.0 * self.captured as f64 / self.bytes as f64
+        }
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -199,25 +215,11 @@ pub fn run() -> Result<()> {
                     .map(|(r, b)| b / r.cpu_per_op)
                     .collect(),
             );
-            let mut kept_pct = None;
             // A loop reports its fastest slice only; the capture holds every slice.
-            let kept = if matches!(m, Mode::File | Mode::Null | Mode::Recv) && w.kind != "loop" {
-                let pct: Vec<f64> = runs[i]
-                    .iter()
-                    .map(|r| {
-                        if r.bytes == 0 {
-                            100.0
-                        } else {
-                            100.0 * r.captured as f64 / r.bytes as f64
-                        }
-                    })
-                    .collect();
-                kept_pct = Some(median(pct.clone()));
-                format!("{:.1}%", median(pct))
-            } else {
-                String::new()
-            };
-            let traced = matches!(m, Mode::File | Mode::Null | Mode::Filtered | Mode::Recv);
+            let kept_pct = (matches!(m, Mode::File | Mode::Null | Mode::Recv) && w.kind != "loop")
+                .then(|| median(runs[i].iter().map(Run::kept_percent).collect()));
+            let kept = kept_pct.map_or_else(String::new, |k| format!("{k:.1}%"));
+            let traced = m.traced();
             let lost = if traced {
                 format!(
                     "{}",
@@ -275,14 +277,7 @@ pub fn run() -> Result<()> {
                 r.rate / 1e6,
                 r.lost
             );
-            lossless.push((
-                mode.name(),
-                rate_mb,
-                r.rate / 1e6,
-                r.lost,
-                r.captured,
-                r.bytes,
-            ));
+            lossless.push((mode.name(), rate_mb, r.rate / 1e6, r.lost, r.kept_percent()));
         }
     }
 
@@ -310,12 +305,7 @@ pub fn run() -> Result<()> {
         "| output | offered | achieved | lost segments | bytes kept |"
     );
     let _ = writeln!(report, "|---|---|---|---|---|");
-    for (output, offered, achieved, lost, captured, bytes) in &lossless {
-        let kept = if *bytes == 0 {
-            100.0
-        } else {
-            100.0 * *captured as f64 / *bytes as f64
-        };
+    for (output, offered, achieved, lost, kept) in &lossless {
         let _ = writeln!(
             report,
             "| {output} | {offered} MB/s | {achieved:.0} MB/s | {lost} | {kept:.1}% |"
@@ -574,7 +564,7 @@ fn run_one(bin: &Path, w: &Workload, mode: Mode, rate: Option<u64>) -> Result<Ru
 
     let mut tracer = None;
     let mut attach = 0.0;
-    if matches!(mode, Mode::File | Mode::Null | Mode::Filtered | Mode::Recv) {
+    if mode.traced() {
         let mut cmd = Command::new(bin.join("udstrace"));
         match mode {
             Mode::File => cmd.args(["-w", CAPTURE]),

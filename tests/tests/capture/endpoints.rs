@@ -183,7 +183,7 @@ fn passed_descriptors_and_credentials() {
 }
 
 /// A Python child, its stdout read line by line.
-struct Py {
+pub(super) struct Py {
     child: Child,
     out: BufReader<std::process::ChildStdout>,
 }
@@ -191,7 +191,7 @@ struct Py {
 impl Py {
     /// Runs `script`; the descriptors in `inherit` stay open in the child (only there:
     /// the other tests of this process fork at the same time).
-    fn spawn(script: &str, args: &[&str], inherit: &[RawFd]) -> Self {
+    pub(super) fn spawn(script: &str, args: &[&str], inherit: &[RawFd]) -> Self {
         let inherit = inherit.to_vec();
         // Debian's interpreter itself: a wrapper on PATH (pyenv's shim is a shell script)
         // would be another process holding the descriptors.
@@ -218,13 +218,13 @@ impl Py {
         Self { child, out }
     }
 
-    fn line(&mut self) -> String {
+    pub(super) fn line(&mut self) -> String {
         let mut l = String::new();
         self.out.read_line(&mut l).unwrap();
         l.trim_end().to_string()
     }
 
-    fn pid(&self) -> String {
+    pub(super) fn pid(&self) -> String {
         self.child.id().to_string()
     }
 
