@@ -10,6 +10,7 @@
 pub mod counter;
 pub mod filter;
 pub mod layout;
+pub mod maps;
 pub mod record;
 
 pub use layout::{DirectMap, KernelLayout};
