@@ -42,8 +42,9 @@ pub mod flags {
 
 /// Unix socket types (`sk_type`), as the kernel numbers them.
 #[repr(u16)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum SockType {
+    #[default]
     Stream = 1,
     Dgram = 2,
     SeqPacket = 5,

@@ -32,8 +32,8 @@ local string_fields = {
     dir = ProtoField.string("udstrace.dir", "Direction (recv: a receive)"),
 }
 local order = { "pid", "tid", "comm", "uid", "gid", "type", "ino", "peer_ino", "path", "peer_path",
-                "peer_pid", "peer_comm", "syscall", "msg_len", "seg_offset", "payload",
-                "dir", "cred_pid", "cred_uid", "cred_gid", "fds", "cmsg", "control" }
+                "peer_pid", "peer_comm", "syscall", "msg_len", "dir", "seg_offset",
+                "payload", "cred_pid", "cred_uid", "cred_gid", "fds", "cmsg", "control" }
 
 local all = {}
 for _, f in pairs(number_fields) do table.insert(all, f) end

@@ -2,22 +2,12 @@
 
 use std::{io, path::PathBuf};
 
-use crate::layout::LayoutError;
+use crate::kernel::KernelError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("permission denied: udstrace must run as root, or with CAP_BPF and CAP_PERFMON")]
-    Privileges,
-    #[error(
-        "this kernel has no BTF ({path} is missing): udstrace needs a kernel built with \
-         CONFIG_DEBUG_INFO_BTF=y",
-        path = crate::kernel::VMLINUX_BTF
-    )]
-    NoBtf,
-    #[error("cannot read the kernel's BTF: {0}")]
-    Btf(String),
     #[error(transparent)]
-    Layout(#[from] LayoutError),
+    Kernel(#[from] KernelError),
     #[error("no capture backend works on kernel {release}: {reasons}")]
     NoBackend {
         release: String,

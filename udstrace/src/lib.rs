@@ -1,34 +1,22 @@
 //! udstrace: tcpdump for Unix domain sockets.
 //!
-//! The kernel side (`udstrace-ebpf`) records every message a Unix socket accepts; this crate
-//! loads it ([`tracer`], [`backend`], [`layout`]), decodes its records ([`record`]), turns them
-//! into packets with synthesised headers ([`packet`], [`meta`]) and writes them as pcapng
-//! ([`pcapng`]) or text ([`text`]).
+//! The modules, in the order data flows (docs/DESIGN.md has the map):
+//! [`cli`] parses the command line and runs a command; [`kernel`] reads what the running
+//! kernel is and where its fields are; [`tracer`] loads and attaches the kernel programs
+//! (`udstrace-ebpf`) and decodes their records; [`capture`] drains the ring buffer and turns
+//! records into packets; [`proc`] names the processes and sockets at both ends from `/proc` and
+//! sock_diag; [`output`] writes packets as pcapng or text and reads captures back.
+//! [`packet`] is the vocabulary they share: the packet and the table of its fields.
+//!
+//! Dependencies point one way: `cli` -> `capture` -> `output` -> `proc` -> `tracer` ->
+//! `kernel`, everything may use `packet`, `error` and `sys`, and `packet` uses nothing.
 
-pub mod backend;
-pub mod btf;
 pub mod capture;
-pub mod checksum;
 pub mod cli;
-pub mod clock;
-pub mod decode;
 pub mod error;
-pub mod extcap;
-pub mod fds;
-pub mod filter;
-#[cfg(test)]
-mod golden;
 pub mod kernel;
-pub mod layout;
-pub mod ls;
-pub mod meta;
-pub mod names;
+pub mod output;
 pub mod packet;
-pub mod pcapng;
-pub mod peers;
-pub mod reader;
-pub mod record;
-pub mod sink;
-pub mod sockets;
-pub mod text;
+pub mod proc;
+mod sys;
 pub mod tracer;

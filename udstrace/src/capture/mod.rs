@@ -1,0 +1,277 @@
+//! The capture loop: drains the ring buffer, turns records into packets, writes them, and
+//! stops cleanly on SIGINT/SIGTERM, `-c`, or an output error.
+
+use std::{io, path::PathBuf, time::Duration};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    error::Error,
+    output::{
+        pcapng::Stats,
+        ports::Ports,
+        section,
+        sink::{self, Sink},
+        text::PayloadStyle,
+    },
+    tracer::{record::Record, Tracer, TracerConfig},
+};
+
+pub mod clock;
+mod control;
+pub mod filter;
+pub mod packetizer;
+
+use clock::WallClock;
+use filter::Filter;
+pub use packetizer::Packetizer;
+
+/// Records handled before the loop looks at signals and timers again.
+const BATCH: usize = 4096;
+
+/// How often the ring buffer is drained without a wakeup from the kernel (which wakes
+/// userspace only when an eighth of the buffer is waiting).
+const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How often buffered output is made visible (pipes, Wireshark, the terminal).
+const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A capture's settings.
+#[derive(Debug, Clone)]
+pub struct CaptureOptions {
+    pub tracer: TracerConfig,
+    /// `-w`: pcapng to this path (`-` for standard output); text view without it.
+    pub write: Option<PathBuf>,
+    /// `-c`: stop after this many packets.
+    pub count: Option<u64>,
+    pub style: PayloadStyle,
+    pub verbose: bool,
+    /// Records to keep (beyond the kernel's process filter).
+    pub filter: Filter,
+    pub ports: Ports,
+    /// Print capture statistics on stderr every second.
+    pub stats: bool,
+    /// Ring buffer size, for the statistics.
+    pub ring_bytes: u32,
+}
+
+/// What a capture did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Summary {
+    pub packets: u64,
+    pub lost_segments: u64,
+    pub lost_bytes: u64,
+    /// Calls whose return the kernel did not report (their messages are lost).
+    pub missed_returns: u64,
+    pub malformed: u64,
+}
+
+/// Runs a capture to the end.
+pub fn run(opts: &CaptureOptions) -> Result<Summary, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Ring)?
+        .block_on(capture(opts))
+}
+
+fn is_broken_pipe(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::BrokenPipe
+}
+
+async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
+    let mut sigint = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(Error::Signals)?;
+
+    let mut tracer = Tracer::start(&opts.tracer)?;
+    // The output is opened once the programs are attached, so that a capture file is only
+    // created when there will be a capture; nothing stays attached if it fails (Drop).
+    let info = section::capture_info(opts.tracer.snaplen, tracer.backend.name());
+    let (mut sink, out_path) = sink::open(opts.write.as_deref(), &info, opts.style)?;
+    let output_error = |source: io::Error| Error::Output {
+        path: out_path.clone(),
+        source,
+    };
+
+    announce(&tracer, opts);
+
+    let start_ns = WallClock::now();
+    let mut packetizer = Packetizer::new(WallClock::new(), opts.count)
+        .with_filter(opts.filter.clone())
+        .with_ports(opts.ports.clone());
+    let mut summary = Summary::default();
+    // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as
+    // the AsyncFd owns the ring buffer.
+    let mut ring =
+        unsafe { AsyncFd::register_with_interest(tracer.take_events(), Interest::READABLE) }
+            .map_err(|e| Error::Ring(e.into()))?;
+    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+    let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
+    stats_tick.tick().await;
+    let mut result: Result<(), io::Error> = Ok(());
+
+    'capture: while !packetizer.done() {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.map_err(Error::Ring)?;
+                match drain(guard.get_inner_mut(), Some(BATCH), &mut packetizer, sink.as_mut(), &mut summary) {
+                    Err(e) => {
+                        result = Err(e);
+                        break 'capture;
+                    }
+                    Ok(Drained::All) => guard.clear_ready(),
+                    Ok(Drained::Limit) => break 'capture,
+                    Ok(Drained::Batch) => {
+                        // Records remain: let the runtime poll its drivers (signals, timers)
+                        // before the next batch; the fd stays ready.
+                        drop(guard);
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+            _ = drain_tick.tick() => {
+                match drain(ring.get_mut(), Some(BATCH), &mut packetizer, sink.as_mut(), &mut summary) {
+                    Ok(Drained::All | Drained::Batch) => {}
+                    Ok(Drained::Limit) => break 'capture,
+                    Err(e) => {
+                        result = Err(e);
+                        break 'capture;
+                    }
+                }
+            }
+            _ = stats_tick.tick(), if opts.stats => print_stats(&mut tracer, &packetizer, opts.ring_bytes),
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = tick.tick() => {
+                if let Err(e) = sink.flush() {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+    }
+
+    // Stop capturing, then write what the kernel had already recorded.
+    // Before detaching: while the programs come off one by one, calls may enter without
+    // leaving, and those are not lost messages.
+    let missed_returns = tracer.missed_returns();
+    tracer.detach();
+    if result.is_ok() {
+        if let Err(e) = drain(
+            ring.get_mut(),
+            None,
+            &mut packetizer,
+            sink.as_mut(),
+            &mut summary,
+        ) {
+            result = Err(e);
+        }
+    }
+    let (lost_segments, lost_bytes) = tracer.lost();
+    summary.packets = packetizer.packets;
+    summary.lost_segments = lost_segments;
+    summary.lost_bytes = lost_bytes;
+    summary.missed_returns = missed_returns;
+    let stats = Stats {
+        start_ns,
+        end_ns: WallClock::now(),
+        received: summary.packets + lost_segments + summary.missed_returns,
+        dropped: lost_segments + summary.missed_returns,
+    };
+    match result.and_then(|()| sink.finish(&stats)) {
+        Ok(()) => Ok(summary),
+        Err(e) if is_broken_pipe(&e) => Ok(summary),
+        Err(e) => Err(output_error(e)),
+    }
+}
+
+/// The lines that say the capture has started (and, when asked or chosen automatically,
+/// which backend it uses and why).
+fn announce(tracer: &Tracer, opts: &CaptureOptions) {
+    if opts.verbose || opts.tracer.backend.is_none() {
+        let why = if tracer.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(" (skipped {})", tracer.skipped.join("; "))
+        };
+        eprintln!("udstrace: using the {} backend{why}", tracer.backend);
+    }
+    eprintln!(
+        "listening on udstrace ({} backend), link-type RAW (Unix sockets as synthesised IPv6), \
+         snapshot length {} bytes",
+        tracer.backend, opts.tracer.snaplen
+    );
+}
+
+/// `--stats`: one line a second.
+fn print_stats(tracer: &mut Tracer, packetizer: &Packetizer, ring_bytes: u32) {
+    let lost = tracer.lost().0 + tracer.missed_returns();
+    let peak_percent = tracer.ring_peak() * 100 / u64::from(ring_bytes.max(1));
+    eprintln!(
+        "udstrace: {} packets, {} bytes, {lost} lost, ring buffer peak {peak_percent}% full",
+        packetizer.packets, packetizer.bytes
+    );
+}
+
+/// How a drain ended.
+enum Drained {
+    /// The ring buffer is empty.
+    All,
+    /// The batch is done; records remain.
+    Batch,
+    /// The packet limit (`-c`) was reached.
+    Limit,
+}
+
+/// Handles records until the ring buffer is empty, `batch` records were handled, or the packet
+/// limit is reached.
+fn drain(
+    events: &mut RingBuf<MapData>,
+    batch: Option<usize>,
+    packetizer: &mut Packetizer,
+    sink: &mut dyn Sink,
+    summary: &mut Summary,
+) -> io::Result<Drained> {
+    let mut handled = 0;
+    loop {
+        if packetizer.done() {
+            return Ok(Drained::Limit);
+        }
+        if batch.is_some_and(|b| handled >= b) {
+            return Ok(Drained::Batch);
+        }
+        let Some(item) = events.next() else {
+            return Ok(Drained::All);
+        };
+        handle(&item, packetizer, sink, summary)?;
+        handled += 1;
+    }
+}
+
+fn handle(
+    item: &[u8],
+    packetizer: &mut Packetizer,
+    sink: &mut dyn Sink,
+    summary: &mut Summary,
+) -> io::Result<()> {
+    match Record::try_from(item) {
+        Ok(Record::Send(seg)) => packetizer.record(&seg, sink),
+        Ok(Record::Ancillary(a)) => {
+            packetizer.ancillary(a);
+            Ok(())
+        }
+        Err(e) => {
+            if summary.malformed == 0 {
+                eprintln!("udstrace: skipping a malformed record: {e}");
+            }
+            summary.malformed += 1;
+            Ok(())
+        }
+    }
+}

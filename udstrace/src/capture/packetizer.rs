@@ -1,0 +1,360 @@
+//! Records to packets: each decoded record becomes one packet per segment, with the
+//! synthesised headers that make a socket conversation an IPv6 one (addresses from a
+//! capture-private hash of the kernel's socket identities, TCP sequence and acknowledgement
+//! numbers), the receivers named, control data attached, and losses counted.
+
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    hash::{BuildHasher, DefaultHasher, Hash, Hasher, RandomState},
+    io,
+    path::PathBuf,
+};
+
+use udstrace_common::{record::SEGMENT_MAX, SockType};
+
+use super::{clock::WallClock, control, filter::Filter};
+use crate::{
+    output::{
+        headers::{port, write_headers, Flow, MAX_HEADER_LEN},
+        ports::Ports,
+        sink::Sink,
+    },
+    packet::{Cut, Holder, Packet, Peers},
+    proc::{fds, peers::PeerResolver},
+    tracer::record::{Ancillary, SendSegment},
+};
+
+/// Sockets remembered for ACK numbers and peer inodes before the tables are emptied.
+const MAX_TRACKED_SOCKETS: usize = 1 << 18;
+
+/// Threads with control data waiting for their message before the table is emptied (each
+/// entry is normally taken by the record that follows it at once).
+const MAX_PENDING_ANCILLARY: usize = 4096;
+
+/// One packet's share of a record: a segment of its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slice<'a> {
+    /// Socket byte offset of the segment's first byte.
+    stream_offset: u64,
+    /// Offset of the segment in its message.
+    seg_offset: u64,
+    /// Payload bytes the segment had on the wire.
+    orig_len: u32,
+    /// The bytes captured of them (a prefix).
+    payload: &'a [u8],
+}
+
+/// The packets one record stands for: its own segment, and for the last record of a message,
+/// the segments after it that the kernel had no payload for (cut by the snap length, or not
+/// readable). Those carry headers only.
+fn slices<'a>(seg: &SendSegment<'a>) -> impl Iterator<Item = Slice<'a>> {
+    let first = Slice {
+        stream_offset: seg.stream_offset,
+        seg_offset: seg.seg_offset,
+        orig_len: seg.seg_len() as u32,
+        payload: seg.payload,
+    };
+    let step = u64::from(SEGMENT_MAX);
+    let msg_len = seg.meta.msg_len;
+    let message_start = seg.stream_offset - seg.seg_offset;
+    let trailing_from = if seg.is_last() {
+        seg.seg_offset + step
+    } else {
+        msg_len
+    };
+    std::iter::once(first).chain(
+        (trailing_from..msg_len)
+            .step_by(step as usize)
+            .map(move |off| Slice {
+                stream_offset: message_start + off,
+                seg_offset: off,
+                orig_len: (msg_len - off).min(step) as u32,
+                payload: &[],
+            }),
+    )
+}
+
+/// Turns decoded records into packets: headers, acknowledgement numbers, drop counts.
+pub struct Packetizer {
+    clock: WallClock,
+    /// Keys the hash that turns kernel socket identities into address identifiers, so that
+    /// no kernel address is written out.
+    id_key: u64,
+    /// Per kernel socket address: its generation (see `identity`), inode (0: none yet) and
+    /// the identifier of its peer as its own records last said (0: unknown).
+    sockets: HashMap<u64, (u64, u64, u64)>,
+    next_generation: u64,
+    /// Per stream socket: the offset after the last byte it was seen sending.
+    next_offset: HashMap<u64, u64>,
+    /// Per socket: the port its name gives it (0: none).
+    port_of: HashMap<u64, u16>,
+    ports: Ports,
+    filter: Filter,
+    /// Who holds each peer socket.
+    peers: PeerResolver,
+    /// Per kernel socket address: the process last seen sending on it.
+    last_sender: HashMap<u64, u32>,
+    /// Per thread: the control data of the next message it sends (see `ancillary`).
+    pending: HashMap<u32, Ancillary>,
+    /// Where the senders' descriptor tables are (`/proc`).
+    proc: PathBuf,
+    reported_lost: u64,
+    headers: [u8; MAX_HEADER_LEN],
+    pub packets: u64,
+    /// Payload bytes written.
+    pub bytes: u64,
+    limit: Option<u64>,
+}
+
+impl Packetizer {
+    #[must_use]
+    pub fn new(clock: WallClock, limit: Option<u64>) -> Self {
+        Self {
+            clock,
+            id_key: RandomState::new().hash_one(0u64),
+            sockets: HashMap::new(),
+            next_generation: 0,
+            next_offset: HashMap::new(),
+            port_of: HashMap::new(),
+            ports: Ports::new(&[]).expect("the built-in rules parse"),
+            filter: Filter::default(),
+            peers: PeerResolver::default(),
+            last_sender: HashMap::new(),
+            pending: HashMap::new(),
+            proc: PathBuf::from("/proc"),
+            reported_lost: 0,
+            headers: [0; MAX_HEADER_LEN],
+            packets: 0,
+            bytes: 0,
+            limit,
+        }
+    }
+
+    /// Sets the key of the socket identifier hash (random by default), for reproducible
+    /// output.
+    #[cfg(test)]
+    #[must_use]
+    pub(crate) fn with_id_key(mut self, key: u64) -> Self {
+        self.id_key = key;
+        self
+    }
+
+    /// Resolves peer processes with `peers` (tests give a fixed table).
+    #[must_use]
+    pub fn with_peers(mut self, peers: PeerResolver) -> Self {
+        self.peers = peers;
+        self
+    }
+
+    /// Keeps only the records `filter` matches.
+    #[must_use]
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Chooses service ports with `ports`.
+    #[must_use]
+    pub fn with_ports(mut self, ports: Ports) -> Self {
+        self.ports = ports;
+        self
+    }
+
+    /// Whether the packet limit has been reached.
+    #[must_use]
+    pub fn done(&self) -> bool {
+        self.limit.is_some_and(|l| self.packets >= l)
+    }
+
+    /// Keeps a message's control data until the thread's message arrives: the record comes
+    /// first from the same thread. An earlier one still waiting was a failed send's.
+    pub fn ancillary(&mut self, a: Ancillary) {
+        if self.pending.len() > MAX_PENDING_ANCILLARY {
+            self.pending.clear();
+        }
+        self.pending.insert(a.tid, a);
+    }
+
+    /// Writes the packets of one record to `sink`.
+    pub fn record(&mut self, seg: &SendSegment<'_>, sink: &mut dyn Sink) -> io::Result<()> {
+        // The tables grow by one entry per socket ever seen: bound them on long captures.
+        // Forgetting costs ACK numbers, and a live socket seen again after it gets a new
+        // address (its conversation continues as a new one in Wireshark).
+        if self.sockets.len() > MAX_TRACKED_SOCKETS {
+            self.sockets.clear();
+            self.next_offset.clear();
+            self.port_of.clear();
+            self.last_sender.clear();
+        }
+        let mut seg = seg.clone();
+        if seg.peer_id == 0 && seg.meta.peer_ino == 0 && !seg.meta.peer_path.is_empty() {
+            // An unconnected datagram: the socket bound to the address it was sent to.
+            seg.meta.peer_ino = self.peers.bound(&seg.meta.peer_path);
+        }
+        let seg = &seg;
+        self.last_sender.insert(seg.sock_id, seg.meta.pid);
+        let own_id = self.identity(seg.sock_id, seg.meta.ino, 0);
+        let peer_id = self.identity(seg.peer_id, seg.meta.peer_ino, own_id);
+        if peer_id != 0 {
+            if let Some(own) = self.sockets.get_mut(&seg.sock_id) {
+                own.2 = peer_id;
+            }
+        }
+        // Control data waits for its message whether or not the message is kept.
+        let control = if seg.seg_offset == 0 && !self.pending.is_empty() {
+            self.pending
+                .remove(&seg.meta.tid)
+                .filter(|a| a.sock_id == seg.sock_id)
+        } else {
+            None
+        };
+        if !self.filter.matches(&seg.meta) {
+            return Ok(());
+        }
+        let ts_ns = self.clock.wall_ns(seg.ts_boot_ns);
+        let own_port = self
+            .service_port(own_id, &seg.meta.path)
+            .unwrap_or_else(|| port(own_id));
+        let peer_port = self
+            .service_port(peer_id, &seg.meta.peer_path)
+            .unwrap_or_else(|| port(peer_id));
+        // A receive travels from the peer to the reading socket.
+        let recv = seg.is_recv();
+        let ((src_id, src_port), (dst_id, dst_port)) = if recv {
+            ((peer_id, peer_port), (own_id, own_port))
+        } else {
+            ((own_id, own_port), (peer_id, peer_port))
+        };
+        let flow = Flow {
+            sock_type: seg.meta.sock_type,
+            src_id,
+            dst_id,
+            src_port,
+            dst_port,
+        };
+        let ack = if seg.meta.sock_type == SockType::Stream {
+            self.next_offset.get(&dst_id).copied()
+        } else {
+            None
+        };
+        let peers = receivers(&mut self.peers, &self.last_sender, seg);
+        let mut meta = seg.meta.clone();
+        meta.peers = Peers(Cow::Borrowed(peers));
+        let mut first = meta.clone();
+        if let Some(a) = &control {
+            let proc = &self.proc;
+            control::apply(&mut first, a, &mut |fd| fds::describe(proc, a.pid, fd));
+        }
+        for (index, slice) in slices(seg).enumerate() {
+            if self.limit.is_some_and(|l| self.packets >= l) {
+                break;
+            }
+            let header_len = write_headers(
+                &mut self.headers,
+                &flow,
+                slice.stream_offset,
+                slice.orig_len,
+                slice.payload,
+                ack,
+            );
+            let drops = seg.lost_segments.saturating_sub(self.reported_lost);
+            self.reported_lost = self.reported_lost.max(seg.lost_segments);
+            let mut meta = if index == 0 {
+                std::mem::take(&mut first)
+            } else {
+                meta.clone()
+            };
+            meta.seg_offset =
+                (meta.msg_len > u64::from(slice.orig_len)).then_some(slice.seg_offset);
+            meta.payload =
+                (slice.payload.len() < slice.orig_len as usize).then(|| Cut::from_flags(seg.flags));
+            sink.packet(&Packet {
+                ts_ns,
+                meta,
+                orig_len: slice.orig_len,
+                payload: slice.payload,
+                headers: &self.headers[..header_len],
+                drops,
+            })?;
+            self.packets += 1;
+            self.bytes += slice.payload.len() as u64;
+        }
+        if seg.meta.sock_type == SockType::Stream && seg.is_last() && !recv {
+            let end = seg.stream_offset - seg.seg_offset + seg.meta.msg_len;
+            self.next_offset.insert(src_id, end);
+        }
+        Ok(())
+    }
+
+    /// The address identifier of the socket at kernel address `ptr` whose inode the record
+    /// says is `ino` (0: none yet). The kernel reuses the
+    /// memory of closed sockets at once, so an address alone does not name a socket: a new
+    /// inode at a known address, or a socket without inode (not yet accepted) at an address
+    /// that had one, is a new socket and gets a new generation. A socket without inode that
+    /// later shows its inode keeps its identifier, and so does one named without inode by
+    /// the socket with identifier `seen_from` (whose record names it as its peer) when its
+    /// own records said it is connected to that very socket: a record written before the
+    /// accept, read after the accepted socket's (the client's program ran after the server
+    /// had already answered).
+    fn identity(&mut self, ptr: u64, ino: u64, seen_from: u64) -> u64 {
+        if ptr == 0 {
+            return 0;
+        }
+        let next_generation = &mut self.next_generation;
+        let mut fresh = || {
+            *next_generation += 1;
+            *next_generation
+        };
+        let known = self.sockets.entry(ptr).or_insert_with(|| (fresh(), ino, 0));
+        if known.1 != ino {
+            if known.1 == 0 {
+                known.1 = ino;
+            } else if ino != 0 || seen_from == 0 || known.2 != seen_from {
+                *known = (fresh(), ino, 0);
+            }
+        }
+        let generation = known.0;
+        let mut h = DefaultHasher::new();
+        (self.id_key, ptr, generation).hash(&mut h);
+        h.finish().max(1)
+    }
+
+    /// The port a socket's name gives it, remembered per socket.
+    fn service_port(&mut self, id: u64, name: &[u8]) -> Option<u16> {
+        if name.is_empty() {
+            return None;
+        }
+        let ports = &self.ports;
+        let port = *self
+            .port_of
+            .entry(id)
+            .or_insert_with(|| ports.port(name).unwrap_or(0));
+        (port != 0).then_some(port)
+    }
+}
+
+/// The processes that will read what `seg` sent: the holders of its peer socket.
+fn receivers<'p>(
+    peers: &'p mut PeerResolver,
+    last_sender: &HashMap<u64, u32>,
+    seg: &SendSegment<'_>,
+) -> &'p [Holder] {
+    if seg.meta.peer_ino == 0 && seg.peer_id != 0 && !seg.meta.peer_path.is_empty() {
+        // A connection not yet accepted: its server end is in the listener's queue, and
+        // whoever holds the listener will accept it.
+        let listener = peers.bound(&seg.meta.peer_path);
+        peers.holders(listener, seg.meta.pid, b"", None)
+    } else {
+        let peer_sender = last_sender.get(&seg.peer_id).copied();
+        peers.holders(
+            seg.meta.peer_ino,
+            seg.meta.pid,
+            &seg.meta.peer_path,
+            peer_sender,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,294 @@
+//! The command line's words: clap's types (their doc comments are `--help`) and the parsers
+//! of values that need more than clap (`-p` lists, `--uid` names, `--backend auto`).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::{output::text::PayloadStyle, tracer::backend::BackendKind};
+
+/// Payload bytes kept per message unless `-s` says otherwise.
+pub const DEFAULT_SNAPLEN: u32 = 4 << 20;
+/// Ring buffer size unless `-B` says otherwise, in KiB.
+pub const DEFAULT_BUFFER_KIB: u32 = 16 << 10;
+
+/// tcpdump for Unix domain sockets: captures what processes send over AF_UNIX sockets,
+/// systemwide or for chosen processes, as text or as pcapng for Wireshark.
+#[derive(Debug, Parser)]
+#[allow(clippy::struct_excessive_bools, reason = "command-line flags")]
+#[command(
+    name = "udstrace",
+    version,
+    about,
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Capture only these processes. Repeatable; one value may hold a list separated by
+    /// spaces or commas, so `-p "$(pidof postgres)"` works.
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pids: Vec<String>,
+
+    /// Write packets as pcapng to FILE (`-` for standard output) instead of printing them.
+    /// The file is created readable by its owner only.
+    #[arg(
+        short = 'w',
+        long = "write",
+        value_name = "FILE",
+        conflicts_with = "read"
+    )]
+    pub write: Option<PathBuf>,
+
+    /// Read packets from a pcapng file written by udstrace and print them.
+    #[arg(short = 'r', long = "read", value_name = "FILE")]
+    pub read: Option<PathBuf>,
+
+    /// Exit after COUNT packets.
+    #[arg(short = 'c', long = "count", value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Keep at most SNAPLEN payload bytes of each message (0: the default, 4 MiB). A cut
+    /// packet keeps its original length.
+    #[arg(short = 's', long = "snaplen", value_name = "SNAPLEN")]
+    pub snaplen: Option<u32>,
+
+    /// Kernel buffer size in KiB (rounded up to a power of two).
+    #[arg(short = 'B', long = "buffer-size", value_name = "KIB", default_value_t = DEFAULT_BUFFER_KIB,
+          value_parser = clap::value_parser!(u32).range(64..=(4 << 20)))]
+    pub buffer_kib: u32,
+
+    /// How to attach to the kernel: auto picks the first that works on this kernel.
+    #[arg(long, value_name = "auto|fentry|kprobe|tracepoint", default_value = "auto",
+          env = "UDSTRACE_BACKEND", value_parser = parse_backend)]
+    pub backend: BackendChoice,
+
+    /// With -p: capture the children those processes fork from now on too (and theirs).
+    #[arg(long)]
+    pub follow: bool,
+
+    /// Capture receives too: what each process reads from Unix sockets, as inbound packets
+    /// (the filters then select the reading process).
+    #[arg(long)]
+    pub recv: bool,
+
+    /// Capture only processes with this command name (repeatable; checked in the kernel).
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+
+    /// Capture only processes running as this user: a name or a number (repeatable; lists
+    /// allowed; checked in the kernel).
+    #[arg(long = "uid", value_name = "USER")]
+    pub uids: Vec<String>,
+
+    /// Capture only sockets with this name at either end: a path, `@name` for an abstract
+    /// socket, or a glob with `*` and `?` (repeatable).
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+
+    /// Capture only sockets of this type: stream, dgram or seqpacket.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub sock_type: Option<String>,
+
+    /// Tell Wireshark that sockets named PATH (a path, `@name` or glob) speak PROTOCOL: http,
+    /// pgsql, x11, or a TCP/UDP port number. PostgreSQL, X11 and Docker-style HTTP sockets
+    /// are known without it.
+    #[arg(long = "decode", value_name = "PATH=PROTOCOL")]
+    pub decode: Vec<String>,
+
+    #[command(flatten)]
+    pub extcap: ExtcapArgs,
+
+    /// Print each packet's payload in hex and ASCII.
+    #[arg(short = 'X', conflicts_with = "ascii")]
+    pub hex: bool,
+
+    /// Print each packet's payload in ASCII.
+    #[arg(short = 'A')]
+    pub ascii: bool,
+
+    /// Print capture statistics on stderr every second: packets, bytes, losses, and how full
+    /// the kernel buffer got.
+    #[arg(long)]
+    pub stats: bool,
+
+    /// Say more: which backend and why, and full kernel error messages.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+}
+
+/// What Wireshark passes to an extcap program (hidden from `--help`).
+#[derive(Debug, Default, clap::Args)]
+#[allow(clippy::struct_excessive_bools, reason = "the extcap protocol's flags")]
+pub struct ExtcapArgs {
+    #[arg(long, hide = true)]
+    pub extcap_interfaces: bool,
+    #[arg(long, hide = true)]
+    pub extcap_interface: Option<String>,
+    #[arg(long, hide = true)]
+    pub extcap_dlts: bool,
+    #[arg(long, hide = true)]
+    pub extcap_config: bool,
+    #[arg(long, hide = true)]
+    pub capture: bool,
+    #[arg(long, hide = true)]
+    pub fifo: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    pub extcap_capture_filter: Option<String>,
+    #[arg(long, hide = true)]
+    pub extcap_version: Option<String>,
+    #[arg(long, hide = true)]
+    pub extcap_control_in: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    pub extcap_control_out: Option<PathBuf>,
+}
+
+/// Commands besides capturing.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List every Unix socket: type, state, inode, peer inode, name, and the processes
+    /// (comm[pid]:fd) holding each end, like `ss -xp` joined with lsof.
+    Ls {
+        /// One JSON array of objects instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Only sockets held by these processes (lists allowed, as for capture).
+        #[arg(short = 'p', long = "pid", value_name = "PID")]
+        pids: Vec<String>,
+        /// Only sockets held by processes with this command name.
+        #[arg(long = "comm", value_name = "NAME")]
+        comms: Vec<String>,
+        /// Only sockets with this name at either end (path, `@name`, glob).
+        #[arg(long = "path", value_name = "PATH")]
+        paths: Vec<String>,
+        /// Only sockets of this type.
+        #[arg(long = "type", value_name = "TYPE")]
+        sock_type: Option<String>,
+    },
+    /// Try every attach backend on this kernel (load, attach, detach) and say which work:
+    /// one line per backend, `NAME<TAB>ok|unsupported|error<TAB>why`.
+    Backends,
+    /// Wireshark integration.
+    Extcap {
+        #[command(subcommand)]
+        action: ExtcapAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExtcapAction {
+    /// Make udstrace a capture interface of Wireshark and tshark, and install its Lua plugin
+    /// (fields udstrace.pid, udstrace.comm, ...): in your personal Wireshark folders, or with
+    /// --global in the system's.
+    Install {
+        #[arg(long)]
+        global: bool,
+    },
+}
+
+/// `--backend`: one backend, or `None` for auto.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendChoice(pub Option<BackendKind>);
+
+pub(crate) fn parse_backend(s: &str) -> Result<BackendChoice, String> {
+    if s == "auto" {
+        Ok(BackendChoice(None))
+    } else {
+        s.parse()
+            .map(|k| BackendChoice(Some(k)))
+            .map_err(|e| format!("{e} (expected auto, tracepoint, fentry or kprobe)"))
+    }
+}
+
+/// The user ids of every `--uid` value: numbers, or names from the user database; lists
+/// separated by spaces or commas.
+pub fn parse_uids(values: &[String]) -> Result<Vec<u32>, String> {
+    let mut uids = Vec::new();
+    for word in values
+        .iter()
+        .flat_map(|v| v.split([' ', ',']))
+        .filter(|w| !w.is_empty())
+    {
+        let uid = match word.parse::<u32>() {
+            Ok(uid) => uid,
+            Err(_) => crate::sys::user_id(word).ok_or_else(|| format!("no such user: {word}"))?,
+        };
+        uids.push(uid);
+    }
+    Ok(uids)
+}
+
+/// The pids of every `-p` value.
+pub fn parse_pids(values: &[String]) -> Result<Vec<u32>, String> {
+    let mut pids = Vec::new();
+    for v in values {
+        for word in v
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|w| !w.is_empty())
+        {
+            match word.parse::<u32>() {
+                Ok(pid) if pid > 0 => pids.push(pid),
+                _ => return Err(format!("invalid process id `{word}`")),
+            }
+        }
+    }
+    if pids.is_empty() && !values.is_empty() {
+        return Err("-p was given no process id".into());
+    }
+    Ok(pids)
+}
+
+impl Args {
+    pub(crate) fn style(&self) -> PayloadStyle {
+        if self.hex {
+            PayloadStyle::HexAscii
+        } else if self.ascii {
+            PayloadStyle::Ascii
+        } else {
+            PayloadStyle::None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_lists() {
+        assert_eq!(
+            parse_pids(&["1 2,3".into(), "4".into()]).unwrap(),
+            vec![1, 2, 3, 4]
+        );
+        assert!(parse_pids(&["12x".into()]).is_err());
+        assert!(parse_pids(&["0".into()]).is_err());
+        assert!(parse_pids(&[" ".into()]).is_err());
+        assert_eq!(parse_pids(&[]).unwrap(), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn args_parse_like_tcpdump() {
+        let a = Args::try_parse_from([
+            "udstrace",
+            "-p",
+            "1",
+            "-w",
+            "-",
+            "-c",
+            "5",
+            "-s",
+            "100",
+            "--backend",
+            "tracepoint",
+        ])
+        .unwrap();
+        assert_eq!(a.count, Some(5));
+        assert_eq!(a.snaplen, Some(100));
+        assert_eq!(a.backend, BackendChoice(Some(BackendKind::Tracepoint)));
+        assert!(Args::try_parse_from(["udstrace", "--backend", "nope"]).is_err());
+        assert!(Args::try_parse_from(["udstrace", "-c", "0"]).is_err());
+        assert!(Args::try_parse_from(["udstrace", "-r", "a", "-w", "b"]).is_err());
+    }
+}

@@ -1,0 +1,194 @@
+//! One home for each packet field: the table below declares every piece of metadata a packet
+//! carries, in the order its comment writes them. The struct [`Meta`], the comment writer
+//! and parser, the list [`FIELDS`] (which the Lua plugin and docs/FORMAT.md are checked
+//! against) and the `key=value` suffix of the text view all follow from it.
+//!
+//! Adding a field: a line in the table; the kernel program and `SendRecord` when the kernel
+//! supplies it (and one line of the record decoder), or the resolver that fills it in; a line
+//! of `lua/udstrace.lua` and of docs/FORMAT.md, which a test holds to the table.
+
+use super::values::{Cut, Dir, Peers, Raw, SockName, Syscall, Text, Value};
+use udstrace_common::SockType;
+
+/// The Wireshark field type the Lua plugin gives a key (`ProtoField.<type>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lua {
+    Uint32,
+    Uint64,
+    Int32,
+    String,
+}
+
+impl Lua {
+    /// The `ProtoField` constructor.
+    #[must_use]
+    pub fn constructor(self) -> &'static str {
+        match self {
+            Self::Uint32 => "uint32",
+            Self::Uint64 => "uint64",
+            Self::Int32 => "int32",
+            Self::String => "string",
+        }
+    }
+}
+
+/// One key of the comment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    /// The comment key, and the Wireshark field `udstrace.<key>`.
+    pub key: &'static str,
+    pub lua: Lua,
+    /// The Wireshark field's title.
+    pub title: &'static str,
+    /// Shown in the text view as ` key=value` after the line's own layout.
+    pub in_text: bool,
+}
+
+/// Declares [`Meta`] and everything that follows from the table. Each entry: the field, its
+/// type (a [`Value`]), `line` when the text view lays it out itself or `suffix` when it
+/// shows it as ` key=value` at the end of the line, then its comment keys with their
+/// Wireshark types and titles.
+macro_rules! packet_fields {
+    (<$lt:lifetime> $(
+        $(#[doc = $doc:literal])*
+        $name:ident: $ty:ty, $shown:ident { $($key:literal: $lua:ident $title:literal),+ };
+    )*) => {
+        /// What a packet says about who sent it, on which socket, to whom: the comment's keys.
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct Meta<$lt> {
+            $( $(#[doc = $doc])* pub $name: $ty, )*
+        }
+
+        /// Every key of the comment, in the order it writes them.
+        pub const FIELDS: &[Field] = &[
+            $( $( Field {
+                key: $key,
+                lua: Lua::$lua,
+                title: $title,
+                in_text: packet_fields!(@shown $shown),
+            }, )+ )*
+        ];
+
+        impl Meta<'_> {
+            /// Writes the packet comment into `out` (cleared first): `key=value` pairs
+            /// separated by spaces (docs/FORMAT.md).
+            pub fn write_comment(&self, out: &mut String) {
+                out.clear();
+                $( if Value::present(&self.$name) {
+                    $(
+                        if !out.is_empty() {
+                            out.push(' ');
+                        }
+                        out.push_str(concat!($key, "="));
+                        Value::write(&self.$name, $key, out);
+                    )+
+                } )*
+            }
+
+            /// Appends ` key=value` for each field the text view shows that way.
+            pub fn write_text_fields(&self, out: &mut String) {
+                $( if packet_fields!(@shown $shown) && Value::present(&self.$name) {
+                    $(
+                        out.push_str(concat!(" ", $key, "="));
+                        Value::write(&self.$name, $key, out);
+                    )+
+                } )*
+            }
+
+            /// Sets the field of comment key `key` from `text`; false for a key this version
+            /// does not know.
+            fn set(&mut self, key: &str, text: &str) -> Result<bool, String> {
+                match key {
+                    $( $( $key )|+ => Value::read(&mut self.$name, key, text)?, )*
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            }
+        }
+    };
+    (@shown suffix) => { true };
+    (@shown line) => { false };
+}
+
+packet_fields! { <'a>
+    /// Sender's process id (the reader's, for a receive).
+    pid: u32, line { "pid": Uint32 "Sender process ID" };
+    /// Sender's thread id.
+    tid: u32, line { "tid": Uint32 "Sender thread ID" };
+    /// Sender's command name.
+    comm: Text<'a>, line { "comm": String "Sender command" };
+    /// Sender's user and group.
+    uid: u32, line { "uid": Uint32 "Sender user ID" };
+    gid: u32, line { "gid": Uint32 "Sender group ID" };
+    sock_type: SockType, line { "type": String "Socket type" };
+    /// Inode of the sending (for a receive, the reading) socket.
+    ino: u64, line { "ino": Uint64 "Socket inode" };
+    /// Inode of its peer; 0 when not known (a connection not yet accepted, no peer).
+    peer_ino: u64, line { "peer_ino": Uint64 "Peer socket inode" };
+    /// Bound names of the two sockets.
+    path: SockName<'a>, line { "path": String "Socket name" };
+    peer_path: SockName<'a>, line { "peer_path": String "Peer socket name" };
+    /// The processes holding the peer socket: who can read the message.
+    peers: Peers<'a>, line {
+        "peer_pid": String "Peer process IDs",
+        "peer_comm": String "Peer commands"
+    };
+    syscall: Syscall, line { "syscall": String "System call" };
+    /// Bytes of the whole message (the send's return value).
+    msg_len: u64, line { "msg_len": Uint64 "Message length" };
+    /// A receive (`--recv`): the process read the bytes from socket `ino`.
+    dir: Dir, line { "dir": String "Direction (recv: a receive)" };
+    /// Offset of the packet in its message, when the message spans several packets.
+    seg_offset: Option<u64>, line { "seg_offset": Uint64 "Offset in message" };
+    /// Why the packet carries fewer bytes than it had, if it does.
+    payload: Option<Cut>, line { "payload": String "Payload not captured" };
+    /// `SCM_CREDENTIALS` passed with the message.
+    cred_pid: Option<i32>, suffix {
+        "cred_pid": Int32 "Credentials: process ID (SCM_CREDENTIALS)"
+    };
+    cred_uid: Option<u32>, suffix { "cred_uid": Uint32 "Credentials: user ID" };
+    cred_gid: Option<u32>, suffix { "cred_gid": Uint32 "Credentials: group ID" };
+    /// `SCM_RIGHTS`: `FD:WHAT,...`, each descriptor and what it is.
+    fds: Raw<'a>, suffix { "fds": String "Passed file descriptors (SCM_RIGHTS)" };
+    /// Other control messages: `LEVEL:TYPE:LEN,...`.
+    cmsg: Raw<'a>, suffix { "cmsg": String "Other control messages" };
+    /// `cut:N`: the control data was longer than the `N` bytes kept.
+    control: Raw<'a>, suffix { "control": String "Control data cut" };
+}
+
+/// Why a comment is not udstrace metadata.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("packet comment is not udstrace metadata: {0}")]
+pub struct MetaError(String);
+
+impl Meta<'_> {
+    /// Whether the packet is a receive.
+    #[must_use]
+    pub fn is_recv(&self) -> bool {
+        self.dir == Dir::Recv
+    }
+}
+
+impl std::str::FromStr for Meta<'static> {
+    type Err = MetaError;
+
+    /// Parses a comment; keys of later versions are skipped, and `type=` must be there.
+    fn from_str(s: &str) -> Result<Self, MetaError> {
+        let mut m = Meta::default();
+        let mut seen_type = false;
+        for pair in s.split(' ').filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| MetaError(format!("`{pair}` is not key=value")))?;
+            m.set(k, v).map_err(|e| MetaError(format!("{k}: {e}")))?;
+            seen_type |= k == "type";
+        }
+        if !seen_type {
+            return Err(MetaError("no type=".into()));
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests;

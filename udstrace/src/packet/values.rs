@@ -1,0 +1,397 @@
+//! The kinds of value a packet field holds, and how each is written in the comment and read
+//! back: the comment's escaping, socket names, system call names, the peers' lists.
+
+use std::{borrow::Cow, fmt::Write as _, ops::Deref};
+
+use udstrace_common::{record::flags, SockType};
+
+/// How a field's value is written in the comment (`key=value`) and read back. A value with
+/// several keys (the peers: `peer_pid` and `peer_comm`) is told which one.
+pub(crate) trait Value {
+    /// Whether the value is written at all (optional keys are left out when empty).
+    fn present(&self) -> bool {
+        true
+    }
+    /// Writes the value of `key`, escaped for the comment.
+    fn write(&self, key: &str, out: &mut String);
+    /// Sets the value from `key`'s text.
+    fn read(&mut self, key: &str, text: &str) -> Result<(), String>;
+}
+
+fn number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
+    text.parse()
+        .map_err(|_| format!("`{text}` is not a number"))
+}
+
+impl Value for u32 {
+    fn write(&self, _: &str, out: &mut String) {
+        let _ = write!(out, "{self}");
+    }
+    fn read(&mut self, _: &str, text: &str) -> Result<(), String> {
+        *self = number(text)?;
+        Ok(())
+    }
+}
+
+impl Value for u64 {
+    fn write(&self, _: &str, out: &mut String) {
+        let _ = write!(out, "{self}");
+    }
+    fn read(&mut self, _: &str, text: &str) -> Result<(), String> {
+        *self = number(text)?;
+        Ok(())
+    }
+}
+
+/// A number written only when known.
+impl<T: Value + Default> Value for Option<T> {
+    fn present(&self) -> bool {
+        self.is_some()
+    }
+    fn write(&self, key: &str, out: &mut String) {
+        if let Some(v) = self {
+            v.write(key, out);
+        }
+    }
+    fn read(&mut self, key: &str, text: &str) -> Result<(), String> {
+        let mut v = T::default();
+        v.read(key, text)?;
+        *self = Some(v);
+        Ok(())
+    }
+}
+
+impl Value for i32 {
+    fn write(&self, _: &str, out: &mut String) {
+        let _ = write!(out, "{self}");
+    }
+    fn read(&mut self, _: &str, text: &str) -> Result<(), String> {
+        *self = number(text)?;
+        Ok(())
+    }
+}
+
+/// Appends `bytes` as a comment value: printable ASCII as is, everything else (and `\`, `=`,
+/// space) as `\xNN`. An abstract socket name (leading NUL) is written `@name`; a path that
+/// really starts with `@` gets its `@` escaped.
+pub fn escape_into(out: &mut String, bytes: &[u8], is_path: bool) {
+    escape_with(out, bytes, is_path, b"\\= ");
+}
+
+/// [`escape_into`] with `special` as the set of printable bytes that are escaped too.
+pub(crate) fn escape_with(out: &mut String, bytes: &[u8], is_path: bool, special: &[u8]) {
+    let mut rest = bytes;
+    if is_path {
+        match bytes.split_first() {
+            Some((&0, tail)) => {
+                out.push('@');
+                rest = tail;
+            }
+            // A path that really starts with `@` must not read back as abstract.
+            Some((&b'@', tail)) => {
+                out.push_str("\\x40");
+                rest = tail;
+            }
+            _ => {}
+        }
+    }
+    for &b in rest {
+        if b.is_ascii_graphic() && !special.contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+}
+
+/// Reverses [`escape_into`].
+#[must_use]
+pub fn unescape(s: &str, is_path: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.as_bytes();
+    if is_path {
+        if let Some((b'@', tail)) = bytes.split_first() {
+            out.push(0);
+            bytes = tail;
+        }
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'x') {
+            if let Some(v) = bytes
+                .get(i + 2..i + 4)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Bytes that are not a socket name (a command name), borrowed from a record or owned after
+/// parsing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Text<'a>(pub Cow<'a, [u8]>);
+
+impl Deref for Text<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Value for Text<'_> {
+    fn write(&self, _: &str, out: &mut String) {
+        escape_into(out, &self.0, false);
+    }
+    fn read(&mut self, _: &str, text: &str) -> Result<(), String> {
+        self.0 = Cow::Owned(unescape(text, false));
+        Ok(())
+    }
+}
+
+/// A socket's name: a path, or an abstract name (leading NUL, written `@name`); empty for an
+/// unnamed socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SockName<'a>(pub Cow<'a, [u8]>);
+
+impl Deref for SockName<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Value for SockName<'_> {
+    fn write(&self, _: &str, out: &mut String) {
+        escape_into(out, &self.0, true);
+    }
+    fn read(&mut self, _: &str, text: &str) -> Result<(), String> {
+        self.0 = Cow::Owned(unescape(text, true));
+        Ok(())
+    }
+}
+
+/// Comment text kept as it was written (lists already in the comment's syntax: `fds=`,
+/// `cmsg=`, `control=`); left out when empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Raw<'a>(pub Cow<'a, str>);
+
+impl Value for Raw<'_> {
+    fn present(&self) -> bool {
+        !self.0.is_empty()
+    }
+    fn write(&self, _: &str, out: &mut String) {
+        out.push_str(&self.0);
+    }
+    fn read(&mut self, _: &str, text: &str) -> Result<(), String> {
+        self.0 = Cow::Owned(text.to_string());
+        Ok(())
+    }
+}
+
+/// The socket's type.
+impl Value for SockType {
+    fn write(&self, _: &str, out: &mut String) {
+        out.push_str(self.name());
+    }
+    fn read(&mut self, _: &str, text: &str) -> Result<(), String> {
+        *self = [SockType::Stream, SockType::Dgram, SockType::SeqPacket]
+            .into_iter()
+            .find(|t| t.name() == text)
+            .ok_or_else(|| format!("unknown type {text}"))?;
+        Ok(())
+    }
+}
+
+/// Whether a packet is a send or, with `--recv`, a receive; only receives say so.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Dir {
+    #[default]
+    Send,
+    Recv,
+}
+
+impl Value for Dir {
+    fn present(&self) -> bool {
+        *self == Self::Recv
+    }
+    fn write(&self, _: &str, out: &mut String) {
+        out.push_str("recv");
+    }
+    fn read(&mut self, _: &str, text: &str) -> Result<(), String> {
+        *self = if text == "recv" {
+            Self::Recv
+        } else {
+            Self::Send
+        };
+        Ok(())
+    }
+}
+
+/// The system call a message came from (`x86_64` numbers; -1: none known).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Syscall(pub i32);
+
+impl Default for Syscall {
+    fn default() -> Self {
+        Self(-1)
+    }
+}
+
+impl Syscall {
+    /// Name of an `x86_64` system call that sends or receives on a socket.
+    #[must_use]
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self.0 {
+            0 => "read",
+            1 => "write",
+            19 => "readv",
+            20 => "writev",
+            40 => "sendfile",
+            44 => "sendto",
+            45 => "recvfrom",
+            46 => "sendmsg",
+            47 => "recvmsg",
+            275 => "splice",
+            295 => "preadv",
+            296 => "pwritev",
+            299 => "recvmmsg",
+            307 => "sendmmsg",
+            327 => "preadv2",
+            328 => "pwritev2",
+            426 => "io_uring_enter",
+            _ => return None,
+        })
+    }
+}
+
+impl Value for Syscall {
+    fn write(&self, _: &str, out: &mut String) {
+        out.push_str(self.name().unwrap_or("other"));
+    }
+    fn read(&mut self, _: &str, text: &str) -> Result<(), String> {
+        *self = Syscall(
+            (0..512)
+                .find(|&nr| Syscall(nr).name() == Some(text))
+                .unwrap_or(-1),
+        );
+        Ok(())
+    }
+}
+
+/// Why a packet carries fewer payload bytes than were sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Cut {
+    /// The kernel could not see the bytes (sendfile, splice, io_uring).
+    Missing,
+    /// Cut at the snap length.
+    #[default]
+    Snaplen,
+    /// Reading the sender's memory failed.
+    Fault,
+    /// More iovecs than the kernel program walks.
+    IovLimit,
+}
+
+impl Cut {
+    /// The word the comment uses (`payload=`).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Snaplen => "snaplen",
+            Self::Fault => "fault",
+            Self::IovLimit => "iov-limit",
+        }
+    }
+
+    /// Why a record's payload is short, from its flags (the snap length when none says).
+    #[must_use]
+    pub fn from_flags(f: u32) -> Self {
+        if f & flags::PAYLOAD_MISSING != 0 {
+            Self::Missing
+        } else if f & flags::READ_FAULT != 0 {
+            Self::Fault
+        } else if f & flags::IOV_LIMIT != 0 {
+            Self::IovLimit
+        } else {
+            Self::Snaplen
+        }
+    }
+}
+
+impl Value for Cut {
+    fn write(&self, _: &str, out: &mut String) {
+        out.push_str(self.name());
+    }
+    fn read(&mut self, _: &str, text: &str) -> Result<(), String> {
+        *self = [Self::Missing, Self::Snaplen, Self::Fault, Self::IovLimit]
+            .into_iter()
+            .find(|c| c.name() == text)
+            .ok_or_else(|| format!("unknown payload state {text}"))?;
+        Ok(())
+    }
+}
+
+/// A process holding a socket: who can read what is sent to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    pub comm: String,
+    /// Its descriptor of the socket (not recorded in captures: 0 there).
+    pub fd: u32,
+}
+
+/// The processes holding the peer socket, written as two lists of the same length:
+/// `peer_pid=1,2` and `peer_comm=a,b`; left out when none is known.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peers<'a>(pub Cow<'a, [Holder]>);
+
+impl Deref for Peers<'_> {
+    type Target = [Holder];
+    fn deref(&self) -> &[Holder] {
+        &self.0
+    }
+}
+
+impl Value for Peers<'_> {
+    fn present(&self) -> bool {
+        !self.0.is_empty()
+    }
+    fn write(&self, key: &str, out: &mut String) {
+        for (i, h) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            if key == "peer_pid" {
+                let _ = write!(out, "{}", h.pid);
+            } else {
+                // The list separator cannot stand inside a name.
+                escape_with(out, h.comm.as_bytes(), false, b"\\=, ");
+            }
+        }
+    }
+    fn read(&mut self, key: &str, text: &str) -> Result<(), String> {
+        let list = self.0.to_mut();
+        for (index, item) in text.split(',').enumerate() {
+            if list.len() <= index {
+                list.push(Holder::default());
+            }
+            if key == "peer_pid" {
+                list[index].pid = item
+                    .parse()
+                    .map_err(|_| format!("`{text}` is not a list of numbers"))?;
+            } else {
+                list[index].comm = String::from_utf8_lossy(&unescape(item, false)).into_owned();
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,362 @@
+//! Who holds the peer socket: the receiving processes of a message, from /proc/*/fd.
+//!
+//! The table comes from a scan of every process's descriptors, redone when a socket is
+//! unknown or a holder no longer has it (a process exited, or passed the socket on and
+//! closed its copy). Scans are spaced by at least ten times what the last one took (20 ms to
+//! 1 s), so that sockets that vanish before a scan cannot make udstrace scan continuously; a
+//! known entry is confirmed (one `readlink` per holder) when it is older than 20 ms.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use crate::{packet::Holder, proc::sockets};
+
+const MIN_RESCAN: Duration = Duration::from_millis(20);
+const MAX_RESCAN: Duration = Duration::from_secs(1);
+const CONFIRM_AFTER: Duration = Duration::from_millis(20);
+/// Time looking for holders may take at first; then a tenth of the capture's time.
+const BUDGET_START: Duration = Duration::from_millis(100);
+/// Siblings of a sender looked at before a full scan, at most.
+const MAX_SIBLINGS: usize = 64;
+
+/// Where the resolver learns who holds what.
+pub trait Source {
+    /// Every process's sockets.
+    fn all(&self) -> HashMap<u64, Vec<Holder>>;
+    /// One process's sockets.
+    fn process(&self, pid: u32) -> Vec<(u64, Holder)>;
+    fn parent(&self, pid: u32) -> Option<u32>;
+    /// The children of process `pid` (of all its threads).
+    fn children(&self, pid: u32) -> Vec<u32>;
+    /// Whether the holder still has the socket at the same descriptor.
+    fn still_holds(&self, h: &Holder, ino: u64) -> bool;
+    /// Bound name -> inode of the sockets bound to names.
+    fn bound_names(&self) -> HashMap<Vec<u8>, u64>;
+}
+
+/// The running system (`/proc`, sock_diag).
+pub struct System;
+
+impl Source for System {
+    fn all(&self) -> HashMap<u64, Vec<Holder>> {
+        sockets::holders()
+    }
+    fn process(&self, pid: u32) -> Vec<(u64, Holder)> {
+        sockets::process_sockets(pid)
+    }
+    fn parent(&self, pid: u32) -> Option<u32> {
+        sockets::parent(pid)
+    }
+    fn children(&self, pid: u32) -> Vec<u32> {
+        sockets::children(pid)
+    }
+    fn still_holds(&self, h: &Holder, ino: u64) -> bool {
+        sockets::still_holds(h, ino)
+    }
+    fn bound_names(&self) -> HashMap<Vec<u8>, u64> {
+        sockets::bound_names()
+    }
+}
+
+/// A fixed table that never changes (tests, golden files).
+#[cfg(test)]
+pub(crate) struct Fixed(pub HashMap<u64, Vec<Holder>>);
+
+#[cfg(test)]
+impl Source for Fixed {
+    fn all(&self) -> HashMap<u64, Vec<Holder>> {
+        self.0.clone()
+    }
+    fn process(&self, pid: u32) -> Vec<(u64, Holder)> {
+        self.0
+            .iter()
+            .flat_map(|(&ino, list)| {
+                list.iter()
+                    .filter(|h| h.pid == pid)
+                    .map(move |h| (ino, h.clone()))
+            })
+            .collect()
+    }
+    fn parent(&self, _: u32) -> Option<u32> {
+        None
+    }
+    fn children(&self, _: u32) -> Vec<u32> {
+        Vec::new()
+    }
+    fn still_holds(&self, h: &Holder, ino: u64) -> bool {
+        self.0.get(&ino).is_some_and(|l| l.contains(h))
+    }
+    fn bound_names(&self) -> HashMap<Vec<u8>, u64> {
+        HashMap::new()
+    }
+}
+
+/// Socket inode -> the processes holding it.
+pub struct PeerResolver {
+    holders: HashMap<u64, Vec<Holder>>,
+    /// When entries were last confirmed one by one (otherwise: as of the last scan).
+    confirmed: HashMap<u64, Instant>,
+    /// Sockets looked for in the likely processes and not found, and when.
+    missed: HashMap<u64, Instant>,
+    scanned: Option<Instant>,
+    interval: Duration,
+    source: Box<dyn Source + Send>,
+    /// When the first lookup happened, and the time lookups have taken since.
+    started: Option<Instant>,
+    spent: Duration,
+    /// Bound name -> socket inode.
+    names: HashMap<Vec<u8>, u64>,
+    names_scanned: Option<Instant>,
+}
+
+impl Default for PeerResolver {
+    fn default() -> Self {
+        Self::with_source(Box::new(System))
+    }
+}
+
+impl PeerResolver {
+    #[must_use]
+    pub fn with_source(source: Box<dyn Source + Send>) -> Self {
+        Self {
+            holders: HashMap::new(),
+            confirmed: HashMap::new(),
+            missed: HashMap::new(),
+            scanned: None,
+            interval: MIN_RESCAN,
+            source,
+            started: None,
+            spent: Duration::ZERO,
+            names: HashMap::new(),
+            names_scanned: None,
+        }
+    }
+
+    /// The processes holding socket `ino`, the peer of a socket of process `sender`, bound to
+    /// (or connected to a listener bound to) `peer_name`, last seen sending in process
+    /// `peer_sender`; empty when none does (or it is gone). An unknown socket, or one whose
+    /// last sender is not among its known holders, is looked for first in the likely
+    /// processes (those three, the sender's parent, children and siblings), then by a full
+    /// scan.
+    pub fn holders(
+        &mut self,
+        ino: u64,
+        sender: u32,
+        peer_name: &[u8],
+        peer_sender: Option<u32>,
+    ) -> &[Holder] {
+        if ino == 0 {
+            return &[];
+        }
+        let now = Instant::now();
+        let stale = match self.holders.get_mut(&ino) {
+            None => true,
+            Some(list) if peer_sender.is_some_and(|p| list.iter().all(|h| h.pid != p)) => true,
+            Some(list) => {
+                let since = self
+                    .confirmed
+                    .get(&ino)
+                    .copied()
+                    .or(self.scanned)
+                    .map_or(Duration::MAX, |t| now.duration_since(t));
+                if since < CONFIRM_AFTER {
+                    false
+                } else {
+                    let before = list.len();
+                    let source = &self.source;
+                    list.retain(|h| source.still_holds(h, ino));
+                    self.confirmed.insert(ino, now);
+                    list.len() != before
+                }
+            }
+        };
+        if stale && self.within_budget(now) {
+            let found = self.look_in_likely(ino, now, [Some(sender), peer_sender], peer_name);
+            if !found
+                && self
+                    .scanned
+                    .is_none_or(|t| now.duration_since(t) >= self.interval)
+            {
+                let start = Instant::now();
+                self.holders = self.source.all();
+                self.interval = (start.elapsed() * 10).clamp(MIN_RESCAN, MAX_RESCAN);
+                self.scanned = Some(now);
+                self.confirmed.clear();
+                self.missed.clear();
+            }
+            self.spent = self.spent.saturating_add(now.elapsed());
+        }
+        self.holders.get(&ino).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether looking for holders may cost more time now: at most a tenth of the time since
+    /// the capture started (plus a first allowance), so that a stream of new sockets (many
+    /// short connections) cannot make udstrace spend its time in /proc and fall behind the
+    /// kernel. Over budget, unknown peers stay unnamed.
+    fn within_budget(&mut self, now: Instant) -> bool {
+        let started = *self.started.get_or_insert(now);
+        self.spent < BUDGET_START + now.duration_since(started) / 10
+    }
+
+    /// Looks for `ino` in the processes likely to hold it; true when found.
+    fn look_in_likely(
+        &mut self,
+        ino: u64,
+        now: Instant,
+        senders: [Option<u32>; 2],
+        peer_name: &[u8],
+    ) -> bool {
+        if self
+            .missed
+            .get(&ino)
+            .is_some_and(|t| now.duration_since(*t) < CONFIRM_AFTER)
+        {
+            return false;
+        }
+        let mut pids: Vec<u32> = senders.into_iter().flatten().collect();
+        if let Some(sender) = senders[0] {
+            // A socket handed to (or inherited by) a parent, a child or a sibling; not the
+            // siblings under init or a large supervisor, which are the whole machine.
+            pids.extend(self.source.children(sender));
+            if let Some(parent) = self.source.parent(sender) {
+                pids.push(parent);
+                if parent > 1 {
+                    let siblings = self.source.children(parent);
+                    if siblings.len() <= MAX_SIBLINGS {
+                        pids.extend(siblings);
+                    }
+                }
+            }
+        }
+        if !peer_name.is_empty() {
+            let listener = self.bound(peer_name);
+            if let Some(list) = self.holders.get(&listener) {
+                pids.extend(list.iter().map(|h| h.pid));
+            }
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        let mut found: Vec<Holder> = Vec::new();
+        for pid in pids {
+            for (i, h) in self.source.process(pid) {
+                if i == ino {
+                    found.push(h);
+                }
+            }
+        }
+        if found.is_empty() {
+            if self.missed.len() > 65_536 {
+                self.missed.clear();
+            }
+            self.missed.insert(ino, now);
+            return false;
+        }
+        self.holders.insert(ino, found);
+        self.confirmed.insert(ino, now);
+        true
+    }
+
+    /// The inode of the socket bound to `name` (a `sun_path`, abstract names with their
+    /// leading NUL), 0 when none is; rescanned on a miss at most every `MAX_RESCAN`/5.
+    pub fn bound(&mut self, name: &[u8]) -> u64 {
+        if !self.names.contains_key(name)
+            && self
+                .names_scanned
+                .is_none_or(|t| t.elapsed() >= MAX_RESCAN / 5)
+        {
+            self.names = self.source.bound_names();
+            self.names_scanned = Some(Instant::now());
+        }
+        self.names.get(name).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(pid: u32, comm: &str, fd: u32) -> Holder {
+        Holder {
+            pid,
+            comm: comm.into(),
+            fd,
+        }
+    }
+
+    fn table() -> HashMap<u64, Vec<Holder>> {
+        HashMap::from([(7, vec![holder(1, "init", 3), holder(2, "gone", 4)])])
+    }
+
+    /// `Fixed`, except that process 2 has let go of everything.
+    struct LetGo;
+
+    impl Source for LetGo {
+        fn all(&self) -> HashMap<u64, Vec<Holder>> {
+            table()
+        }
+        fn process(&self, pid: u32) -> Vec<(u64, Holder)> {
+            Fixed(table()).process(pid)
+        }
+        fn parent(&self, _: u32) -> Option<u32> {
+            None
+        }
+        fn children(&self, _: u32) -> Vec<u32> {
+            Vec::new()
+        }
+        fn still_holds(&self, h: &Holder, _: u64) -> bool {
+            h.pid == 1
+        }
+        fn bound_names(&self) -> HashMap<Vec<u8>, u64> {
+            HashMap::new()
+        }
+    }
+
+    #[test]
+    fn resolves_and_spaces_rescans() {
+        let mut r = PeerResolver::with_source(Box::new(Fixed(table())));
+        assert_eq!(r.holders(7, 99, b"", None).len(), 2);
+        assert!(r.holders(8, 99, b"", None).is_empty());
+        assert!(r.holders(0, 99, b"", None).is_empty());
+        let scanned = r.scanned;
+        assert!(r.holders(9, 99, b"", None).is_empty());
+        assert_eq!(r.scanned, scanned, "no second scan within the interval");
+        std::thread::sleep(MIN_RESCAN);
+        assert!(r.holders(9, 99, b"", None).is_empty());
+        assert_ne!(r.scanned, scanned, "a miss rescans after the interval");
+    }
+
+    #[test]
+    fn likely_processes_before_a_full_scan() {
+        let mut r = PeerResolver::with_source(Box::new(Fixed(table())));
+        // The sender holds it: found without any full scan.
+        assert_eq!(r.holders(7, 2, b"", None)[0].pid, 2);
+        assert_eq!(r.scanned, None);
+        // Its last sender is not among the holders: looked for again, in the sender too.
+        let mut r = PeerResolver::with_source(Box::new(Fixed(table())));
+        r.holders.insert(7, vec![holder(5, "old", 3)]);
+        r.scanned = Some(Instant::now());
+        r.interval = Duration::from_mins(1);
+        let pids: Vec<u32> = r
+            .holders(7, 99, b"", Some(1))
+            .iter()
+            .map(|h| h.pid)
+            .collect();
+        assert_eq!(pids, [1]);
+    }
+
+    #[test]
+    fn holders_that_let_go_are_dropped() {
+        let mut r = PeerResolver::with_source(Box::new(LetGo));
+        assert_eq!(r.holders(7, 99, b"", None).len(), 2, "fresh from the scan");
+        r.interval = Duration::from_mins(1);
+        std::thread::sleep(CONFIRM_AFTER);
+        let pids: Vec<u32> = r.holders(7, 99, b"", None).iter().map(|h| h.pid).collect();
+        assert_eq!(
+            pids,
+            [1],
+            "confirmed one by one once older than CONFIRM_AFTER"
+        );
+    }
+}

@@ -1,0 +1,293 @@
+//! The machine's Unix sockets: type, state, name, inode and peer from the kernel's
+//! sock_diag interface, and the processes that hold each one from /proc/*/fd.
+
+use crate::sys;
+use std::{collections::HashMap, io, mem::size_of};
+
+use udstrace_common::SockType;
+
+/// One Unix socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixSocket {
+    pub ino: u64,
+    pub sock_type: Option<SockType>,
+    /// `TCP_LISTEN`-style state number from the kernel (1 established, 7 unconnected, 10
+    /// listening, ...).
+    pub state: u8,
+    /// Bound name: a path, a leading NUL for an abstract name, empty when unnamed.
+    pub name: Vec<u8>,
+    /// Inode of the connected peer, 0 for none.
+    pub peer: u64,
+    /// For a socket bound to a path: the file system object of that path (major, minor,
+    /// inode), the same from every mount namespace.
+    pub file: Option<(u32, u32, u64)>,
+}
+
+impl UnixSocket {
+    /// The state as `ss` names it.
+    #[must_use]
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            1 => "ESTAB",
+            2 => "SYN-SENT",
+            7 => "UNCONN",
+            8 => "CLOSE-WAIT",
+            10 => "LISTEN",
+            _ => "UNKNOWN",
+        }
+    }
+}
+
+pub use crate::packet::Holder;
+
+const NETLINK_SOCK_DIAG: i32 = 4;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_ERROR: u16 = 2;
+const UDIAG_SHOW_NAME: u32 = 1;
+const UDIAG_SHOW_VFS: u32 = 2;
+const UDIAG_SHOW_PEER: u32 = 4;
+const UNIX_DIAG_VFS: u16 = 1;
+const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_PEER: u16 = 2;
+
+/// Every Unix socket of this network namespace, from sock_diag.
+pub fn list() -> io::Result<Vec<UnixSocket>> {
+    let fd = sys::netlink_socket(NETLINK_SOCK_DIAG)?;
+
+    // nlmsghdr (16 bytes) + unix_diag_req (24 bytes).
+    let mut req = [0u8; 40];
+    req[0..4].copy_from_slice(&40u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req[16] = libc::AF_UNIX as u8;
+    req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    req[28..32]
+        .copy_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER).to_ne_bytes());
+    req[32..40].fill(0xff); // no cookie
+    sys::send(&fd, &req)?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = sys::recv(&fd, &mut buf)?;
+        let mut rest = &buf[..n];
+        while rest.len() >= 16 {
+            let len = u32::from_ne_bytes(rest[0..4].try_into().expect("4")) as usize;
+            let kind = u16::from_ne_bytes(rest[4..6].try_into().expect("2"));
+            if len < 16 || len > rest.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "truncated netlink message",
+                ));
+            }
+            match kind {
+                NLMSG_DONE => return Ok(out),
+                NLMSG_ERROR => return Err(io::Error::other("sock_diag refused the request")),
+                _ => {
+                    if let Some(s) = parse_diag(&rest[16..len]) {
+                        out.push(s);
+                    }
+                }
+            }
+            rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+        }
+    }
+}
+
+/// One `unix_diag_msg` with its attributes.
+fn parse_diag(m: &[u8]) -> Option<UnixSocket> {
+    if m.len() < 16 {
+        return None;
+    }
+    let mut s = UnixSocket {
+        ino: u64::from(u32::from_ne_bytes(m[4..8].try_into().ok()?)),
+        sock_type: SockType::from_raw(u16::from(m[1])),
+        state: m[2],
+        name: Vec::new(),
+        peer: 0,
+        file: None,
+    };
+    let mut attrs = &m[16..];
+    while attrs.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes(attrs[0..2].try_into().ok()?));
+        let kind = u16::from_ne_bytes(attrs[2..4].try_into().ok()?);
+        if len < 4 || len > attrs.len() {
+            break;
+        }
+        let value = &attrs[4..len];
+        match kind {
+            UNIX_DIAG_NAME => {
+                // A pathname's length counts its terminating NUL; an abstract name starts
+                // with NUL and is exactly its length.
+                let end = if value.first() == Some(&0) {
+                    value.len()
+                } else {
+                    value.iter().position(|&c| c == 0).unwrap_or(value.len())
+                };
+                s.name = value[..end].to_vec();
+            }
+            // struct unix_diag_vfs { u32 udiag_vfs_ino; u32 udiag_vfs_dev; }, the device as
+            // the kernel encodes it (major << 20 | minor).
+            UNIX_DIAG_VFS if value.len() >= 8 => {
+                let ino = u32::from_ne_bytes(value[..4].try_into().ok()?);
+                let dev = u32::from_ne_bytes(value[4..8].try_into().ok()?);
+                s.file = Some((dev >> 20, dev & 0xf_ffff, u64::from(ino)));
+            }
+            UNIX_DIAG_PEER if value.len() >= 4 => {
+                s.peer = u64::from(u32::from_ne_bytes(value[..4].try_into().ok()?));
+            }
+            _ => {}
+        }
+        attrs = &attrs[len.next_multiple_of(4).min(attrs.len())..];
+    }
+    Some(s)
+}
+
+/// Bound name -> inode of every named Unix socket that is not a connection's end (an
+/// accepted socket shows its listener's name too). Empty if sock_diag fails.
+#[must_use]
+pub fn bound_names() -> HashMap<Vec<u8>, u64> {
+    let mut map = HashMap::new();
+    for s in list().unwrap_or_default() {
+        // An accepted connection reports its listener's name; the bound socket is the one
+        // without a peer (or the listener).
+        if !s.name.is_empty() && s.peer == 0 {
+            map.insert(s.name, s.ino);
+        }
+    }
+    map
+}
+
+/// The names that sockets bound to the socket file at `path` were bound with, in whatever
+/// mount namespace they were bound (a container's `/run/app.sock` is, from the host, some
+/// other path to the same file). An error when `path` is not a socket.
+pub fn names_of_socket_file(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.file_type().is_socket() {
+        return Err(format!("{} is not a socket", path.display()));
+    }
+    let key = (libc::major(meta.dev()), libc::minor(meta.dev()), meta.ino());
+    let sockets = list().map_err(|e| format!("sock_diag: {e}"))?;
+    let mut names: Vec<Vec<u8>> = sockets
+        .into_iter()
+        .filter(|s| s.file == Some(key))
+        .map(|s| s.name)
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// Whether `h`'s process still has socket `ino` at the same descriptor.
+#[must_use]
+pub fn still_holds(h: &Holder, ino: u64) -> bool {
+    std::fs::read_link(format!("/proc/{}/fd/{}", h.pid, h.fd))
+        .is_ok_and(|t| t.as_os_str().as_encoded_bytes() == format!("socket:[{ino}]").as_bytes())
+}
+
+/// Which processes hold which socket inodes: every process's fd table.
+#[must_use]
+pub fn holders() -> HashMap<u64, Vec<Holder>> {
+    let mut map: HashMap<u64, Vec<Holder>> = HashMap::new();
+    let Ok(processes) = procfs::process::all_processes() else {
+        return map;
+    };
+    for p in processes.flatten() {
+        for (ino, h) in sockets_of(&p) {
+            map.entry(ino).or_default().push(h);
+        }
+    }
+    map
+}
+
+/// The sockets process `pid` holds, with the descriptor of each.
+#[must_use]
+pub fn process_sockets(pid: u32) -> Vec<(u64, Holder)> {
+    i32::try_from(pid)
+        .ok()
+        .and_then(|pid| procfs::process::Process::new(pid).ok())
+        .map_or_else(Vec::new, |p| sockets_of(&p))
+}
+
+fn sockets_of(p: &procfs::process::Process) -> Vec<(u64, Holder)> {
+    let Ok(fds) = p.fd() else {
+        return Vec::new();
+    };
+    let comm = p.stat().map(|s| s.comm).unwrap_or_default();
+    let pid = u32::try_from(p.pid).unwrap_or(0);
+    fds.flatten()
+        .filter_map(|fd| match fd.target {
+            procfs::process::FDTarget::Socket(ino) => Some((
+                ino,
+                Holder {
+                    pid,
+                    comm: comm.clone(),
+                    fd: u32::try_from(fd.fd).unwrap_or(0),
+                },
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The children of process `pid`, forked by any of its threads (`/proc/PID/task/*/children`).
+#[must_use]
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            out.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// The parent of process `pid`.
+#[must_use]
+pub fn parent(pid: u32) -> Option<u32> {
+    let p = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?;
+    u32::try_from(p.stat().ok()?.ppid).ok()
+}
+
+const _: () = assert!(size_of::<u32>() == 4);
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    #[test]
+    fn lists_a_socketpair_with_its_peer_and_holder() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let ino = |s: &UnixStream| {
+            use std::os::unix::fs::MetadataExt;
+            let f = std::mem::ManuallyDrop::new(unsafe {
+                <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(
+                    std::os::fd::AsRawFd::as_raw_fd(s),
+                )
+            });
+            f.metadata().unwrap().ino()
+        };
+        let (ia, ib) = (ino(&a), ino(&b));
+        let all = list().unwrap();
+        let sa = all.iter().find(|s| s.ino == ia).expect("socket a listed");
+        assert_eq!(sa.peer, ib);
+        assert_eq!(sa.sock_type, Some(SockType::Stream));
+        assert_eq!(sa.state_name(), "ESTAB");
+        let h = holders();
+        let me = std::process::id();
+        assert!(h[&ia]
+            .iter()
+            .any(|x| x.pid == me && x.fd == std::os::fd::AsRawFd::as_raw_fd(&a).cast_unsigned()));
+    }
+}

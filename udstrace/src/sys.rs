@@ -1,0 +1,115 @@
+//! The C library calls udstrace makes, each behind a safe function with its SAFETY argument:
+//! clocks, local time, the user database, memory limits, mounting tracefs, and the netlink
+//! socket sock_diag answers on.
+
+use std::{
+    ffi::CString,
+    io,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
+
+/// Nanoseconds on `clock` (`CLOCK_REALTIME`, `CLOCK_BOOTTIME`).
+pub(crate) fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; both clocks exist on every supported
+    // kernel, and on failure `ts` keeps its zeroes.
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+/// Local time of day of `secs` since the epoch: (hours, minutes, seconds).
+pub(crate) fn local_time_of_day(secs: i64) -> (i32, i32, i32) {
+    let secs = libc::time_t::from(secs);
+    // SAFETY: `libc::tm` is plain data (integers and a pointer), for which all zeroes is a
+    // valid value.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call; localtime_r writes only into `tm` and
+    // leaves it zeroed if it fails.
+    unsafe { libc::localtime_r(&raw const secs, &raw mut tm) };
+    (tm.tm_hour, tm.tm_min, tm.tm_sec)
+}
+
+/// The uid of user `name`, from the user database.
+pub(crate) fn user_id(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: `c` is NUL-terminated and outlives the call; the result is read at once,
+    // before any other call could reuse getpwnam's static record.
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    // SAFETY: a non-null result points at a valid passwd record.
+    (!pw.is_null()).then(|| unsafe { (*pw).pw_uid })
+}
+
+/// Hands freed heap memory back to the system.
+pub(crate) fn trim_heap() {
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
+}
+
+/// Lifts the locked-memory limit (BPF maps are charged to it before 5.11). A failure leaves
+/// the old limit, and loading then says what it lacked.
+pub(crate) fn raise_memlock() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: `unlimited` is a valid rlimit that outlives the call.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) };
+}
+
+/// Mounts tracefs at `target`.
+pub(crate) fn mount_tracefs(target: &str) -> io::Result<()> {
+    let target =
+        CString::new(target).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call; tracefs
+    // takes no data.
+    let rc = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A netlink socket of `protocol` (datagrams, close-on-exec).
+pub(crate) fn netlink_socket(protocol: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) with constant arguments.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends one datagram on `fd`.
+pub(crate) fn send(fd: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
+    // SAFETY: `bytes` is valid for reads of its length for the whole call.
+    if unsafe { libc::send(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Receives one datagram on `fd` into `buf`; returns its length.
+pub(crate) fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length for the whole call.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}

@@ -1,0 +1,149 @@
+//! Attach backends: the ways of getting the kernel programs to run on every Unix socket send.
+//!
+//! Each backend is one implementation of [`AttachBackend`]. All of them feed the same
+//! capture code (`udstrace-ebpf`) and so produce identical records; they differ
+//! only in where they hook and in what each kernel allows. `--backend auto` takes the first
+//! one, in order of preference, that this kernel supports and that attaches.
+
+use std::{fmt, str::FromStr};
+
+use aya::Ebpf;
+
+pub use crate::kernel::hooks::SendFunctions;
+use crate::{error::Error, kernel::KernelFacts};
+
+pub mod fentry;
+pub mod kprobe;
+pub mod tracepoint;
+
+/// The backends, in order of preference for `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// fentry/fexit on `unix_{stream,dgram,seqpacket}_sendmsg` (and `_recvmsg`).
+    Fentry,
+    /// kprobe/kretprobe on the same functions.
+    Kprobe,
+    /// `sock:sock_send_length` (and `sock:sock_recv_length`) plus the system call registers.
+    Tracepoint,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 3] = [Self::Fentry, Self::Kprobe, Self::Tracepoint];
+
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fentry => "fentry",
+            Self::Kprobe => "kprobe",
+            Self::Tracepoint => "tracepoint",
+        }
+    }
+
+    /// The implementation.
+    #[must_use]
+    pub fn backend(self) -> &'static dyn AttachBackend {
+        match self {
+            Self::Fentry => &fentry::FentryBackend,
+            Self::Kprobe => &kprobe::KprobeBackend,
+            Self::Tracepoint => &tracepoint::TracepointBackend,
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown backend `{s}`"))
+    }
+}
+
+/// One way of attaching the capture programs.
+pub trait AttachBackend: Sync {
+    fn kind(&self) -> BackendKind;
+
+    /// Why this backend cannot work on this kernel, found without loading anything.
+    fn unsupported(&self, kernel: &KernelFacts) -> Option<String>;
+
+    /// Loads and attaches the backend's programs from `ebpf`; the receive side's too when
+    /// `recv`.
+    fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts, recv: bool) -> Result<(), Error>;
+}
+
+/// The program called `name` in `ebpf`, as a `T`.
+pub(crate) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, Error>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(Error::MissingProgram(name))?
+        .try_into()
+        .map_err(|e| Error::attach(name, e))
+}
+
+/// A load or attach error: [`Error::Refused`] when the kernel refuses the kind of program
+/// outright (EPERM, EOPNOTSUPP, ENOTSUPP before any verification: the feature is disabled or
+/// locked down), else [`Error::Attach`].
+pub(crate) fn refused_or(name: &'static str, e: aya::programs::ProgramError) -> Error {
+    use aya::programs::ProgramError;
+    const ENOTSUPP: i32 = 524;
+    let (io, log_empty) = match &e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => (Some(io_error), verifier_log.to_string().trim().is_empty()),
+        ProgramError::SyscallError(s) => (Some(&s.io_error), true),
+        _ => (None, false),
+    };
+    match io.and_then(std::io::Error::raw_os_error) {
+        Some(errno @ (libc::EPERM | libc::EOPNOTSUPP | ENOTSUPP)) if log_empty => Error::Refused {
+            program: name,
+            reason: if errno == ENOTSUPP {
+                "operation not supported (ENOTSUPP)".into()
+            } else {
+                std::io::Error::from_raw_os_error(errno).to_string()
+            },
+        },
+        _ => Error::attach(name, e),
+    }
+}
+
+/// On kernels without `bpf_loop`, loads the copy loop's continuation program `name` (already
+/// loaded by `load`) and puts it at `index` of `COPY_CONTINUE`, where the capture programs
+/// tail-call it to copy long messages.
+pub(crate) fn set_continuation(
+    ebpf: &mut Ebpf,
+    kernel: &KernelFacts,
+    name: &'static str,
+    index: u32,
+    load: impl FnOnce(&mut Ebpf) -> Result<(), Error>,
+) -> Result<(), Error> {
+    if kernel.has_bpf_loop {
+        return Ok(());
+    }
+    load(ebpf)?;
+    let fd = ebpf
+        .program(name)
+        .ok_or(Error::MissingProgram(name))?
+        .fd()
+        .map_err(|e| Error::attach(name, e))?
+        .try_clone()
+        .map_err(|e| Error::Load(e.to_string()))?;
+    let mut array: aya::maps::ProgramArray<_> = ebpf
+        .map_mut("COPY_CONTINUE")
+        .ok_or(Error::MissingMap("COPY_CONTINUE"))?
+        .try_into()
+        .map_err(|_| Error::MissingMap("COPY_CONTINUE"))?;
+    array
+        .set(index, &fd, 0)
+        .map_err(|e| Error::Load(crate::error::one_line(&e)))
+}

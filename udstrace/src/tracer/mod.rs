@@ -1,0 +1,358 @@
+//! Loads the kernel programs, configures them for this kernel and this capture, attaches
+//! them with a backend, and hands out the maps the capture loop reads.
+
+use aya::{
+    maps::{Array, MapData, RingBuf},
+    Ebpf, EbpfLoader,
+};
+use udstrace_common::{counter, filter, KernelLayout, SockType};
+
+use crate::{
+    error::{one_line, Error},
+    kernel::{self, layout, KernelError, KernelFacts},
+};
+
+pub mod backend;
+pub mod record;
+
+use backend::BackendKind;
+
+/// The kernel object, built by `build.rs` from `udstrace-ebpf`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/udstrace"));
+
+/// What to capture.
+#[derive(Debug, Clone)]
+pub struct TracerConfig {
+    /// Backend to use, or `None` for the first that works.
+    pub backend: Option<BackendKind>,
+    /// Largest payload copied per message.
+    pub snaplen: u32,
+    /// Only these processes, if not empty.
+    pub pids: Vec<u32>,
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ring_bytes: u32,
+    /// Only these command names, if not empty (checked in the kernel).
+    pub comms: Vec<String>,
+    /// Only these users, if not empty (checked in the kernel).
+    pub uids: Vec<u32>,
+    /// Only this socket type (checked in the kernel).
+    pub sock_type: Option<SockType>,
+    /// Capture the children the `pids` fork from now on too.
+    pub follow: bool,
+    /// Capture what processes read from Unix sockets too.
+    pub recv: bool,
+}
+
+impl TracerConfig {
+    /// A configuration that captures everything with the defaults.
+    #[must_use]
+    pub fn new(ring_bytes: u32, snaplen: u32) -> Self {
+        Self {
+            backend: None,
+            snaplen,
+            pids: Vec::new(),
+            ring_bytes,
+            comms: Vec::new(),
+            uids: Vec::new(),
+            sock_type: None,
+            follow: false,
+            recv: false,
+        }
+    }
+
+    /// The `FILTERS` bits of the kernel programs.
+    fn filter_bits(&self) -> u32 {
+        let mut bits = 0;
+        if !self.pids.is_empty() {
+            bits |= filter::PIDS;
+            if self.follow {
+                bits |= filter::FOLLOW;
+            }
+        }
+        if !self.comms.is_empty() {
+            bits |= filter::COMMS;
+        }
+        if !self.uids.is_empty() {
+            bits |= filter::UIDS;
+        }
+        bits
+    }
+}
+
+/// A command name as the kernel keeps it: at most 15 bytes, NUL-padded to 16.
+#[must_use]
+pub fn comm_key(name: &str) -> [u8; 16] {
+    let mut key = [0; 16];
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(15);
+    key[..n].copy_from_slice(&bytes[..n]);
+    key
+}
+
+/// Whether a backend works on this kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    /// Loads and attaches.
+    Ok,
+    /// The kernel lacks what it needs, or refuses that kind of program outright.
+    Unsupported,
+    /// Should work here but failed: a defect.
+    Error,
+}
+
+impl BackendState {
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Unsupported => "unsupported",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// One line of `udstrace backends`.
+#[derive(Debug, Clone)]
+pub struct BackendStatus {
+    pub kind: BackendKind,
+    pub state: BackendState,
+    pub detail: String,
+}
+
+impl BackendStatus {
+    fn unsupported(kind: BackendKind, reason: &str) -> Self {
+        Self {
+            kind,
+            state: BackendState::Unsupported,
+            detail: reason.to_string(),
+        }
+    }
+}
+
+/// Attached programs and their maps.
+pub struct Tracer {
+    /// Holds the programs; dropping it detaches them.
+    ebpf: Option<Ebpf>,
+    pub backend: BackendKind,
+    /// Why other backends were passed over, for the user.
+    pub skipped: Vec<String>,
+    events: Option<RingBuf<MapData>>,
+    counters: Array<MapData, u64>,
+}
+
+impl Tracer {
+    pub fn start(config: &TracerConfig) -> Result<Self, Error> {
+        let (layout, facts) = prepare()?;
+        for &pid in &config.pids {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(Error::NoSuchProcess(pid));
+            }
+        }
+
+        let candidates: Vec<BackendKind> = match config.backend {
+            Some(kind) => vec![kind],
+            None => BackendKind::ALL.to_vec(),
+        };
+        let mut skipped = Vec::new();
+        let mut last_log = String::new();
+        for kind in candidates {
+            let backend = kind.backend();
+            if let Some(reason) = backend.unsupported(&facts) {
+                skipped.push(format!("{kind}: {reason}"));
+                continue;
+            }
+            let mut ebpf = load(config, &layout, &facts)?;
+            match backend.attach(&mut ebpf, &facts, config.recv) {
+                Ok(()) => {
+                    drop(facts);
+                    // The kernel's parsed BTF (tens of MB) is gone: hand the memory back.
+                    crate::sys::trim_heap();
+                    return Self::finish(ebpf, kind, skipped, config);
+                }
+                Err(e) => {
+                    if let Error::Attach { log, .. } = &e {
+                        last_log.clone_from(log);
+                    }
+                    skipped.push(format!("{kind}: {e}"));
+                }
+            }
+        }
+        match config.backend {
+            Some(kind) => Err(Error::BackendUnsupported {
+                backend: kind.name(),
+                release: facts.release,
+                reason: skipped
+                    .join("; ")
+                    .trim_start_matches(&format!("{kind}: "))
+                    .to_string(),
+                log: last_log,
+            }),
+            None => Err(Error::NoBackend {
+                release: facts.release,
+                reasons: skipped.join("; "),
+                log: last_log,
+            }),
+        }
+    }
+
+    /// Tries every backend on this kernel, one after the other, and detaches again: what
+    /// `udstrace backends` prints.
+    pub fn probe_backends(config: &TracerConfig) -> Result<Vec<BackendStatus>, Error> {
+        let (layout, facts) = prepare()?;
+        let mut out = Vec::new();
+        for kind in BackendKind::ALL {
+            out.push(probe_backend(kind, config, &layout, &facts)?);
+        }
+        Ok(out)
+    }
+
+    fn finish(
+        mut ebpf: Ebpf,
+        backend: BackendKind,
+        skipped: Vec<String>,
+        config: &TracerConfig,
+    ) -> Result<Self, Error> {
+        fill(&mut ebpf, "PID_FILTER", config.pids.iter().copied())?;
+        fill(&mut ebpf, "UID_FILTER", config.uids.iter().copied())?;
+        fill(
+            &mut ebpf,
+            "COMM_FILTER",
+            config.comms.iter().map(|c| comm_key(c)),
+        )?;
+        if config.follow {
+            const FORK: &str = "sched_process_fork";
+            let fork: &mut aya::programs::RawTracePoint = ebpf
+                .program_mut(FORK)
+                .ok_or(Error::MissingProgram(FORK))?
+                .try_into()
+                .map_err(|e| Error::attach(FORK, e))?;
+            fork.load().map_err(|e| Error::attach(FORK, e))?;
+            fork.attach(FORK).map_err(|e| Error::attach(FORK, e))?;
+        }
+        let events = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(Error::MissingMap("EVENTS"))?)
+            .map_err(|_| Error::MissingMap("EVENTS"))?;
+        let counters = Array::try_from(
+            ebpf.take_map("COUNTERS")
+                .ok_or(Error::MissingMap("COUNTERS"))?,
+        )
+        .map_err(|_| Error::MissingMap("COUNTERS"))?;
+        Ok(Self {
+            ebpf: Some(ebpf),
+            backend,
+            skipped,
+            events: Some(events),
+            counters,
+        })
+    }
+
+    /// The ring buffer the programs write to; once.
+    pub fn take_events(&mut self) -> RingBuf<MapData> {
+        self.events.take().expect("the ring buffer is taken once")
+    }
+
+    /// Detaches every program. Records already in the ring buffer stay readable.
+    pub fn detach(&mut self) {
+        self.ebpf = None;
+    }
+
+    /// The most bytes waiting in the ring buffer since the last call; resets it.
+    pub fn ring_peak(&mut self) -> u64 {
+        let peak = self.counters.get(&counter::RING_PEAK, 0).unwrap_or(0);
+        let _ = self.counters.set(counter::RING_PEAK, 0, 0);
+        peak
+    }
+
+    /// Segments and payload bytes the kernel programs could not deliver (ring buffer full).
+    #[must_use]
+    pub fn lost(&self) -> (u64, u64) {
+        let get = |i| self.counters.get(&i, 0).unwrap_or(0);
+        (get(counter::LOST_SEGMENTS), get(counter::LOST_BYTES))
+    }
+
+    /// Sends and receives whose entry the programs saw and whose return they did not (kprobe
+    /// backend: the kernel ran out of kretprobe instances for calls in flight).
+    #[must_use]
+    pub fn missed_returns(&self) -> u64 {
+        self.counters.get(&counter::MISSED_RETURNS, 0).unwrap_or(0)
+    }
+}
+
+/// What every load needs first: the privileges, the kernel's BTF, its layout and its facts.
+fn prepare() -> Result<(KernelLayout, KernelFacts), Error> {
+    kernel::check_privileges()?;
+    kernel::check_btf()?;
+    kernel::raise_memlock();
+    let btf = kernel::btf::Btf::from_file(std::path::Path::new(kernel::VMLINUX_BTF))
+        .map_err(|e| KernelError::Btf(e.to_string()))?;
+    let layout = layout::kernel_layout(&btf).map_err(KernelError::from)?;
+    let facts = KernelFacts::read(btf)?;
+    Ok((layout, facts))
+}
+
+/// Puts `keys` into the hash map `name` (value 1: present).
+fn fill<K: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    keys: impl Iterator<Item = K>,
+) -> Result<(), Error> {
+    let mut map: aya::maps::HashMap<_, K, u8> = ebpf
+        .map_mut(name)
+        .ok_or(Error::MissingMap(name))?
+        .try_into()
+        .map_err(|_| Error::MissingMap(name))?;
+    for key in keys {
+        map.insert(key, 1, 0)
+            .map_err(|e| Error::Load(one_line(&e)))?;
+    }
+    Ok(())
+}
+
+/// Whether backend `kind` loads and attaches here (dropped again at once).
+fn probe_backend(
+    kind: BackendKind,
+    config: &TracerConfig,
+    layout: &KernelLayout,
+    facts: &KernelFacts,
+) -> Result<BackendStatus, Error> {
+    let backend = kind.backend();
+    if let Some(reason) = backend.unsupported(facts) {
+        return Ok(BackendStatus::unsupported(kind, &reason));
+    }
+    let mut ebpf = load(config, layout, facts)?;
+    Ok(match backend.attach(&mut ebpf, facts, config.recv) {
+        Ok(()) => BackendStatus {
+            kind,
+            state: BackendState::Ok,
+            detail: String::new(),
+        },
+        Err(e @ Error::Refused { .. }) => BackendStatus::unsupported(kind, &e.to_string()),
+        Err(e) => BackendStatus {
+            kind,
+            state: BackendState::Error,
+            detail: e.to_string(),
+        },
+    })
+}
+
+fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Result<Ebpf, Error> {
+    let cpus = aya::util::nr_cpus().map_err(|(what, e)| Error::Load(format!("{what}: {e}")))?;
+    let filters = config.filter_bits();
+    let type_mask: u32 = config.sock_type.map_or(0, |t| 1 << (t as u32));
+    let self_tgid = std::process::id();
+    let use_task_pt_regs = u32::from(facts.has_task_pt_regs);
+    // Wake userspace once an eighth of the buffer waits; below that it drains on its timer.
+    let wakeup_bytes = u64::from(config.ring_bytes / 8);
+    EbpfLoader::new()
+        .override_global("LAYOUT", layout, true)
+        .override_global("SELF_TGID", &self_tgid, true)
+        .override_global("SNAPLEN", &config.snaplen, true)
+        .override_global("FILTERS", &filters, true)
+        .override_global("TYPE_MASK", &type_mask, true)
+        .override_global("USE_TASK_PT_REGS", &use_task_pt_regs, true)
+        .override_global("DIRECT_MAP", &facts.direct_map, true)
+        .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
+        .map_max_entries("SCRATCH", u32::try_from(cpus).unwrap_or(u32::MAX))
+        .map_max_entries("EVENTS", config.ring_bytes)
+        .load(OBJECT)
+        .map_err(|e| Error::Load(one_line(&e)))
+}
