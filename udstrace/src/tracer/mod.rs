@@ -5,7 +5,11 @@ use aya::{
     maps::{Array, MapData, RingBuf},
     Ebpf, EbpfLoader,
 };
-use udstrace_common::{counter, filter, KernelLayout, SockType};
+use udstrace_common::{
+    counter, filter,
+    maps::{self, global},
+    KernelLayout, SockType,
+};
 
 use crate::{
     error::{one_line, Error},
@@ -16,6 +20,9 @@ pub mod backend;
 pub mod record;
 
 use backend::BackendKind;
+
+/// The program that adds forked children to the process filter (`--follow`).
+const FORK: &str = "sched_process_fork";
 
 /// The kernel object, built by `build.rs` from `udstrace-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/udstrace"));
@@ -212,15 +219,14 @@ impl Tracer {
         skipped: Vec<String>,
         config: &TracerConfig,
     ) -> Result<Self, Error> {
-        fill(&mut ebpf, "PID_FILTER", config.pids.iter().copied())?;
-        fill(&mut ebpf, "UID_FILTER", config.uids.iter().copied())?;
+        fill(&mut ebpf, maps::PID_FILTER, config.pids.iter().copied())?;
+        fill(&mut ebpf, maps::UID_FILTER, config.uids.iter().copied())?;
         fill(
             &mut ebpf,
-            "COMM_FILTER",
+            maps::COMM_FILTER,
             config.comms.iter().map(|c| comm_key(c)),
         )?;
         if config.follow {
-            const FORK: &str = "sched_process_fork";
             let fork: &mut aya::programs::RawTracePoint = ebpf
                 .program_mut(FORK)
                 .ok_or(Error::MissingProgram(FORK))?
@@ -229,13 +235,13 @@ impl Tracer {
             fork.load().map_err(|e| Error::attach(FORK, e))?;
             fork.attach(FORK).map_err(|e| Error::attach(FORK, e))?;
         }
-        let events = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(Error::MissingMap("EVENTS"))?)
-            .map_err(|_| Error::MissingMap("EVENTS"))?;
+        let events = RingBuf::try_from(ebpf.take_map(maps::EVENTS).ok_or(Error::MissingMap(maps::EVENTS))?)
+            .map_err(|_| Error::MissingMap(maps::EVENTS))?;
         let counters = Array::try_from(
-            ebpf.take_map("COUNTERS")
-                .ok_or(Error::MissingMap("COUNTERS"))?,
+            ebpf.take_map(maps::COUNTERS)
+                .ok_or(Error::MissingMap(maps::COUNTERS))?,
         )
-        .map_err(|_| Error::MissingMap("COUNTERS"))?;
+        .map_err(|_| Error::MissingMap(maps::COUNTERS))?;
         Ok(Self {
             ebpf: Some(ebpf),
             backend,
@@ -343,16 +349,51 @@ fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Re
     // Wake userspace once an eighth of the buffer waits; below that it drains on its timer.
     let wakeup_bytes = u64::from(config.ring_bytes / 8);
     EbpfLoader::new()
-        .override_global("LAYOUT", layout, true)
-        .override_global("SELF_TGID", &self_tgid, true)
-        .override_global("SNAPLEN", &config.snaplen, true)
-        .override_global("FILTERS", &filters, true)
-        .override_global("TYPE_MASK", &type_mask, true)
-        .override_global("USE_TASK_PT_REGS", &use_task_pt_regs, true)
-        .override_global("DIRECT_MAP", &facts.direct_map, true)
-        .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
-        .map_max_entries("SCRATCH", u32::try_from(cpus).unwrap_or(u32::MAX))
-        .map_max_entries("EVENTS", config.ring_bytes)
+        .override_global(global::LAYOUT, layout, true)
+        .override_global(global::SELF_TGID, &self_tgid, true)
+        .override_global(global::SNAPLEN, &config.snaplen, true)
+        .override_global(global::FILTERS, &filters, true)
+        .override_global(global::TYPE_MASK, &type_mask, true)
+        .override_global(global::USE_TASK_PT_REGS, &use_task_pt_regs, true)
+        .override_global(global::DIRECT_MAP, &facts.direct_map, true)
+        .override_global(global::WAKEUP_BYTES, &wakeup_bytes, true)
+        .map_max_entries(maps::SCRATCH, u32::try_from(cpus).unwrap_or(u32::MAX))
+        .map_max_entries(maps::EVENTS, config.ring_bytes)
         .load(OBJECT)
         .map_err(|e| Error::Load(one_line(&e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use udstrace_common::maps::{self, global};
+
+    use super::{backend::BackendKind, FORK, OBJECT};
+
+    /// Every map, global and program userspace names is in the built object: the names are
+    /// shared through `udstrace_common::maps`, and the kernel crate declares them by name.
+    #[test]
+    fn object_has_every_name_userspace_uses() {
+        let object = aya_obj::Object::parse(OBJECT).expect("the built object parses");
+        for map in maps::ALL_MAPS {
+            assert!(object.maps.contains_key(map), "map {map}");
+        }
+        // Globals are symbols of the object's data sections: their names are in its string
+        // table, each between NUL bytes.
+        let has_symbol = |name: &str| {
+            let mut needle = vec![0];
+            needle.extend_from_slice(name.as_bytes());
+            needle.push(0);
+            OBJECT.windows(needle.len()).any(|w| w == needle)
+        };
+        for name in global::ALL {
+            assert!(has_symbol(name), "global {name}");
+        }
+        let mut programs = vec![FORK];
+        for kind in BackendKind::ALL {
+            programs.extend(kind.backend().programs());
+        }
+        for name in programs {
+            assert!(object.programs.contains_key(name), "program {name}");
+        }
+    }
 }

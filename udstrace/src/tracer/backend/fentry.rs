@@ -3,6 +3,7 @@
 //! copies as many as the function returned. Cheapest of the backends: the programs run only
 //! for Unix socket sends, and a trampoline costs less than a kprobe's breakpoint.
 
+use udstrace_common::maps;
 use aya::{
     programs::{FEntry, FExit},
     Ebpf,
@@ -15,7 +16,6 @@ pub struct FentryBackend;
 
 /// The copy loop's continuation, and its index in `COPY_CONTINUE` (see the kernel side).
 const CONTINUE: &str = "fexit_copy_continue";
-const CONTINUE_INDEX: u32 = 0;
 
 impl AttachBackend for FentryBackend {
     fn kind(&self) -> BackendKind {
@@ -26,9 +26,23 @@ impl AttachBackend for FentryBackend {
         SendFunctions::missing(kernel)
     }
 
+    fn programs(&self) -> Vec<&'static str> {
+        let mut names = vec![CONTINUE];
+        for function in SendFunctions::SENDMSG
+            .into_iter()
+            .chain(SendFunctions::RECVMSG)
+            .chain(["unix_stream_sendpage"])
+        {
+            names.extend(fentry_program(function));
+            names.extend(fexit_program(function, true));
+            names.extend(fexit_program(function, false));
+        }
+        names
+    }
+
     fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts, recv: bool) -> Result<(), Error> {
         // The continuation first: the fexit programs may tail-call it from their first run.
-        set_continuation(ebpf, kernel, CONTINUE, CONTINUE_INDEX, |ebpf| {
+        set_continuation(ebpf, kernel, CONTINUE, maps::CONTINUE_FEXIT, |ebpf| {
             let cont: &mut FExit = program(ebpf, CONTINUE)?;
             cont.load("unix_stream_sendmsg", &kernel.btf)
                 .map_err(|e| refused_or(CONTINUE, e))

@@ -2,6 +2,7 @@
 //! kprobes but without BPF trampolines (or with trampolines refused). One entry and one
 //! return program serve the three sendmsg functions, which share a prototype.
 
+use udstrace_common::maps;
 use aya::{programs::KProbe, Ebpf};
 
 use super::{program, refused_or, set_continuation, AttachBackend, BackendKind, SendFunctions};
@@ -18,7 +19,6 @@ const SENDMSG_RETURN_SEQ: &str = "kretprobe_unix_sendmsg_seq";
 const SENDPAGE_RETURN_SEQ: &str = "kretprobe_unix_stream_sendpage_seq";
 /// The copy loop's continuation, and its index in `COPY_CONTINUE` (see the kernel side).
 const CONTINUE: &str = "kretprobe_copy_continue";
-const CONTINUE_INDEX: u32 = 1;
 
 impl AttachBackend for KprobeBackend {
     fn kind(&self) -> BackendKind {
@@ -35,8 +35,21 @@ impl AttachBackend for KprobeBackend {
         SendFunctions::missing(kernel)
     }
 
+    fn programs(&self) -> Vec<&'static str> {
+        vec![
+            SENDMSG_ENTRY,
+            SENDMSG_RETURN,
+            SENDPAGE_ENTRY,
+            RECVMSG_ENTRY,
+            SENDPAGE_RETURN,
+            SENDMSG_RETURN_SEQ,
+            SENDPAGE_RETURN_SEQ,
+            CONTINUE,
+        ]
+    }
+
     fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts, recv: bool) -> Result<(), Error> {
-        set_continuation(ebpf, kernel, CONTINUE, CONTINUE_INDEX, |ebpf| {
+        set_continuation(ebpf, kernel, CONTINUE, maps::CONTINUE_KRETPROBE, |ebpf| {
             let cont: &mut KProbe = program(ebpf, CONTINUE)?;
             cont.load().map_err(|e| refused_or(CONTINUE, e))
         })?;

@@ -8,6 +8,7 @@
 use std::{fmt, str::FromStr};
 
 use aya::Ebpf;
+use udstrace_common::maps;
 
 pub use crate::kernel::hooks::SendFunctions;
 use crate::{error::Error, kernel::KernelFacts};
@@ -77,6 +78,9 @@ pub trait AttachBackend: Sync {
     /// Loads and attaches the backend's programs from `ebpf`; the receive side's too when
     /// `recv`.
     fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts, recv: bool) -> Result<(), Error>;
+
+    /// Every program of the object this backend may load, on any kernel.
+    fn programs(&self) -> Vec<&'static str>;
 }
 
 /// The program called `name` in `ebpf`, as a `T`.
@@ -139,10 +143,10 @@ pub(crate) fn set_continuation(
         .try_clone()
         .map_err(|e| Error::Load(e.to_string()))?;
     let mut array: aya::maps::ProgramArray<_> = ebpf
-        .map_mut("COPY_CONTINUE")
-        .ok_or(Error::MissingMap("COPY_CONTINUE"))?
+        .map_mut(maps::COPY_CONTINUE)
+        .ok_or(Error::MissingMap(maps::COPY_CONTINUE))?
         .try_into()
-        .map_err(|_| Error::MissingMap("COPY_CONTINUE"))?;
+        .map_err(|_| Error::MissingMap(maps::COPY_CONTINUE))?;
     array
         .set(index, &fd, 0)
         .map_err(|e| Error::Load(crate::error::one_line(&e)))

@@ -30,6 +30,10 @@ impl AttachBackend for TracepointBackend {
         None
     }
 
+    fn programs(&self) -> Vec<&'static str> {
+        vec![SEND_PROGRAM, RECV_PROGRAM]
+    }
+
     fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts, recv: bool) -> Result<(), Error> {
         let send: &mut BtfTracePoint = program(ebpf, SEND_PROGRAM)?;
         send.load("sock_send_length", &kernel.btf)
