@@ -1,39 +1,13 @@
 -- udstrace.lua: the metadata udstrace writes in each packet's comment, as Wireshark fields
 -- (udstrace.pid, udstrace.comm, udstrace.path, ...) for display filters and columns.
--- Installed by `udstrace extcap install`. Without it, everything is still in the comment.
+-- Installed by `udstrace extcap install`, which puts the field declarations in place of the
+-- @FIELDS@ line below, from udstrace's one table of packet fields (udstrace/src/packet/fields.rs):
+-- number_fields and string_fields (key -> ProtoField), wide_fields (64-bit numbers) and order
+-- (the comment's order). Without the plugin, everything is still in the comment.
 
 local proto = Proto("udstrace", "udstrace Unix socket metadata")
 
-local number_fields = {
-    pid = ProtoField.uint32("udstrace.pid", "Sender process ID"),
-    tid = ProtoField.uint32("udstrace.tid", "Sender thread ID"),
-    uid = ProtoField.uint32("udstrace.uid", "Sender user ID"),
-    gid = ProtoField.uint32("udstrace.gid", "Sender group ID"),
-    ino = ProtoField.uint64("udstrace.ino", "Socket inode"),
-    peer_ino = ProtoField.uint64("udstrace.peer_ino", "Peer socket inode"),
-    msg_len = ProtoField.uint64("udstrace.msg_len", "Message length"),
-    seg_offset = ProtoField.uint64("udstrace.seg_offset", "Offset in message"),
-    cred_pid = ProtoField.int32("udstrace.cred_pid", "Credentials: process ID (SCM_CREDENTIALS)"),
-    cred_uid = ProtoField.uint32("udstrace.cred_uid", "Credentials: user ID"),
-    cred_gid = ProtoField.uint32("udstrace.cred_gid", "Credentials: group ID"),
-}
-local string_fields = {
-    comm = ProtoField.string("udstrace.comm", "Sender command"),
-    type = ProtoField.string("udstrace.type", "Socket type"),
-    path = ProtoField.string("udstrace.path", "Socket name"),
-    peer_path = ProtoField.string("udstrace.peer_path", "Peer socket name"),
-    syscall = ProtoField.string("udstrace.syscall", "System call"),
-    payload = ProtoField.string("udstrace.payload", "Payload not captured"),
-    peer_pid = ProtoField.string("udstrace.peer_pid", "Peer process IDs"),
-    peer_comm = ProtoField.string("udstrace.peer_comm", "Peer commands"),
-    fds = ProtoField.string("udstrace.fds", "Passed file descriptors (SCM_RIGHTS)"),
-    cmsg = ProtoField.string("udstrace.cmsg", "Other control messages"),
-    control = ProtoField.string("udstrace.control", "Control data cut"),
-    dir = ProtoField.string("udstrace.dir", "Direction (recv: a receive)"),
-}
-local order = { "pid", "tid", "comm", "uid", "gid", "type", "ino", "peer_ino", "path", "peer_path",
-                "peer_pid", "peer_comm", "syscall", "msg_len", "dir", "seg_offset",
-                "payload", "cred_pid", "cred_uid", "cred_gid", "fds", "cmsg", "control" }
+-- @FIELDS@
 
 local all = {}
 for _, f in pairs(number_fields) do table.insert(all, f) end
@@ -63,7 +37,7 @@ function proto.dissector(tvb, pinfo, tree)
             if number_fields[k] then
                 local n = tonumber(v)
                 if n ~= nil then
-                    if k == "ino" or k == "peer_ino" or k == "msg_len" or k == "seg_offset" then
+                    if wide_fields[k] then
                         sub:add(number_fields[k], UInt64.new(n))
                     else
                         sub:add(number_fields[k], n)

@@ -5,7 +5,7 @@ use std::{io, path::PathBuf};
 use crate::kernel::KernelError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     #[error(transparent)]
     Kernel(#[from] KernelError),
     #[error("no capture backend works on kernel {release}: {reasons}")]
@@ -55,7 +55,7 @@ pub enum Error {
 impl Error {
     /// An attach failure, described by the first line of the kernel's answer (a verifier log
     /// runs to thousands of lines; `--verbose` prints it).
-    pub fn attach(program: &'static str, e: impl std::error::Error) -> Self {
+    pub(crate) fn attach(program: &'static str, e: impl std::error::Error) -> Self {
         Self::Attach {
             program,
             reason: one_line(&e),
@@ -65,7 +65,7 @@ impl Error {
 
     /// The kernel's full answer (a verifier log), when there is one.
     #[must_use]
-    pub fn kernel_log(&self) -> Option<&str> {
+    pub(crate) fn kernel_log(&self) -> Option<&str> {
         match self {
             Self::Attach { log, .. }
             | Self::NoBackend { log, .. }
@@ -76,7 +76,7 @@ impl Error {
 }
 
 /// The error and its causes on one line, each cause's first line only.
-pub fn one_line(e: &dyn std::error::Error) -> String {
+pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
     let mut out = first_line(&e.to_string()).to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -96,7 +96,7 @@ fn first_line(s: &str) -> &str {
 }
 
 /// The full text of an error and its causes, for `--verbose`.
-pub fn full_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn full_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -11,12 +11,12 @@
 //! Dependencies point one way: `cli` -> `capture` -> `output` -> `proc` -> `tracer` ->
 //! `kernel`, everything may use `packet`, `error` and `sys`, and `packet` uses nothing.
 
-pub mod capture;
+mod capture;
 pub mod cli;
-pub mod error;
-pub mod kernel;
-pub mod output;
-pub mod packet;
-pub mod proc;
+mod error;
+mod kernel;
+mod output;
+mod packet;
+mod proc;
 mod sys;
-pub mod tracer;
+mod tracer;

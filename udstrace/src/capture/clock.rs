@@ -3,7 +3,7 @@
 /// Converts boot-time nanoseconds to nanoseconds since the Unix epoch, using the offset
 /// between the two clocks measured once at start.
 #[derive(Debug, Clone, Copy)]
-pub struct WallClock {
+pub(crate) struct WallClock {
     offset_ns: i128,
 }
 
@@ -13,7 +13,7 @@ fn now_ns(clock: libc::clockid_t) -> i128 {
 
 impl WallClock {
     #[must_use]
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         // Read the boot clock between two reads of the wall clock and take the midpoint.
         let a = now_ns(libc::CLOCK_REALTIME);
         let boot = now_ns(libc::CLOCK_BOOTTIME);
@@ -24,19 +24,20 @@ impl WallClock {
     }
 
     /// A clock with a given offset from boot time to wall time, for reproducible output.
+    #[cfg(test)]
     #[must_use]
-    pub fn with_offset(offset_ns: i128) -> Self {
+    pub(crate) fn with_offset(offset_ns: i128) -> Self {
         Self { offset_ns }
     }
 
     #[must_use]
-    pub fn wall_ns(&self, boot_ns: u64) -> u64 {
+    pub(crate) fn wall_ns(&self, boot_ns: u64) -> u64 {
         u64::try_from(i128::from(boot_ns) + self.offset_ns).unwrap_or(0)
     }
 
     /// The wall clock now, in nanoseconds.
     #[must_use]
-    pub fn now() -> u64 {
+    pub(crate) fn now() -> u64 {
         u64::try_from(now_ns(libc::CLOCK_REALTIME)).unwrap_or(0)
     }
 }

@@ -7,23 +7,18 @@ use crate::{packet::Meta, proc::names::name_matches};
 
 /// A record filter; the empty filter keeps everything.
 #[derive(Debug, Clone, Default)]
-pub struct Filter {
+pub(crate) struct Filter {
     /// Keep senders with one of these command names.
-    pub comms: Vec<String>,
+    pub(crate) comms: Vec<String>,
     /// Keep sockets whose name or peer's name matches one of these (path, `@name`, globs).
-    pub paths: Vec<String>,
+    pub(crate) paths: Vec<String>,
     /// Keep sockets of this type.
-    pub sock_type: Option<SockType>,
+    pub(crate) sock_type: Option<SockType>,
 }
 
 impl Filter {
     #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.comms.is_empty() && self.paths.is_empty() && self.sock_type.is_none()
-    }
-
-    #[must_use]
-    pub fn matches(&self, m: &Meta<'_>) -> bool {
+    pub(crate) fn matches(&self, m: &Meta<'_>) -> bool {
         if self.sock_type.is_some_and(|t| t != m.sock_type) {
             return false;
         }
@@ -49,7 +44,7 @@ impl Filter {
 }
 
 /// Parses `stream`, `dgram` or `seqpacket`.
-pub fn parse_type(s: &str) -> Result<SockType, String> {
+pub(crate) fn parse_type(s: &str) -> Result<SockType, String> {
     [SockType::Stream, SockType::Dgram, SockType::SeqPacket]
         .into_iter()
         .find(|t| t.name() == s)

@@ -21,14 +21,14 @@ use crate::{
     tracer::{record::Record, Tracer, TracerConfig},
 };
 
-pub mod clock;
+pub(crate) mod clock;
 mod control;
-pub mod filter;
-pub mod packetizer;
+pub(crate) mod filter;
+pub(crate) mod packetizer;
 
 use clock::WallClock;
 use filter::Filter;
-pub use packetizer::Packetizer;
+pub(crate) use packetizer::Packetizer;
 
 /// Records handled before the loop looks at signals and timers again.
 const BATCH: usize = 4096;
@@ -42,36 +42,36 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A capture's settings.
 #[derive(Debug, Clone)]
-pub struct CaptureOptions {
-    pub tracer: TracerConfig,
+pub(crate) struct CaptureOptions {
+    pub(crate) tracer: TracerConfig,
     /// `-w`: pcapng to this path (`-` for standard output); text view without it.
-    pub write: Option<PathBuf>,
+    pub(crate) write: Option<PathBuf>,
     /// `-c`: stop after this many packets.
-    pub count: Option<u64>,
-    pub style: PayloadStyle,
-    pub verbose: bool,
+    pub(crate) count: Option<u64>,
+    pub(crate) style: PayloadStyle,
+    pub(crate) verbose: bool,
     /// Records to keep (beyond the kernel's process filter).
-    pub filter: Filter,
-    pub ports: Ports,
+    pub(crate) filter: Filter,
+    pub(crate) ports: Ports,
     /// Print capture statistics on stderr every second.
-    pub stats: bool,
+    pub(crate) stats: bool,
     /// Ring buffer size, for the statistics.
-    pub ring_bytes: u32,
+    pub(crate) ring_bytes: u32,
 }
 
 /// What a capture did.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Summary {
-    pub packets: u64,
-    pub lost_segments: u64,
-    pub lost_bytes: u64,
+pub(crate) struct Summary {
+    pub(crate) packets: u64,
+    pub(crate) lost_segments: u64,
+    pub(crate) lost_bytes: u64,
     /// Calls whose return the kernel did not report (their messages are lost).
-    pub missed_returns: u64,
-    pub malformed: u64,
+    pub(crate) missed_returns: u64,
+    pub(crate) malformed: u64,
 }
 
 /// Runs a capture to the end.
-pub fn run(opts: &CaptureOptions) -> Result<Summary, Error> {
+pub(crate) fn run(opts: &CaptureOptions) -> Result<Summary, Error> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -76,7 +76,7 @@ fn slices<'a>(seg: &SendSegment<'a>) -> impl Iterator<Item = Slice<'a>> {
 }
 
 /// Turns decoded records into packets: headers, acknowledgement numbers, drop counts.
-pub struct Packetizer {
+pub(crate) struct Packetizer {
     clock: WallClock,
     /// Keys the hash that turns kernel socket identities into address identifiers, so that
     /// no kernel address is written out.
@@ -101,15 +101,15 @@ pub struct Packetizer {
     proc: PathBuf,
     reported_lost: u64,
     headers: [u8; MAX_HEADER_LEN],
-    pub packets: u64,
+    pub(crate) packets: u64,
     /// Payload bytes written.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     limit: Option<u64>,
 }
 
 impl Packetizer {
     #[must_use]
-    pub fn new(clock: WallClock, limit: Option<u64>) -> Self {
+    pub(crate) fn new(clock: WallClock, limit: Option<u64>) -> Self {
         Self {
             clock,
             id_key: RandomState::new().hash_one(0u64),
@@ -141,35 +141,36 @@ impl Packetizer {
     }
 
     /// Resolves peer processes with `peers` (tests give a fixed table).
+    #[cfg(test)]
     #[must_use]
-    pub fn with_peers(mut self, peers: PeerResolver) -> Self {
+    pub(crate) fn with_peers(mut self, peers: PeerResolver) -> Self {
         self.peers = peers;
         self
     }
 
     /// Keeps only the records `filter` matches.
     #[must_use]
-    pub fn with_filter(mut self, filter: Filter) -> Self {
+    pub(crate) fn with_filter(mut self, filter: Filter) -> Self {
         self.filter = filter;
         self
     }
 
     /// Chooses service ports with `ports`.
     #[must_use]
-    pub fn with_ports(mut self, ports: Ports) -> Self {
+    pub(crate) fn with_ports(mut self, ports: Ports) -> Self {
         self.ports = ports;
         self
     }
 
     /// Whether the packet limit has been reached.
     #[must_use]
-    pub fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.limit.is_some_and(|l| self.packets >= l)
     }
 
     /// Keeps a message's control data until the thread's message arrives: the record comes
     /// first from the same thread. An earlier one still waiting was a failed send's.
-    pub fn ancillary(&mut self, a: Ancillary) {
+    pub(crate) fn ancillary(&mut self, a: Ancillary) {
         if self.pending.len() > MAX_PENDING_ANCILLARY {
             self.pending.clear();
         }
@@ -177,7 +178,7 @@ impl Packetizer {
     }
 
     /// Writes the packets of one record to `sink`.
-    pub fn record(&mut self, seg: &SendSegment<'_>, sink: &mut dyn Sink) -> io::Result<()> {
+    pub(crate) fn record(&mut self, seg: &SendSegment<'_>, sink: &mut dyn Sink) -> io::Result<()> {
         // The tables grow by one entry per socket ever seen: bound them on long captures.
         // Forgetting costs ACK numbers, and a live socket seen again after it gets a new
         // address (its conversation continues as a new one in Wireshark).
@@ -213,31 +214,8 @@ impl Packetizer {
             return Ok(());
         }
         let ts_ns = self.clock.wall_ns(seg.ts_boot_ns);
-        let own_port = self
-            .service_port(own_id, &seg.meta.path)
-            .unwrap_or_else(|| port(own_id));
-        let peer_port = self
-            .service_port(peer_id, &seg.meta.peer_path)
-            .unwrap_or_else(|| port(peer_id));
-        // A receive travels from the peer to the reading socket.
         let recv = seg.is_recv();
-        let ((src_id, src_port), (dst_id, dst_port)) = if recv {
-            ((peer_id, peer_port), (own_id, own_port))
-        } else {
-            ((own_id, own_port), (peer_id, peer_port))
-        };
-        let flow = Flow {
-            sock_type: seg.meta.sock_type,
-            src_id,
-            dst_id,
-            src_port,
-            dst_port,
-        };
-        let ack = if seg.meta.sock_type == SockType::Stream {
-            self.next_offset.get(&dst_id).copied()
-        } else {
-            None
-        };
+        let (flow, ack) = self.flow(seg, own_id, peer_id);
         let peers = receivers(&mut self.peers, &self.last_sender, seg);
         let mut meta = seg.meta.clone();
         meta.peers = Peers(Cow::Borrowed(peers));
@@ -282,9 +260,40 @@ impl Packetizer {
         }
         if seg.meta.sock_type == SockType::Stream && seg.is_last() && !recv {
             let end = seg.stream_offset - seg.seg_offset + seg.meta.msg_len;
-            self.next_offset.insert(src_id, end);
+            // A send travels from the sending socket: its own offsets are the peer's ACK numbers.
+            self.next_offset.insert(own_id, end);
         }
         Ok(())
+    }
+
+    /// The addressing of `seg`'s packets between the sockets with identifiers `own_id` and
+    /// `peer_id`, and the acknowledgement number of a stream's packets when known.
+    fn flow(&mut self, seg: &SendSegment<'_>, own_id: u64, peer_id: u64) -> (Flow, Option<u64>) {
+        let own_port = self
+            .service_port(own_id, &seg.meta.path)
+            .unwrap_or_else(|| port(own_id));
+        let peer_port = self
+            .service_port(peer_id, &seg.meta.peer_path)
+            .unwrap_or_else(|| port(peer_id));
+        // A receive travels from the peer to the reading socket.
+        let ((src_id, src_port), (dst_id, dst_port)) = if seg.is_recv() {
+            ((peer_id, peer_port), (own_id, own_port))
+        } else {
+            ((own_id, own_port), (peer_id, peer_port))
+        };
+        let flow = Flow {
+            sock_type: seg.meta.sock_type,
+            src_id,
+            dst_id,
+            src_port,
+            dst_port,
+        };
+        let ack = if seg.meta.sock_type == SockType::Stream {
+            self.next_offset.get(&dst_id).copied()
+        } else {
+            None
+        };
+        (flow, ack)
     }
 
     /// The address identifier of the socket at kernel address `ptr` whose inode the record

@@ -8,9 +8,9 @@ use clap::{Parser, Subcommand};
 use crate::{output::text::PayloadStyle, tracer::backend::BackendKind};
 
 /// Payload bytes kept per message unless `-s` says otherwise.
-pub const DEFAULT_SNAPLEN: u32 = 4 << 20;
+pub(crate) const DEFAULT_SNAPLEN: u32 = 4 << 20;
 /// Ring buffer size unless `-B` says otherwise, in KiB.
-pub const DEFAULT_BUFFER_KIB: u32 = 16 << 10;
+pub(crate) const DEFAULT_BUFFER_KIB: u32 = 16 << 10;
 
 /// tcpdump for Unix domain sockets: captures what processes send over AF_UNIX sockets,
 /// systemwide or for chosen processes, as text or as pcapng for Wireshark.
@@ -23,14 +23,14 @@ pub const DEFAULT_BUFFER_KIB: u32 = 16 << 10;
     max_term_width = 100,
     args_conflicts_with_subcommands = true
 )]
-pub struct Args {
+pub(crate) struct Args {
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub(crate) command: Option<Command>,
 
     /// Capture only these processes. Repeatable; one value may hold a list separated by
     /// spaces or commas, so `-p "$(pidof postgres)"` works.
     #[arg(short = 'p', long = "pid", value_name = "PID")]
-    pub pids: Vec<String>,
+    pub(crate) pids: Vec<String>,
 
     /// Write packets as pcapng to FILE (`-` for standard output) instead of printing them.
     /// The file is created readable by its owner only.
@@ -40,114 +40,114 @@ pub struct Args {
         value_name = "FILE",
         conflicts_with = "read"
     )]
-    pub write: Option<PathBuf>,
+    pub(crate) write: Option<PathBuf>,
 
     /// Read packets from a pcapng file written by udstrace and print them.
     #[arg(short = 'r', long = "read", value_name = "FILE")]
-    pub read: Option<PathBuf>,
+    pub(crate) read: Option<PathBuf>,
 
     /// Exit after COUNT packets.
     #[arg(short = 'c', long = "count", value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
-    pub count: Option<u64>,
+    pub(crate) count: Option<u64>,
 
     /// Keep at most SNAPLEN payload bytes of each message (0: the default, 4 MiB). A cut
     /// packet keeps its original length.
     #[arg(short = 's', long = "snaplen", value_name = "SNAPLEN")]
-    pub snaplen: Option<u32>,
+    pub(crate) snaplen: Option<u32>,
 
     /// Kernel buffer size in KiB (rounded up to a power of two).
     #[arg(short = 'B', long = "buffer-size", value_name = "KIB", default_value_t = DEFAULT_BUFFER_KIB,
           value_parser = clap::value_parser!(u32).range(64..=(4 << 20)))]
-    pub buffer_kib: u32,
+    pub(crate) buffer_kib: u32,
 
     /// How to attach to the kernel: auto picks the first that works on this kernel.
     #[arg(long, value_name = "auto|fentry|kprobe|tracepoint", default_value = "auto",
           env = "UDSTRACE_BACKEND", value_parser = parse_backend)]
-    pub backend: BackendChoice,
+    pub(crate) backend: BackendChoice,
 
     /// With -p: capture the children those processes fork from now on too (and theirs).
     #[arg(long)]
-    pub follow: bool,
+    pub(crate) follow: bool,
 
     /// Capture receives too: what each process reads from Unix sockets, as inbound packets
     /// (the filters then select the reading process).
     #[arg(long)]
-    pub recv: bool,
+    pub(crate) recv: bool,
 
     /// Capture only processes with this command name (repeatable; checked in the kernel).
     #[arg(long = "comm", value_name = "NAME")]
-    pub comms: Vec<String>,
+    pub(crate) comms: Vec<String>,
 
     /// Capture only processes running as this user: a name or a number (repeatable; lists
     /// allowed; checked in the kernel).
     #[arg(long = "uid", value_name = "USER")]
-    pub uids: Vec<String>,
+    pub(crate) uids: Vec<String>,
 
     /// Capture only sockets with this name at either end: a path, `@name` for an abstract
     /// socket, or a glob with `*` and `?` (repeatable).
     #[arg(long = "path", value_name = "PATH")]
-    pub paths: Vec<String>,
+    pub(crate) paths: Vec<String>,
 
     /// Capture only sockets of this type: stream, dgram or seqpacket.
     #[arg(long = "type", value_name = "TYPE")]
-    pub sock_type: Option<String>,
+    pub(crate) sock_type: Option<String>,
 
     /// Tell Wireshark that sockets named PATH (a path, `@name` or glob) speak PROTOCOL: http,
     /// pgsql, x11, or a TCP/UDP port number. PostgreSQL, X11 and Docker-style HTTP sockets
     /// are known without it.
     #[arg(long = "decode", value_name = "PATH=PROTOCOL")]
-    pub decode: Vec<String>,
+    pub(crate) decode: Vec<String>,
 
     #[command(flatten)]
-    pub extcap: ExtcapArgs,
+    pub(crate) extcap: ExtcapArgs,
 
     /// Print each packet's payload in hex and ASCII.
     #[arg(short = 'X', conflicts_with = "ascii")]
-    pub hex: bool,
+    pub(crate) hex: bool,
 
     /// Print each packet's payload in ASCII.
     #[arg(short = 'A')]
-    pub ascii: bool,
+    pub(crate) ascii: bool,
 
     /// Print capture statistics on stderr every second: packets, bytes, losses, and how full
     /// the kernel buffer got.
     #[arg(long)]
-    pub stats: bool,
+    pub(crate) stats: bool,
 
     /// Say more: which backend and why, and full kernel error messages.
     #[arg(short = 'v', long)]
-    pub verbose: bool,
+    pub(crate) verbose: bool,
 }
 
 /// What Wireshark passes to an extcap program (hidden from `--help`).
 #[derive(Debug, Default, clap::Args)]
 #[allow(clippy::struct_excessive_bools, reason = "the extcap protocol's flags")]
-pub struct ExtcapArgs {
+pub(crate) struct ExtcapArgs {
     #[arg(long, hide = true)]
-    pub extcap_interfaces: bool,
+    pub(crate) extcap_interfaces: bool,
     #[arg(long, hide = true)]
-    pub extcap_interface: Option<String>,
+    pub(crate) extcap_interface: Option<String>,
     #[arg(long, hide = true)]
-    pub extcap_dlts: bool,
+    pub(crate) extcap_dlts: bool,
     #[arg(long, hide = true)]
-    pub extcap_config: bool,
+    pub(crate) extcap_config: bool,
     #[arg(long, hide = true)]
-    pub capture: bool,
+    pub(crate) capture: bool,
     #[arg(long, hide = true)]
-    pub fifo: Option<PathBuf>,
+    pub(crate) fifo: Option<PathBuf>,
     #[arg(long, hide = true)]
-    pub extcap_capture_filter: Option<String>,
+    pub(crate) extcap_capture_filter: Option<String>,
     #[arg(long, hide = true)]
-    pub extcap_version: Option<String>,
+    pub(crate) extcap_version: Option<String>,
     #[arg(long, hide = true)]
-    pub extcap_control_in: Option<PathBuf>,
+    pub(crate) extcap_control_in: Option<PathBuf>,
     #[arg(long, hide = true)]
-    pub extcap_control_out: Option<PathBuf>,
+    pub(crate) extcap_control_out: Option<PathBuf>,
 }
 
 /// Commands besides capturing.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// List every Unix socket: type, state, inode, peer inode, name, and the processes
     /// (comm[pid]:fd) holding each end, like `ss -xp` joined with lsof.
     Ls {
@@ -178,7 +178,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ExtcapAction {
+pub(crate) enum ExtcapAction {
     /// Make udstrace a capture interface of Wireshark and tshark, and install its Lua plugin
     /// (fields udstrace.pid, udstrace.comm, ...): in your personal Wireshark folders, or with
     /// --global in the system's.
@@ -190,7 +190,7 @@ pub enum ExtcapAction {
 
 /// `--backend`: one backend, or `None` for auto.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BackendChoice(pub Option<BackendKind>);
+pub(crate) struct BackendChoice(pub(crate) Option<BackendKind>);
 
 pub(crate) fn parse_backend(s: &str) -> Result<BackendChoice, String> {
     if s == "auto" {
@@ -204,7 +204,7 @@ pub(crate) fn parse_backend(s: &str) -> Result<BackendChoice, String> {
 
 /// The user ids of every `--uid` value: numbers, or names from the user database; lists
 /// separated by spaces or commas.
-pub fn parse_uids(values: &[String]) -> Result<Vec<u32>, String> {
+pub(crate) fn parse_uids(values: &[String]) -> Result<Vec<u32>, String> {
     let mut uids = Vec::new();
     for word in values
         .iter()
@@ -221,7 +221,7 @@ pub fn parse_uids(values: &[String]) -> Result<Vec<u32>, String> {
 }
 
 /// The pids of every `-p` value.
-pub fn parse_pids(values: &[String]) -> Result<Vec<u32>, String> {
+pub(crate) fn parse_pids(values: &[String]) -> Result<Vec<u32>, String> {
     let mut pids = Vec::new();
     for v in values {
         for word in v

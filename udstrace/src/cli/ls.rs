@@ -18,11 +18,11 @@ use crate::{
 
 /// What to list.
 #[derive(Debug, Clone, Default)]
-pub struct LsFilter {
-    pub paths: Vec<String>,
-    pub sock_type: Option<SockType>,
-    pub pids: Vec<u32>,
-    pub comms: Vec<String>,
+pub(crate) struct LsFilter {
+    pub(crate) paths: Vec<String>,
+    pub(crate) sock_type: Option<SockType>,
+    pub(crate) pids: Vec<u32>,
+    pub(crate) comms: Vec<String>,
 }
 
 /// One row: a socket, its peer's name, the holders of both ends.
@@ -70,7 +70,7 @@ fn text_holders(holders: &[Holder]) -> String {
 }
 
 /// The listing as text (a table) or JSON.
-pub fn render(filter: &LsFilter, json: bool) -> std::io::Result<String> {
+pub(crate) fn render(filter: &LsFilter, json: bool) -> std::io::Result<String> {
     let all = sockets::list()?;
     let holders = sockets::holders();
     let by_ino: HashMap<u64, &UnixSocket> = all.iter().map(|s| (s.ino, s)).collect();

@@ -9,11 +9,11 @@ use clap::Parser;
 
 use crate::error::{one_line, Error};
 
-pub mod args;
+pub(crate) mod args;
 mod backends;
 mod capture;
-pub mod extcap;
-pub mod ls;
+pub(crate) mod extcap;
+pub(crate) mod ls;
 
 use args::{Args, Command, ExtcapAction};
 

@@ -11,7 +11,7 @@ use std::path::Path;
 
 /// Why BTF could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum BtfError {
+pub(crate) enum BtfError {
     #[error("cannot read {0}")]
     Read(String),
     #[error("not BTF (bad header)")]
@@ -40,16 +40,16 @@ const KIND_ENUM64: u32 = 19;
 
 /// A member of a struct or union.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Member<'a> {
-    pub name: &'a str,
-    pub type_id: u32,
-    pub bit_offset: u32,
+pub(crate) struct Member<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) type_id: u32,
+    pub(crate) bit_offset: u32,
     /// Non-zero for a bit field.
-    pub bitfield_size: u32,
+    pub(crate) bitfield_size: u32,
 }
 
 /// The kernel's BTF, indexed by type id.
-pub struct Btf {
+pub(crate) struct Btf {
     data: Vec<u8>,
     types: usize,
     strings: usize,
@@ -86,14 +86,14 @@ fn candidates(index: &[(u64, u32)], hash: u64) -> impl Iterator<Item = u32> + '_
 
 impl Btf {
     /// Reads and indexes a BTF file.
-    pub fn from_file(path: &Path) -> Result<Self, BtfError> {
+    pub(crate) fn from_file(path: &Path) -> Result<Self, BtfError> {
         let data =
             std::fs::read(path).map_err(|e| BtfError::Read(format!("{}: {e}", path.display())))?;
         Self::from_bytes(data)
     }
 
     /// Indexes raw BTF.
-    pub fn from_bytes(data: Vec<u8>) -> Result<Self, BtfError> {
+    pub(crate) fn from_bytes(data: Vec<u8>) -> Result<Self, BtfError> {
         let u32_at = |o: usize| {
             data.get(o..o + 4)
                 .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
@@ -216,20 +216,20 @@ impl Btf {
 
     /// Whether any type is called `name`.
     #[must_use]
-    pub fn has_name(&self, name: &str) -> bool {
+    pub(crate) fn has_name(&self, name: &str) -> bool {
         self.named(name).next().is_some()
     }
 
     /// The id of the struct called `name` (its full definition, not a forward declaration).
     #[must_use]
-    pub fn struct_id(&self, name: &str) -> Option<u32> {
+    pub(crate) fn struct_id(&self, name: &str) -> Option<u32> {
         self.named(name)
             .find(|&id| self.header(id).is_some_and(|h| h.0 == KIND_STRUCT))
     }
 
     /// The members of struct or union `id`; empty for any other type.
     #[must_use]
-    pub fn members(&self, id: u32) -> Vec<Member<'_>> {
+    pub(crate) fn members(&self, id: u32) -> Vec<Member<'_>> {
         let Some((kind, _, vlen, kind_flag, _)) = self.header(id) else {
             return Vec::new();
         };
@@ -259,7 +259,7 @@ impl Btf {
     /// Size in bytes of type `id` (typedefs and qualifiers stripped): ints, structs, unions,
     /// enums and pointers.
     #[must_use]
-    pub fn size_of(&self, id: u32) -> Option<u32> {
+    pub(crate) fn size_of(&self, id: u32) -> Option<u32> {
         let (kind, _, _, _, size) = self.header(self.resolve(id))?;
         match kind {
             KIND_INT | KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 => Some(size),
@@ -270,7 +270,7 @@ impl Btf {
 
     /// The value of the enumerator called `name`, in whichever enum declares it.
     #[must_use]
-    pub fn enum_value(&self, name: &str) -> Option<i64> {
+    pub(crate) fn enum_value(&self, name: &str) -> Option<i64> {
         candidates(&self.index().enumerators, name_hash(name)).find_map(|id| {
             let (kind, _, vlen, _, _) = self.header(id)?;
             let at = self.record(id)? + 12;
@@ -294,7 +294,7 @@ impl Btf {
 
     /// `id` with typedefs and qualifiers stripped.
     #[must_use]
-    pub fn resolve(&self, mut id: u32) -> u32 {
+    pub(crate) fn resolve(&self, mut id: u32) -> u32 {
         for _ in 0..32 {
             match self.header(id) {
                 Some((KIND_TYPEDEF..=KIND_RESTRICT | KIND_TYPE_TAG, _, _, _, target)) => {

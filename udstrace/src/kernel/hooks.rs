@@ -22,11 +22,11 @@
 use super::KernelFacts;
 
 /// The kernel functions the function-hook backends attach to.
-pub struct SendFunctions;
+pub(crate) struct SendFunctions;
 
 impl SendFunctions {
     /// Always there (5.10 ... 6.18).
-    pub const SENDMSG: [&'static str; 3] = [
+    pub(crate) const SENDMSG: [&'static str; 3] = [
         "unix_stream_sendmsg",
         "unix_dgram_sendmsg",
         "unix_seqpacket_sendmsg",
@@ -34,14 +34,14 @@ impl SendFunctions {
 
     /// The functions to hook on this kernel: the three sendmsg, and `unix_stream_sendpage`
     /// where it exists (before 6.5, `sendfile` and `splice` go through it).
-    pub fn of(kernel: &KernelFacts) -> impl Iterator<Item = &'static str> {
+    pub(crate) fn of(kernel: &KernelFacts) -> impl Iterator<Item = &'static str> {
         Self::SENDMSG
             .into_iter()
             .chain(kernel.has_sendpage.then_some("unix_stream_sendpage"))
     }
 
     /// The receive functions (`--recv`), same prototype in 5.10 ... 6.18.
-    pub const RECVMSG: [&'static str; 3] = [
+    pub(crate) const RECVMSG: [&'static str; 3] = [
         "unix_stream_recvmsg",
         "unix_dgram_recvmsg",
         "unix_seqpacket_recvmsg",
@@ -49,7 +49,7 @@ impl SendFunctions {
 
     /// Why the functions cannot be hooked, if one is not in the kernel's BTF.
     #[must_use]
-    pub fn missing(kernel: &KernelFacts) -> Option<String> {
+    pub(crate) fn missing(kernel: &KernelFacts) -> Option<String> {
         Self::SENDMSG
             .into_iter()
             .chain(Self::RECVMSG)

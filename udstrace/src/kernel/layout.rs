@@ -9,7 +9,7 @@ use crate::kernel::btf::Btf;
 
 /// Why a field could not be located.
 #[derive(Debug, thiserror::Error)]
-pub enum LayoutError {
+pub(crate) enum LayoutError {
     #[error("kernel BTF has no struct {0}")]
     NoStruct(String),
     #[error("kernel BTF: struct {strukt} has no member {member}")]
@@ -23,7 +23,7 @@ pub enum LayoutError {
 }
 
 /// The layout of the running kernel, from `btf`.
-pub fn kernel_layout(btf: &Btf) -> Result<KernelLayout, LayoutError> {
+pub(crate) fn kernel_layout(btf: &Btf) -> Result<KernelLayout, LayoutError> {
     let off = |s: &str, path: &str| offset_of(btf, s, path);
     let struct_size = |name: &str| size_of_struct(btf, name);
     let kind = |name: &str| btf.enum_value(name).and_then(|v| u32::try_from(v).ok());
@@ -113,7 +113,7 @@ fn size_of_struct(btf: &Btf, name: &str) -> Result<u32, LayoutError> {
 }
 
 /// Size in bytes of the member at `path` of `struct strukt`.
-pub fn member_size(btf: &Btf, strukt: &str, path: &str) -> Result<u32, LayoutError> {
+pub(crate) fn member_size(btf: &Btf, strukt: &str, path: &str) -> Result<u32, LayoutError> {
     let (_, type_id) = locate(btf, strukt, path)?;
     btf.size_of(type_id)
         .ok_or_else(|| LayoutError::NotComposite(format!("{strukt}.{path}")))
@@ -121,7 +121,7 @@ pub fn member_size(btf: &Btf, strukt: &str, path: &str) -> Result<u32, LayoutErr
 
 /// Byte offset of `path` (dot-separated members; anonymous structs and unions are searched
 /// through) from the start of `struct strukt`.
-pub fn offset_of(btf: &Btf, strukt: &str, path: &str) -> Result<u32, LayoutError> {
+pub(crate) fn offset_of(btf: &Btf, strukt: &str, path: &str) -> Result<u32, LayoutError> {
     locate(btf, strukt, path).map(|(offset, _)| offset)
 }
 

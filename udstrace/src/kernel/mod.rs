@@ -6,16 +6,16 @@ use udstrace_common::DirectMap;
 
 use crate::sys;
 
-pub mod btf;
-pub mod hooks;
-pub mod layout;
+pub(crate) mod btf;
+pub(crate) mod hooks;
+pub(crate) mod layout;
 
 use hooks::SendFunctions;
 use layout::LayoutError;
 
 /// Why udstrace cannot work with this kernel or these privileges.
 #[derive(Debug, thiserror::Error)]
-pub enum KernelError {
+pub(crate) enum KernelError {
     #[error("permission denied: udstrace must run as root, or with CAP_BPF and CAP_PERFMON")]
     Privileges,
     #[error(
@@ -30,36 +30,36 @@ pub enum KernelError {
 }
 
 /// Where the kernel publishes its BTF.
-pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+pub(crate) const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Facts about the running kernel that decide which backends can work.
 // Independent yes/no facts, not a state machine.
 #[allow(clippy::struct_excessive_bools)]
-pub struct KernelFacts {
+pub(crate) struct KernelFacts {
     /// `uname -r`.
-    pub release: String,
+    pub(crate) release: String,
     /// The kernel's BTF, parsed by aya (for loading BTF-typed programs).
-    pub btf: aya::Btf,
+    pub(crate) btf: aya::Btf,
     /// Whether `sock:sock_send_length` exists (6.3+).
-    pub has_sock_send_length: bool,
+    pub(crate) has_sock_send_length: bool,
     /// Whether the `bpf_loop` helper exists (5.17+).
-    pub has_bpf_loop: bool,
+    pub(crate) has_bpf_loop: bool,
     /// Whether `bpf_get_current_task_btf` and `bpf_task_pt_regs` exist (5.15+).
-    pub has_task_pt_regs: bool,
+    pub(crate) has_task_pt_regs: bool,
     /// Whether kprobes can be created (the perf `kprobe` event source, CONFIG_KPROBES).
-    pub has_kprobes: bool,
+    pub(crate) has_kprobes: bool,
     /// Whether `unix_stream_sendpage` exists (before 6.5).
-    pub has_sendpage: bool,
+    pub(crate) has_sendpage: bool,
     /// Which of the functions the function-hook backends attach to are in the BTF.
-    pub btf_functions: Vec<&'static str>,
+    pub(crate) btf_functions: Vec<&'static str>,
     /// Where the direct map and the page array are.
-    pub direct_map: DirectMap,
+    pub(crate) direct_map: DirectMap,
 }
 
 impl KernelFacts {
     /// Reads the facts; `btf` is the parsed BTF the layout was taken from, dropped here.
-    pub fn read(btf: btf::Btf) -> Result<Self, KernelError> {
+    pub(crate) fn read(btf: btf::Btf) -> Result<Self, KernelError> {
         let release = fs::read_to_string("/proc/sys/kernel/osrelease")
             .map_or_else(|_| "unknown".into(), |s| s.trim().to_string());
         let has_sock_send_length = btf.has_name("btf_trace_sock_send_length");
@@ -92,7 +92,7 @@ impl KernelFacts {
 /// kernel randomises its memory layout (addresses from `/proc/kallsyms`), else the fixed
 /// bases of 4-level paging.
 #[must_use]
-pub fn direct_map(kallsyms: &str) -> DirectMap {
+pub(crate) fn direct_map(kallsyms: &str) -> DirectMap {
     const PAGE_OFFSET_BASE_L4: u64 = 0xffff_8880_0000_0000;
     const VMEMMAP_BASE_L4: u64 = 0xffff_ea00_0000_0000;
     let symbol = |name: &str| {
@@ -115,7 +115,7 @@ pub fn direct_map(kallsyms: &str) -> DirectMap {
 
 /// Lifts the locked-memory limit: before 5.11 BPF maps and programs are charged to it, and
 /// the default (8 MiB or less) is smaller than the ring buffer.
-pub fn raise_memlock() {
+pub(crate) fn raise_memlock() {
     sys::raise_memlock();
 }
 
@@ -135,7 +135,7 @@ fn ensure_tracefs() {
 
 /// Fails unless this process may load tracing programs: root, or CAP_BPF with CAP_PERFMON
 /// (or CAP_SYS_ADMIN).
-pub fn check_privileges() -> Result<(), KernelError> {
+pub(crate) fn check_privileges() -> Result<(), KernelError> {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
@@ -154,7 +154,7 @@ pub fn check_privileges() -> Result<(), KernelError> {
 }
 
 /// Fails with a clear message when the kernel publishes no BTF.
-pub fn check_btf() -> Result<(), KernelError> {
+pub(crate) fn check_btf() -> Result<(), KernelError> {
     if Path::new(VMLINUX_BTF).exists() {
         Ok(())
     } else {

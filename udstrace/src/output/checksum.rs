@@ -9,7 +9,7 @@
 /// complement sum `sum`, kept unfolded in 64 bits. Callers pass even-length pieces except for
 /// the last one.
 #[must_use]
-pub fn add(sum: u64, data: &[u8]) -> u64 {
+pub(crate) fn add(sum: u64, data: &[u8]) -> u64 {
     let (words, tail) = data.split_at(data.len() & !1);
     let mut sum = sum + u64::from(fold(sum_le(words)).swap_bytes());
     if let [last] = tail {
@@ -20,7 +20,7 @@ pub fn add(sum: u64, data: &[u8]) -> u64 {
 
 /// The checksum field for a sum: the one's complement of the sum folded to 16 bits.
 #[must_use]
-pub fn finish(sum: u64) -> u16 {
+pub(crate) fn finish(sum: u64) -> u16 {
     !fold(sum)
 }
 

@@ -11,15 +11,15 @@ use udstrace_common::SockType;
 use super::checksum;
 
 /// First 64 bits of every synthesised address.
-pub const ADDRESS_PREFIX: [u8; 8] = [0xfd, 0x75, 0x64, 0x73, 0, 0, 0, 0];
+pub(crate) const ADDRESS_PREFIX: [u8; 8] = [0xfd, 0x75, 0x64, 0x73, 0, 0, 0, 0];
 /// Bytes of the IPv6 header.
-pub const IPV6_LEN: usize = 40;
+pub(crate) const IPV6_LEN: usize = 40;
 /// Bytes of the synthesised TCP header (no options).
-pub const TCP_LEN: usize = 20;
+pub(crate) const TCP_LEN: usize = 20;
 /// Bytes of the UDP header.
-pub const UDP_LEN: usize = 8;
+pub(crate) const UDP_LEN: usize = 8;
 /// The largest synthesised header.
-pub const MAX_HEADER_LEN: usize = IPV6_LEN + TCP_LEN;
+pub(crate) const MAX_HEADER_LEN: usize = IPV6_LEN + TCP_LEN;
 
 const NEXT_HEADER_TCP: u8 = 6;
 const NEXT_HEADER_UDP: u8 = 17;
@@ -29,47 +29,48 @@ const TCP_WINDOW: u16 = 0xffff;
 /// The TCP sequence number of the byte at `offset` in a socket's stream: as if the
 /// connection's SYN had sequence number 0, the first byte has 1.
 #[must_use]
-pub fn tcp_seq(offset: u64) -> u32 {
+pub(crate) fn tcp_seq(offset: u64) -> u32 {
     (offset as u32).wrapping_add(1)
 }
 
 /// The synthesised port of a socket: in the dynamic range (49152-65535), from its
 /// identifier. Never 0: Wireshark's stream following treats port 0 as "no port".
 #[must_use]
-pub fn port(id: u64) -> u16 {
+pub(crate) fn port(id: u64) -> u16 {
     0xC000 | (id as u16 & 0x3FFF)
 }
 
 /// The synthesised address of a socket identifier (0: unknown peer).
 #[must_use]
-pub fn address(id: u64) -> [u8; 16] {
+pub(crate) fn address(id: u64) -> [u8; 16] {
     let mut a = [0u8; 16];
     a[..8].copy_from_slice(&ADDRESS_PREFIX);
     a[8..].copy_from_slice(&id.to_be_bytes());
     a
 }
 
+#[cfg(test)]
 /// The socket identifier encoded in a synthesised address, if it has the prefix.
 #[must_use]
-pub fn id_of(address: &[u8; 16]) -> Option<u64> {
+pub(crate) fn id_of(address: &[u8; 16]) -> Option<u64> {
     (address[..8] == ADDRESS_PREFIX)
         .then(|| u64::from_be_bytes(address[8..].try_into().expect("8 bytes")))
 }
 
 /// Addressing of one synthesised packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Flow {
-    pub sock_type: SockType,
-    pub src_id: u64,
-    pub dst_id: u64,
-    pub src_port: u16,
-    pub dst_port: u16,
+pub(crate) struct Flow {
+    pub(crate) sock_type: SockType,
+    pub(crate) src_id: u64,
+    pub(crate) dst_id: u64,
+    pub(crate) src_port: u16,
+    pub(crate) dst_port: u16,
 }
 
 /// Writes into `out` the IPv6 and TCP/UDP headers of a packet carrying `orig_len` payload
 /// bytes, the first at `stream_offset` in the socket's byte stream, of which `payload` was
 /// captured; returns their length. `ack` is the peer's next byte offset when known (TCP only).
-pub fn write_headers(
+pub(crate) fn write_headers(
     out: &mut [u8; MAX_HEADER_LEN],
     flow: &Flow,
     stream_offset: u64,

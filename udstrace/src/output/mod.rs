@@ -1,13 +1,13 @@
 //! Where packets go: synthesised headers and their checksum, the ports that pick Wireshark's
 //! dissectors, the pcapng writer and its section text, the text view, and `-r`.
 
-pub mod checksum;
+pub(crate) mod checksum;
 #[cfg(test)]
 mod golden;
-pub mod headers;
-pub mod pcapng;
-pub mod ports;
-pub mod reader;
-pub mod section;
-pub mod sink;
-pub mod text;
+pub(crate) mod headers;
+pub(crate) mod pcapng;
+pub(crate) mod ports;
+pub(crate) mod reader;
+pub(crate) mod section;
+pub(crate) mod sink;
+pub(crate) mod text;

@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use crate::packet::Packet;
 
 /// `LINKTYPE_RAW`: packets begin with an IPv4 or IPv6 header.
-pub const LINKTYPE_RAW: u16 = 101;
+pub(crate) const LINKTYPE_RAW: u16 = 101;
 
 const BLOCK_SHB: u32 = 0x0A0D_0D0A;
 const BLOCK_IDB: u32 = 1;
@@ -37,36 +37,36 @@ const ISB_IFRECV: u16 = 4;
 const ISB_IFDROP: u16 = 5;
 
 /// `epb_flags` direction bits.
-pub const DIRECTION_INBOUND: u32 = 1;
-pub const DIRECTION_OUTBOUND: u32 = 2;
+pub(crate) const DIRECTION_INBOUND: u32 = 1;
+pub(crate) const DIRECTION_OUTBOUND: u32 = 2;
 
 /// Buffered bytes that trigger a write.
 const FLUSH_AT: usize = 1 << 20;
 
 /// What the section and interface blocks say about the capture.
 #[derive(Debug, Clone)]
-pub struct CaptureInfo {
-    pub section_comment: String,
-    pub hardware: String,
-    pub os: String,
-    pub application: String,
-    pub if_name: String,
-    pub if_description: String,
-    pub snaplen: u32,
+pub(crate) struct CaptureInfo {
+    pub(crate) section_comment: String,
+    pub(crate) hardware: String,
+    pub(crate) os: String,
+    pub(crate) application: String,
+    pub(crate) if_name: String,
+    pub(crate) if_description: String,
+    pub(crate) snaplen: u32,
 }
 
 /// Interface statistics written at the end of a capture.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Stats {
-    pub start_ns: u64,
-    pub end_ns: u64,
-    pub received: u64,
-    pub dropped: u64,
+pub(crate) struct Stats {
+    pub(crate) start_ns: u64,
+    pub(crate) end_ns: u64,
+    pub(crate) received: u64,
+    pub(crate) dropped: u64,
 }
 
 /// Where the writer's output goes: a file, which can be cut back to a block boundary, or a
 /// stream, which cannot.
-pub trait Output: Write {
+pub(crate) trait Output: Write {
     /// Cuts the output back to `len` bytes, if it can.
     fn truncate(&mut self, len: u64) -> io::Result<()>;
 }
@@ -91,7 +91,7 @@ impl Output for Vec<u8> {
 }
 
 /// The writer. Blocks are little-endian, nanosecond timestamps.
-pub struct PcapngWriter<W: Output> {
+pub(crate) struct PcapngWriter<W: Output> {
     out: W,
     buf: Vec<u8>,
     /// Bytes of whole blocks the output holds.
@@ -100,7 +100,7 @@ pub struct PcapngWriter<W: Output> {
 
 impl<W: Output> PcapngWriter<W> {
     /// Starts a section with one interface; nothing is written until the first flush.
-    pub fn new(out: W, info: &CaptureInfo) -> Self {
+    pub(crate) fn new(out: W, info: &CaptureInfo) -> Self {
         let mut w = Self {
             out,
             buf: Vec::with_capacity(FLUSH_AT + 128 * 1024),
@@ -139,7 +139,7 @@ impl<W: Output> PcapngWriter<W> {
 
     /// Appends a packet (its headers, then its payload) with `comment`, its direction and
     /// its sender's pid and tid as options.
-    pub fn packet(&mut self, p: &Packet<'_>, comment: &str) -> io::Result<()> {
+    pub(crate) fn packet(&mut self, p: &Packet<'_>, comment: &str) -> io::Result<()> {
         let parts = [p.headers, p.payload];
         let caplen: usize = parts.iter().map(|x| x.len()).sum();
         let orig_len = p.headers.len() as u32 + p.orig_len;
@@ -176,7 +176,7 @@ impl<W: Output> PcapngWriter<W> {
     }
 
     /// Appends the interface statistics block.
-    pub fn stats(&mut self, s: &Stats) {
+    pub(crate) fn stats(&mut self, s: &Stats) {
         let start = self.begin(BLOCK_ISB);
         self.put_u32(0);
         self.put_u32((s.end_ns >> 32) as u32);
@@ -197,7 +197,7 @@ impl<W: Output> PcapngWriter<W> {
 
     /// Writes what is buffered. On failure the output is cut back to the blocks it held
     /// before, so it stays a valid pcapng file; the buffered blocks are dropped.
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return self.out.flush();
         }
@@ -219,8 +219,9 @@ impl<W: Output> PcapngWriter<W> {
         }
     }
 
+    #[cfg(test)]
     /// Flushes and returns the output.
-    pub fn into_inner(mut self) -> io::Result<W> {
+    pub(crate) fn into_inner(mut self) -> io::Result<W> {
         self.flush()?;
         Ok(self.out)
     }

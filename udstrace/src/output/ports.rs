@@ -7,7 +7,7 @@ use crate::proc::names::{display, name_matches};
 
 /// A protocol udstrace knows the port of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     Http,
     Pgsql,
     /// X11 display N: port 6000 + N.
@@ -18,7 +18,7 @@ pub enum Protocol {
 
 impl Protocol {
     /// Parses `http`, `pgsql`, `x11` or a port number.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub(crate) fn parse(s: &str) -> Result<Self, String> {
         match s {
             "http" => Ok(Self::Http),
             "pgsql" | "postgresql" => Ok(Self::Pgsql),
@@ -37,7 +37,7 @@ impl Protocol {
 
 /// Rules from socket names to protocols: the user's first (`--decode`), then the built-in ones.
 #[derive(Debug, Clone)]
-pub struct Ports {
+pub(crate) struct Ports {
     rules: Vec<(String, Protocol)>,
 }
 
@@ -57,7 +57,7 @@ const BUILT_IN: &[(&str, Protocol)] = &[
 
 impl Ports {
     /// The built-in rules after `PATH=PROTOCOL` rules from the command line.
-    pub fn new(user: &[String]) -> Result<Self, String> {
+    pub(crate) fn new(user: &[String]) -> Result<Self, String> {
         let mut rules = Vec::new();
         for spec in user {
             let (path, proto) = spec
@@ -71,7 +71,7 @@ impl Ports {
 
     /// The service port of a socket with this bound name, if a rule names it.
     #[must_use]
-    pub fn port(&self, name: &[u8]) -> Option<u16> {
+    pub(crate) fn port(&self, name: &[u8]) -> Option<u16> {
         if name.is_empty() {
             return None;
         }

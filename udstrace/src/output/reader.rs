@@ -32,7 +32,7 @@ fn unit_ns(tsresol: u8) -> Option<u64> {
 }
 
 /// Prints every packet of `path` to standard output; returns how many there were.
-pub fn read(path: &Path, style: PayloadStyle, count: Option<u64>) -> Result<u64, Error> {
+pub(crate) fn read(path: &Path, style: PayloadStyle, count: Option<u64>) -> Result<u64, Error> {
     let bad = |reason: String| Error::Input {
         path: path.to_path_buf(),
         reason,

@@ -5,7 +5,7 @@ use super::{headers::MAX_HEADER_LEN, pcapng::CaptureInfo};
 
 /// The section and interface of a capture by `backend`, keeping `snaplen` bytes a message.
 #[must_use]
-pub fn capture_info(snaplen: u32, backend: &str) -> CaptureInfo {
+pub(crate) fn capture_info(snaplen: u32, backend: &str) -> CaptureInfo {
     CaptureInfo {
         section_comment: "udstrace capture of Unix domain socket traffic. The IPv6, TCP and UDP headers are \
                           synthesised, not captured: addresses are fd75:6473::<socket id>, TCP for stream \

@@ -14,7 +14,7 @@ use super::{
 use crate::{error::Error, packet::Packet};
 
 /// A destination for packets.
-pub trait Sink {
+pub(crate) trait Sink {
     fn packet(&mut self, p: &Packet<'_>) -> io::Result<()>;
     /// Makes everything so far visible to readers (called on a short timer).
     fn flush(&mut self) -> io::Result<()>;
@@ -23,7 +23,7 @@ pub trait Sink {
 }
 
 /// Creates a capture file readable by its owner only: captures hold secrets.
-pub fn create_capture_file(path: &Path) -> Result<File, Error> {
+pub(crate) fn create_capture_file(path: &Path) -> Result<File, Error> {
     let file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -47,13 +47,13 @@ pub fn create_capture_file(path: &Path) -> Result<File, Error> {
 }
 
 /// pcapng to a file or standard output.
-pub struct PcapngSink<W: Output> {
+pub(crate) struct PcapngSink<W: Output> {
     writer: PcapngWriter<W>,
     comment: String,
 }
 
 impl<W: Output> PcapngSink<W> {
-    pub fn new(out: W, info: &CaptureInfo) -> Self {
+    pub(crate) fn new(out: W, info: &CaptureInfo) -> Self {
         Self {
             writer: PcapngWriter::new(out, info),
             comment: String::with_capacity(512),
@@ -61,9 +61,10 @@ impl<W: Output> PcapngSink<W> {
     }
 }
 
+#[cfg(test)]
 impl<W: Output> PcapngSink<W> {
     /// Flushes and returns the output.
-    pub fn into_output(self) -> io::Result<W> {
+    pub(crate) fn into_output(self) -> io::Result<W> {
         self.writer.into_inner()
     }
 }
@@ -85,7 +86,7 @@ impl<W: Output> Sink for PcapngSink<W> {
 }
 
 /// The text view on standard output.
-pub struct TextSink {
+pub(crate) struct TextSink {
     out: BufWriter<Stdout>,
     line: String,
     style: PayloadStyle,
@@ -93,7 +94,7 @@ pub struct TextSink {
 
 impl TextSink {
     #[must_use]
-    pub fn new(style: PayloadStyle) -> Self {
+    pub(crate) fn new(style: PayloadStyle) -> Self {
         Self {
             out: BufWriter::with_capacity(64 * 1024, io::stdout()),
             line: String::with_capacity(256),
@@ -119,7 +120,7 @@ impl Sink for TextSink {
 }
 
 /// The sink for `-w PATH` (`-` is standard output) or, without it, the text view.
-pub fn open(
+pub(crate) fn open(
     write: Option<&Path>,
     info: &CaptureInfo,
     style: PayloadStyle,

@@ -10,7 +10,7 @@ use crate::{
 
 /// How much of the payload to show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PayloadStyle {
+pub(crate) enum PayloadStyle {
     #[default]
     None,
     Ascii,
@@ -39,7 +39,7 @@ fn write_end(out: &mut String, ino: u64, path: &[u8]) {
 }
 
 /// Appends the line(s) for one packet to `out`, with a trailing newline.
-pub fn write_packet(out: &mut String, p: &Packet<'_>, style: PayloadStyle) {
+pub(crate) fn write_packet(out: &mut String, p: &Packet<'_>, style: PayloadStyle) {
     let v = &p.meta;
     write_time(out, p.ts_ns);
     out.push(' ');

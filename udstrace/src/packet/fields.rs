@@ -12,7 +12,7 @@ use udstrace_common::SockType;
 
 /// The Wireshark field type the Lua plugin gives a key (`ProtoField.<type>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lua {
+pub(crate) enum Lua {
     Uint32,
     Uint64,
     Int32,
@@ -20,9 +20,15 @@ pub enum Lua {
 }
 
 impl Lua {
+    /// Whether the plugin reads the value as a number.
+    #[must_use]
+    pub(crate) fn is_number(self) -> bool {
+        self != Self::String
+    }
+
     /// The `ProtoField` constructor.
     #[must_use]
-    pub fn constructor(self) -> &'static str {
+    pub(crate) fn constructor(self) -> &'static str {
         match self {
             Self::Uint32 => "uint32",
             Self::Uint64 => "uint64",
@@ -34,14 +40,14 @@ impl Lua {
 
 /// One key of the comment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Field {
+pub(crate) struct Field {
     /// The comment key, and the Wireshark field `udstrace.<key>`.
-    pub key: &'static str,
-    pub lua: Lua,
+    pub(crate) key: &'static str,
+    pub(crate) lua: Lua,
     /// The Wireshark field's title.
-    pub title: &'static str,
+    pub(crate) title: &'static str,
     /// Shown in the text view as ` key=value` after the line's own layout.
-    pub in_text: bool,
+    pub(crate) in_text: bool,
 }
 
 /// Declares [`Meta`] and everything that follows from the table. Each entry: the field, its
@@ -55,12 +61,12 @@ macro_rules! packet_fields {
     )*) => {
         /// What a packet says about who sent it, on which socket, to whom: the comment's keys.
         #[derive(Debug, Clone, Default, PartialEq, Eq)]
-        pub struct Meta<$lt> {
-            $( $(#[doc = $doc])* pub $name: $ty, )*
+        pub(crate) struct Meta<$lt> {
+            $( $(#[doc = $doc])* pub(crate) $name: $ty, )*
         }
 
         /// Every key of the comment, in the order it writes them.
-        pub const FIELDS: &[Field] = &[
+        pub(crate) const FIELDS: &[Field] = &[
             $( $( Field {
                 key: $key,
                 lua: Lua::$lua,
@@ -72,7 +78,7 @@ macro_rules! packet_fields {
         impl Meta<'_> {
             /// Writes the packet comment into `out` (cleared first): `key=value` pairs
             /// separated by spaces (docs/FORMAT.md).
-            pub fn write_comment(&self, out: &mut String) {
+            pub(crate) fn write_comment(&self, out: &mut String) {
                 out.clear();
                 $( if Value::present(&self.$name) {
                     $(
@@ -86,7 +92,7 @@ macro_rules! packet_fields {
             }
 
             /// Appends ` key=value` for each field the text view shows that way.
-            pub fn write_text_fields(&self, out: &mut String) {
+            pub(crate) fn write_text_fields(&self, out: &mut String) {
                 $( if packet_fields!(@shown $shown) && Value::present(&self.$name) {
                     $(
                         out.push_str(concat!(" ", $key, "="));
@@ -159,12 +165,12 @@ packet_fields! { <'a>
 /// Why a comment is not udstrace metadata.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("packet comment is not udstrace metadata: {0}")]
-pub struct MetaError(String);
+pub(crate) struct MetaError(String);
 
 impl Meta<'_> {
     /// Whether the packet is a receive.
     #[must_use]
-    pub fn is_recv(&self) -> bool {
+    pub(crate) fn is_recv(&self) -> bool {
         self.dir == Dir::Recv
     }
 }

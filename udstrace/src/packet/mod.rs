@@ -4,23 +4,23 @@
 mod fields;
 mod values;
 
-pub use fields::{Field, Lua, Meta, MetaError, FIELDS};
+pub(crate) use fields::{Lua, Meta, FIELDS};
 pub(crate) use values::escape_with;
-pub use values::{escape_into, unescape, Cut, Dir, Holder, Peers, Raw, SockName, Syscall, Text};
+pub(crate) use values::{escape_into, Cut, Dir, Holder, Peers, Raw, SockName, Syscall, Text};
 
 /// One packet: a message, or one segment of a long one, with what is known of it.
 #[derive(Debug, Clone)]
-pub struct Packet<'a> {
+pub(crate) struct Packet<'a> {
     /// Wall-clock time in nanoseconds since the Unix epoch.
-    pub ts_ns: u64,
+    pub(crate) ts_ns: u64,
     /// Who sent it, on which socket, to whom; the packet's comment.
-    pub meta: Meta<'a>,
+    pub(crate) meta: Meta<'a>,
     /// Payload bytes the packet had on the wire.
-    pub orig_len: u32,
+    pub(crate) orig_len: u32,
     /// The bytes captured of them (a prefix).
-    pub payload: &'a [u8],
+    pub(crate) payload: &'a [u8],
     /// The synthesised IPv6 + TCP/UDP headers (docs/FORMAT.md).
-    pub headers: &'a [u8],
+    pub(crate) headers: &'a [u8],
     /// Packets lost since the previous one.
-    pub drops: u64,
+    pub(crate) drops: u64,
 }

@@ -74,7 +74,7 @@ impl Value for i32 {
 /// Appends `bytes` as a comment value: printable ASCII as is, everything else (and `\`, `=`,
 /// space) as `\xNN`. An abstract socket name (leading NUL) is written `@name`; a path that
 /// really starts with `@` gets its `@` escaped.
-pub fn escape_into(out: &mut String, bytes: &[u8], is_path: bool) {
+pub(crate) fn escape_into(out: &mut String, bytes: &[u8], is_path: bool) {
     escape_with(out, bytes, is_path, b"\\= ");
 }
 
@@ -106,7 +106,7 @@ pub(crate) fn escape_with(out: &mut String, bytes: &[u8], is_path: bool, special
 
 /// Reverses [`escape_into`].
 #[must_use]
-pub fn unescape(s: &str, is_path: bool) -> Vec<u8> {
+pub(crate) fn unescape(s: &str, is_path: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut bytes = s.as_bytes();
     if is_path {
@@ -137,7 +137,7 @@ pub fn unescape(s: &str, is_path: bool) -> Vec<u8> {
 /// Bytes that are not a socket name (a command name), borrowed from a record or owned after
 /// parsing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Text<'a>(pub Cow<'a, [u8]>);
+pub(crate) struct Text<'a>(pub(crate) Cow<'a, [u8]>);
 
 impl Deref for Text<'_> {
     type Target = [u8];
@@ -159,7 +159,7 @@ impl Value for Text<'_> {
 /// A socket's name: a path, or an abstract name (leading NUL, written `@name`); empty for an
 /// unnamed socket.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SockName<'a>(pub Cow<'a, [u8]>);
+pub(crate) struct SockName<'a>(pub(crate) Cow<'a, [u8]>);
 
 impl Deref for SockName<'_> {
     type Target = [u8];
@@ -181,7 +181,7 @@ impl Value for SockName<'_> {
 /// Comment text kept as it was written (lists already in the comment's syntax: `fds=`,
 /// `cmsg=`, `control=`); left out when empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Raw<'a>(pub Cow<'a, str>);
+pub(crate) struct Raw<'a>(pub(crate) Cow<'a, str>);
 
 impl Value for Raw<'_> {
     fn present(&self) -> bool {
@@ -212,7 +212,7 @@ impl Value for SockType {
 
 /// Whether a packet is a send or, with `--recv`, a receive; only receives say so.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Dir {
+pub(crate) enum Dir {
     #[default]
     Send,
     Recv,
@@ -237,7 +237,7 @@ impl Value for Dir {
 
 /// The system call a message came from (`x86_64` numbers; -1: none known).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Syscall(pub i32);
+pub(crate) struct Syscall(pub(crate) i32);
 
 impl Default for Syscall {
     fn default() -> Self {
@@ -248,7 +248,7 @@ impl Default for Syscall {
 impl Syscall {
     /// Name of an `x86_64` system call that sends or receives on a socket.
     #[must_use]
-    pub fn name(self) -> Option<&'static str> {
+    pub(crate) fn name(self) -> Option<&'static str> {
         Some(match self.0 {
             0 => "read",
             1 => "write",
@@ -288,7 +288,7 @@ impl Value for Syscall {
 
 /// Why a packet carries fewer payload bytes than were sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Cut {
+pub(crate) enum Cut {
     /// The kernel could not see the bytes (sendfile, splice, io_uring).
     Missing,
     /// Cut at the snap length.
@@ -303,7 +303,7 @@ pub enum Cut {
 impl Cut {
     /// The word the comment uses (`payload=`).
     #[must_use]
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Missing => "missing",
             Self::Snaplen => "snaplen",
@@ -314,7 +314,7 @@ impl Cut {
 
     /// Why a record's payload is short, from its flags (the snap length when none says).
     #[must_use]
-    pub fn from_flags(f: u32) -> Self {
+    pub(crate) fn from_flags(f: u32) -> Self {
         if f & flags::PAYLOAD_MISSING != 0 {
             Self::Missing
         } else if f & flags::READ_FAULT != 0 {
@@ -342,17 +342,17 @@ impl Value for Cut {
 
 /// A process holding a socket: who can read what is sent to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Holder {
-    pub pid: u32,
-    pub comm: String,
+pub(crate) struct Holder {
+    pub(crate) pid: u32,
+    pub(crate) comm: String,
     /// Its descriptor of the socket (not recorded in captures: 0 there).
-    pub fd: u32,
+    pub(crate) fd: u32,
 }
 
 /// The processes holding the peer socket, written as two lists of the same length:
 /// `peer_pid=1,2` and `peer_comm=a,b`; left out when none is known.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Peers<'a>(pub Cow<'a, [Holder]>);
+pub(crate) struct Peers<'a>(pub(crate) Cow<'a, [Holder]>);
 
 impl Deref for Peers<'_> {
     type Target = [Holder];

@@ -23,7 +23,7 @@ const S_IFIFO: u16 = 0o010_000;
 
 /// Describes `fd`, passed by process `pid`, looking in `proc` (normally `/proc`).
 #[must_use]
-pub fn describe(proc: &Path, pid: u32, fd: &PassedFd) -> String {
+pub(crate) fn describe(proc: &Path, pid: u32, fd: &PassedFd) -> String {
     let link = proc
         .join(pid.to_string())
         .join("fd")
@@ -46,7 +46,7 @@ pub fn describe(proc: &Path, pid: u32, fd: &PassedFd) -> String {
 /// The description from the kernel's record alone, with `mountinfo` (a
 /// `/proc/PID/mountinfo`) to place a file system's paths.
 #[must_use]
-pub fn from_record(fd: &PassedFd, mountinfo: &str) -> String {
+pub(crate) fn from_record(fd: &PassedFd, mountinfo: &str) -> String {
     let name = String::from_utf8_lossy(&fd.name);
     match fd.mode & S_IFMT {
         S_IFSOCK => format!("socket:[{}]", fd.ino),

@@ -3,17 +3,18 @@
 
 /// The user-facing form of a socket name: the path, or `@` and the abstract name.
 #[must_use]
-pub fn display(name: &[u8]) -> String {
+pub(crate) fn display(name: &[u8]) -> String {
     match name.split_first() {
         Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
         _ => String::from_utf8_lossy(name).into_owned(),
     }
 }
 
+#[cfg(test)]
 /// Whether `text` matches `pattern`, where `*` matches any run of bytes (including `/`) and
 /// `?` any one byte. Works on bytes: no allocation, so it can run per record.
 #[must_use]
-pub fn glob(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     glob_bytes(
         pattern.as_bytes(),
         Text {
@@ -73,7 +74,7 @@ fn glob_bytes(p: &[u8], t: Text<'_>) -> bool {
 /// [`glob`] would against its [`display`] form, without building that form: this runs per
 /// record.
 #[must_use]
-pub fn name_matches(pattern: &str, name: &[u8]) -> bool {
+pub(crate) fn name_matches(pattern: &str, name: &[u8]) -> bool {
     let text = match name.split_first() {
         Some((0, rest)) => Text { at: true, rest },
         _ => Text {

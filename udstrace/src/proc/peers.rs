@@ -22,7 +22,7 @@ const BUDGET_START: Duration = Duration::from_millis(100);
 const MAX_SIBLINGS: usize = 64;
 
 /// Where the resolver learns who holds what.
-pub trait Source {
+pub(crate) trait Source {
     /// Every process's sockets.
     fn all(&self) -> HashMap<u64, Vec<Holder>>;
     /// One process's sockets.
@@ -37,7 +37,7 @@ pub trait Source {
 }
 
 /// The running system (`/proc`, sock_diag).
-pub struct System;
+pub(crate) struct System;
 
 impl Source for System {
     fn all(&self) -> HashMap<u64, Vec<Holder>> {
@@ -62,7 +62,7 @@ impl Source for System {
 
 /// A fixed table that never changes (tests, golden files).
 #[cfg(test)]
-pub(crate) struct Fixed(pub HashMap<u64, Vec<Holder>>);
+pub(crate) struct Fixed(pub(crate) HashMap<u64, Vec<Holder>>);
 
 #[cfg(test)]
 impl Source for Fixed {
@@ -94,7 +94,7 @@ impl Source for Fixed {
 }
 
 /// Socket inode -> the processes holding it.
-pub struct PeerResolver {
+pub(crate) struct PeerResolver {
     holders: HashMap<u64, Vec<Holder>>,
     /// When entries were last confirmed one by one (otherwise: as of the last scan).
     confirmed: HashMap<u64, Instant>,
@@ -119,7 +119,7 @@ impl Default for PeerResolver {
 
 impl PeerResolver {
     #[must_use]
-    pub fn with_source(source: Box<dyn Source + Send>) -> Self {
+    pub(crate) fn with_source(source: Box<dyn Source + Send>) -> Self {
         Self {
             holders: HashMap::new(),
             confirmed: HashMap::new(),
@@ -140,7 +140,7 @@ impl PeerResolver {
     /// last sender is not among its known holders, is looked for first in the likely
     /// processes (those three, the sender's parent, children and siblings), then by a full
     /// scan.
-    pub fn holders(
+    pub(crate) fn holders(
         &mut self,
         ino: u64,
         sender: u32,
@@ -260,7 +260,7 @@ impl PeerResolver {
 
     /// The inode of the socket bound to `name` (a `sun_path`, abstract names with their
     /// leading NUL), 0 when none is; rescanned on a miss at most every `MAX_RESCAN`/5.
-    pub fn bound(&mut self, name: &[u8]) -> u64 {
+    pub(crate) fn bound(&mut self, name: &[u8]) -> u64 {
         if !self.names.contains_key(name)
             && self
                 .names_scanned

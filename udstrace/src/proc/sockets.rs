@@ -8,25 +8,25 @@ use udstrace_common::SockType;
 
 /// One Unix socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnixSocket {
-    pub ino: u64,
-    pub sock_type: Option<SockType>,
+pub(crate) struct UnixSocket {
+    pub(crate) ino: u64,
+    pub(crate) sock_type: Option<SockType>,
     /// `TCP_LISTEN`-style state number from the kernel (1 established, 7 unconnected, 10
     /// listening, ...).
-    pub state: u8,
+    pub(crate) state: u8,
     /// Bound name: a path, a leading NUL for an abstract name, empty when unnamed.
-    pub name: Vec<u8>,
+    pub(crate) name: Vec<u8>,
     /// Inode of the connected peer, 0 for none.
-    pub peer: u64,
+    pub(crate) peer: u64,
     /// For a socket bound to a path: the file system object of that path (major, minor,
     /// inode), the same from every mount namespace.
-    pub file: Option<(u32, u32, u64)>,
+    pub(crate) file: Option<(u32, u32, u64)>,
 }
 
 impl UnixSocket {
     /// The state as `ss` names it.
     #[must_use]
-    pub fn state_name(&self) -> &'static str {
+    pub(crate) fn state_name(&self) -> &'static str {
         match self.state {
             1 => "ESTAB",
             2 => "SYN-SENT",
@@ -38,7 +38,7 @@ impl UnixSocket {
     }
 }
 
-pub use crate::packet::Holder;
+pub(crate) use crate::packet::Holder;
 
 const NETLINK_SOCK_DIAG: i32 = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -54,7 +54,7 @@ const UNIX_DIAG_NAME: u16 = 0;
 const UNIX_DIAG_PEER: u16 = 2;
 
 /// Every Unix socket of this network namespace, from sock_diag.
-pub fn list() -> io::Result<Vec<UnixSocket>> {
+pub(crate) fn list() -> io::Result<Vec<UnixSocket>> {
     let fd = sys::netlink_socket(NETLINK_SOCK_DIAG)?;
 
     // nlmsghdr (16 bytes) + unix_diag_req (24 bytes).
@@ -148,7 +148,7 @@ fn parse_diag(m: &[u8]) -> Option<UnixSocket> {
 /// Bound name -> inode of every named Unix socket that is not a connection's end (an
 /// accepted socket shows its listener's name too). Empty if sock_diag fails.
 #[must_use]
-pub fn bound_names() -> HashMap<Vec<u8>, u64> {
+pub(crate) fn bound_names() -> HashMap<Vec<u8>, u64> {
     let mut map = HashMap::new();
     for s in list().unwrap_or_default() {
         // An accepted connection reports its listener's name; the bound socket is the one
@@ -163,7 +163,7 @@ pub fn bound_names() -> HashMap<Vec<u8>, u64> {
 /// The names that sockets bound to the socket file at `path` were bound with, in whatever
 /// mount namespace they were bound (a container's `/run/app.sock` is, from the host, some
 /// other path to the same file). An error when `path` is not a socket.
-pub fn names_of_socket_file(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
+pub(crate) fn names_of_socket_file(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if !meta.file_type().is_socket() {
@@ -183,14 +183,14 @@ pub fn names_of_socket_file(path: &std::path::Path) -> Result<Vec<Vec<u8>>, Stri
 
 /// Whether `h`'s process still has socket `ino` at the same descriptor.
 #[must_use]
-pub fn still_holds(h: &Holder, ino: u64) -> bool {
+pub(crate) fn still_holds(h: &Holder, ino: u64) -> bool {
     std::fs::read_link(format!("/proc/{}/fd/{}", h.pid, h.fd))
         .is_ok_and(|t| t.as_os_str().as_encoded_bytes() == format!("socket:[{ino}]").as_bytes())
 }
 
 /// Which processes hold which socket inodes: every process's fd table.
 #[must_use]
-pub fn holders() -> HashMap<u64, Vec<Holder>> {
+pub(crate) fn holders() -> HashMap<u64, Vec<Holder>> {
     let mut map: HashMap<u64, Vec<Holder>> = HashMap::new();
     let Ok(processes) = procfs::process::all_processes() else {
         return map;
@@ -205,7 +205,7 @@ pub fn holders() -> HashMap<u64, Vec<Holder>> {
 
 /// The sockets process `pid` holds, with the descriptor of each.
 #[must_use]
-pub fn process_sockets(pid: u32) -> Vec<(u64, Holder)> {
+pub(crate) fn process_sockets(pid: u32) -> Vec<(u64, Holder)> {
     i32::try_from(pid)
         .ok()
         .and_then(|pid| procfs::process::Process::new(pid).ok())
@@ -235,7 +235,7 @@ fn sockets_of(p: &procfs::process::Process) -> Vec<(u64, Holder)> {
 
 /// The children of process `pid`, forked by any of its threads (`/proc/PID/task/*/children`).
 #[must_use]
-pub fn children(pid: u32) -> Vec<u32> {
+pub(crate) fn children(pid: u32) -> Vec<u32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
@@ -253,7 +253,7 @@ pub fn children(pid: u32) -> Vec<u32> {
 
 /// The parent of process `pid`.
 #[must_use]
-pub fn parent(pid: u32) -> Option<u32> {
+pub(crate) fn parent(pid: u32) -> Option<u32> {
     let p = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?;
     u32::try_from(p.stat().ok()?.ppid).ok()
 }
@@ -271,12 +271,8 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         let ino = |s: &UnixStream| {
             use std::os::unix::fs::MetadataExt;
-            let f = std::mem::ManuallyDrop::new(unsafe {
-                <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(
-                    std::os::fd::AsRawFd::as_raw_fd(s),
-                )
-            });
-            f.metadata().unwrap().ino()
+            let fd = std::os::fd::AsFd::as_fd(s).try_clone_to_owned().unwrap();
+            std::fs::File::from(fd).metadata().unwrap().ino()
         };
         let (ia, ib) = (ino(&a), ino(&b));
         let all = list().unwrap();

@@ -16,8 +16,8 @@ use crate::{
     kernel::{self, layout, KernelError, KernelFacts},
 };
 
-pub mod backend;
-pub mod record;
+pub(crate) mod backend;
+pub(crate) mod record;
 
 use backend::BackendKind;
 
@@ -29,31 +29,31 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ud
 
 /// What to capture.
 #[derive(Debug, Clone)]
-pub struct TracerConfig {
+pub(crate) struct TracerConfig {
     /// Backend to use, or `None` for the first that works.
-    pub backend: Option<BackendKind>,
+    pub(crate) backend: Option<BackendKind>,
     /// Largest payload copied per message.
-    pub snaplen: u32,
+    pub(crate) snaplen: u32,
     /// Only these processes, if not empty.
-    pub pids: Vec<u32>,
+    pub(crate) pids: Vec<u32>,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
-    pub ring_bytes: u32,
+    pub(crate) ring_bytes: u32,
     /// Only these command names, if not empty (checked in the kernel).
-    pub comms: Vec<String>,
+    pub(crate) comms: Vec<String>,
     /// Only these users, if not empty (checked in the kernel).
-    pub uids: Vec<u32>,
+    pub(crate) uids: Vec<u32>,
     /// Only this socket type (checked in the kernel).
-    pub sock_type: Option<SockType>,
+    pub(crate) sock_type: Option<SockType>,
     /// Capture the children the `pids` fork from now on too.
-    pub follow: bool,
+    pub(crate) follow: bool,
     /// Capture what processes read from Unix sockets too.
-    pub recv: bool,
+    pub(crate) recv: bool,
 }
 
 impl TracerConfig {
     /// A configuration that captures everything with the defaults.
     #[must_use]
-    pub fn new(ring_bytes: u32, snaplen: u32) -> Self {
+    pub(crate) fn new(ring_bytes: u32, snaplen: u32) -> Self {
         Self {
             backend: None,
             snaplen,
@@ -88,7 +88,7 @@ impl TracerConfig {
 
 /// A command name as the kernel keeps it: at most 15 bytes, NUL-padded to 16.
 #[must_use]
-pub fn comm_key(name: &str) -> [u8; 16] {
+pub(crate) fn comm_key(name: &str) -> [u8; 16] {
     let mut key = [0; 16];
     let bytes = name.as_bytes();
     let n = bytes.len().min(15);
@@ -98,7 +98,7 @@ pub fn comm_key(name: &str) -> [u8; 16] {
 
 /// Whether a backend works on this kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendState {
+pub(crate) enum BackendState {
     /// Loads and attaches.
     Ok,
     /// The kernel lacks what it needs, or refuses that kind of program outright.
@@ -109,7 +109,7 @@ pub enum BackendState {
 
 impl BackendState {
     #[must_use]
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Ok => "ok",
             Self::Unsupported => "unsupported",
@@ -120,10 +120,10 @@ impl BackendState {
 
 /// One line of `udstrace backends`.
 #[derive(Debug, Clone)]
-pub struct BackendStatus {
-    pub kind: BackendKind,
-    pub state: BackendState,
-    pub detail: String,
+pub(crate) struct BackendStatus {
+    pub(crate) kind: BackendKind,
+    pub(crate) state: BackendState,
+    pub(crate) detail: String,
 }
 
 impl BackendStatus {
@@ -137,18 +137,18 @@ impl BackendStatus {
 }
 
 /// Attached programs and their maps.
-pub struct Tracer {
+pub(crate) struct Tracer {
     /// Holds the programs; dropping it detaches them.
     ebpf: Option<Ebpf>,
-    pub backend: BackendKind,
+    pub(crate) backend: BackendKind,
     /// Why other backends were passed over, for the user.
-    pub skipped: Vec<String>,
+    pub(crate) skipped: Vec<String>,
     events: Option<RingBuf<MapData>>,
     counters: Array<MapData, u64>,
 }
 
 impl Tracer {
-    pub fn start(config: &TracerConfig) -> Result<Self, Error> {
+    pub(crate) fn start(config: &TracerConfig) -> Result<Self, Error> {
         let (layout, facts) = prepare()?;
         for &pid in &config.pids {
             if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
@@ -204,7 +204,7 @@ impl Tracer {
 
     /// Tries every backend on this kernel, one after the other, and detaches again: what
     /// `udstrace backends` prints.
-    pub fn probe_backends(config: &TracerConfig) -> Result<Vec<BackendStatus>, Error> {
+    pub(crate) fn probe_backends(config: &TracerConfig) -> Result<Vec<BackendStatus>, Error> {
         let (layout, facts) = prepare()?;
         let mut out = Vec::new();
         for kind in BackendKind::ALL {
@@ -235,8 +235,11 @@ impl Tracer {
             fork.load().map_err(|e| Error::attach(FORK, e))?;
             fork.attach(FORK).map_err(|e| Error::attach(FORK, e))?;
         }
-        let events = RingBuf::try_from(ebpf.take_map(maps::EVENTS).ok_or(Error::MissingMap(maps::EVENTS))?)
-            .map_err(|_| Error::MissingMap(maps::EVENTS))?;
+        let events = RingBuf::try_from(
+            ebpf.take_map(maps::EVENTS)
+                .ok_or(Error::MissingMap(maps::EVENTS))?,
+        )
+        .map_err(|_| Error::MissingMap(maps::EVENTS))?;
         let counters = Array::try_from(
             ebpf.take_map(maps::COUNTERS)
                 .ok_or(Error::MissingMap(maps::COUNTERS))?,
@@ -252,17 +255,17 @@ impl Tracer {
     }
 
     /// The ring buffer the programs write to; once.
-    pub fn take_events(&mut self) -> RingBuf<MapData> {
+    pub(crate) fn take_events(&mut self) -> RingBuf<MapData> {
         self.events.take().expect("the ring buffer is taken once")
     }
 
     /// Detaches every program. Records already in the ring buffer stay readable.
-    pub fn detach(&mut self) {
+    pub(crate) fn detach(&mut self) {
         self.ebpf = None;
     }
 
     /// The most bytes waiting in the ring buffer since the last call; resets it.
-    pub fn ring_peak(&mut self) -> u64 {
+    pub(crate) fn ring_peak(&mut self) -> u64 {
         let peak = self.counters.get(&counter::RING_PEAK, 0).unwrap_or(0);
         let _ = self.counters.set(counter::RING_PEAK, 0, 0);
         peak
@@ -270,7 +273,7 @@ impl Tracer {
 
     /// Segments and payload bytes the kernel programs could not deliver (ring buffer full).
     #[must_use]
-    pub fn lost(&self) -> (u64, u64) {
+    pub(crate) fn lost(&self) -> (u64, u64) {
         let get = |i| self.counters.get(&i, 0).unwrap_or(0);
         (get(counter::LOST_SEGMENTS), get(counter::LOST_BYTES))
     }
@@ -278,7 +281,7 @@ impl Tracer {
     /// Sends and receives whose entry the programs saw and whose return they did not (kprobe
     /// backend: the kernel ran out of kretprobe instances for calls in flight).
     #[must_use]
-    pub fn missed_returns(&self) -> u64 {
+    pub(crate) fn missed_returns(&self) -> u64 {
         self.counters.get(&counter::MISSED_RETURNS, 0).unwrap_or(0)
     }
 }

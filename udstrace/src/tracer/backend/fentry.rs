@@ -3,29 +3,26 @@
 //! copies as many as the function returned. Cheapest of the backends: the programs run only
 //! for Unix socket sends, and a trampoline costs less than a kprobe's breakpoint.
 
-use udstrace_common::maps;
 use aya::{
     programs::{FEntry, FExit},
     Ebpf,
 };
+use udstrace_common::maps;
 
-use super::{program, refused_or, set_continuation, AttachBackend, BackendKind, SendFunctions};
+use super::{program, refused_or, set_continuation, AttachBackend, SendFunctions};
 use crate::{error::Error, kernel::KernelFacts};
 
-pub struct FentryBackend;
+pub(crate) struct FentryBackend;
 
 /// The copy loop's continuation, and its index in `COPY_CONTINUE` (see the kernel side).
 const CONTINUE: &str = "fexit_copy_continue";
 
 impl AttachBackend for FentryBackend {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Fentry
-    }
-
     fn unsupported(&self, kernel: &KernelFacts) -> Option<String> {
         SendFunctions::missing(kernel)
     }
 
+    #[cfg(test)]
     fn programs(&self) -> Vec<&'static str> {
         let mut names = vec![CONTINUE];
         for function in SendFunctions::SENDMSG

@@ -2,13 +2,13 @@
 //! kprobes but without BPF trampolines (or with trampolines refused). One entry and one
 //! return program serve the three sendmsg functions, which share a prototype.
 
-use udstrace_common::maps;
 use aya::{programs::KProbe, Ebpf};
+use udstrace_common::maps;
 
-use super::{program, refused_or, set_continuation, AttachBackend, BackendKind, SendFunctions};
+use super::{program, refused_or, set_continuation, AttachBackend, SendFunctions};
 use crate::{error::Error, kernel::KernelFacts};
 
-pub struct KprobeBackend;
+pub(crate) struct KprobeBackend;
 
 const SENDMSG_ENTRY: &str = "kprobe_unix_sendmsg";
 const SENDMSG_RETURN: &str = "kretprobe_unix_sendmsg";
@@ -21,10 +21,6 @@ const SENDPAGE_RETURN_SEQ: &str = "kretprobe_unix_stream_sendpage_seq";
 const CONTINUE: &str = "kretprobe_copy_continue";
 
 impl AttachBackend for KprobeBackend {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Kprobe
-    }
-
     fn unsupported(&self, kernel: &KernelFacts) -> Option<String> {
         if !kernel.has_kprobes {
             return Some(format!(
@@ -35,6 +31,7 @@ impl AttachBackend for KprobeBackend {
         SendFunctions::missing(kernel)
     }
 
+    #[cfg(test)]
     fn programs(&self) -> Vec<&'static str> {
         vec![
             SENDMSG_ENTRY,

@@ -10,16 +10,16 @@ use std::{fmt, str::FromStr};
 use aya::Ebpf;
 use udstrace_common::maps;
 
-pub use crate::kernel::hooks::SendFunctions;
+pub(crate) use crate::kernel::hooks::SendFunctions;
 use crate::{error::Error, kernel::KernelFacts};
 
-pub mod fentry;
-pub mod kprobe;
-pub mod tracepoint;
+pub(crate) mod fentry;
+pub(crate) mod kprobe;
+pub(crate) mod tracepoint;
 
 /// The backends, in order of preference for `auto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendKind {
+pub(crate) enum BackendKind {
     /// fentry/fexit on `unix_{stream,dgram,seqpacket}_sendmsg` (and `_recvmsg`).
     Fentry,
     /// kprobe/kretprobe on the same functions.
@@ -29,10 +29,10 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 3] = [Self::Fentry, Self::Kprobe, Self::Tracepoint];
+    pub(crate) const ALL: [BackendKind; 3] = [Self::Fentry, Self::Kprobe, Self::Tracepoint];
 
     #[must_use]
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Fentry => "fentry",
             Self::Kprobe => "kprobe",
@@ -42,7 +42,7 @@ impl BackendKind {
 
     /// The implementation.
     #[must_use]
-    pub fn backend(self) -> &'static dyn AttachBackend {
+    pub(crate) fn backend(self) -> &'static dyn AttachBackend {
         match self {
             Self::Fentry => &fentry::FentryBackend,
             Self::Kprobe => &kprobe::KprobeBackend,
@@ -69,9 +69,7 @@ impl FromStr for BackendKind {
 }
 
 /// One way of attaching the capture programs.
-pub trait AttachBackend: Sync {
-    fn kind(&self) -> BackendKind;
-
+pub(crate) trait AttachBackend: Sync {
     /// Why this backend cannot work on this kernel, found without loading anything.
     fn unsupported(&self, kernel: &KernelFacts) -> Option<String>;
 
@@ -80,6 +78,7 @@ pub trait AttachBackend: Sync {
     fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts, recv: bool) -> Result<(), Error>;
 
     /// Every program of the object this backend may load, on any kernel.
+    #[cfg(test)]
     fn programs(&self) -> Vec<&'static str>;
 }
 

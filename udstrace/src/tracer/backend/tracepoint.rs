@@ -7,19 +7,15 @@
 
 use aya::{programs::BtfTracePoint, Ebpf};
 
-use super::{program, AttachBackend, BackendKind};
+use super::{program, AttachBackend};
 use crate::{error::Error, kernel::KernelFacts};
 
-pub struct TracepointBackend;
+pub(crate) struct TracepointBackend;
 
 const SEND_PROGRAM: &str = "sock_send_length";
 const RECV_PROGRAM: &str = "sock_recv_length";
 
 impl AttachBackend for TracepointBackend {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Tracepoint
-    }
-
     fn unsupported(&self, kernel: &KernelFacts) -> Option<String> {
         if !kernel.has_sock_send_length {
             return Some(format!(
@@ -30,6 +26,7 @@ impl AttachBackend for TracepointBackend {
         None
     }
 
+    #[cfg(test)]
     fn programs(&self) -> Vec<&'static str> {
         vec![SEND_PROGRAM, RECV_PROGRAM]
     }

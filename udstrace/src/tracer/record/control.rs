@@ -5,7 +5,7 @@ use super::{u32_at, u64_at};
 
 /// One control message of a message's control data.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ControlMessage {
+pub(crate) enum ControlMessage {
     /// `SCM_RIGHTS`: descriptor numbers in the sender.
     Rights(Vec<i32>),
     /// `SCM_CREDENTIALS`: `struct ucred`.
@@ -24,7 +24,7 @@ const SCM_CREDENTIALS: i32 = 2;
 /// at the first header that does not fit, so cut control data gives the messages before the
 /// cut.
 #[must_use]
-pub fn control_messages(control: &[u8]) -> Vec<ControlMessage> {
+pub(crate) fn control_messages(control: &[u8]) -> Vec<ControlMessage> {
     let mut out = Vec::new();
     let mut off = 0usize;
     while off + CMSG_HDR <= control.len() {

@@ -19,11 +19,11 @@ use udstrace_common::{
 use crate::packet::{Dir, Meta, SockName, Syscall, Text};
 
 mod control;
-pub use control::{control_messages, ControlMessage};
+pub(crate) use control::{control_messages, ControlMessage};
 
 /// Why a record could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     #[error("record of {0} bytes is shorter than its header")]
     Short(usize),
     #[error("unknown record kind {0}")]
@@ -49,37 +49,37 @@ pub enum DecodeError {
 /// One decoded record: a segment of a message sent (or, with `--recv`, read) on a Unix
 /// socket, borrowing its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SendSegment<'a> {
+pub(crate) struct SendSegment<'a> {
     /// What the record says of the sender and the two sockets: the packet fields the kernel
     /// supplies (the rest are left at their defaults for the packetizer).
-    pub meta: Meta<'a>,
-    pub flags: u32,
-    pub ts_boot_ns: u64,
+    pub(crate) meta: Meta<'a>,
+    pub(crate) flags: u32,
+    pub(crate) ts_boot_ns: u64,
     /// Kernel identities of the socket and its peer (`struct sock` addresses).
-    pub sock_id: u64,
-    pub peer_id: u64,
-    pub stream_offset: u64,
-    pub seg_offset: u64,
-    pub lost_segments: u64,
-    pub payload: &'a [u8],
+    pub(crate) sock_id: u64,
+    pub(crate) peer_id: u64,
+    pub(crate) stream_offset: u64,
+    pub(crate) seg_offset: u64,
+    pub(crate) lost_segments: u64,
+    pub(crate) payload: &'a [u8],
 }
 
 impl SendSegment<'_> {
     /// Whether this records a receive (`--recv`) rather than a send.
     #[must_use]
-    pub fn is_recv(&self) -> bool {
+    pub(crate) fn is_recv(&self) -> bool {
         self.meta.is_recv()
     }
 
     /// Whether this is the last record of its message.
     #[must_use]
-    pub fn is_last(&self) -> bool {
+    pub(crate) fn is_last(&self) -> bool {
         self.flags & flags::LAST != 0
     }
 
     /// Payload bytes of the segment this record covers, captured or not.
     #[must_use]
-    pub fn seg_len(&self) -> u64 {
+    pub(crate) fn seg_len(&self) -> u64 {
         (self.meta.msg_len - self.seg_offset).min(u64::from(SEGMENT_MAX))
     }
 }
@@ -207,34 +207,34 @@ impl<'a> TryFrom<&'a [u8]> for SendSegment<'a> {
 }
 /// A passed descriptor (`SCM_RIGHTS`) as the kernel program resolved it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PassedFd {
+pub(crate) struct PassedFd {
     /// The descriptor number in the sender.
-    pub fd: i32,
+    pub(crate) fd: i32,
     /// `i_mode` of the file (type and permissions); 0 when the kernel could not resolve it.
-    pub mode: u16,
+    pub(crate) mode: u16,
     /// Device of the file system (`st_dev` split as major, minor).
-    pub dev_major: u32,
-    pub dev_minor: u32,
-    pub ino: u64,
+    pub(crate) dev_major: u32,
+    pub(crate) dev_minor: u32,
+    pub(crate) ino: u64,
     /// The file's dentry name (last path component; empty for pipes and sockets).
-    pub name: Vec<u8>,
+    pub(crate) name: Vec<u8>,
     /// The directories above it, parent first.
-    pub dirs: Vec<Vec<u8>>,
+    pub(crate) dirs: Vec<Vec<u8>>,
     /// `dirs` reach the root of the file system.
-    pub at_root: bool,
+    pub(crate) at_root: bool,
 }
 
 /// A decoded [`AncillaryRecord`]: the control data of the next message the thread sends on
 /// the socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ancillary {
-    pub pid: u32,
-    pub tid: u32,
-    pub sock_id: u64,
+pub(crate) struct Ancillary {
+    pub(crate) pid: u32,
+    pub(crate) tid: u32,
+    pub(crate) sock_id: u64,
     /// Bytes of control data the message had (`control` may hold fewer).
-    pub control_len: u32,
-    pub control: Vec<u8>,
-    pub fds: Vec<PassedFd>,
+    pub(crate) control_len: u32,
+    pub(crate) control: Vec<u8>,
+    pub(crate) fds: Vec<PassedFd>,
 }
 impl TryFrom<&[u8]> for Ancillary {
     type Error = DecodeError;
@@ -294,7 +294,7 @@ impl TryFrom<&[u8]> for Ancillary {
     clippy::large_enum_variant,
     reason = "one record at a time, on the stack; boxing would allocate per message"
 )]
-pub enum Record<'a> {
+pub(crate) enum Record<'a> {
     Send(SendSegment<'a>),
     Ancillary(Ancillary),
 }
@@ -315,6 +315,6 @@ impl<'a> TryFrom<&'a [u8]> for Record<'a> {
 }
 
 #[cfg(test)]
-pub mod testing;
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;

@@ -3,24 +3,24 @@ use super::{offset_of, SendRecord, KIND_SEND, SEND_RECORD_LEN};
 
 /// Fields of a record to encode; payload follows.
 #[derive(Clone, Debug)]
-pub struct RawRecord {
-    pub flags: u32,
-    pub ts_boot_ns: u64,
-    pub pid: u32,
-    pub tid: u32,
-    pub sock_ino: u64,
-    pub peer_ino: u64,
-    pub sock_id: Option<u64>,
-    pub peer_id: Option<u64>,
-    pub stream_offset: u64,
-    pub msg_len: u64,
-    pub seg_offset: u64,
-    pub lost_segments: u64,
-    pub sock_type: u16,
-    pub comm: &'static [u8],
-    pub path: &'static [u8],
-    pub peer_path: &'static [u8],
-    pub payload: Vec<u8>,
+pub(crate) struct RawRecord {
+    pub(crate) flags: u32,
+    pub(crate) ts_boot_ns: u64,
+    pub(crate) pid: u32,
+    pub(crate) tid: u32,
+    pub(crate) sock_ino: u64,
+    pub(crate) peer_ino: u64,
+    pub(crate) sock_id: Option<u64>,
+    pub(crate) peer_id: Option<u64>,
+    pub(crate) stream_offset: u64,
+    pub(crate) msg_len: u64,
+    pub(crate) seg_offset: u64,
+    pub(crate) lost_segments: u64,
+    pub(crate) sock_type: u16,
+    pub(crate) comm: &'static [u8],
+    pub(crate) path: &'static [u8],
+    pub(crate) peer_path: &'static [u8],
+    pub(crate) payload: Vec<u8>,
 }
 
 impl Default for RawRecord {
@@ -49,7 +49,7 @@ impl Default for RawRecord {
 
 impl RawRecord {
     #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut b = vec![0u8; SEND_RECORD_LEN];
         let mut put = |off: usize, v: &[u8]| b[off..off + v.len()].copy_from_slice(v);
         put(offset_of!(SendRecord, kind), &KIND_SEND.to_ne_bytes());
