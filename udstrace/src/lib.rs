@@ -20,3 +20,5 @@ mod packet;
 mod proc;
 mod sys;
 mod tracer;
+#[cfg(test)]
+mod tree;
