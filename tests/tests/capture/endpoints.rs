@@ -44,7 +44,7 @@ fn rights(fds: &[RawFd]) -> Vec<u8> {
 
 /// Receives one message and closes the descriptors it carried; returns its bytes and how
 /// many descriptors came with it.
-fn recv_closing_fds(fd: RawFd) -> (Vec<u8>, usize) {
+pub(super) fn recv_closing_fds(fd: RawFd) -> (Vec<u8>, usize) {
     let mut buf = vec![0u8; 256];
     let mut control = vec![0u8; 512];
     let mut iov = libc::iovec {
@@ -495,88 +495,38 @@ fn datagram_socket_shared_by_two_readers() {
     }
 }
 
-/// `--recv` on a socketpair: every way of reading, partial reads and a peek; the receives
-/// are inbound packets of the same conversation, their bytes exactly what was read, their
-/// sequence numbers the reading socket's byte count.
+/// The receiving process is named: a socketpair whose other end was handed to a child
+/// process (created after the capture started) shows the child as `peer_pid`/`peer_comm`.
 #[test]
-fn receives_are_inbound_packets() {
-    let dir = TempDir::new("recv");
-    let (ud, file) = start_capture(&dir, &["--recv"]);
+fn peer_process_is_the_holder_of_the_other_end() {
+    let dir = TempDir::new("peers");
+    let (ud, file) = start_capture(&dir, &[]);
     let (mut a, b) = UnixStream::pair().unwrap();
-    let msg = pattern(7, 3000);
-    a.write_all(&msg).unwrap();
-    let mut read = Vec::new();
-    let mut buf = vec![0u8; 1000];
-    // recv with MSG_PEEK: not a receive.
-    let n =
-        check(unsafe { libc::recv(b.as_raw_fd(), buf.as_mut_ptr().cast(), 10, libc::MSG_PEEK) });
-    assert_eq!(n, 10);
-    // read(2)
-    let n = check(unsafe { libc::read(b.as_raw_fd(), buf.as_mut_ptr().cast(), 700) });
-    read.extend_from_slice(&buf[..n]);
-    // recvfrom
-    let n = check(unsafe {
-        libc::recvfrom(
-            b.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            300,
-            0,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        )
-    });
-    read.extend_from_slice(&buf[..n]);
-    // readv into two buffers
-    let (mut first, mut second) = (vec![0u8; 500], vec![0u8; 500]);
-    let iov = [
-        libc::iovec {
-            iov_base: first.as_mut_ptr().cast(),
-            iov_len: first.len(),
-        },
-        libc::iovec {
-            iov_base: second.as_mut_ptr().cast(),
-            iov_len: second.len(),
-        },
-    ];
-    let n = check(unsafe { libc::readv(b.as_raw_fd(), iov.as_ptr(), 2) });
-    assert_eq!(n, 1000);
-    read.extend_from_slice(&first);
-    read.extend_from_slice(&second);
-    // recvmsg for the rest
-    while read.len() < msg.len() {
-        let (more, _) = recv_closing_fds(b.as_raw_fd());
-        read.extend_from_slice(&more);
-    }
-    assert_eq!(read, msg);
+    // The child inherits b (only the child, not every process this one spawns), the parent
+    // closes its copy.
+    let mut child = endpoints::Py::spawn(
+        "import time; print('ready', flush=True); time.sleep(30)",
+        &[],
+        &[b.as_raw_fd()],
+    );
+    assert_eq!(child.line(), "ready");
+    drop(b);
+    a.write_all(b"to the child").unwrap();
     let done = ud.stop();
-    assert!(done.success, "{:?}", done.stderr);
+    let child_pid = child.pid();
+    drop(child);
+    assert!(done.success);
     let cap = read_capture(&file);
-    let (ino_a, ino_b) = (inode(&a), inode(&b));
-    let receives: Vec<_> = cap
+    let p = cap
         .packets
         .iter()
-        .filter(|p| p.meta("dir") == Some("recv") && p.src() == ino_b)
-        .collect();
-    let sends: Vec<_> = cap
-        .packets
-        .iter()
-        .filter(|p| p.meta("dir").is_none() && p.src() == ino_a)
-        .collect();
-    assert_eq!(sends.len(), 1);
-    let syscalls: Vec<&str> = receives.iter().filter_map(|p| p.meta("syscall")).collect();
-    assert_eq!(syscalls[..4], ["read", "recvfrom", "readv", "recvmsg"]);
-    let mut got = Vec::new();
-    for r in &receives {
-        assert_eq!(r.meta("pid"), Some(own_pid().as_str()));
-        assert_eq!(r.dst(), ino_a, "the peer is the socket that sent the bytes");
-        assert_eq!(r.flags.map(|f| f & 3), Some(1), "inbound");
-        // From the sender's address to the reader's, sequence = bytes read so far.
-        assert_eq!(
-            (r.src_addr(), r.dst_addr()),
-            (sends[0].src_addr(), sends[0].dst_addr())
-        );
-        assert_eq!(r.seq(), sends[0].seq().wrapping_add(got.len() as u32));
-        got.extend_from_slice(r.payload());
-    }
-    assert_eq!(got, msg, "the receives hold exactly what was read");
+        .find(|p| p.payload() == b"to the child")
+        .expect("captured");
+    assert_eq!(
+        p.meta("peer_pid"),
+        Some(child_pid.as_str()),
+        "{}",
+        p.comment
+    );
+    assert_eq!(p.meta("peer_comm"), Some("python3"), "{}", p.comment);
 }

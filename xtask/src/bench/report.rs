@@ -1,0 +1,315 @@
+//! The benchmarks page: one table row per workload and mode, the lossless rates, the targets.
+
+// Rates, ratios and percentages: floating-point arithmetic on counters by design.
+#![allow(clippy::cast_precision_loss, clippy::cast_sign_loss)]
+
+use std::{fmt::Write as _, path::Path};
+
+use super::{
+    measure::{Run, DISK_TEST_BYTES},
+    median, Lossless, Mode, Workload, ROUNDS, SECONDS,
+};
+
+/// Medians of one traced mode of one workload, for the targets.
+pub(super) struct Measured {
+    workload: &'static str,
+    mode: Mode,
+    ratio: f64,
+    /// The untraced rate of the same rounds (bytes per second for bulk transfers).
+    untraced_rate: f64,
+    kept: Option<f64>,
+    rss_mib: f64,
+    attach: f64,
+}
+
+/// The table row of workload `w` under mode `m` from its runs and the untraced runs of the
+/// same rounds, and the medians the targets need if udstrace ran.
+pub(super) fn summarise(
+    w: &Workload,
+    m: Mode,
+    runs: &[Run],
+    untraced: &[Run],
+) -> (String, Option<Measured>) {
+    let base: Vec<f64> = untraced.iter().map(|r| r.rate).collect();
+    let ratio = median(runs.iter().zip(&base).map(|(r, b)| r.rate / b).collect());
+    let rate = median(runs.iter().map(|r| r.rate).collect());
+    let base_cpu: Vec<f64> = untraced.iter().map(|r| r.cpu_per_op).collect();
+    let cpu_ratio = median(
+        runs.iter()
+            .zip(&base_cpu)
+            .map(|(r, b)| b / r.cpu_per_op)
+            .collect(),
+    );
+    // A loop reports its fastest slice only; the capture holds every slice.
+    let kept_pct = (matches!(m, Mode::File | Mode::Null | Mode::Recv) && w.kind != "loop")
+        .then(|| median(runs.iter().map(Run::kept_percent).collect()));
+    let kept = kept_pct.map_or_else(String::new, |k| format!("{k:.1}%"));
+    let traced = m.traced();
+    let lost = if traced {
+        format!(
+            "{}",
+            median(runs.iter().map(|r| r.lost as f64).collect()) as u64
+        )
+    } else {
+        String::new()
+    };
+    let measured = traced.then(|| Measured {
+        workload: w.name,
+        mode: m,
+        ratio,
+        untraced_rate: median(base.clone()),
+        kept: kept_pct,
+        rss_mib: median(runs.iter().map(|r| r.rss_kib as f64).collect()) / 1024.0,
+        attach: median(runs.iter().map(|r| r.attach).collect()),
+    });
+    let own = if traced {
+        format!(
+            "{:.2} s, {} MiB, {:.2} s",
+            median(runs.iter().map(|r| r.cpu).collect()),
+            median(runs.iter().map(|r| r.rss_kib as f64).collect()) as u64 / 1024,
+            median(runs.iter().map(|r| r.attach).collect())
+        )
+    } else {
+        String::new()
+    };
+    let row = format!(
+        "| {} | {} | {} | {:.3} | {:.3} | {} | {} | {} |",
+        w.name,
+        m.name(),
+        unit(w, rate),
+        ratio,
+        cpu_ratio,
+        kept,
+        lost,
+        own
+    );
+    (row, measured)
+}
+
+fn unit(w: &Workload, rate: f64) -> String {
+    match w.kind {
+        "bulk" => format!("{:.0} MB/s", rate / 1e6),
+        "connect" => format!("{rate:.0} conn/s"),
+        "loop" => format!("{:.0} ns per write+read", 1e9 / rate),
+        _ => format!("{rate:.0} round trips/s"),
+    }
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpus} CPUs, Linux {}", release.trim())
+}
+
+/// The measured part of the benchmarks page: the table of `rows`, the lossless rates, the
+/// file system's write rate `disk` (bytes per second) and the targets.
+pub(super) fn page(
+    rows: &[String],
+    lossless: &[Lossless],
+    disk: f64,
+    measured: &[Measured],
+) -> String {
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "Written by `cargo xtask bench` (tests/src/bin/udstrace-load.rs workloads, {ROUNDS} rounds of \
+         {SECONDS} s per mode, modes alternating; medians; ratios against the untraced run of the same \
+         round). Machine: {}. A noisy shared 2-core machine: compare ratios, not absolute rates.\n",
+        machine()
+    );
+    let _ = writeln!(report, "| workload | mode | rate | rate vs untraced | workload CPU per op, untraced / traced | bytes kept | lost | udstrace CPU, peak RSS, start-to-attached |");
+    let _ = writeln!(report, "|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let _ = writeln!(report, "{r}");
+    }
+    write_lossless(&mut report, lossless, disk);
+    let lossless_rate = |output: &str| {
+        lossless
+            .iter()
+            .filter(|l| l.output == output && l.lost == 0)
+            .map(|l| l.offered)
+            .max()
+            .unwrap_or(0)
+    };
+    report.push_str(&targets(
+        measured,
+        disk,
+        lossless_rate(Mode::File.name()),
+        lossless_rate(Mode::Null.name()),
+    ));
+    report
+}
+
+/// The lossless-rate table and the file system's write rate.
+fn write_lossless(report: &mut String, lossless: &[Lossless], disk: f64) {
+    let _ = writeln!(
+        report,
+        "\nLossless capture rate (64 KiB writes over a socketpair, paced):\n"
+    );
+    let _ = writeln!(
+        report,
+        "| output | offered | achieved | lost segments | bytes kept |"
+    );
+    let _ = writeln!(report, "|---|---|---|---|---|");
+    for Lossless {
+        output,
+        offered,
+        achieved,
+        lost,
+        kept,
+    } in lossless
+    {
+        let _ = writeln!(
+            report,
+            "| {output} | {offered} MB/s | {achieved:.0} MB/s | {lost} | {kept:.1}% |"
+        );
+    }
+    let _ = writeln!(
+        report,
+        "\nThe file system the capture files go to takes {:.0} MB/s ({} GB written in 1 MiB \
+         writes, as udstrace writes, then deleted).\n",
+        disk / 1e6,
+        DISK_TEST_BYTES / 1_000_000_000
+    );
+}
+
+/// The targets, each with what this run measured and whether it met it.
+fn targets(measured: &[Measured], disk: f64, lossless_file: u64, lossless_null: u64) -> String {
+    let mut out = String::from(
+        "### Targets, as measured in this run\n\n| target | measured | verdict |\n|---|---|---|\n",
+    );
+    ping_pong_target(&mut out, measured);
+    bulk_target(&mut out, measured, disk);
+    filtered_target(&mut out, measured);
+    let _ = writeln!(
+        out,
+        "| lossless capture rate: >= 1 GB/s | {lossless_null} MB/s to /dev/null, \
+         {lossless_file} MB/s to a file (highest offered rate without a loss) | {} |",
+        verdict(lossless_null.max(lossless_file) >= 1000)
+    );
+    footprint_target(&mut out, measured);
+    out
+}
+
+/// The measurements of `mode` on the workloads whose names start with `prefix`.
+fn pick<'a>(measured: &'a [Measured], prefix: &str, mode: Mode) -> Vec<&'a Measured> {
+    measured
+        .iter()
+        .filter(|m| m.workload.starts_with(prefix) && m.mode == mode)
+        .collect()
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "not met"
+    }
+}
+
+/// Small messages, every byte captured to a file.
+fn ping_pong_target(out: &mut String, measured: &[Measured]) {
+    let ping = pick(measured, "64 B ping-pong", Mode::File);
+    let worst = ping.iter().map(|m| m.ratio).fold(f64::INFINITY, f64::min);
+    let _ = writeln!(
+        out,
+        "| 64 B ping-pong, full capture to a file: >= 0.95 of untraced | {} | {} |",
+        ping.iter()
+            .map(|m| format!("{:.3} ({})", m.ratio, m.workload))
+            .collect::<Vec<_>>()
+            .join(", "),
+        verdict(worst >= 0.95)
+    );
+}
+
+/// Bulk transfers, every byte captured to a file on a disk that may not keep up.
+fn bulk_target(out: &mut String, measured: &[Measured], disk: f64) {
+    let bulk = pick(measured, "64 KiB bulk", Mode::File);
+    let ok = bulk
+        .iter()
+        .all(|m| m.ratio >= 0.5 && m.kept.unwrap_or(0.0) >= 99.0);
+    let needed = bulk
+        .iter()
+        .map(|m| m.untraced_rate / 2.0)
+        .fold(0.0, f64::max);
+    let _ = writeln!(
+        out,
+        "| 64 KiB bulk, full capture to a file: >= 0.5 of untraced with >= 99% of the bytes kept \
+         | {}. Both at once means writing at least {:.0} MB/s into the file (half the untraced \
+         rate); the file system takes {:.0} MB/s | {}{} |",
+        bulk.iter()
+            .map(|m| format!(
+                "{:.3} with {:.1}% kept ({})",
+                m.ratio,
+                m.kept.unwrap_or(0.0),
+                m.workload
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
+        needed / 1e6,
+        disk / 1e6,
+        verdict(ok),
+        if !ok && disk < needed {
+            ": impossible on this disk"
+        } else {
+            ""
+        }
+    );
+}
+
+/// Traffic a kernel-side filter leaves out.
+fn filtered_target(out: &mut String, measured: &[Measured]) {
+    let filtered = pick(measured, "", Mode::Filtered);
+    let (loops, threaded): (Vec<&Measured>, Vec<&Measured>) = filtered
+        .iter()
+        .partition(|m| m.workload.contains("one thread"));
+    let worst = loops.iter().map(|m| m.ratio).fold(f64::INFINITY, f64::min);
+    let _ = writeln!(
+        out,
+        "| traffic excluded by a kernel-side filter: >= 0.98 of untraced | one thread, fastest \
+         50 ms slices (the cost of a send, without scheduling noise): {}; threaded workloads \
+         (noisy: rates drift by tens of percent between runs): {} | {} |",
+        loops
+            .iter()
+            .map(|m| format!(
+                "{:.3}, {:.0} ns more per write+read ({})",
+                m.ratio,
+                1e9 / (m.untraced_rate * m.ratio) - 1e9 / m.untraced_rate,
+                m.workload
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
+        threaded
+            .iter()
+            .map(|m| format!("{:.3} ({})", m.ratio, m.workload))
+            .collect::<Vec<_>>()
+            .join(", "),
+        verdict(worst >= 0.98)
+    );
+}
+
+/// udstrace's own memory and start-up time.
+fn footprint_target(out: &mut String, measured: &[Measured]) {
+    let rss = measured.iter().map(|m| m.rss_mib).fold(0.0, f64::max);
+    let attach = measured.iter().map(|m| m.attach).fold(0.0, f64::max);
+    let _ = writeln!(
+        out,
+        "| peak RSS <= 64 MB; start to attached <= 1 s | at most {rss:.0} MiB; at most {attach:.2} s \
+         | {} |",
+        verdict(rss * 1.048_576 <= 64.0 && attach <= 1.0)
+    );
+}
+
+/// Replaces the measured part of the benchmarks page (between its markers), keeping the
+/// text around it; a page without markers is written anew.
+pub(super) fn write_report(path: &Path, report: &str) -> anyhow::Result<()> {
+    const BEGIN: &str = "<!-- bench:begin -->";
+    const END: &str = "<!-- bench:end -->";
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let page = match (old.find(BEGIN), old.find(END)) {
+        (Some(b), Some(e)) if b < e => format!("{}{BEGIN}\n{report}{}", &old[..b], &old[e..]),
+        _ => format!("{BEGIN}\n{report}{END}\n"),
+    };
+    std::fs::write(path, page)?;
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! Kernels: Debian's kernel packages, fetched with apt into the cache and extracted there.
+
+use std::{
+    fs,
+    os::unix::io::AsRawFd,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{bail, ensure, Context, Result};
+
+use super::report::duration;
+use crate::util::{output, sh, show};
+
+/// Downloaded packages and extracted kernels, outside the repository so that fresh clones
+/// reuse them.
+const CACHE: &str = "/var/cache/udstrace-vm";
+const MIRROR: &str = "http://deb.debian.org/debian";
+/// Debian 12's archive keyring, which also holds the bullseye keys.
+const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+/// A Debian kernel to test on.
+pub(super) struct KernelSpec {
+    /// Major.minor, as `--kernel` names it.
+    pub(super) name: &'static str,
+    /// The Debian suite whose `linux-image-amd64` depends on it.
+    suite: &'static str,
+}
+
+pub(super) const KERNELS: &[KernelSpec] = &[
+    KernelSpec {
+        name: "5.10",
+        suite: "bullseye",
+    },
+    KernelSpec {
+        name: "6.1",
+        suite: "bookworm",
+    },
+    KernelSpec {
+        name: "6.12",
+        suite: "bookworm-backports",
+    },
+];
+
+/// An extracted Debian kernel.
+pub(super) struct Kernel {
+    pub(super) name: &'static str,
+    /// What `uname -r` says.
+    pub(super) release: String,
+    pub(super) vmlinuz: PathBuf,
+    /// lib/modules/<release>.
+    pub(super) modules: PathBuf,
+}
+
+/// The kernel of `spec` from the cache, downloaded and extracted first if missing.
+pub(super) fn fetch_kernel(spec: &KernelSpec) -> Result<Kernel> {
+    let dir = Path::new(CACHE).join("kernels").join(spec.name);
+    if let Some(k) = cached_kernel(spec, &dir) {
+        return Ok(k);
+    }
+    let _lock = CacheLock::take()?;
+    if let Some(k) = cached_kernel(spec, &dir) {
+        return Ok(k);
+    }
+    let debs = Path::new(CACHE).join("debs").join(spec.name);
+    let deb = match find_deb(&debs)? {
+        Some(deb) => deb,
+        None => download(spec, &debs)?,
+    };
+    extract(&deb, &dir)?;
+    cached_kernel(spec, &dir).with_context(|| format!("{} holds no kernel", deb.display()))
+}
+
+/// The kernel extracted in `dir`, if extraction finished there.
+fn cached_kernel(spec: &KernelSpec, dir: &Path) -> Option<Kernel> {
+    let release = fs::read_to_string(dir.join("release"))
+        .ok()?
+        .trim()
+        .to_string();
+    let vmlinuz = dir.join("boot").join(format!("vmlinuz-{release}"));
+    let modules = dir.join("lib/modules").join(&release);
+    (vmlinuz.exists() && modules.is_dir()).then_some(Kernel {
+        name: spec.name,
+        release,
+        vmlinuz,
+        modules,
+    })
+}
+
+/// The one `.deb` in `dir`, if any.
+fn find_deb(dir: &Path) -> Result<Option<PathBuf>> {
+    if !dir.exists() {
+        return Ok(None);
+    }
+    let mut debs = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| dir.display().to_string())? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "deb") {
+            debs.push(path);
+        }
+    }
+    ensure!(
+        debs.len() <= 1,
+        "{} holds several packages; remove it to download again",
+        dir.display()
+    );
+    Ok(debs.pop())
+}
+
+/// Exclusive use of the cache while something is added to it (released on drop).
+struct CacheLock {
+    _file: fs::File,
+}
+
+impl CacheLock {
+    fn take() -> Result<Self> {
+        fs::create_dir_all(CACHE).with_context(|| format!("cannot create {CACHE}"))?;
+        let path = Path::new(CACHE).join("lock");
+        let file = fs::File::create(&path).with_context(|| path.display().to_string())?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!(
+                "cannot lock {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(Self { _file: file })
+    }
+}
+
+/// An apt configuration of its own for one suite: the system's sources and state stay
+/// untouched.
+struct Apt {
+    dir: PathBuf,
+}
+
+impl Apt {
+    fn new(suite: &str) -> Result<Self> {
+        let dir = Path::new(CACHE).join("apt").join(suite);
+        for sub in ["lists/partial", "cache/archives/partial"] {
+            fs::create_dir_all(dir.join(sub))
+                .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
+        }
+        let sources = format!("deb [signed-by={KEYRING}] {MIRROR} {suite} main\n");
+        fs::write(dir.join("sources.list"), sources)
+            .with_context(|| dir.join("sources.list").display().to_string())?;
+        Ok(Self { dir })
+    }
+
+    /// `program` (apt-get, apt-cache) with this configuration.
+    fn command(&self, program: &str) -> Command {
+        let d = self.dir.display();
+        let mut cmd = Command::new(program);
+        for option in [
+            format!("Dir::Etc::sourcelist={d}/sources.list"),
+            "Dir::Etc::sourceparts=-".into(),
+            format!("Dir::State::Lists={d}/lists"),
+            format!("Dir::Cache={d}/cache"),
+            "Dir::State::status=/dev/null".into(),
+            "APT::Sandbox::User=root".into(),
+            "Acquire::Languages=none".into(),
+            "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false".into(),
+        ] {
+            cmd.arg("-o").arg(option);
+        }
+        cmd
+    }
+
+    /// The kernel image package (name, version) the suite's `linux-image-amd64` depends on.
+    fn image_package(&self, spec: &KernelSpec) -> Result<(String, String)> {
+        let mut cmd = self.command("apt-cache");
+        cmd.args(["show", "--no-all-versions", "linux-image-amd64"]);
+        let text = output(&mut cmd).with_context(|| format!("{} failed", show(&cmd)))?;
+        let depends = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Depends: "))
+            .context("linux-image-amd64 has no Depends")?;
+        let first = depends.split([',', '|']).next().unwrap_or_default().trim();
+        let (name, version) = first
+            .split_once(" (= ")
+            .and_then(|(n, v)| Some((n, v.strip_suffix(')')?)))
+            .with_context(|| format!("unexpected dependency of linux-image-amd64: {first}"))?;
+        ensure!(
+            name.starts_with(&format!("linux-image-{}.", spec.name)),
+            "{}'s linux-image-amd64 depends on {name}, not a {} kernel",
+            spec.suite,
+            spec.name
+        );
+        Ok((name.to_string(), version.to_string()))
+    }
+}
+
+/// Downloads the kernel image package of `spec` into `debs`.
+fn download(spec: &KernelSpec, debs: &Path) -> Result<PathBuf> {
+    let apt = Apt::new(spec.suite)?;
+    sh(apt.command("apt-get").args(["-q", "update"]))?;
+    let (name, version) = apt.image_package(spec)?;
+    fs::create_dir_all(debs).with_context(|| format!("cannot create {}", debs.display()))?;
+    let started = Instant::now();
+    sh(apt.command("apt-get").current_dir(debs).args([
+        "-q",
+        "download",
+        &format!("{name}={version}"),
+    ]))?;
+    let deb =
+        find_deb(debs)?.with_context(|| format!("apt-get put no package in {}", debs.display()))?;
+    let size = fs::metadata(&deb)?.len();
+    eprintln!(
+        "downloaded {} ({} MB) in {}",
+        deb.display(),
+        size / 1_000_000,
+        duration(started.elapsed())
+    );
+    Ok(deb)
+}
+
+/// Extracts `deb` into `dir` (through a temporary directory, so that `dir` is whole or absent)
+/// and records the kernel release there.
+fn extract(deb: &Path, dir: &Path) -> Result<()> {
+    let mut partial = dir.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    if partial.exists() {
+        fs::remove_dir_all(&partial).with_context(|| partial.display().to_string())?;
+    }
+    fs::create_dir_all(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    sh(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&partial))?;
+    let modules = partial.join("lib/modules");
+    let release = fs::read_dir(&modules)
+        .with_context(|| format!("{} has no lib/modules", deb.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .next()
+        .with_context(|| format!("{} has an empty lib/modules", deb.display()))?;
+    fs::write(partial.join("release"), format!("{release}\n"))?;
+    if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| dir.display().to_string())?;
+    }
+    fs::rename(&partial, dir).with_context(|| format!("cannot rename to {}", dir.display()))
+}

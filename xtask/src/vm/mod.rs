@@ -1,0 +1,351 @@
+//! `cargo xtask vm-test`: the capture integration tests on several Linux kernels.
+//!
+//! Debian kernels (5.10 from bullseye, 6.1 from bookworm, 6.12 from bookworm-backports) are
+//! fetched with apt into /var/cache/udstrace-vm, never installed, and booted under QEMU
+//! (software emulation) with a small initramfs: busybox, the modules that mount 9p over virtio,
+//! and an init that mounts the host's root read-only as its own root and runs a job there. The
+//! job asks `udstrace backends` what the kernel supports and runs the capture test binary once
+//! per supported backend. The host runs the same job natively. A kernel x backend table ends it.
+//! docs/VM.md tells how it works and what it costs.
+
+mod debian;
+mod guest;
+mod initramfs;
+mod report;
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Mutex,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::util::{cargo, require_root, root, sh, show};
+
+use self::{
+    debian::{fetch_kernel, Kernel, KernelSpec, KERNELS},
+    guest::{run_guest, run_host},
+    report::Row,
+};
+
+/// The attach backends, in the table's column order.
+const BACKENDS: [&str; 3] = ["fentry", "kprobe", "tracepoint"];
+/// The backend tried when `udstrace backends` is not available.
+const FALLBACK_BACKEND: &str = "tracepoint";
+/// Prefix of the progress lines the job prints.
+const MARK: &str = "udstrace-vm: ";
+
+/// `cargo xtask vm-test` options.
+#[derive(clap::Args)]
+pub struct Options {
+    /// Only this kernel (repeatable); default: all of them.
+    #[arg(long = "kernel", value_name = "VERSION", value_parser = ["5.10", "6.1", "6.12"])]
+    kernels: Vec<String>,
+    /// Only this backend's column.
+    #[arg(long, value_name = "NAME", value_parser = ["fentry", "kprobe", "tracepoint"])]
+    backend: Option<String>,
+    /// Only the capture tests whose names contain this (a libtest filter).
+    #[arg(long = "test", value_name = "NAME")]
+    test: Option<String>,
+    /// Skip the host kernel's row.
+    #[arg(long)]
+    no_host: bool,
+    /// Seconds each kernel's job may take (a guest's boot included) before it is killed and
+    /// counted as failed.
+    #[arg(long, value_name = "SECS", default_value_t = 1500)]
+    timeout: u64,
+    /// Test the debug build of udstrace (overflow checks on) instead of the release build;
+    /// about three times slower in a guest.
+    #[arg(long)]
+    debug: bool,
+    /// Guests run at the same time (each takes about one host CPU); default: one per host CPU.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
+    jobs: Option<u16>,
+}
+
+impl Default for Options {
+    /// Every kernel, every backend, every test, the host row: what `cargo xtask test` runs.
+    fn default() -> Self {
+        Self {
+            kernels: Vec::new(),
+            backend: None,
+            test: None,
+            no_host: false,
+            timeout: 1500,
+            debug: false,
+            jobs: None,
+        }
+    }
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    require_root("cargo xtask vm-test")?;
+    let started = Instant::now();
+    let job = Job {
+        artifacts: build(opts.debug)?,
+        backends: match &opts.backend {
+            Some(b) => BACKENDS.iter().copied().filter(|n| n == b).collect(),
+            None => BACKENDS.to_vec(),
+        },
+        filter: opts.test.clone(),
+    };
+    let specs: Vec<&KernelSpec> = KERNELS
+        .iter()
+        .filter(|k| opts.kernels.is_empty() || opts.kernels.iter().any(|n| n == k.name))
+        .collect();
+    let kernels: Vec<(&KernelSpec, Result<Kernel>)> =
+        specs.into_iter().map(|s| (s, fetch_kernel(s))).collect();
+    let out = root().join("target/vm");
+    let timeout = Duration::from_secs(opts.timeout);
+    let mut rows = Vec::new();
+    if !opts.no_host {
+        let dir = out.join("host");
+        rows.push(run_host(&job, &dir, timeout).unwrap_or_else(|e| Row::broken("host", &dir, &e)));
+    }
+    rows.extend(run_guests(
+        &job,
+        kernels,
+        &out,
+        timeout,
+        opts.jobs.map_or_else(
+            || thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            usize::from,
+        ),
+    ));
+    print!(
+        "{}",
+        report::report(&rows, &job.backends, started.elapsed())
+    );
+    let failed = rows.iter().filter(|r| r.failed()).count();
+    if failed > 0 {
+        bail!("vm-test failed on {failed} of {} kernels", rows.len());
+    }
+    Ok(())
+}
+
+/// Every kernel's guest, `jobs` at a time, the slowest first; rows come back in `kernels`
+/// order.
+fn run_guests(
+    job: &Job,
+    kernels: Vec<(&KernelSpec, Result<Kernel>)>,
+    out: &Path,
+    timeout: Duration,
+    jobs: usize,
+) -> Vec<Row> {
+    let count = kernels.len();
+    // Popped from the end: the slowest guest first, so that it runs on one worker while the
+    // others share the rest.
+    let mut queue = kernels.into_iter().enumerate().collect::<Vec<_>>();
+    queue.sort_by_key(|(_, (spec, _))| slowness(spec.name));
+    let queue = Mutex::new(queue);
+    let rows = Mutex::new(Vec::with_capacity(count));
+    thread::scope(|scope| {
+        for _ in 0..jobs.min(count) {
+            scope.spawn(|| {
+                while let Some((i, (spec, kernel))) = queue.lock().ok().and_then(|mut q| q.pop()) {
+                    let dir = out.join(spec.name);
+                    let row = kernel
+                        .context("cannot fetch the kernel")
+                        .and_then(|k| run_guest(job, &k, &dir, timeout))
+                        .unwrap_or_else(|e| Row::broken(spec.name, &dir, &e));
+                    if let Ok(mut rows) = rows.lock() {
+                        rows.push((i, row));
+                    }
+                }
+            });
+        }
+    });
+    let mut rows = rows.into_inner().unwrap_or_default();
+    rows.sort_by_key(|(i, _)| *i);
+    rows.into_iter().map(|(_, row)| row).collect()
+}
+
+/// Rank of a guest's measured wall time (docs/VM.md): 5.10 takes more than twice as long as
+/// the others (its verifier walks the fallback copy loops, and its test runs under TCG are
+/// the slowest), then 6.12 (three backends), then 6.1.
+fn slowness(kernel: &str) -> u8 {
+    match kernel {
+        "5.10" => 3,
+        "6.12" => 2,
+        "6.1" => 1,
+        _ => 0,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What runs: the binaries and the job script.
+
+/// The binaries under test, built on the host.
+struct Artifacts {
+    udstrace: PathBuf,
+    capture_tests: PathBuf,
+}
+
+/// Builds udstrace (release, unless `debug`) and the capture test binary.
+///
+/// The release build by default: under emulation most of the tests' time goes to starting
+/// udstrace (reading the kernel's BTF), which the debug build does five times slower; the
+/// capture tests took 205 s with the debug build and 67 s with the release one in a 6.12 guest.
+fn build(debug: bool) -> Result<Artifacts> {
+    let profile = if debug { "debug" } else { "release" };
+    let mut build = cargo();
+    build.args(["build", "-p", "udstrace"]);
+    if !debug {
+        build.arg("--release");
+    }
+    sh(&mut build)?;
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "-p",
+        "udstrace-tests",
+        "--test",
+        "capture",
+        "--no-run",
+        "--message-format=json",
+    ])
+    .stderr(Stdio::inherit());
+    eprintln!("+ {}", show(&cmd));
+    let out = cmd.output().with_context(|| show(&cmd))?;
+    ensure!(
+        out.status.success(),
+        "{} failed ({})",
+        show(&cmd),
+        out.status
+    );
+    let capture_tests = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.contains(r#""reason":"compiler-artifact""#)
+                && l.contains(r#""kind":["test"]"#)
+                && l.contains(r#""name":"capture""#)
+        })
+        .find_map(|l| json_string(l, "executable"))
+        .context("cargo named no executable for the capture tests")?;
+    let udstrace = root().join("target").join(profile).join("udstrace");
+    ensure!(udstrace.exists(), "{} was not built", udstrace.display());
+    Ok(Artifacts {
+        udstrace,
+        capture_tests: PathBuf::from(capture_tests),
+    })
+}
+
+/// The string value of `"key":"..."` in one line of JSON; None if absent or not a plain string.
+fn json_string(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    let mut value = String::new();
+    let mut chars = line[start..].chars();
+    loop {
+        match chars.next()? {
+            '"' => return Some(value),
+            '\\' => match chars.next()? {
+                c @ ('"' | '\\' | '/') => value.push(c),
+                _ => return None,
+            },
+            c => value.push(c),
+        }
+    }
+}
+
+/// What every kernel runs.
+struct Job {
+    artifacts: Artifacts,
+    /// Backends to test (columns of the table).
+    backends: Vec<&'static str>,
+    /// libtest filter.
+    filter: Option<String>,
+}
+
+impl Job {
+    /// The job as a POSIX shell script writing its results to `results`. It prints
+    /// `udstrace-vm: ...` progress lines, which the host timestamps.
+    fn script(&self, results: &Path) -> String {
+        let q = |p: &Path| quote(&p.to_string_lossy());
+        let filter = self.filter.as_deref().map(quote).unwrap_or_default();
+        let mut s = String::new();
+        let _ = writeln!(s, "#!/bin/sh\n# Written by cargo xtask vm-test.\nexec 2>&1");
+        let _ = writeln!(s, "R={}", q(results));
+        let _ = writeln!(s, "BIN={}", q(&self.artifacts.udstrace));
+        let _ = writeln!(s, "TESTS={}", q(&self.artifacts.capture_tests));
+        let _ = writeln!(
+            s,
+            "export HOME=/tmp/udstrace-vm-home PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        );
+        let _ = writeln!(s, "mkdir -p \"$HOME\"");
+        // Where cargo runs the tests from.
+        let _ = writeln!(s, "cd {} || exit 1", q(&root().join("tests")));
+        let _ = writeln!(s, "echo '{MARK}job start'");
+        let _ = writeln!(s, "uname -r > \"$R/uname\"");
+        let _ = writeln!(
+            s,
+            "if [ -e /sys/kernel/btf/vmlinux ]; then echo yes; else echo no; fi > \"$R/btf\""
+        );
+        let _ = writeln!(
+            s,
+            "\"$BIN\" backends > \"$R/backends.tsv\" 2> \"$R/backends.err\"\necho $? > \"$R/backends.rc\""
+        );
+        let _ = writeln!(s, "cat \"$R/backends.tsv\" \"$R/backends.err\"");
+        let _ = writeln!(s, "for b in {}; do", self.backends.join(" "));
+        // Each backend `udstrace backends` calls ok; only the fallback if it cannot say.
+        let _ = writeln!(
+            s,
+            "  if [ \"$(cat \"$R/backends.rc\")\" = 0 ]; then\n    \
+               awk -F'\\t' -v b=\"$b\" '$1 == b && $2 == \"ok\" {{ ok = 1 }} END {{ exit !ok }}' \"$R/backends.tsv\" || continue\n  \
+             else\n    [ \"$b\" = {FALLBACK_BACKEND} ] || continue\n  fi"
+        );
+        let _ = writeln!(s, "  echo \"{MARK}test $b start\"");
+        let _ = writeln!(
+            s,
+            "  UDSTRACE_BIN=\"$BIN\" UDSTRACE_BACKEND=$b \"$TESTS\" --test-threads=1 {filter} > \"$R/test-$b.log\" 2>&1"
+        );
+        let _ = writeln!(s, "  echo \"{MARK}test $b end $?\"");
+        let _ = writeln!(s, "done\necho '{MARK}job end'");
+        s
+    }
+}
+
+/// `s` as one shell word.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    #[test]
+    fn json_string_reads_a_field() {
+        let line = r#"{"reason":"compiler-artifact","executable":"/a/b\/c\"d","fresh":true}"#;
+        assert_eq!(
+            json_string(line, "executable").as_deref(),
+            Some("/a/b/c\"d")
+        );
+        assert_eq!(json_string(line, "missing"), None);
+        assert_eq!(json_string(r#"{"executable":null}"#, "executable"), None);
+    }
+
+    #[test]
+    fn the_job_script_is_valid_shell() {
+        let job = Job {
+            artifacts: Artifacts {
+                udstrace: PathBuf::from("/x/udstrace"),
+                capture_tests: PathBuf::from("/x/it's"),
+            },
+            backends: BACKENDS.to_vec(),
+            filter: Some("stream".into()),
+        };
+        let script = job.script(Path::new("/tmp/results"));
+        let status = Command::new("sh")
+            .args(["-n", "-c", &script])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(script.contains(r"TESTS='/x/it'\''s'"));
+    }
+}
