@@ -195,6 +195,8 @@ pub fn run(args: &[&str]) -> Finished {
 /// Inode number of a socket (or any fd).
 #[must_use]
 pub fn inode(fd: &impl AsRawFd) -> u64 {
+    // SAFETY: the descriptor stays open for the borrow of `fd`, and `ManuallyDrop` keeps this
+    // temporary `File` from closing it.
     let file = std::mem::ManuallyDrop::new(unsafe {
         <std::fs::File as std::os::unix::io::FromRawFd>::from_raw_fd(fd.as_raw_fd())
     });

@@ -105,9 +105,7 @@ fn layer(module: &str) -> Option<usize> {
 
 /// The non-test code of a file: up to its `#[cfg(test)] mod tests`.
 fn non_test_code(text: &str) -> &str {
-    text.split("#[cfg(test)]\nmod tests")
-        .next()
-        .unwrap_or(text)
+    text.split("#[cfg(test)]\nmod tests").next().unwrap_or(text)
 }
 
 #[test]
@@ -118,10 +116,7 @@ fn modules_depend_one_way() {
     let mut violations = Vec::new();
     for file in &files {
         let relative = file.strip_prefix("udstrace/src/").expect("under src");
-        let module = relative
-            .split(['/', '.'])
-            .next()
-            .expect("a module name");
+        let module = relative.split(['/', '.']).next().expect("a module name");
         let Some(own) = layer(module) else {
             continue;
         };

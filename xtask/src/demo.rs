@@ -16,7 +16,7 @@ use crate::util::{cargo, require_root, root, sh};
 /// The HTTP server the integration tests use too.
 const SERVER: &str = include_str!("../../tests/fixtures/unix_http_server.py");
 
-pub fn run() -> Result<()> {
+pub(crate) fn run() -> Result<()> {
     require_root("cargo xtask demo")?;
     sh(cargo().args(["build", "--release", "-p", "udstrace"]))?;
     let bin = root().join("target/release/udstrace");

@@ -30,7 +30,7 @@ const APT_PACKAGES: &[&str] = &[
 /// The bpf-linker release that works with the toolchains here (see docs/DESIGN.md).
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-pub fn run() -> Result<()> {
+pub(crate) fn run() -> Result<()> {
     require_root("setup")?;
     apt()?;
     rust()?;

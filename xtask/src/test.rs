@@ -49,7 +49,7 @@ impl Tally {
     }
 }
 
-pub fn run(no_vm: bool) -> Result<()> {
+pub(crate) fn run(no_vm: bool) -> Result<()> {
     require_root("cargo xtask test")?;
     sh(cargo().args(["fmt", "--all", "--", "--check"]))?;
     sh(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;

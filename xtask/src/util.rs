@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::Command};
 use anyhow::{bail, Context, Result};
 
 /// Runs `cmd`, echoing it; fails if it fails.
-pub fn sh(cmd: &mut Command) -> Result<()> {
+pub(crate) fn sh(cmd: &mut Command) -> Result<()> {
     eprintln!("+ {}", show(cmd));
     let status = cmd
         .status()
@@ -17,14 +17,14 @@ pub fn sh(cmd: &mut Command) -> Result<()> {
 }
 
 /// Runs `cmd` and returns its standard output, or None if it cannot run or fails.
-pub fn output(cmd: &mut Command) -> Option<String> {
+pub(crate) fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-pub fn show(cmd: &Command) -> String {
+pub(crate) fn show(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for a in cmd.get_args() {
         s.push(' ');
@@ -34,21 +34,21 @@ pub fn show(cmd: &Command) -> String {
 }
 
 /// The workspace root.
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")
         .to_path_buf()
 }
 
-pub fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
     c
 }
 
 /// Fails unless running as root.
-pub fn require_root(what: &str) -> Result<()> {
+pub(crate) fn require_root(what: &str) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc_geteuid() } != 0 {
         bail!("{what} needs root");

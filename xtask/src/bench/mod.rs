@@ -147,7 +147,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-pub fn run() -> Result<()> {
+pub(crate) fn run() -> Result<()> {
     require_root("cargo xtask bench")?;
     sh(cargo().args([
         "build",

@@ -41,7 +41,7 @@ const MARK: &str = "udstrace-vm: ";
 
 /// `cargo xtask vm-test` options.
 #[derive(clap::Args)]
-pub struct Options {
+pub(crate) struct Options {
     /// Only this kernel (repeatable); default: all of them.
     #[arg(long = "kernel", value_name = "VERSION", value_parser = ["5.10", "6.1", "6.12"])]
     kernels: Vec<String>,
@@ -82,7 +82,7 @@ impl Default for Options {
     }
 }
 
-pub fn run(opts: &Options) -> Result<()> {
+pub(crate) fn run(opts: &Options) -> Result<()> {
     require_root("cargo xtask vm-test")?;
     let started = Instant::now();
     let job = Job {
