@@ -29,7 +29,8 @@ fn rust_files(dir: &Path, out: &mut BTreeSet<String>) {
 }
 
 /// The files docs/DESIGN.md's map names: the code block after `## The pieces`, where a line
-/// `crate/` or `  folder/` opens a folder and `    file.rs  job` names a file in it.
+/// `crate/` or `  folder/` opens a folder and `    file.rs  job` names a file in it
+/// (`dir/a.rs,b.rs` names two files of `dir/`).
 fn mapped_files(design: &str) -> BTreeSet<String> {
     let map = design
         .split("## The pieces")
@@ -47,9 +48,16 @@ fn mapped_files(design: &str) -> BTreeSet<String> {
         let parent: String = folders.iter().map(|(_, f)| f.as_str()).collect();
         if let Some(folder) = name.strip_suffix('/') {
             folders.push((indent, format!("{folder}/")));
-        } else if let Some(name) = name.strip_suffix(".rs") {
-            for each in name.split(',').filter(|n| !n.is_empty()) {
-                files.insert(format!("{parent}{each}.rs"));
+        } else if name.ends_with(".rs") {
+            // `dir/a.rs,b.rs` names files of one folder.
+            let dir = name.rfind('/').map_or("", |i| &name[..=i]);
+            for (i, each) in name.split(',').enumerate() {
+                let each = if i == 0 {
+                    each.to_string()
+                } else {
+                    format!("{dir}{each}")
+                };
+                files.insert(format!("{parent}{each}"));
             }
         }
     }
