@@ -53,94 +53,162 @@ const _: () = assert!(std::mem::size_of::<Params>() == 120);
 /// (bytes sent, or -errno).
 pub fn send(fd: RawFd, data: &[u8]) -> io::Result<i32> {
     let mut p = Params::default();
-    // SAFETY: io_uring_setup with a valid params struct.
+    // SAFETY: io_uring_setup reads and fills the `io_uring_params` behind the pointer: `p`,
+    // a `#[repr(C)]` copy of that 120-byte struct (size checked above), borrowed mutably for
+    // the call.
     let ring = unsafe { libc::syscall(SYS_IO_URING_SETUP, 4u32, &raw mut p) };
     if ring < 0 {
         return Err(io::Error::last_os_error());
     }
     let ring = ring as RawFd;
     let result = submit_send(ring, &p, fd, data);
-    // SAFETY: closing the ring's fd.
+    // SAFETY: `ring` is the descriptor io_uring_setup returned above, used by nothing else
+    // once submit_send has returned (its mappings are unmapped), closed only here.
     unsafe { libc::close(ring) };
     result
 }
 
-// The kernel places every ring field and entry at its natural alignment in page-aligned
-// mappings.
-#[allow(clippy::cast_ptr_alignment)]
+/// One of the ring's mappings, unmapped on drop.
+struct Mapping {
+    base: *mut u8,
+    len: usize,
+}
+
+impl Mapping {
+    /// `len` bytes of the ring's descriptor at `offset`, one of the offsets the kernel
+    /// defines for its rings.
+    fn new(ring: RawFd, len: usize, offset: i64) -> io::Result<Self> {
+        // SAFETY: with a null address mmap makes a new mapping and changes no memory of ours;
+        // the result is checked before use.
+        let base = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                ring,
+                offset,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(Self {
+                base: base.cast(),
+                len,
+            })
+        }
+    }
+
+    /// The `u32` ring field at byte offset `off` (one the kernel gave in `Params`). Computing
+    /// the pointer is safe; using it is up to the caller.
+    // The kernel places every ring field at its natural alignment in page-aligned mappings.
+    #[allow(clippy::cast_ptr_alignment)]
+    fn field(&self, off: u32) -> *mut u32 {
+        self.base.wrapping_add(off as usize).cast()
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `base` and `len` are a mapping mmap made in `new`, unmapped only here, and
+        // no pointer into it outlives the `Mapping` (submit_send's pointers are locals).
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+fn enter(ring: RawFd, to_submit: u32) -> libc::c_long {
+    // SAFETY: io_uring_enter with a null signal mask (size 0) reads no memory of ours; what it
+    // reads of the rings is what the caller made valid, and it waits for a completion
+    // (`IORING_ENTER_GETEVENTS`, `min_complete` 1).
+    unsafe {
+        libc::syscall(
+            SYS_IO_URING_ENTER,
+            ring,
+            to_submit,
+            1u32,
+            IORING_ENTER_GETEVENTS,
+            ptr::null::<u8>(),
+            0usize,
+        )
+    }
+}
+
 fn submit_send(ring: RawFd, p: &Params, fd: RawFd, data: &[u8]) -> io::Result<i32> {
-    let sq_len = p.sq_off.array_or_flags as usize + p.sq_entries as usize * 4;
-    let cq_len = p.cq_off.dropped_or_cqes as usize + p.cq_entries as usize * 16;
-    let sq = map(ring, sq_len, IORING_OFF_SQ_RING)?;
-    let cq = map(ring, cq_len, IORING_OFF_CQ_RING)?;
-    let sqes = map(ring, p.sq_entries as usize * 64, IORING_OFF_SQES)?;
-    // SAFETY: every pointer below is inside the rings the kernel sized in `p`.
-    let res = unsafe {
-        let at = |base: *mut u8, off: u32| base.add(off as usize).cast::<u32>();
-        let tail = ptr::read_volatile(at(sq, p.sq_off.tail));
-        let index = tail & ptr::read_volatile(at(sq, p.sq_off.ring_mask));
+    let len = u32::try_from(data.len()).expect("small send");
+    let sq = Mapping::new(
+        ring,
+        p.sq_off.array_or_flags as usize + p.sq_entries as usize * 4,
+        IORING_OFF_SQ_RING,
+    )?;
+    let cq = Mapping::new(
+        ring,
+        p.cq_off.dropped_or_cqes as usize + p.cq_entries as usize * 16,
+        IORING_OFF_CQ_RING,
+    )?;
+    let sqes = Mapping::new(ring, p.sq_entries as usize * 64, IORING_OFF_SQES)?;
+    // SAFETY: the mappings have the sizes the kernel's `p` gives for them, and the tail, mask
+    // and array offsets are those it put in `p`: inside the submission ring's mapping,
+    // 4-byte aligned. `index` is masked by the ring's mask (entries - 1), so the entry
+    // (`sqes + index * 64`, 64 bytes, its fields written unaligned) and its array slot
+    // (`array + index * 4`) lie inside their mappings. The fields the kernel shares are read
+    // and written volatile, the tail last, after a release fence.
+    unsafe {
+        let tail = sq.field(p.sq_off.tail).read_volatile();
+        let index = tail & sq.field(p.sq_off.ring_mask).read_volatile();
         // The submission queue entry (64 bytes): opcode, flags, ioprio, fd, off, addr, len,
         // msg_flags, user_data.
-        let sqe = sqes.add(index as usize * 64);
+        let sqe = sqes.base.add(index as usize * 64);
         ptr::write_bytes(sqe, 0, 64);
         *sqe = IORING_OP_SEND;
         sqe.add(4).cast::<i32>().write_unaligned(fd);
         sqe.add(16)
             .cast::<u64>()
             .write_unaligned(data.as_ptr() as u64);
-        sqe.add(24)
-            .cast::<u32>()
-            .write_unaligned(u32::try_from(data.len()).expect("small send"));
+        sqe.add(24).cast::<u32>().write_unaligned(len);
         sqe.add(32).cast::<u64>().write_unaligned(7);
-        at(sq, p.sq_off.array_or_flags)
+        sq.field(p.sq_off.array_or_flags)
             .add(index as usize)
             .write_volatile(index);
         std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-        ptr::write_volatile(at(sq, p.sq_off.tail), tail.wrapping_add(1));
-        let n = libc::syscall(
-            SYS_IO_URING_ENTER,
-            ring,
-            1u32,
-            1u32,
-            IORING_ENTER_GETEVENTS,
-            ptr::null::<u8>(),
-            0usize,
-        );
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
-        let head = ptr::read_volatile(at(cq, p.cq_off.head));
-        let cq_index = head & ptr::read_volatile(at(cq, p.cq_off.ring_mask));
-        let cqe = cq.add(p.cq_off.dropped_or_cqes as usize + cq_index as usize * 16);
-        cqe.add(8).cast::<i32>().read_volatile()
-    };
-    for (base, len) in [
-        (sq, sq_len),
-        (cq, cq_len),
-        (sqes, p.sq_entries as usize * 64),
-    ] {
-        // SAFETY: unmapping what map() mapped.
-        unsafe { libc::munmap(base.cast(), len) };
+        sq.field(p.sq_off.tail).write_volatile(tail.wrapping_add(1));
     }
-    Ok(res)
-}
-
-fn map(ring: RawFd, len: usize, offset: i64) -> io::Result<*mut u8> {
-    // SAFETY: a shared mapping of the ring's fd at an offset the kernel defines.
-    let p = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_POPULATE,
-            ring,
-            offset,
+    // io_uring_enter returns how many entries it submitted, even when its wait is cut short:
+    // below 0, nothing was submitted.
+    if enter(ring, 1) < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The entry points at `data`: wait until its completion is posted, when the kernel is done
+    // with `data`, before the mappings go and `data`'s borrow ends.
+    // SAFETY: the head, tail and mask offsets are those the kernel put in `p` for the
+    // completion ring: inside its mapping, 4-byte aligned, read volatile.
+    let (head, tail) = unsafe {
+        (
+            cq.field(p.cq_off.head).read_volatile(),
+            cq.field(p.cq_off.tail).read_volatile(),
         )
     };
-    if p == libc::MAP_FAILED {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(p.cast())
+    let mut posted = head != tail;
+    while !posted {
+        if enter(ring, 0) < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            // Unwinding could free `data` while the kernel may still read it.
+            eprintln!("io_uring_enter: {}", io::Error::last_os_error());
+            std::process::abort();
+        }
+        // SAFETY: the completion ring's tail, at the offset the kernel gave in `p`: inside
+        // the mapping, 4-byte aligned, read volatile.
+        posted = unsafe { cq.field(p.cq_off.tail).read_volatile() } != head;
     }
+    std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+    // SAFETY: the mask and cqes offsets are those the kernel put in `p`; `cq_index` is masked
+    // by the completion ring's mask (entries - 1), so the completion (`cqes + cq_index * 16`,
+    // 16 bytes, its result an aligned i32 at 8) lies inside the mapping; the kernel posted it
+    // before moving the tail, read after the acquire fence.
+    let res = unsafe {
+        let cq_index = head & cq.field(p.cq_off.ring_mask).read_volatile();
+        cq.field(p.cq_off.dropped_or_cqes + cq_index * 16 + 8)
+            .cast::<i32>()
+            .read_volatile()
+    };
+    Ok(res)
 }

@@ -16,6 +16,7 @@ use std::{
 };
 
 pub mod io_uring;
+pub mod sys;
 
 use pcap_parser::{
     pcapng::{Block, OptionCode},
@@ -147,8 +148,8 @@ impl Udstrace {
     pub fn stop(self) -> Finished {
         // Let the last records reach the ring buffer's reader.
         std::thread::sleep(Duration::from_millis(200));
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(i32::try_from(self.child.id()).unwrap(), libc::SIGTERM) };
+        // Like `kill -TERM`: whether it has exited already shows in its status.
+        let _ = sys::kill(i32::try_from(self.child.id()).unwrap(), libc::SIGTERM);
         self.wait()
     }
 

@@ -172,9 +172,7 @@ fn main() {
     }
     // CPU time of the whole workload (all threads, user + system): what tracing costs the
     // traced program, less noisy than its rate on a shared machine.
-    // SAFETY: getrusage fills the zeroed struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &raw mut usage) };
+    let usage = udstrace_tests::sys::getrusage_self().expect("getrusage");
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     let cpu = seconds(usage.ru_utime) + seconds(usage.ru_stime);
     println!(

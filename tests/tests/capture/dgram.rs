@@ -10,13 +10,13 @@ fn datagrams_seqpackets_and_names() {
     let (ud, file) = start_capture(&dir, &[]);
 
     // dgram socketpair with sendmmsg (three messages, one empty, one of two iovecs) and send.
-    let (d1, d2) = socketpair(libc::SOCK_DGRAM);
+    let (d1, d2) = check(sys::socketpair(libc::SOCK_DGRAM));
     let (ino_d1, ino_d2) = (inode(&d1), inode(&d2));
     let m: Vec<Vec<u8>> = (0..4)
         .map(|i| pattern(50 + i, 10 + i as usize * 300))
         .collect();
-    sendmmsg(d1.as_raw_fd(), &[&[&m[0]], &[], &[&m[1], &m[2]]]);
-    check(unsafe { libc::send(d1.as_raw_fd(), m[3].as_ptr().cast(), m[3].len(), 0) });
+    sendmmsg(&d1, &[&[&m[0]], &[], &[&m[1], &m[2]]]);
+    check(sys::send(&d1, &m[3], 0));
     let expected_d1 = vec![
         m[0].clone(),
         Vec::new(),
@@ -25,10 +25,15 @@ fn datagrams_seqpackets_and_names() {
     ];
 
     // seqpacket socketpair: a 100 KiB record, split over several packets of one message.
-    let (s1, s2) = socketpair(libc::SOCK_SEQPACKET);
+    let (s1, s2) = check(sys::socketpair(libc::SOCK_SEQPACKET));
     let ino_s1 = inode(&s1);
     let rec = pattern(60, 50_000);
-    let n = sendmsg(s1.as_raw_fd(), &[&rec[..20_000], &rec[20_000..]]);
+    let n = check(sys::sendmsg(
+        &s1,
+        &[&rec[..20_000], &rec[20_000..]],
+        &[],
+        libc::MSG_NOSIGNAL,
+    ));
     assert_eq!(n, rec.len());
 
     // Named dgram server, unbound client sending with sendto.
@@ -57,9 +62,9 @@ fn datagrams_seqpackets_and_names() {
     // Read everything (the kernel keeps it otherwise; reading is not needed for capture).
     let mut buf = vec![0u8; 70_000];
     for _ in 0..4 {
-        check(unsafe { libc::recv(d2.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) });
+        check(sys::recv(&d2, &mut buf, 0));
     }
-    let got = check(unsafe { libc::recv(s2.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) });
+    let got = check(sys::recv(&s2, &mut buf, 0));
     assert_eq!(&buf[..got], &rec[..]);
     server.recv(&mut buf).unwrap();
 
@@ -126,59 +131,36 @@ fn sendmmsg_vector_sent_again_after_a_short_call() {
     let dir = TempDir::new("mmsg");
     let (ud, file) = start_capture(&dir, &[]);
 
-    let (d1, d2) = socketpair(libc::SOCK_DGRAM);
-    let (ino_d1, fd1) = (inode(&d1), d1.as_raw_fd());
+    let (d1, d2) = check(sys::socketpair(libc::SOCK_DGRAM));
+    let ino_d1 = inode(&d1);
     let sndbuf: libc::c_int = 8192;
-    assert_eq!(
-        unsafe {
-            libc::setsockopt(
-                fd1,
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                (&raw const sndbuf).cast(),
-                4,
-            )
-        },
-        0
-    );
+    check(sys::setsockopt_int(
+        &d1,
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUF,
+        sndbuf,
+    ));
     const ENTRIES: usize = 16;
-    let mut bufs: Vec<Vec<u8>> = (0..ENTRIES).map(|_| vec![0u8; 2000]).collect();
-    let mut iovs: Vec<libc::iovec> = bufs
-        .iter_mut()
-        .map(|b| libc::iovec {
-            iov_base: b.as_mut_ptr().cast(),
-            iov_len: b.len(),
-        })
-        .collect();
-    let mut hdrs: Vec<libc::mmsghdr> = iovs
-        .iter_mut()
-        .map(|iov| {
-            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_iov = iov;
-            h.msg_hdr.msg_iovlen = 1;
-            h
-        })
-        .collect();
+    let mut vector = sys::MmsgVector::new(ENTRIES, 2000);
 
     let mut expected = Vec::new();
     let mut buf = vec![0u8; 4096];
     for call in 0..3u64 {
         // New contents in the same buffers, behind the same vector.
-        for (i, b) in bufs.iter_mut().enumerate() {
-            let bytes = pattern(call * 100 + i as u64, b.len());
-            // SAFETY: the iovecs point at these buffers; nothing reads them concurrently.
-            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), b.as_mut_ptr(), b.len()) };
+        for i in 0..ENTRIES {
+            let b = vector.buffer_mut(i);
+            b.copy_from_slice(&pattern(call * 100 + i as u64, b.len()));
         }
-        let n =
-            unsafe { libc::sendmmsg(fd1, hdrs.as_mut_ptr(), ENTRIES as u32, libc::MSG_DONTWAIT) };
-        let n = usize::try_from(n).expect("sendmmsg sent some");
+        let n = vector
+            .send(&d1, libc::MSG_DONTWAIT)
+            .expect("sendmmsg sent some");
         assert!(
             (1..ENTRIES).contains(&n),
             "a {sndbuf}-byte send buffer takes only some of {ENTRIES} messages, not {n}"
         );
-        expected.extend(bufs[..n].iter().cloned());
+        expected.extend(vector.buffers()[..n].iter().cloned());
         for _ in 0..n {
-            check(unsafe { libc::recv(d2.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) });
+            check(sys::recv(&d2, &mut buf, 0));
         }
     }
 

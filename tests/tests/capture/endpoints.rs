@@ -4,26 +4,18 @@
 use std::{
     collections::BTreeSet,
     io::{BufRead, BufReader},
-    os::unix::{fs::MetadataExt, process::CommandExt},
+    os::unix::fs::MetadataExt,
     process::{Child, Command, Stdio},
 };
 
 use super::*;
 
-/// Sends `payload` with the control messages `control` (already laid out as `cmsghdr`s).
-fn sendmsg_control(fd: RawFd, payload: &[u8], control: &mut [u8]) -> usize {
-    let mut iov = libc::iovec {
-        iov_base: payload.as_ptr() as *mut _,
-        iov_len: payload.len(),
-    };
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    if !payload.is_empty() {
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-    }
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = control.len();
-    check(unsafe { libc::sendmsg(fd, &msg, 0) })
+/// Sends `payload` with the control messages `control` (already laid out as `cmsghdr`s); an
+/// empty payload goes without an iovec.
+fn sendmsg_control(fd: impl AsFd, payload: &[u8], control: &[u8]) -> usize {
+    let one = [payload];
+    let parts: &[&[u8]] = if payload.is_empty() { &[] } else { &one };
+    check(sys::sendmsg(fd, parts, control, 0))
 }
 
 /// A `cmsghdr` of level `SOL_SOCKET` and type `kind` with `data`, padded to 8 bytes.
@@ -44,34 +36,11 @@ fn rights(fds: &[RawFd]) -> Vec<u8> {
 
 /// Receives one message and closes the descriptors it carried; returns its bytes and how
 /// many descriptors came with it.
-pub(super) fn recv_closing_fds(fd: RawFd) -> (Vec<u8>, usize) {
+pub(super) fn recv_closing_fds(fd: impl AsFd) -> (Vec<u8>, usize) {
     let mut buf = vec![0u8; 256];
-    let mut control = vec![0u8; 512];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = control.len();
-    let n = check(unsafe { libc::recvmsg(fd, &mut msg, 0) });
+    let (n, fds) = check(sys::recvmsg_rights(fd, &mut buf, 512, 0));
     buf.truncate(n);
-    let mut count = 0;
-    let mut off = 0;
-    while off + 16 <= msg.msg_controllen {
-        let len = usize::from_ne_bytes(control[off..off + 8].try_into().unwrap());
-        let kind = i32::from_ne_bytes(control[off + 12..off + 16].try_into().unwrap());
-        if kind == libc::SCM_RIGHTS {
-            for c in control[off + 16..off + len].chunks_exact(4) {
-                unsafe { libc::close(i32::from_ne_bytes(c.try_into().unwrap())) };
-                count += 1;
-            }
-        }
-        off += len.div_ceil(8) * 8;
-    }
-    (buf, count)
+    (buf, fds.len())
 }
 
 /// The comment escaping of a description (space as `\x20`).
@@ -86,19 +55,14 @@ fn escaped(s: &str) -> String {
 fn passed_descriptors_and_credentials() {
     let dir = TempDir::new("scm");
     let (ud, file) = start_capture(&dir, &[]);
-    let (a, b) = socketpair(libc::SOCK_STREAM);
+    let (a, b) = check(sys::socketpair(libc::SOCK_STREAM));
     let kept_path = dir.path("kept file.txt");
     let kept = std::fs::File::create(&kept_path).unwrap();
     let closed_path = dir.path("closed.txt");
     let closed = std::fs::File::create(&closed_path).unwrap();
-    let mut pipe = [0; 2];
-    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
-    let (pipe_r, pipe_w) =
-        unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+    let (pipe_r, pipe_w) = check(sys::pipe());
     let (s1, _s2) = UnixStream::pair().unwrap();
-    let memfd = unsafe { libc::memfd_create(c"udstrace-test".as_ptr(), libc::MFD_CLOEXEC) };
-    assert!(memfd >= 0);
-    let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
+    let memfd = check(sys::memfd_create(c"udstrace-test", libc::MFD_CLOEXEC));
     let fds = [
         kept.as_raw_fd(),
         pipe_r.as_raw_fd(),
@@ -106,29 +70,23 @@ fn passed_descriptors_and_credentials() {
         memfd.as_raw_fd(),
         closed.as_raw_fd(),
     ];
-    let (pid, uid, gid) = unsafe { (libc::getpid(), libc::getuid(), libc::getgid()) };
+    let (pid, uid, gid) = (std::process::id(), sys::getuid(), sys::getgid());
     let mut control = rights(&fds);
-    let cred: Vec<u8> = [pid.cast_unsigned(), uid, gid]
+    let cred: Vec<u8> = [pid, uid, gid]
         .iter()
         .flat_map(|v| v.to_ne_bytes())
         .collect();
     control.extend(cmsg(libc::SCM_CREDENTIALS, &cred));
-    assert_eq!(
-        sendmsg_control(a.as_raw_fd(), b"descriptors", &mut control),
-        11
-    );
+    assert_eq!(sendmsg_control(&a, b"descriptors", &control), 11);
     let closed_fd = closed.as_raw_fd();
     drop(closed);
-    assert_eq!(
-        recv_closing_fds(b.as_raw_fd()),
-        (b"descriptors".to_vec(), 5)
-    );
+    assert_eq!(recv_closing_fds(&b), (b"descriptors".to_vec(), 5));
 
     // A datagram with no bytes, only a descriptor: still a message.
-    let (da, db) = socketpair(libc::SOCK_DGRAM);
-    let mut only = rights(&[pipe_w.as_raw_fd()]);
-    assert_eq!(sendmsg_control(da.as_raw_fd(), b"", &mut only), 0);
-    assert_eq!(recv_closing_fds(db.as_raw_fd()), (Vec::new(), 1));
+    let (da, db) = check(sys::socketpair(libc::SOCK_DGRAM));
+    let only = rights(&[pipe_w.as_raw_fd()]);
+    assert_eq!(sendmsg_control(&da, b"", &only), 0);
+    assert_eq!(recv_closing_fds(&db), (Vec::new(), 1));
 
     let done = ud.stop();
     assert!(done.success, "{:?}", done.stderr);
@@ -192,7 +150,6 @@ impl Py {
     /// Runs `script`; the descriptors in `inherit` stay open in the child (only there:
     /// the other tests of this process fork at the same time).
     pub(super) fn spawn(script: &str, args: &[&str], inherit: &[RawFd]) -> Self {
-        let inherit = inherit.to_vec();
         // Debian's interpreter itself: a wrapper on PATH (pyenv's shim is a shell script)
         // would be another process holding the descriptors.
         let mut command = Command::new("/usr/bin/python3");
@@ -202,17 +159,7 @@ impl Py {
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
-        // SAFETY: fcntl is async-signal-safe; this runs in the child between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                for &fd in &inherit {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+        sys::keep_open_across_exec(&mut command, inherit);
         let mut child = command.spawn().unwrap();
         let out = BufReader::new(child.stdout.take().unwrap());
         Self { child, out }
@@ -275,8 +222,8 @@ fn socket_passed_to_another_process() {
         &[c2.as_raw_fd()],
     );
     drop(c2);
-    let mut control = rights(&[y.as_raw_fd()]);
-    assert_eq!(sendmsg_control(c1.as_raw_fd(), b"take it", &mut control), 7);
+    let control = rights(&[y.as_raw_fd()]);
+    assert_eq!(sendmsg_control(&c1, b"take it", &control), 7);
     let y_fd = y.as_raw_fd();
     drop(y);
     let mut got = vec![0u8; 34];

@@ -20,38 +20,15 @@ fn sendfile_and_splice() {
     let mut off: libc::off_t = 0;
     let mut moved = 0;
     while moved < content.len() {
-        moved += check(unsafe {
-            libc::sendfile(
-                a.as_raw_fd(),
-                f.as_raw_fd(),
-                &mut off,
-                content.len() - moved,
-            )
-        });
+        moved += check(sys::sendfile(&a, &f, &mut off, content.len() - moved));
     }
     // splice from a pipe.
-    let mut pipe = [0; 2];
-    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+    let (pipe_r, pipe_w) = check(sys::pipe());
     let spliced = b"spliced bytes";
-    assert_eq!(
-        unsafe { libc::write(pipe[1], spliced.as_ptr().cast(), spliced.len()) },
-        spliced.len() as isize
-    );
-    let n = check(unsafe {
-        libc::splice(
-            pipe[0],
-            std::ptr::null_mut(),
-            a.as_raw_fd(),
-            std::ptr::null_mut(),
-            spliced.len(),
-            0,
-        )
-    });
+    assert_eq!(check(sys::write(&pipe_w, spliced)), spliced.len());
+    let n = check(sys::splice(&pipe_r, &a, spliced.len(), 0));
     assert_eq!(n, spliced.len());
-    unsafe {
-        libc::close(pipe[0]);
-        libc::close(pipe[1]);
-    }
+    drop((pipe_r, pipe_w));
     a.write_all(b"after").unwrap();
     drop(a);
     let received = reader.join().unwrap();

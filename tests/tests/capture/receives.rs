@@ -15,43 +15,23 @@ fn receives_are_inbound_packets() {
     let mut read = Vec::new();
     let mut buf = vec![0u8; 1000];
     // recv with MSG_PEEK: not a receive.
-    let n =
-        check(unsafe { libc::recv(b.as_raw_fd(), buf.as_mut_ptr().cast(), 10, libc::MSG_PEEK) });
+    let n = check(sys::recv(&b, &mut buf[..10], libc::MSG_PEEK));
     assert_eq!(n, 10);
     // read(2)
-    let n = check(unsafe { libc::read(b.as_raw_fd(), buf.as_mut_ptr().cast(), 700) });
+    let n = check(sys::read(&b, &mut buf[..700]));
     read.extend_from_slice(&buf[..n]);
     // recvfrom
-    let n = check(unsafe {
-        libc::recvfrom(
-            b.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            300,
-            0,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        )
-    });
+    let n = check(sys::recvfrom(&b, &mut buf[..300], 0));
     read.extend_from_slice(&buf[..n]);
     // readv into two buffers
     let (mut first, mut second) = (vec![0u8; 500], vec![0u8; 500]);
-    let iov = [
-        libc::iovec {
-            iov_base: first.as_mut_ptr().cast(),
-            iov_len: first.len(),
-        },
-        libc::iovec {
-            iov_base: second.as_mut_ptr().cast(),
-            iov_len: second.len(),
-        },
-    ];
-    let n = check(unsafe { libc::readv(b.as_raw_fd(), iov.as_ptr(), 2) });
+    let n = check(sys::readv(&b, &mut [&mut first, &mut second]));
     assert_eq!(n, 1000);
     read.extend_from_slice(&first);
     read.extend_from_slice(&second);
     // recvmsg for the rest
     while read.len() < msg.len() {
-        let (more, _) = recv_closing_fds(b.as_raw_fd());
+        let (more, _) = recv_closing_fds(&b);
         read.extend_from_slice(&more);
     }
     assert_eq!(read, msg);

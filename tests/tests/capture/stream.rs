@@ -17,39 +17,34 @@ fn stream_socketpair_every_send_call() {
     let mut a_sent = Vec::new();
     let p: Vec<Vec<u8>> = (0..12).map(|i| pattern(i, 100 + i as usize * 37)).collect();
     // write(2) (std's write on a socket is a send)
-    let n = check(unsafe { libc::write(a.as_raw_fd(), p[0].as_ptr().cast(), p[0].len()) });
+    let n = check(sys::write(&a, &p[0]));
     a_sent.extend_from_slice(&p[0][..n]);
     // send / sendto
-    let n = check(unsafe { libc::send(a.as_raw_fd(), p[1].as_ptr().cast(), p[1].len(), 0) });
+    let n = check(sys::send(&a, &p[1], 0));
     a_sent.extend_from_slice(&p[1][..n]);
-    let n = check(unsafe {
-        libc::sendto(
-            a.as_raw_fd(),
-            p[2].as_ptr().cast(),
-            p[2].len(),
-            0,
-            std::ptr::null(),
-            0,
-        )
-    });
+    let n = check(sys::sendto(&a, &p[2], 0));
     a_sent.extend_from_slice(&p[2][..n]);
     // writev with an empty iovec in the middle
-    let n = writev(a.as_raw_fd(), &[&p[3], b"", &p[4], &p[5]]);
+    let n = check(sys::writev(&a, &[&p[3], b"", &p[4], &p[5]]));
     assert_eq!(n, p[3].len() + p[4].len() + p[5].len());
     a_sent.extend(p[3].iter().chain(&p[4]).chain(&p[5]));
     // sendmsg with three iovecs
-    let n = sendmsg(a.as_raw_fd(), &[&p[6], &p[7], &p[8]]);
+    let n = check(sys::sendmsg(
+        &a,
+        &[&p[6], &p[7], &p[8]],
+        &[],
+        libc::MSG_NOSIGNAL,
+    ));
     assert_eq!(n, p[6].len() + p[7].len() + p[8].len());
     a_sent.extend(p[6].iter().chain(&p[7]).chain(&p[8]));
     // sendmmsg on a stream socket: two messages
-    sendmmsg(a.as_raw_fd(), &[&[&p[9]], &[&p[10], &p[11]]]);
+    sendmmsg(&a, &[&[&p[9]], &[&p[10], &p[11]]]);
     a_sent.extend(p[9].iter().chain(&p[10]).chain(&p[11]));
     // pwritev2 with offset -1 (the socket's "current position")
-    let iov = iovecs(&[b"pwritev2:", &p[0]]);
-    let n = check(unsafe { libc::pwritev2(a.as_raw_fd(), iov.as_ptr(), 2, -1, 0) });
+    let n = check(sys::pwritev2(&a, &[b"pwritev2:", &p[0]], -1, 0));
     a_sent.extend(b"pwritev2:".iter().chain(&p[0]).take(n));
     // empty write: nothing on the wire
-    check(unsafe { libc::write(a.as_raw_fd(), b"".as_ptr().cast(), 0) });
+    check(sys::write(&a, b""));
     // The other direction.
     let reader_a = drain(a.try_clone().unwrap());
     let mut b2 = b.try_clone().unwrap();
@@ -126,7 +121,7 @@ fn large_sends_are_complete() {
     let mut sent = big.clone();
     // The kernel may accept a large writev in part: send the rest as it would be retried.
     let total: usize = refs.iter().map(|r| r.len()).sum();
-    let n = writev(a.as_raw_fd(), &refs);
+    let n = check(sys::writev(&a, &refs));
     let flat: Vec<u8> = pieces.concat();
     sent.extend_from_slice(&flat[..n]);
     if n < total {
@@ -169,36 +164,27 @@ fn partial_writes_record_accepted_bytes() {
     let (ud, file) = start_capture(&dir, &[]);
     let (a, b) = UnixStream::pair().unwrap();
     let ino_a = inode(&a);
-    set_nonblocking(a.as_raw_fd());
+    check(sys::set_nonblocking(&a));
     let chunk = pattern(7, 300_000);
     let mut accepted = Vec::new();
     let mut received = Vec::new();
     let mut partial = 0;
     let mut eagain = 0;
     for round in 0..40 {
-        let rc = unsafe {
-            libc::send(
-                a.as_raw_fd(),
-                chunk.as_ptr().cast(),
-                chunk.len(),
-                libc::MSG_NOSIGNAL,
-            )
-        };
-        if rc < 0 {
-            assert_eq!(
-                std::io::Error::last_os_error().raw_os_error(),
-                Some(libc::EAGAIN)
-            );
-            eagain += 1;
-            if round % 3 == 0 {
-                // Let the reader make some room.
-                let mut buf = vec![0u8; 100_000];
-                let got = (&b).read(&mut buf).unwrap();
-                received.extend_from_slice(&buf[..got]);
+        let n = match sys::send(&a, &chunk, libc::MSG_NOSIGNAL) {
+            Ok(n) => n,
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EAGAIN));
+                eagain += 1;
+                if round % 3 == 0 {
+                    // Let the reader make some room.
+                    let mut buf = vec![0u8; 100_000];
+                    let got = (&b).read(&mut buf).unwrap();
+                    received.extend_from_slice(&buf[..got]);
+                }
+                continue;
             }
-            continue;
-        }
-        let n = rc as usize;
+        };
         if n < chunk.len() {
             partial += 1;
         }
@@ -209,7 +195,7 @@ fn partial_writes_record_accepted_bytes() {
         "the workload made partial writes ({partial}) and EAGAIN ({eagain})"
     );
     // Read the rest, then make the peer go away and fail with EPIPE.
-    set_nonblocking(b.as_raw_fd());
+    check(sys::set_nonblocking(&b));
     let mut buf = vec![0u8; 1 << 16];
     while let Ok(n) = (&b).read(&mut buf) {
         if n == 0 {
@@ -222,12 +208,8 @@ fn partial_writes_record_accepted_bytes() {
         "the peer read what the sends accepted"
     );
     drop(b);
-    let rc = unsafe { libc::send(a.as_raw_fd(), chunk.as_ptr().cast(), 10, libc::MSG_NOSIGNAL) };
-    assert_eq!(rc, -1);
-    assert_eq!(
-        std::io::Error::last_os_error().raw_os_error(),
-        Some(libc::EPIPE)
-    );
+    let rc = sys::send(&a, &chunk[..10], libc::MSG_NOSIGNAL);
+    assert_eq!(rc.map_err(|e| e.raw_os_error()), Err(Some(libc::EPIPE)));
 
     let done = ud.stop();
     assert!(done.success);
