@@ -48,7 +48,7 @@ fn mapped_files(design: &str) -> BTreeSet<String> {
         let parent: String = folders.iter().map(|(_, f)| f.as_str()).collect();
         if let Some(folder) = name.strip_suffix('/') {
             folders.push((indent, format!("{folder}/")));
-        } else if name.ends_with(".rs") {
+        } else if Path::new(name).extension().is_some_and(|e| e == "rs") {
             // `dir/a.rs,b.rs` names files of one folder.
             let dir = name.rfind('/').map_or("", |i| &name[..=i]);
             for (i, each) in name.split(',').enumerate() {
