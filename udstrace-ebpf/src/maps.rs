@@ -4,11 +4,18 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, ProgramArray, RingBuf},
 };
-use udstrace_common::{record::SEGMENT_MAX, SendRecord};
+use udstrace_common::{maps::CONTINUE_SLOTS, record::SEGMENT_MAX, SendRecord};
+
+use crate::payload::SEG_NONE;
 
 /// Records to userspace. Userspace sets the size at load time.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
+
+/// `bpf_ringbuf_query` and `bpf_ringbuf_output` flags for `EVENTS` (include/uapi/linux/bpf.h).
+pub const BPF_RB_AVAIL_DATA: u64 = 0;
+pub const BPF_RB_NO_WAKEUP: u64 = 1;
+pub const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
 /// Room for a segment's payload: twice the segment size, so that any offset below
 /// `SEGMENT_MAX` plus any copy of at most `SEGMENT_MAX` bytes stays inside it in a way the
@@ -25,7 +32,7 @@ pub struct Scratch {
     pub data: [u8; SCRATCH_DATA],
 }
 
-/// State of the copy loop (see `capture::copy_step`).
+/// State of the copy loop (see `copy::copy_step`).
 #[repr(C)]
 pub struct CopyState {
     /// Bytes still to copy (after the snap length cut).
@@ -45,7 +52,7 @@ pub struct CopyState {
     pub base_offset: u64,
     pub msg_len: u64,
     pub flags: u32,
-    /// What the array describes (`capture::SEG_*`).
+    /// What the array describes (`payload::SEG_*`).
     pub seg_kind: u32,
     /// Non-zero when the current buffer is kernel memory.
     pub cur_kernel: u32,
@@ -66,7 +73,7 @@ pub struct SendEntry {
     pub ptr: u64,
     pub len: u64,
     pub skip: u64,
-    /// `capture::SEG_*`, or `capture::SEG_NONE` when the payload cannot be read.
+    /// `payload::SEG_*`, or `payload::SEG_NONE` when the payload cannot be read.
     pub kind: u32,
     /// Calls of a hooked function made by another hooked function on the same message
     /// (`unix_seqpacket_sendmsg` calls `unix_dgram_sendmsg`): only the outer one records.
@@ -90,7 +97,7 @@ impl SendEntry {
             ptr: 0,
             len: 0,
             skip: 0,
-            kind: crate::capture::SEG_NONE,
+            kind: SEG_NONE,
             nested: 0,
             name: 0,
             name_len: 0,
@@ -130,13 +137,8 @@ pub struct MmsgNext {
     pub sent: u32,
 }
 
-/// Indices into `COUNTERS` (shared with userspace).
-pub use udstrace_common::counter::{
-    LOST_BYTES as COUNTER_LOST_BYTES, LOST_SEGMENTS as COUNTER_LOST_SEGMENTS,
-    MISSED_RETURNS as COUNTER_MISSED_RETURNS, RING_PEAK as COUNTER_RING_PEAK,
-};
-
-/// Global counters userspace reads at the end of a capture.
+/// Global counters userspace reads at the end of a capture, indexed by
+/// `udstrace_common::counter` (see `counters::count`).
 #[map]
 pub static COUNTERS: Array<u64> = Array::with_max_entries(udstrace_common::counter::COUNT, 0);
 
@@ -158,11 +160,8 @@ const _: () = assert!(
         == core::mem::offset_of!(Scratch, header) + udstrace_common::record::SEND_RECORD_LEN
 );
 
-/// Indices into `COPY_CONTINUE`: the continuation program of each program type.
-pub const CONTINUE_FEXIT: u32 = 0;
-pub const CONTINUE_KRETPROBE: u32 = 1;
-
 /// The copy loop's continuation programs, for kernels without `bpf_loop` (see
-/// `capture::continue_copy`). Userspace fills in the one of the backend it attaches.
+/// `copy::continue_copy`), at `udstrace_common::maps::CONTINUE_FEXIT` and
+/// `CONTINUE_KRETPROBE`. Userspace fills in the one of the backend it attaches.
 #[map]
-pub static COPY_CONTINUE: ProgramArray = ProgramArray::with_max_entries(2, 0);
+pub static COPY_CONTINUE: ProgramArray = ProgramArray::with_max_entries(CONTINUE_SLOTS, 0);

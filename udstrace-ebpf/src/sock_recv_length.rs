@@ -11,9 +11,10 @@ use aya_ebpf::{
 };
 
 use crate::{
-    capture::{self, Payload},
-    config,
+    config, copy, filter,
     kernel::Mem,
+    payload::{Payload, SEG_USER_IOVEC},
+    record,
     syscall::{self, Regs},
 };
 
@@ -31,11 +32,11 @@ fn try_sock_recv_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !capture::wanted((pid_tgid >> 32) as u32) {
+    if !filter::wanted((pid_tgid >> 32) as u32) {
         return Ok(());
     }
     let layout = config::layout();
-    let Some(sock_type) = capture::unix_type(sk, layout) else {
+    let Some(sock_type) = filter::unix_type(sk, layout) else {
         return Ok(());
     };
     let regs = Regs::current();
@@ -51,15 +52,15 @@ fn try_sock_recv_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
             Payload::buf(regs.arg(1)?, len, false)
         }
         syscall::READV | syscall::PREADV | syscall::PREADV2 => {
-            Payload::segments(regs.arg(1)?, regs.arg(2)?, 0, capture::SEG_USER_IOVEC)
+            Payload::segments(regs.arg(1)?, regs.arg(2)?, 0, SEG_USER_IOVEC)
         }
         syscall::RECVMSG => syscall::msghdr_iovecs(regs.arg(1)?)?,
         // recvmmsg: which message of the vector this is is not known here.
         _ => Payload::MISSING,
     };
-    capture::capture_send::<true, _>(
+    record::capture_send::<true, _>(
         ctx,
-        capture::NO_CONTINUATION,
+        copy::NO_CONTINUATION,
         sk,
         sock_type,
         received,

@@ -17,10 +17,11 @@ use aya_ebpf::{
 };
 
 use crate::{
-    capture::{self, Payload},
-    config,
+    config, copy, filter,
     kernel::{self, Mem},
     maps::{MmsgNext, MMSG_NEXT},
+    payload::{Payload, SEG_USER_IOVEC},
+    record,
     syscall::{self, Regs},
 };
 
@@ -34,12 +35,12 @@ fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let sk: u64 = ctx.arg(0);
     let ret: i32 = ctx.arg(1);
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !capture::wanted((pid_tgid >> 32) as u32) {
+    if !filter::wanted((pid_tgid >> 32) as u32) {
         return Ok(());
     }
     // Before the system call is decoded: the tracepoint fires for every socket.
     let layout = config::layout();
-    let Some(sock_type) = capture::unix_type(sk, layout) else {
+    let Some(sock_type) = filter::unix_type(sk, layout) else {
         return Ok(());
     };
     let regs = Regs::current();
@@ -54,7 +55,7 @@ fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
             Mem::NONE,
         ),
         syscall::WRITEV | syscall::PWRITEV | syscall::PWRITEV2 => (
-            Payload::segments(regs.arg(1)?, regs.arg(2)?, 0, capture::SEG_USER_IOVEC),
+            Payload::segments(regs.arg(1)?, regs.arg(2)?, 0, SEG_USER_IOVEC),
             Mem::NONE,
             Mem::NONE,
         ),
@@ -67,9 +68,9 @@ fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
         _ => (Payload::MISSING, Mem::NONE, Mem::NONE),
     };
     // Kernels with this tracepoint (6.3+) all have bpf_loop.
-    capture::capture_send::<true, _>(
+    record::capture_send::<true, _>(
         ctx,
-        capture::NO_CONTINUATION,
+        copy::NO_CONTINUATION,
         sk,
         sock_type,
         i64::from(ret),

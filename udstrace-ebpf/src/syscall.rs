@@ -1,13 +1,15 @@
-//! The `x86_64` system call ABI the tracepoint backend reads: the running call's number and
-//! arguments (the task's saved user registers), the calls that send and receive on a socket
-//! (arch/x86/entry/syscalls/syscall_64.tbl), and the user `struct msghdr`.
+//! The `x86_64` system call ABI the tracepoint backend reads: call numbers, registers, `msghdr`.
+//!
+//! The running call's number and arguments (the task's saved user registers), the calls that
+//! send and receive on a socket (arch/x86/entry/syscalls/syscall_64.tbl), and the user
+//! `struct msghdr`.
 
 use aya_ebpf::helpers::generated;
 
 use crate::{
-    capture::Payload,
     config,
     kernel::{self, read_user, Mem},
+    payload::{Payload, SEG_USER_IOVEC},
 };
 
 pub const READ: i64 = 0;
@@ -71,7 +73,7 @@ pub fn msghdr_iovecs(msghdr: u64) -> Result<Payload, i64> {
         read_user(msghdr + MSGHDR_IOV)?,
         read_user(msghdr + MSGHDR_IOVLEN)?,
         0,
-        crate::capture::SEG_USER_IOVEC,
+        SEG_USER_IOVEC,
     ))
 }
 

@@ -16,11 +16,11 @@
 use aya_ebpf::{
     macros::{fentry, fexit},
     programs::{FEntryContext, FExitContext},
+    EbpfContext,
 };
+use udstrace_common::maps::CONTINUE_FEXIT;
 
-use aya_ebpf::EbpfContext;
-
-use crate::{capture, kernel, maps::CONTINUE_FEXIT, sendmsg};
+use crate::{copy, kernel, sendmsg};
 
 /// Argument `n` as a plain number. The verifier types pointer arguments of trampoline
 /// programs (`struct page *` is a `ptr_page`), and before 5.11 it refuses arithmetic between
@@ -128,6 +128,6 @@ hooks!(
 /// it is loaded against `unix_stream_sendmsg`, which it does not use).
 #[fexit(function = "unix_stream_sendmsg")]
 pub fn fexit_copy_continue(ctx: FExitContext) -> i32 {
-    capture::continue_copy(&ctx, CONTINUE_FEXIT);
+    copy::continue_copy(&ctx, CONTINUE_FEXIT);
     0
 }

@@ -7,7 +7,9 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 
-use crate::{capture, maps::CONTINUE_KRETPROBE, sendmsg};
+use udstrace_common::maps::CONTINUE_KRETPROBE;
+
+use crate::{copy, sendmsg};
 
 /// Entry of any of the three sendmsg functions (same prototype; attached to each).
 #[kprobe]
@@ -74,6 +76,6 @@ pub fn kretprobe_unix_stream_sendpage_seq(ctx: RetProbeContext) -> u32 {
 /// tail-called from the return probes above.
 #[kretprobe]
 pub fn kretprobe_copy_continue(ctx: RetProbeContext) -> u32 {
-    capture::continue_copy(&ctx, CONTINUE_KRETPROBE);
+    copy::continue_copy(&ctx, CONTINUE_KRETPROBE);
     0
 }
