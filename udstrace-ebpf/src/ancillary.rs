@@ -39,7 +39,7 @@ const MAX_CMSGS: u32 = 8;
 /// Sends the ancillary record of a message about to be (or just) sent on `sk`, if the
 /// message has control data.
 #[inline(always)]
-pub fn emit(sk: u64, control: Mem) {
+pub(crate) fn emit(sk: u64, control: Mem) {
     if control.ptr == 0 || control.len < CMSG_HDR {
         return;
     }
@@ -136,11 +136,11 @@ fn try_resolve(fd: i32, info: &mut FdInfo) -> Result<(), i64> {
     let files: u64 = kernel::read(task, l.task_files)?;
     let fdt: u64 = kernel::read(files, l.files_fdt)?;
     let max_fds: u32 = kernel::read(fdt, l.fdtable_max_fds)?;
-    if fd < 0 || fd as u32 >= max_fds {
+    if fd < 0 || fd.cast_unsigned() >= max_fds {
         return Err(-1);
     }
     let table: u64 = kernel::read(fdt, l.fdtable_fd)?;
-    let file: u64 = kernel::read(table + fd as u64 * 8, 0)?;
+    let file: u64 = kernel::read(table + i64::from(fd).cast_unsigned() * 8, 0)?;
     if file == 0 {
         return Err(-1);
     }
@@ -159,7 +159,7 @@ fn try_resolve(fd: i32, info: &mut FdInfo) -> Result<(), i64> {
         )
     };
     if n > 0 {
-        info.name_len = (n - 1) as u16;
+        info.name_len = (n - 1).cast_unsigned() as u16;
     }
     // A non-zero mode says the fields above are valid.
     info.mode = kernel::read(inode, l.inode_mode)?;

@@ -28,7 +28,7 @@ const MAX_STEPS: u32 = 4_096;
 const FALLBACK_STEPS: u32 = 256;
 
 /// `cont` for a program type without a continuation program.
-pub const NO_CONTINUATION: u32 = u32::MAX;
+pub(crate) const NO_CONTINUATION: u32 = u32::MAX;
 
 /// Masks that let the verifier see every copy stays inside `Scratch::data` (see there).
 const OFFSET_MASK: u64 = 0xFFFF;
@@ -37,7 +37,7 @@ const RECORD_MASK: u64 = 0x1_FFFF;
 
 /// Copies the message's payload into records, one per segment, and sends them.
 #[inline(always)]
-pub fn copy_segments<const LOOP: bool, C: EbpfContext>(
+pub(crate) fn copy_segments<const LOOP: bool, C: EbpfContext>(
     ctx: &C,
     cont: u32,
     cpu: u32,
@@ -128,7 +128,8 @@ fn fallback_steps(cpu: u32) -> bool {
 /// the end of the message. A chain stops at the kernel's tail call limit (33); a message
 /// still unfinished then is cut and flagged `iov-limit`.
 #[inline(always)]
-pub fn continue_copy<C: EbpfContext>(ctx: &C, cont: u32) {
+pub(crate) fn continue_copy<C: EbpfContext>(ctx: &C, cont: u32) {
+    // SAFETY: a helper with no arguments.
     let cpu = unsafe { generated::bpf_get_smp_processor_id() };
     if !fallback_steps(cpu) {
         // SAFETY: as in copy_segments.
@@ -304,6 +305,7 @@ fn emit(
     msg_len: u64,
     record_flags: u32,
 ) {
+    // SAFETY: this CPU's slot (see SCRATCH); the caller's reference is to its `copy` field.
     let header = unsafe { &mut (*scratch).header };
     header.flags = record_flags;
     header.cap_len = fill as u32;
@@ -311,6 +313,7 @@ fn emit(
     header.stream_offset = base_offset + seg_offset;
     header.lost_segments = COUNTERS
         .get_ptr(counter::LOST_SEGMENTS)
+        // SAFETY: a map value, read once (other CPUs may be adding to it).
         .map_or(0, |p| unsafe { *p });
     let size = SEND_RECORD_LEN as u64 + (fill & RECORD_MASK);
     // SAFETY: header and data are contiguous (repr(C), data has alignment 1) and size is at

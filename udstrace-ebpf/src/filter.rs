@@ -10,7 +10,7 @@ use crate::{
 
 /// True when the current process is one to capture.
 #[inline(always)]
-pub fn wanted(tgid: u32) -> bool {
+pub(crate) fn wanted(tgid: u32) -> bool {
     if tgid == config::self_tgid() {
         return false;
     }
@@ -18,18 +18,20 @@ pub fn wanted(tgid: u32) -> bool {
     if filters == 0 {
         return true;
     }
-    // SAFETY (map lookups): the values are not kept past the checks.
+    // SAFETY: the map value is only tested for presence, never read or kept (likewise below).
     if filters & filter::PIDS != 0 && unsafe { PID_FILTER.get(tgid) }.is_none() {
         return false;
     }
     if filters & filter::UIDS != 0 {
         let uid = bpf_get_current_uid_gid() as u32;
+        // SAFETY: as above.
         if unsafe { UID_FILTER.get(uid) }.is_none() {
             return false;
         }
     }
     if filters & filter::COMMS != 0 {
         let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        // SAFETY: as above.
         if unsafe { COMM_FILTER.get(&comm) }.is_none() {
             return false;
         }
@@ -39,7 +41,7 @@ pub fn wanted(tgid: u32) -> bool {
 
 /// The type of Unix socket `sk`, if it is one the capture wants (`--type`).
 #[inline(always)]
-pub fn unix_type(sk: u64, layout: &KernelLayout) -> Option<u16> {
+pub(crate) fn unix_type(sk: u64, layout: &KernelLayout) -> Option<u16> {
     let sock_type = kernel::unix_sock_type(sk, layout)?;
     let types = config::type_mask();
     if types != 0 && types & (1 << (sock_type & 31)) == 0 {

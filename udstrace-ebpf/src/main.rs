@@ -19,6 +19,15 @@
 // Atomic adds on map values: the BPF target has no `core::sync::atomic` read-modify-write.
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
+// On top of the workspace lints: nothing here is public outside the crate, and every unsafe
+// block says why it is sound.
+#![warn(unreachable_pub, clippy::undocumented_unsafe_blocks)]
+#![allow(
+    clippy::inline_always,
+    reason = "a function left out of line becomes a BPF subprogram: at most five arguments, in \
+              registers, and BTF the kernel must accept; the programs inline everything but the \
+              bpf_loop callback"
+)]
 
 mod ancillary;
 mod config;

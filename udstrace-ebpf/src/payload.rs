@@ -4,14 +4,14 @@
 /// arguments); a `struct iovec` array the kernel copied (`ITER_IOVEC`: user buffers); a
 /// `struct kvec` array (`ITER_KVEC`: kernel buffers); a `struct bio_vec` array (`ITER_BVEC`:
 /// pages, from `sendfile`/`splice`).
-pub const SEG_USER_IOVEC: u32 = 0;
-pub const SEG_IOVEC: u32 = 1;
-pub const SEG_KVEC: u32 = 2;
-pub const SEG_BVEC: u32 = 3;
+pub(crate) const SEG_USER_IOVEC: u32 = 0;
+pub(crate) const SEG_IOVEC: u32 = 1;
+pub(crate) const SEG_KVEC: u32 = 2;
+pub(crate) const SEG_BVEC: u32 = 3;
 /// For `SendEntry::kind`: one user buffer, one kernel buffer, or nothing readable.
-pub const SEG_UBUF: u32 = 4;
-pub const SEG_KBUF: u32 = 5;
-pub const SEG_NONE: u32 = 6;
+pub(crate) const SEG_UBUF: u32 = 4;
+pub(crate) const SEG_KBUF: u32 = 5;
+pub(crate) const SEG_NONE: u32 = 6;
 
 /// Where the accepted bytes are. `kind` is a `SEG_*` kind: for one buffer (`SEG_UBUF` in user
 /// memory: `write`, `sendto`, `ITER_UBUF`; `SEG_KBUF` in kernel memory: a page for
@@ -23,15 +23,15 @@ pub const SEG_NONE: u32 = 6;
 /// paths whose variant leaves them undefined, and the verifier refuses a program that reads an
 /// unset register (`R3 !read_ok`).
 #[derive(Clone, Copy)]
-pub struct Payload {
-    pub kind: u32,
-    pub ptr: u64,
-    pub len: u64,
-    pub skip: u64,
+pub(crate) struct Payload {
+    pub(crate) kind: u32,
+    pub(crate) ptr: u64,
+    pub(crate) len: u64,
+    pub(crate) skip: u64,
 }
 
 impl Payload {
-    pub const MISSING: Self = Self {
+    pub(crate) const MISSING: Self = Self {
         kind: SEG_NONE,
         ptr: 0,
         len: 0,
@@ -40,7 +40,7 @@ impl Payload {
 
     /// One buffer, in user or kernel memory.
     #[inline(always)]
-    pub fn buf(ptr: u64, len: u64, kernel: bool) -> Self {
+    pub(crate) fn buf(ptr: u64, len: u64, kernel: bool) -> Self {
         Self {
             kind: if kernel { SEG_KBUF } else { SEG_UBUF },
             ptr,
@@ -52,7 +52,7 @@ impl Payload {
     /// An array of `count` segments of kind `kind`, the first `skip` bytes of which were
     /// consumed before this message.
     #[inline(always)]
-    pub fn segments(array: u64, count: u64, skip: u64, kind: u32) -> Self {
+    pub(crate) fn segments(array: u64, count: u64, skip: u64, kind: u32) -> Self {
         Self {
             kind,
             ptr: array,

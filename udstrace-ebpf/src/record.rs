@@ -40,7 +40,11 @@ const RECV_OFFSETS: u64 = 1 << 63;
 /// there a program may not even mention `bpf_loop`, as its callback reference
 /// (`BPF_PSEUDO_FUNC`) is an instruction the 5.10 verifier rejects wherever it stands.
 #[inline(always)]
-pub fn capture_send<const LOOP: bool, C: EbpfContext>(
+#[allow(
+    clippy::too_many_arguments,
+    reason = "inlined into each hook, its arguments are values the hook already holds in registers"
+)]
+pub(crate) fn capture_send<const LOOP: bool, C: EbpfContext>(
     ctx: &C,
     cont: u32,
     sk: u64,
@@ -59,11 +63,12 @@ pub fn capture_send<const LOOP: bool, C: EbpfContext>(
     if accepted < 0 || (accepted == 0 && is_stream) {
         return Ok(());
     }
-    let msg_len = accepted as u64;
+    let msg_len = accepted.cast_unsigned();
     if control.ptr != 0 {
         ancillary::emit(sk, control);
     }
 
+    // SAFETY: a helper with no arguments.
     let cpu = unsafe { generated::bpf_get_smp_processor_id() };
     let scratch: *mut Scratch = SCRATCH.get_ptr_mut(cpu).ok_or(-1i64)?;
     // The slot belongs to this CPU while the program runs: tracepoint and kprobe programs
@@ -86,6 +91,7 @@ pub fn capture_send<const LOOP: bool, C: EbpfContext>(
     let uid_gid = bpf_get_current_uid_gid();
     header.kind = KIND_SEND;
     header.header_len = SEND_RECORD_LEN as u16;
+    // SAFETY: a helper with no arguments.
     header.ts_boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     header.pid = (pid_tgid >> 32) as u32;
     header.tid = pid_tgid as u32;
@@ -114,19 +120,18 @@ pub fn capture_send<const LOOP: bool, C: EbpfContext>(
     // The socket's byte offset: where this message starts in its stream (of bytes sent, or
     // for a receive of bytes received).
     let key = if recv { ino | RECV_OFFSETS } else { ino };
-    let base_offset = match STREAM_OFFSETS.get_ptr_mut(key) {
-        Some(next) => {
-            // SAFETY: a map value. Not an atomic fetch-add: that needs BPF_FETCH (5.12+); two
-            // threads sending on the same socket at the same instant on two CPUs can race
-            // here, as their bytes interleave unpredictably in the kernel's queue anyway.
-            let start = unsafe { *next };
-            unsafe { *next = start + msg_len };
+    let base_offset = if let Some(next) = STREAM_OFFSETS.get_ptr_mut(key) {
+        // SAFETY: a map value. Not an atomic fetch-add: that needs BPF_FETCH (5.12+); two
+        // threads sending on the same socket at the same instant on two CPUs can race here,
+        // as their bytes interleave unpredictably in the kernel's queue anyway.
+        unsafe {
+            let start = *next;
+            *next = start + msg_len;
             start
         }
-        None => {
-            let _ = STREAM_OFFSETS.insert(key, msg_len, 0);
-            0
-        }
+    } else {
+        let _ = STREAM_OFFSETS.insert(key, msg_len, 0);
+        0
     };
 
     let base_flags = if recv { flags::RECV } else { 0 };
@@ -134,10 +139,10 @@ pub fn capture_send<const LOOP: bool, C: EbpfContext>(
     Ok(())
 }
 
-/// Copies the name in the destination address `dest` (a `struct sockaddr_un`) into `dst`;
+/// Copies the name in the destination address `dest` (a `struct sockaddr_un`) into `path`;
 /// returns how many bytes it holds, 0 when there is no Unix address.
 #[inline(always)]
-fn dest_path(dest: Mem, dst: &mut [u8; PATH_MAX]) -> u16 {
+fn dest_path(dest: Mem, path: &mut [u8; PATH_MAX]) -> u16 {
     // sun_family (u16) and at least one byte of name.
     if dest.ptr == 0 || dest.len <= 2 || dest.read::<u16>(dest.ptr) != Ok(kernel::AF_UNIX) {
         return 0;
@@ -146,8 +151,8 @@ fn dest_path(dest: Mem, dst: &mut [u8; PATH_MAX]) -> u16 {
     if n > PATH_MAX as u64 {
         n = PATH_MAX as u64;
     }
-    // SAFETY: dst is PATH_MAX bytes and n <= PATH_MAX.
-    let rc = unsafe { dest.copy(dest.ptr + 2, dst.as_mut_ptr().cast::<c_void>(), n as u32) };
+    // SAFETY: path is PATH_MAX bytes and n <= PATH_MAX.
+    let rc = unsafe { dest.copy(dest.ptr + 2, path.as_mut_ptr().cast::<c_void>(), n as u32) };
     if rc == 0 {
         n as u16
     } else {

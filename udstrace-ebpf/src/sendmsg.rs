@@ -23,7 +23,7 @@ use crate::{
 /// Entry of `unix_{stream,dgram,seqpacket}_sendmsg(struct socket *sock, struct msghdr *msg,
 /// size_t len)`.
 #[inline(always)]
-pub fn enter_sendmsg(sock: u64, msg: u64) {
+pub(crate) fn enter_sendmsg(sock: u64, msg: u64) {
     let Some((pid_tgid, sk)) = wanted_sock(sock) else {
         return;
     };
@@ -50,7 +50,7 @@ pub fn enter_sendmsg(sock: u64, msg: u64) {
 /// size_t size, int flags)` (`--recv`): where the reader's buffers are, to be read once the
 /// function has filled them.
 #[inline(always)]
-pub fn enter_recvmsg(sock: u64, msg: u64, flags: i32) {
+pub(crate) fn enter_recvmsg(sock: u64, msg: u64, flags: i32) {
     if flags & syscall::MSG_PEEK != 0 {
         return;
     }
@@ -68,12 +68,12 @@ pub fn enter_recvmsg(sock: u64, msg: u64, flags: i32) {
 /// Entry of `unix_stream_sendpage(struct socket *socket, struct page *page, int offset,
 /// size_t size, int flags)` (before 6.5: `sendfile` and `splice` to a stream socket).
 #[inline(always)]
-pub fn enter_sendpage(sock: u64, page: u64, offset: i32, size: u64) {
+pub(crate) fn enter_sendpage(sock: u64, page: u64, offset: i32, size: u64) {
     let Some((pid_tgid, sk)) = wanted_sock(sock) else {
         return;
     };
     let (ptr, kind) = match kernel::page_address(page) {
-        Ok(addr) => (addr + offset as u64, SEG_KBUF),
+        Ok(addr) => (addr + i64::from(offset).cast_unsigned(), SEG_KBUF),
         Err(_) => (0, SEG_NONE),
     };
     let entry = SendEntry {
@@ -156,7 +156,7 @@ fn iter_entry(sk: u64, msg: u64) -> Result<SendEntry, i64> {
 /// Exit of a hooked function that returned `ret` (bytes accepted, or -errno). `cont`: the
 /// `COPY_CONTINUE` index of the program type; `LOOP`: see `record::capture_send`.
 #[inline(always)]
-pub fn exit<const LOOP: bool, C: EbpfContext>(ctx: &C, cont: u32, ret: i64) {
+pub(crate) fn exit<const LOOP: bool, C: EbpfContext>(ctx: &C, cont: u32, ret: i64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(slot) = SEND_ENTRIES.get_ptr_mut(&pid_tgid) else {
         return;
@@ -173,8 +173,8 @@ pub fn exit<const LOOP: bool, C: EbpfContext>(ctx: &C, cont: u32, ret: i64) {
     let recv = entry.recv != 0;
     // A datagram longer than the reader's buffers (MSG_TRUNC) returns its full length;
     // the reader got what its buffers hold.
-    let ret = if recv && ret > 0 && entry.kind != SEG_NONE && ret as u64 > entry.total {
-        entry.total as i64
+    let ret = if recv && ret > 0 && entry.kind != SEG_NONE && ret.cast_unsigned() > entry.total {
+        entry.total.cast_signed()
     } else {
         ret
     };

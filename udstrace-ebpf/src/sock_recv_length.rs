@@ -1,10 +1,12 @@
-//! Tracepoint backend, receive side (`--recv`): `sock:sock_recv_length`.
+//! Tracepoint backend, receive side (`--recv`): `sock:sock_recv_length` (6.3+).
 //!
-//! match-proto:v6.3:include/trace/events/sock.h:TRACE_EVENT(sock_recv_length,
-//!     TP_PROTO(struct sock *sk, int ret, int flags))
 //! Fired by `sock_recvmsg_nosec()` (net/socket.c) after the protocol's recvmsg returned, with
 //! its return value (bytes received, or a negative errno) and the call's flags. The reader's
 //! buffers, filled by then, are found from the system call that is running (`syscall.rs`).
+#![allow(
+    clippy::needless_pass_by_value,
+    reason = "aya's program macros call each program with its context by value"
+)]
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
@@ -18,8 +20,9 @@ use crate::{
     syscall::{self, Regs},
 };
 
+/// match-proto: v6.18 include/trace/events/sock.h: TRACE_EVENT(sock_recv_length, TP_PROTO(struct sock *sk, int ret, int flags))
 #[btf_tracepoint(function = "sock_recv_length")]
-pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
+fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
     let _ = try_sock_recv_length(&ctx);
     0
 }
@@ -46,8 +49,8 @@ fn try_sock_recv_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
         syscall::READ | syscall::RECVFROM => {
             let len = regs.arg(2)?;
             // A datagram longer than the buffer (MSG_TRUNC) returns its full length.
-            if received as u64 > len {
-                received = len as i64;
+            if received.cast_unsigned() > len {
+                received = len.cast_signed();
             }
             Payload::buf(regs.arg(1)?, len, false)
         }

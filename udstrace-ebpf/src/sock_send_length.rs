@@ -1,7 +1,5 @@
-//! Tracepoint backend, send side: `sock:sock_send_length`.
+//! Tracepoint backend, send side: `sock:sock_send_length` (6.3+).
 //!
-//! match-proto:v6.3:include/trace/events/sock.h:TRACE_EVENT(sock_send_length,
-//!     TP_PROTO(struct sock *sk, int ret, int flags))
 //! Fired by `sock_sendmsg_nosec()` (net/socket.c) after the protocol's sendmsg returned, with
 //! its return value: the bytes the kernel accepted, or a negative errno. The tracepoint does
 //! not carry the `msghdr`, so the payload, destination address and control data are found
@@ -11,6 +9,10 @@
 //! which one it is comes from [`mmsg_index`]. (A `syscalls:sys_enter_sendmmsg` tracepoint
 //! could number them exactly, but enabling any system call tracepoint sends every system
 //! call of every process through the kernel's slow entry path: 35-40 ns more per call here.)
+#![allow(
+    clippy::needless_pass_by_value,
+    reason = "aya's program macros call each program with its context by value"
+)]
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
@@ -25,8 +27,9 @@ use crate::{
     syscall::{self, Regs},
 };
 
+/// match-proto: v6.18 include/trace/events/sock.h: TRACE_EVENT(sock_send_length, TP_PROTO(struct sock *sk, int ret, int flags))
 #[btf_tracepoint(function = "sock_send_length")]
-pub fn sock_send_length(ctx: BtfTracePointContext) -> i32 {
+fn sock_send_length(ctx: BtfTracePointContext) -> i32 {
     let _ = try_sock_send_length(&ctx);
     0
 }
@@ -131,7 +134,7 @@ fn mmsg_index(tid: u32, vector: u64, vlen: u64, ret: i32) -> u64 {
         let next = MmsgNext {
             vector,
             next: index as u32 + 1,
-            sent: ret as u32,
+            sent: ret.cast_unsigned(),
         };
         let _ = MMSG_NEXT.insert(tid, next, 0);
     }
