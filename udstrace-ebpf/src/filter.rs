@@ -32,7 +32,7 @@ pub(crate) fn wanted(tgid: u32) -> bool {
     if filters & filter::COMMS != 0 {
         let comm = bpf_get_current_comm().unwrap_or([0; 16]);
         // SAFETY: as above.
-        if unsafe { COMM_FILTER.get(&comm) }.is_none() {
+        if unsafe { COMM_FILTER.get(comm) }.is_none() {
             return false;
         }
     }

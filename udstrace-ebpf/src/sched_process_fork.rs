@@ -22,13 +22,13 @@ fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     }
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: the value is not kept.
-    if unsafe { PID_FILTER.get(&parent) }.is_none() {
+    if unsafe { PID_FILTER.get(parent) }.is_none() {
         return 0;
     }
     let child: u64 = ctx.arg(1);
     if let Ok(tgid) = kernel::read::<i32>(child, config::layout().task_tgid) {
         // A new thread has the parent's tgid: inserting it again is harmless.
-        let _ = PID_FILTER.insert(&tgid.cast_unsigned(), &1, 0);
+        let _ = PID_FILTER.insert(tgid.cast_unsigned(), 1, 0);
     }
     0
 }

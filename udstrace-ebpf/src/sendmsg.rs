@@ -101,7 +101,7 @@ fn wanted_sock(sock: u64) -> Option<(u64, u64)> {
 /// message.
 #[inline(always)]
 fn nested(pid_tgid: u64, sk: u64, msg: u64) -> bool {
-    match SEND_ENTRIES.get_ptr_mut(&pid_tgid) {
+    match SEND_ENTRIES.get_ptr_mut(pid_tgid) {
         Some(outer) => {
             // SAFETY: a map value of this thread's only.
             let outer = unsafe { &mut *outer };
@@ -158,7 +158,7 @@ fn iter_entry(sk: u64, msg: u64) -> Result<SendEntry, i64> {
 #[inline(always)]
 pub(crate) fn exit<const LOOP: bool, C: EbpfContext>(ctx: &C, cont: u32, ret: i64) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(slot) = SEND_ENTRIES.get_ptr_mut(&pid_tgid) else {
+    let Some(slot) = SEND_ENTRIES.get_ptr_mut(pid_tgid) else {
         return;
     };
     // SAFETY: a map value of this thread's only; copied out before it is removed.
@@ -169,7 +169,7 @@ pub(crate) fn exit<const LOOP: bool, C: EbpfContext>(ctx: &C, cont: u32, ret: i6
         }
         *slot
     };
-    let _ = SEND_ENTRIES.remove(&pid_tgid);
+    let _ = SEND_ENTRIES.remove(pid_tgid);
     let recv = entry.recv != 0;
     // A datagram longer than the reader's buffers (MSG_TRUNC) returns its full length;
     // the reader got what its buffers hold.
