@@ -1,6 +1,8 @@
-//! A message's control data (`SCM_RIGHTS`, `SCM_CREDENTIALS`, ...): one `AncillaryRecord`
-//! ahead of the message's records, with the passed descriptors resolved to the files they
-//! are while the sender still has them open.
+//! A message's control data: one `AncillaryRecord`, passed descriptors resolved to their files.
+//!
+//! The record goes ahead of the message's records, with the raw control messages
+//! (`SCM_RIGHTS`, `SCM_CREDENTIALS`, ...) and the passed descriptors resolved to the files
+//! they are while the sender still has them open.
 //!
 //! Called where the control data is still there: at the entry of the hooked send functions
 //! (function-hook backends; the kernel's copy of it in `msg_control`) and in the send
@@ -12,6 +14,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated};
 use udstrace_common::{
+    counter,
     record::{
         ANCILLARY_RECORD_LEN, CONTROL_MAX, FDS_MAX, FD_DIRS, FD_DIR_MAX, FD_NAME_MAX,
         KIND_ANCILLARY,
@@ -20,9 +23,10 @@ use udstrace_common::{
 };
 
 use crate::{
-    capture, config,
+    config,
+    counters::count,
     kernel::{self, Mem},
-    maps::{COUNTER_LOST_SEGMENTS, EVENTS},
+    maps::{BPF_RB_NO_WAKEUP, EVENTS},
 };
 
 /// `struct cmsghdr` (`x86_64`): `size_t cmsg_len; int cmsg_level; int cmsg_type;`, data at 16.
@@ -32,18 +36,15 @@ const SCM_RIGHTS: u32 = 1;
 /// Control messages looked at for the `SCM_RIGHTS` one.
 const MAX_CMSGS: u32 = 8;
 
-/// `bpf_ringbuf_*` flag: no wakeup, the message's records follow.
-const BPF_RB_NO_WAKEUP: u64 = 1;
-
 /// Sends the ancillary record of a message about to be (or just) sent on `sk`, if the
 /// message has control data.
 #[inline(always)]
-pub fn emit(sk: u64, control: Mem) {
+pub(crate) fn emit(sk: u64, control: Mem) {
     if control.ptr == 0 || control.len < CMSG_HDR {
         return;
     }
     let Some(mut slot) = EVENTS.reserve::<AncillaryRecord>(0) else {
-        capture::count(COUNTER_LOST_SEGMENTS, 1);
+        count(counter::LOST_SEGMENTS, 1);
         return;
     };
     let rec = slot.as_mut_ptr();
@@ -85,6 +86,7 @@ pub fn emit(sk: u64, control: Mem) {
     }
     // SAFETY: as above.
     unsafe { (*rec).nfds = resolved };
+    // No wakeup: the message's records follow.
     slot.submit(BPF_RB_NO_WAKEUP);
 }
 
@@ -134,11 +136,11 @@ fn try_resolve(fd: i32, info: &mut FdInfo) -> Result<(), i64> {
     let files: u64 = kernel::read(task, l.task_files)?;
     let fdt: u64 = kernel::read(files, l.files_fdt)?;
     let max_fds: u32 = kernel::read(fdt, l.fdtable_max_fds)?;
-    if fd < 0 || fd as u32 >= max_fds {
+    if fd < 0 || fd.cast_unsigned() >= max_fds {
         return Err(-1);
     }
     let table: u64 = kernel::read(fdt, l.fdtable_fd)?;
-    let file: u64 = kernel::read(table + fd as u64 * 8, 0)?;
+    let file: u64 = kernel::read(table + i64::from(fd).cast_unsigned() * 8, 0)?;
     if file == 0 {
         return Err(-1);
     }
@@ -157,7 +159,7 @@ fn try_resolve(fd: i32, info: &mut FdInfo) -> Result<(), i64> {
         )
     };
     if n > 0 {
-        info.name_len = (n - 1) as u16;
+        info.name_len = (n - 1).cast_unsigned() as u16;
     }
     // A non-zero mode says the fields above are valid.
     info.mode = kernel::read(inode, l.inode_mode)?;

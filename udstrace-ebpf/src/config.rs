@@ -39,49 +39,49 @@ static TYPE_MASK: u32 = 0;
 /// The layout, read in place: the pointer goes through a volatile read so that the compiler
 /// cannot fold the zero initialiser into the field loads, and nothing is copied to the stack.
 #[inline(always)]
-pub fn layout() -> &'static KernelLayout {
+pub(crate) fn layout() -> &'static KernelLayout {
     // SAFETY: a pointer to a global that lives as long as the program.
     unsafe { &*core::ptr::read_volatile(&(&raw const LAYOUT)) }
 }
 
 #[inline(always)]
-pub fn self_tgid() -> u32 {
+pub(crate) fn self_tgid() -> u32 {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&raw const SELF_TGID) }
 }
 
 #[inline(always)]
-pub fn snaplen() -> u32 {
+pub(crate) fn snaplen() -> u32 {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&raw const SNAPLEN) }
 }
 
 #[inline(always)]
-pub fn filters() -> u32 {
+pub(crate) fn filters() -> u32 {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&raw const FILTERS) }
 }
 
 #[inline(always)]
-pub fn type_mask() -> u32 {
+pub(crate) fn type_mask() -> u32 {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&raw const TYPE_MASK) }
 }
 
 #[inline(always)]
-pub fn wakeup_bytes() -> u64 {
+pub(crate) fn wakeup_bytes() -> u64 {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&raw const WAKEUP_BYTES) }
 }
 
 #[inline(always)]
-pub fn direct_map() -> DirectMap {
+pub(crate) fn direct_map() -> DirectMap {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&raw const DIRECT_MAP) }
 }
 
 #[inline(always)]
-pub fn use_task_pt_regs() -> bool {
+pub(crate) fn use_task_pt_regs() -> bool {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&raw const USE_TASK_PT_REGS) != 0 }
 }

@@ -8,18 +8,18 @@ use udstrace_common::{record::PATH_MAX, KernelLayout};
 use crate::config;
 
 /// `AF_UNIX`.
-pub const AF_UNIX: u16 = 1;
+pub(crate) const AF_UNIX: u16 = 1;
 
 /// Reads a `T` at `base + offset` in kernel memory.
 #[inline(always)]
-pub fn read<T>(base: u64, offset: u32) -> Result<T, i64> {
+pub(crate) fn read<T>(base: u64, offset: u32) -> Result<T, i64> {
     // SAFETY: bpf_probe_read_kernel validates the address; a bad one is an error, not a fault.
     unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T).map_err(i64::from) }
 }
 
 /// Reads a `T` at `at` in the current task's user memory.
 #[inline(always)]
-pub fn read_user<T>(at: u64) -> Result<T, i64> {
+pub(crate) fn read_user<T>(at: u64) -> Result<T, i64> {
     // SAFETY: bpf_probe_read_user validates the address; a bad one is an error, not a fault.
     unsafe { bpf_probe_read_user(at as *const T).map_err(i64::from) }
 }
@@ -27,15 +27,15 @@ pub fn read_user<T>(at: u64) -> Result<T, i64> {
 /// A buffer in kernel or user memory: where a message's destination address or control data
 /// is.
 #[derive(Clone, Copy)]
-pub struct Mem {
-    pub ptr: u64,
-    pub len: u64,
-    pub kernel: bool,
+pub(crate) struct Mem {
+    pub(crate) ptr: u64,
+    pub(crate) len: u64,
+    pub(crate) kernel: bool,
 }
 
 impl Mem {
     /// No buffer.
-    pub const NONE: Self = Self {
+    pub(crate) const NONE: Self = Self {
         ptr: 0,
         len: 0,
         kernel: true,
@@ -43,7 +43,7 @@ impl Mem {
 
     /// `len` bytes at `ptr` in the current task's user memory.
     #[inline(always)]
-    pub const fn user(ptr: u64, len: u64) -> Self {
+    pub(crate) const fn user(ptr: u64, len: u64) -> Self {
         Self {
             ptr,
             len,
@@ -53,7 +53,7 @@ impl Mem {
 
     /// `len` bytes at `ptr` in kernel memory.
     #[inline(always)]
-    pub const fn in_kernel(ptr: u64, len: u64) -> Self {
+    pub(crate) const fn in_kernel(ptr: u64, len: u64) -> Self {
         Self {
             ptr,
             len,
@@ -63,7 +63,7 @@ impl Mem {
 
     /// Reads a `T` at address `at` (inside the buffer) with the helper its memory needs.
     #[inline(always)]
-    pub fn read<T>(self, at: u64) -> Result<T, i64> {
+    pub(crate) fn read<T>(self, at: u64) -> Result<T, i64> {
         if self.kernel {
             read::<T>(at, 0)
         } else {
@@ -76,7 +76,7 @@ impl Mem {
     /// # Safety
     /// `dst` must have room for `n` bytes.
     #[inline(always)]
-    pub unsafe fn copy(self, at: u64, dst: *mut c_void, n: u32) -> i64 {
+    pub(crate) unsafe fn copy(self, at: u64, dst: *mut c_void, n: u32) -> i64 {
         let from = at as *const c_void;
         // SAFETY: the caller vouches for `dst`; the helpers check the source.
         unsafe {
@@ -91,7 +91,7 @@ impl Mem {
 
 /// The type of socket `sk` if it is a Unix socket (one read only for the others).
 #[inline(always)]
-pub fn unix_sock_type(sk: u64, layout: &KernelLayout) -> Option<u16> {
+pub(crate) fn unix_sock_type(sk: u64, layout: &KernelLayout) -> Option<u16> {
     if read::<u16>(sk, layout.sock_family) != Ok(AF_UNIX) {
         return None;
     }
@@ -100,7 +100,7 @@ pub fn unix_sock_type(sk: u64, layout: &KernelLayout) -> Option<u16> {
 
 /// Inode number of the socket `sk` belongs to, 0 when it has none (an orphaned peer).
 #[inline(always)]
-pub fn sock_ino(sk: u64, layout: &KernelLayout) -> u64 {
+pub(crate) fn sock_ino(sk: u64, layout: &KernelLayout) -> u64 {
     let Ok(socket) = read::<u64>(sk, layout.sock_socket) else {
         return 0;
     };
@@ -112,14 +112,14 @@ pub fn sock_ino(sk: u64, layout: &KernelLayout) -> u64 {
 
 /// The connected peer of a Unix socket (`unix_peer(sk)`), 0 when there is none.
 #[inline(always)]
-pub fn unix_peer(sk: u64, layout: &KernelLayout) -> u64 {
+pub(crate) fn unix_peer(sk: u64, layout: &KernelLayout) -> u64 {
     read::<u64>(sk, layout.unix_peer).unwrap_or(0)
 }
 
 /// Copies the bound name of Unix socket `sk` (its `sun_path`, abstract names with their
 /// leading NUL) into `dst`; returns how many bytes it holds, 0 for an unbound socket.
 #[inline(always)]
-pub fn unix_path(sk: u64, layout: &KernelLayout, dst: &mut [u8; PATH_MAX]) -> u16 {
+pub(crate) fn unix_path(sk: u64, layout: &KernelLayout, dst: &mut [u8; PATH_MAX]) -> u16 {
     let Ok(addr) = read::<u64>(sk, layout.unix_addr) else {
         return 0;
     };
@@ -134,28 +134,29 @@ pub fn unix_path(sk: u64, layout: &KernelLayout, dst: &mut [u8; PATH_MAX]) -> u1
     if n <= 0 {
         return 0;
     }
-    if n > PATH_MAX as i64 {
-        n = PATH_MAX as i64;
+    let max = (PATH_MAX as u64).cast_signed();
+    if n > max {
+        n = max;
     }
     let src = addr + u64::from(layout.unix_address_name) + 2;
     // SAFETY: dst is PATH_MAX bytes and n <= PATH_MAX; the source is checked by the helper.
     let rc = unsafe {
         generated::bpf_probe_read_kernel(
             dst.as_mut_ptr().cast::<c_void>(),
-            n as u32,
+            n.cast_unsigned() as u32,
             src as *const c_void,
         )
     };
     if rc != 0 {
         return 0;
     }
-    n as u16
+    n.cast_unsigned() as u16
 }
 
 /// The kernel address of a page's bytes (`page_address()` on x86_64: the page's index in the
 /// `vmemmap` array, as an offset into the direct map).
 #[inline(always)]
-pub fn page_address(page: u64) -> Result<u64, i64> {
+pub(crate) fn page_address(page: u64) -> Result<u64, i64> {
     let map = config::direct_map();
     let base = |addr: u64, fixed: u64| {
         if addr == 0 {
@@ -179,12 +180,14 @@ const PAGE_SIZE: u64 = 4096;
 /// The number of the system call the current task is in (its saved `orig_ax`), -1 if none
 /// can be read.
 #[inline(always)]
-pub fn current_syscall() -> i64 {
+pub(crate) fn current_syscall() -> i64 {
     let layout = config::layout();
     let regs = if config::use_task_pt_regs() {
         // SAFETY: helpers that return the current task and its saved user registers (5.15+;
         // the branch is pruned by the verifier on older kernels: the flag is read-only data).
-        unsafe { generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as u64 }
+        unsafe {
+            generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()).cast_unsigned()
+        }
     } else {
         // task_pt_regs(): the registers sit at the top of the task's kernel stack.
         // SAFETY: a helper with no arguments.

@@ -1,3 +1,4 @@
+//! The library target: lets `udstrace` name this crate as a build dependency.
+//!
+//! The kernel programs are the binary target (`src/main.rs`).
 #![no_std]
-//! Kernel programs live in the binary target (`src/main.rs`); this library target exists so that
-//! `udstrace` can name this crate as a build dependency.

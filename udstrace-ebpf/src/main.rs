@@ -1,19 +1,43 @@
-//! udstrace's kernel programs.
+//! udstrace's kernel programs: one file per hook, and the capture logic they share.
 //!
-//! One file per hook; the capture logic they share lives in `capture`, the maps in `maps`, the
-//! run-time configuration (kernel field offsets, filters) in `config`, the system call ABI the
-//! tracepoint hooks read in `syscall`.
+//! The hooks (`sock_send_length`, `sock_recv_length`, `unix_sendmsg_fentry`,
+//! `unix_sendmsg_kprobe`, `sched_process_fork`) find a message; `filter` says whether the
+//! capture wants it, `record` fills its record header and `copy` copies its payload into the
+//! ring buffer. The maps are in `maps`, the run-time configuration (kernel field offsets,
+//! filters) in `config`, the system call ABI the tracepoint hooks read in `syscall`.
+//!
+//! Module dependencies: each module uses only modules on the lines above its own (no cycles).
+//! - `config` (globals), `payload` (segment kinds)
+//! - `kernel` (config), `maps` (payload)
+//! - `counters` (maps), `filter` (config, kernel, maps), `syscall` (config, kernel, payload)
+//! - `ancillary`, `copy` (config, counters, kernel, maps; copy also payload)
+//! - `record` (ancillary, copy, counters, kernel, maps, payload)
+//! - `sendmsg` (ancillary, config, counters, filter, kernel, maps, payload, record, syscall)
+//! - the hooks
 #![no_std]
 #![no_main]
 // Atomic adds on map values: the BPF target has no `core::sync::atomic` read-modify-write.
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
+// On top of the workspace lints: nothing here is public outside the crate, and every unsafe
+// block says why it is sound.
+#![warn(unreachable_pub, clippy::undocumented_unsafe_blocks)]
+#![allow(
+    clippy::inline_always,
+    reason = "a function left out of line becomes a BPF subprogram: at most five arguments, in \
+              registers, and BTF the kernel must accept; the programs inline everything but the \
+              bpf_loop callback"
+)]
 
 mod ancillary;
-mod capture;
 mod config;
+mod copy;
+mod counters;
+mod filter;
 mod kernel;
 mod maps;
+mod payload;
+mod record;
 mod sched_process_fork;
 mod sendmsg;
 mod sock_recv_length;

@@ -4,53 +4,60 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, ProgramArray, RingBuf},
 };
-use udstrace_common::{record::SEGMENT_MAX, SendRecord};
+use udstrace_common::{maps::CONTINUE_SLOTS, record::SEGMENT_MAX, SendRecord};
+
+use crate::payload::SEG_NONE;
 
 /// Records to userspace. Userspace sets the size at load time.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
+
+/// `bpf_ringbuf_query` and `bpf_ringbuf_output` flags for `EVENTS` (include/uapi/linux/bpf.h).
+pub(crate) const BPF_RB_AVAIL_DATA: u64 = 0;
+pub(crate) const BPF_RB_NO_WAKEUP: u64 = 1;
+pub(crate) const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
 /// Room for a segment's payload: twice the segment size, so that any offset below
 /// `SEGMENT_MAX` plus any copy of at most `SEGMENT_MAX` bytes stays inside it in a way the
 /// verifier can see with masks alone.
-pub const SCRATCH_DATA: usize = 2 * 65_536;
+pub(crate) const SCRATCH_DATA: usize = 2 * 65_536;
 const _: () = assert!(SEGMENT_MAX as usize <= SCRATCH_DATA / 2);
 
 /// The state of the copy loop, then the record being built: its header directly followed by
 /// its payload, so that the record goes out in one piece.
 #[repr(C)]
-pub struct Scratch {
-    pub copy: CopyState,
-    pub header: SendRecord,
-    pub data: [u8; SCRATCH_DATA],
+pub(crate) struct Scratch {
+    pub(crate) copy: CopyState,
+    pub(crate) header: SendRecord,
+    pub(crate) data: [u8; SCRATCH_DATA],
 }
 
-/// State of the copy loop (see `capture::copy_step`).
+/// State of the copy loop (see `copy::copy_step`).
 #[repr(C)]
-pub struct CopyState {
+pub(crate) struct CopyState {
     /// Bytes still to copy (after the snap length cut).
-    pub remaining: u64,
+    pub(crate) remaining: u64,
     /// The current buffer and what is left of it.
-    pub cur_ptr: u64,
-    pub cur_left: u64,
+    pub(crate) cur_ptr: u64,
+    pub(crate) cur_left: u64,
     /// The segment array (iovec, kvec or bio_vec), its length, and the next entry to read.
-    pub iov_base: u64,
-    pub iov_count: u64,
-    pub iov_index: u64,
+    pub(crate) iov_base: u64,
+    pub(crate) iov_count: u64,
+    pub(crate) iov_index: u64,
     /// Bytes of the first segments already consumed before this message (`iov_offset`).
-    pub skip: u64,
+    pub(crate) skip: u64,
     /// Offset in the message of the segment being filled, and how full it is.
-    pub seg_offset: u64,
-    pub fill: u64,
-    pub base_offset: u64,
-    pub msg_len: u64,
-    pub flags: u32,
-    /// What the array describes (`capture::SEG_*`).
-    pub seg_kind: u32,
+    pub(crate) seg_offset: u64,
+    pub(crate) fill: u64,
+    pub(crate) base_offset: u64,
+    pub(crate) msg_len: u64,
+    pub(crate) flags: u32,
+    /// What the array describes (`payload::SEG_*`).
+    pub(crate) seg_kind: u32,
     /// Non-zero when the current buffer is kernel memory.
-    pub cur_kernel: u32,
+    pub(crate) cur_kernel: u32,
     /// Non-zero from the start of a message's copy to its last record.
-    pub busy: u32,
+    pub(crate) busy: u32,
 }
 
 /// What the entry of a send function saw, kept per thread until the function returns
@@ -58,39 +65,39 @@ pub struct CopyState {
 /// them; the return value says how much of them it took.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct SendEntry {
+pub(crate) struct SendEntry {
     /// The `struct sock` and `struct msghdr` of the call.
-    pub sk: u64,
-    pub msg: u64,
+    pub(crate) sk: u64,
+    pub(crate) msg: u64,
     /// The payload: a buffer (`ptr`, `len`) or an array (`ptr`, `len` entries, `skip`).
-    pub ptr: u64,
-    pub len: u64,
-    pub skip: u64,
-    /// `capture::SEG_*`, or `capture::SEG_NONE` when the payload cannot be read.
-    pub kind: u32,
+    pub(crate) ptr: u64,
+    pub(crate) len: u64,
+    pub(crate) skip: u64,
+    /// `payload::SEG_*`, or `payload::SEG_NONE` when the payload cannot be read.
+    pub(crate) kind: u32,
     /// Calls of a hooked function made by another hooked function on the same message
     /// (`unix_seqpacket_sendmsg` calls `unix_dgram_sendmsg`): only the outer one records.
-    pub nested: u32,
+    pub(crate) nested: u32,
     /// `msg_name` and `msg_namelen`: the destination address, for a socket without peer.
-    pub name: u64,
-    pub name_len: i32,
+    pub(crate) name: u64,
+    pub(crate) name_len: i32,
     /// Non-zero for a receive function.
-    pub recv: u32,
+    pub(crate) recv: u32,
     /// Bytes the iterator described at entry (`count`): at most what a receive can fill.
-    pub total: u64,
+    pub(crate) total: u64,
 }
 
 impl SendEntry {
     /// A call on `sk` with message `msg` whose payload cannot be read.
     #[inline(always)]
-    pub const fn unreadable(sk: u64, msg: u64) -> Self {
+    pub(crate) const fn unreadable(sk: u64, msg: u64) -> Self {
         Self {
             sk,
             msg,
             ptr: 0,
             len: 0,
             skip: 0,
-            kind: crate::capture::SEG_NONE,
+            kind: SEG_NONE,
             nested: 0,
             name: 0,
             name_len: 0,
@@ -102,67 +109,61 @@ impl SendEntry {
 
 /// Per thread (pid_tgid) inside a hooked send or receive function: what its entry saw.
 #[map]
-pub static SEND_ENTRIES: LruHashMap<u64, SendEntry> = LruHashMap::with_max_entries(16_384, 0);
+pub(crate) static SEND_ENTRIES: LruHashMap<u64, SendEntry> =
+    LruHashMap::with_max_entries(16_384, 0);
 
 /// One `Scratch` per CPU, indexed by CPU number (a per-CPU array cannot hold values this
 /// large). Programs run with preemption disabled, so a CPU's slot has one user at a time.
 /// Userspace sets the number of entries to the number of possible CPUs.
 #[map]
-pub static SCRATCH: Array<Scratch> = Array::with_max_entries(1, 0);
+pub(crate) static SCRATCH: Array<Scratch> = Array::with_max_entries(1, 0);
 
 /// Per socket inode: the offset of the next byte the socket sends.
 #[map]
-pub static STREAM_OFFSETS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65_536, 0);
+pub(crate) static STREAM_OFFSETS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65_536, 0);
 
 /// Per thread part-way through a `sendmmsg` vector (tracepoint backend): which message
 /// comes next (see `sock_send_length::mmsg_index`).
 #[map]
-pub static MMSG_NEXT: LruHashMap<u32, MmsgNext> = LruHashMap::with_max_entries(16_384, 0);
+pub(crate) static MMSG_NEXT: LruHashMap<u32, MmsgNext> = LruHashMap::with_max_entries(16_384, 0);
 
 /// A `sendmmsg` in progress: the vector, the index of the next message, and the length the
 /// kernel sent of the one before it (which it writes to that entry's `msg_len` before going
 /// on).
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct MmsgNext {
-    pub vector: u64,
-    pub next: u32,
-    pub sent: u32,
+pub(crate) struct MmsgNext {
+    pub(crate) vector: u64,
+    pub(crate) next: u32,
+    pub(crate) sent: u32,
 }
 
-/// Indices into `COUNTERS` (shared with userspace).
-pub use udstrace_common::counter::{
-    LOST_BYTES as COUNTER_LOST_BYTES, LOST_SEGMENTS as COUNTER_LOST_SEGMENTS,
-    MISSED_RETURNS as COUNTER_MISSED_RETURNS, RING_PEAK as COUNTER_RING_PEAK,
-};
-
-/// Global counters userspace reads at the end of a capture.
+/// Global counters userspace reads at the end of a capture, indexed by
+/// `udstrace_common::counter` (see `counters::count`).
 #[map]
-pub static COUNTERS: Array<u64> = Array::with_max_entries(udstrace_common::counter::COUNT, 0);
+pub(crate) static COUNTERS: Array<u64> =
+    Array::with_max_entries(udstrace_common::counter::COUNT, 0);
 
 /// Processes (tgid) to capture when the `PIDS` filter is on; with `--follow` the fork hook
 /// adds their children.
 #[map]
-pub static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(16_384, 0);
+pub(crate) static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(16_384, 0);
 
 /// Command names (`comm`, NUL-padded) to capture when the `COMMS` filter is on.
 #[map]
-pub static COMM_FILTER: HashMap<[u8; 16], u8> = HashMap::with_max_entries(256, 0);
+pub(crate) static COMM_FILTER: HashMap<[u8; 16], u8> = HashMap::with_max_entries(256, 0);
 
 /// User ids to capture when the `UIDS` filter is on.
 #[map]
-pub static UID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
+pub(crate) static UID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
 
 const _: () = assert!(
     core::mem::offset_of!(Scratch, data)
         == core::mem::offset_of!(Scratch, header) + udstrace_common::record::SEND_RECORD_LEN
 );
 
-/// Indices into `COPY_CONTINUE`: the continuation program of each program type.
-pub const CONTINUE_FEXIT: u32 = 0;
-pub const CONTINUE_KRETPROBE: u32 = 1;
-
 /// The copy loop's continuation programs, for kernels without `bpf_loop` (see
-/// `capture::continue_copy`). Userspace fills in the one of the backend it attaches.
+/// `copy::continue_copy`), at `udstrace_common::maps::CONTINUE_FEXIT` and
+/// `CONTINUE_KRETPROBE`. Userspace fills in the one of the backend it attaches.
 #[map]
-pub static COPY_CONTINUE: ProgramArray = ProgramArray::with_max_entries(2, 0);
+pub(crate) static COPY_CONTINUE: ProgramArray = ProgramArray::with_max_entries(CONTINUE_SLOTS, 0);

@@ -1,24 +1,29 @@
-//! Function-hook backends (fentry/fexit, kprobe/kretprobe), shared part: what the entry of a
-//! hooked send (or, with `--recv`, receive) function notes, and what its exit records.
+//! The function-hook backends' shared part: what an entry notes, what the exit records.
+//!
+//! The fentry/fexit and kprobe/kretprobe backends hook the same send (or, with `--recv`,
+//! receive) functions.
 //!
 //! At entry the message's `struct iov_iter` still describes all of its bytes; by the exit the
 //! kernel has consumed part of it. So the entry keeps where the bytes are (per thread), and
 //! the exit, which knows how many bytes the kernel accepted, copies that many from there.
 
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, EbpfContext};
+use udstrace_common::counter;
 
 use crate::{
-    ancillary,
-    capture::{self, Payload, SEG_BVEC, SEG_IOVEC, SEG_KBUF, SEG_KVEC, SEG_NONE, SEG_UBUF},
-    config,
+    ancillary, config,
+    counters::count,
+    filter,
     kernel::{self, Mem},
-    maps::{SendEntry, COUNTER_MISSED_RETURNS, SEND_ENTRIES},
+    maps::{SendEntry, SEND_ENTRIES},
+    payload::{Payload, SEG_BVEC, SEG_IOVEC, SEG_KBUF, SEG_KVEC, SEG_NONE, SEG_UBUF},
+    record, syscall,
 };
 
 /// Entry of `unix_{stream,dgram,seqpacket}_sendmsg(struct socket *sock, struct msghdr *msg,
 /// size_t len)`.
 #[inline(always)]
-pub fn enter_sendmsg(sock: u64, msg: u64) {
+pub(crate) fn enter_sendmsg(sock: u64, msg: u64) {
     let Some((pid_tgid, sk)) = wanted_sock(sock) else {
         return;
     };
@@ -36,7 +41,7 @@ pub fn enter_sendmsg(sock: u64, msg: u64) {
         kernel::read(msg, layout.msghdr_control).unwrap_or(0),
         kernel::read(msg, layout.msghdr_controllen).unwrap_or(0),
     );
-    if control.ptr != 0 && capture::unix_type(sk, layout).is_some() {
+    if control.ptr != 0 && filter::unix_type(sk, layout).is_some() {
         ancillary::emit(sk, control);
     }
 }
@@ -45,8 +50,8 @@ pub fn enter_sendmsg(sock: u64, msg: u64) {
 /// size_t size, int flags)` (`--recv`): where the reader's buffers are, to be read once the
 /// function has filled them.
 #[inline(always)]
-pub fn enter_recvmsg(sock: u64, msg: u64, flags: i32) {
-    if flags & crate::syscall::MSG_PEEK != 0 {
+pub(crate) fn enter_recvmsg(sock: u64, msg: u64, flags: i32) {
+    if flags & syscall::MSG_PEEK != 0 {
         return;
     }
     let Some((pid_tgid, sk)) = wanted_sock(sock) else {
@@ -63,12 +68,12 @@ pub fn enter_recvmsg(sock: u64, msg: u64, flags: i32) {
 /// Entry of `unix_stream_sendpage(struct socket *socket, struct page *page, int offset,
 /// size_t size, int flags)` (before 6.5: `sendfile` and `splice` to a stream socket).
 #[inline(always)]
-pub fn enter_sendpage(sock: u64, page: u64, offset: i32, size: u64) {
+pub(crate) fn enter_sendpage(sock: u64, page: u64, offset: i32, size: u64) {
     let Some((pid_tgid, sk)) = wanted_sock(sock) else {
         return;
     };
     let (ptr, kind) = match kernel::page_address(page) {
-        Ok(addr) => (addr + offset as u64, SEG_KBUF),
+        Ok(addr) => (addr + i64::from(offset).cast_unsigned(), SEG_KBUF),
         Err(_) => (0, SEG_NONE),
     };
     let entry = SendEntry {
@@ -85,7 +90,7 @@ pub fn enter_sendpage(sock: u64, page: u64, offset: i32, size: u64) {
 #[inline(always)]
 fn wanted_sock(sock: u64) -> Option<(u64, u64)> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !capture::wanted((pid_tgid >> 32) as u32) {
+    if !filter::wanted((pid_tgid >> 32) as u32) {
         return None;
     }
     let sk = kernel::read::<u64>(sock, config::layout().socket_sk).ok()?;
@@ -96,7 +101,7 @@ fn wanted_sock(sock: u64) -> Option<(u64, u64)> {
 /// message.
 #[inline(always)]
 fn nested(pid_tgid: u64, sk: u64, msg: u64) -> bool {
-    match SEND_ENTRIES.get_ptr_mut(&pid_tgid) {
+    match SEND_ENTRIES.get_ptr_mut(pid_tgid) {
         Some(outer) => {
             // SAFETY: a map value of this thread's only.
             let outer = unsafe { &mut *outer };
@@ -105,7 +110,7 @@ fn nested(pid_tgid: u64, sk: u64, msg: u64) -> bool {
                 true
             } else {
                 // Left over from a call whose return was not seen: replaced, and counted.
-                capture::count(COUNTER_MISSED_RETURNS, 1);
+                count(counter::MISSED_RETURNS, 1);
                 false
             }
         }
@@ -149,11 +154,11 @@ fn iter_entry(sk: u64, msg: u64) -> Result<SendEntry, i64> {
 }
 
 /// Exit of a hooked function that returned `ret` (bytes accepted, or -errno). `cont`: the
-/// `COPY_CONTINUE` index of the program type; `LOOP`: see `capture::capture_send`.
+/// `COPY_CONTINUE` index of the program type; `LOOP`: see `record::capture_send`.
 #[inline(always)]
-pub fn exit<const LOOP: bool, C: EbpfContext>(ctx: &C, cont: u32, ret: i64) {
+pub(crate) fn exit<const LOOP: bool, C: EbpfContext>(ctx: &C, cont: u32, ret: i64) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(slot) = SEND_ENTRIES.get_ptr_mut(&pid_tgid) else {
+    let Some(slot) = SEND_ENTRIES.get_ptr_mut(pid_tgid) else {
         return;
     };
     // SAFETY: a map value of this thread's only; copied out before it is removed.
@@ -164,12 +169,12 @@ pub fn exit<const LOOP: bool, C: EbpfContext>(ctx: &C, cont: u32, ret: i64) {
         }
         *slot
     };
-    let _ = SEND_ENTRIES.remove(&pid_tgid);
+    let _ = SEND_ENTRIES.remove(pid_tgid);
     let recv = entry.recv != 0;
     // A datagram longer than the reader's buffers (MSG_TRUNC) returns its full length;
     // the reader got what its buffers hold.
-    let ret = if recv && ret > 0 && entry.kind != SEG_NONE && ret as u64 > entry.total {
-        entry.total as i64
+    let ret = if recv && ret > 0 && entry.kind != SEG_NONE && ret.cast_unsigned() > entry.total {
+        entry.total.cast_signed()
     } else {
         ret
     };
@@ -182,11 +187,11 @@ pub fn exit<const LOOP: bool, C: EbpfContext>(ctx: &C, cont: u32, ret: i64) {
         _ => Payload::MISSING,
     };
     let layout = config::layout();
-    let Some(sock_type) = capture::unix_type(entry.sk, layout) else {
+    let Some(sock_type) = filter::unix_type(entry.sk, layout) else {
         return;
     };
     let syscall = kernel::current_syscall();
-    let _ = capture::capture_send::<LOOP, C>(
+    let _ = record::capture_send::<LOOP, C>(
         ctx,
         cont,
         entry.sk,

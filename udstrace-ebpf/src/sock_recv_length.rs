@@ -1,24 +1,28 @@
-//! Tracepoint backend, receive side (`--recv`): `sock:sock_recv_length`.
+//! Tracepoint backend, receive side (`--recv`): `sock:sock_recv_length` (6.3+).
 //!
-//! match-proto:v6.3:include/trace/events/sock.h:TRACE_EVENT(sock_recv_length,
-//!     TP_PROTO(struct sock *sk, int ret, int flags))
 //! Fired by `sock_recvmsg_nosec()` (net/socket.c) after the protocol's recvmsg returned, with
 //! its return value (bytes received, or a negative errno) and the call's flags. The reader's
 //! buffers, filled by then, are found from the system call that is running (`syscall.rs`).
+#![allow(
+    clippy::needless_pass_by_value,
+    reason = "aya's program macros call each program with its context by value"
+)]
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
 
 use crate::{
-    capture::{self, Payload},
-    config,
+    config, copy, filter,
     kernel::Mem,
+    payload::{Payload, SEG_USER_IOVEC},
+    record,
     syscall::{self, Regs},
 };
 
+/// match-proto: v6.18 include/trace/events/sock.h: TRACE_EVENT(sock_recv_length, TP_PROTO(struct sock *sk, int ret, int flags))
 #[btf_tracepoint(function = "sock_recv_length")]
-pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
+fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
     let _ = try_sock_recv_length(&ctx);
     0
 }
@@ -31,11 +35,11 @@ fn try_sock_recv_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !capture::wanted((pid_tgid >> 32) as u32) {
+    if !filter::wanted((pid_tgid >> 32) as u32) {
         return Ok(());
     }
     let layout = config::layout();
-    let Some(sock_type) = capture::unix_type(sk, layout) else {
+    let Some(sock_type) = filter::unix_type(sk, layout) else {
         return Ok(());
     };
     let regs = Regs::current();
@@ -45,21 +49,21 @@ fn try_sock_recv_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
         syscall::READ | syscall::RECVFROM => {
             let len = regs.arg(2)?;
             // A datagram longer than the buffer (MSG_TRUNC) returns its full length.
-            if received as u64 > len {
-                received = len as i64;
+            if received.cast_unsigned() > len {
+                received = len.cast_signed();
             }
             Payload::buf(regs.arg(1)?, len, false)
         }
         syscall::READV | syscall::PREADV | syscall::PREADV2 => {
-            Payload::segments(regs.arg(1)?, regs.arg(2)?, 0, capture::SEG_USER_IOVEC)
+            Payload::segments(regs.arg(1)?, regs.arg(2)?, 0, SEG_USER_IOVEC)
         }
         syscall::RECVMSG => syscall::msghdr_iovecs(regs.arg(1)?)?,
         // recvmmsg: which message of the vector this is is not known here.
         _ => Payload::MISSING,
     };
-    capture::capture_send::<true, _>(
+    record::capture_send::<true, _>(
         ctx,
-        capture::NO_CONTINUATION,
+        copy::NO_CONTINUATION,
         sk,
         sock_type,
         received,

@@ -1,7 +1,5 @@
-//! Tracepoint backend, send side: `sock:sock_send_length`.
+//! Tracepoint backend, send side: `sock:sock_send_length` (6.3+).
 //!
-//! match-proto:v6.3:include/trace/events/sock.h:TRACE_EVENT(sock_send_length,
-//!     TP_PROTO(struct sock *sk, int ret, int flags))
 //! Fired by `sock_sendmsg_nosec()` (net/socket.c) after the protocol's sendmsg returned, with
 //! its return value: the bytes the kernel accepted, or a negative errno. The tracepoint does
 //! not carry the `msghdr`, so the payload, destination address and control data are found
@@ -11,21 +9,27 @@
 //! which one it is comes from [`mmsg_index`]. (A `syscalls:sys_enter_sendmmsg` tracepoint
 //! could number them exactly, but enabling any system call tracepoint sends every system
 //! call of every process through the kernel's slow entry path: 35-40 ns more per call here.)
+#![allow(
+    clippy::needless_pass_by_value,
+    reason = "aya's program macros call each program with its context by value"
+)]
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
 
 use crate::{
-    capture::{self, Payload},
-    config,
+    config, copy, filter,
     kernel::{self, Mem},
     maps::{MmsgNext, MMSG_NEXT},
+    payload::{Payload, SEG_USER_IOVEC},
+    record,
     syscall::{self, Regs},
 };
 
+/// match-proto: v6.18 include/trace/events/sock.h: TRACE_EVENT(sock_send_length, TP_PROTO(struct sock *sk, int ret, int flags))
 #[btf_tracepoint(function = "sock_send_length")]
-pub fn sock_send_length(ctx: BtfTracePointContext) -> i32 {
+fn sock_send_length(ctx: BtfTracePointContext) -> i32 {
     let _ = try_sock_send_length(&ctx);
     0
 }
@@ -34,12 +38,12 @@ fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let sk: u64 = ctx.arg(0);
     let ret: i32 = ctx.arg(1);
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !capture::wanted((pid_tgid >> 32) as u32) {
+    if !filter::wanted((pid_tgid >> 32) as u32) {
         return Ok(());
     }
     // Before the system call is decoded: the tracepoint fires for every socket.
     let layout = config::layout();
-    let Some(sock_type) = capture::unix_type(sk, layout) else {
+    let Some(sock_type) = filter::unix_type(sk, layout) else {
         return Ok(());
     };
     let regs = Regs::current();
@@ -54,7 +58,7 @@ fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
             Mem::NONE,
         ),
         syscall::WRITEV | syscall::PWRITEV | syscall::PWRITEV2 => (
-            Payload::segments(regs.arg(1)?, regs.arg(2)?, 0, capture::SEG_USER_IOVEC),
+            Payload::segments(regs.arg(1)?, regs.arg(2)?, 0, SEG_USER_IOVEC),
             Mem::NONE,
             Mem::NONE,
         ),
@@ -67,9 +71,9 @@ fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
         _ => (Payload::MISSING, Mem::NONE, Mem::NONE),
     };
     // Kernels with this tracepoint (6.3+) all have bpf_loop.
-    capture::capture_send::<true, _>(
+    record::capture_send::<true, _>(
         ctx,
-        capture::NO_CONTINUATION,
+        copy::NO_CONTINUATION,
         sk,
         sock_type,
         i64::from(ret),
@@ -130,7 +134,7 @@ fn mmsg_index(tid: u32, vector: u64, vlen: u64, ret: i32) -> u64 {
         let next = MmsgNext {
             vector,
             next: index as u32 + 1,
-            sent: ret as u32,
+            sent: ret.cast_unsigned(),
         };
         let _ = MMSG_NEXT.insert(tid, next, 0);
     }

@@ -1,26 +1,22 @@
-//! fentry/fexit backend: BPF trampolines on the Unix socket send functions (x86_64 5.5+).
+//! fentry/fexit backend: BPF trampolines on the Unix socket send and receive functions (5.5+).
 //!
-//! Written against (net/unix/af_unix.c, identical in 5.10 ... 6.18):
-//!   static int unix_stream_sendmsg(struct socket *sock, struct msghdr *msg, size_t len);
-//!   static int unix_dgram_sendmsg(struct socket *sock, struct msghdr *msg, size_t len);
-//!   static int unix_seqpacket_sendmsg(struct socket *sock, struct msghdr *msg, size_t len);
-//! and, before 6.5 (sendfile/splice to a stream socket):
-//!   static ssize_t unix_stream_sendpage(struct socket *socket, struct page *page,
-//!                                       int offset, size_t size, int flags);
-//! and for `--recv`:
-//!   static int unix_stream_recvmsg(struct socket *sock, struct msghdr *msg, size_t size,
-//!                                  int flags);
-//!   (likewise unix_dgram_recvmsg, unix_seqpacket_recvmsg)
-//! An fexit program sees the arguments, then the return value.
+//! The hooked functions are in net/unix/af_unix.c, with the same prototypes from 5.10 to 6.18
+//! (`unix_stream_sendpage`, for sendfile/splice to a stream socket, until 6.4); each hook's
+//! `match-proto` line names the one it was written against. An fexit program sees the
+//! arguments, then the return value.
+#![allow(
+    clippy::needless_pass_by_value,
+    reason = "aya's program macros call each program with its context by value"
+)]
 
 use aya_ebpf::{
     macros::{fentry, fexit},
     programs::{FEntryContext, FExitContext},
+    EbpfContext,
 };
+use udstrace_common::maps::CONTINUE_FEXIT;
 
-use aya_ebpf::EbpfContext;
-
-use crate::{capture, kernel, maps::CONTINUE_FEXIT, sendmsg};
+use crate::{copy, kernel, sendmsg};
 
 /// Argument `n` as a plain number. The verifier types pointer arguments of trampoline
 /// programs (`struct page *` is a `ptr_page`), and before 5.11 it refuses arithmetic between
@@ -32,25 +28,28 @@ fn untyped_arg(ctx: &FEntryContext, n: u32) -> u64 {
 
 /// An fentry program noting the message at entry, and two fexit programs recording it at
 /// exit: one copying under `bpf_loop`, one (`_seq`) for kernels without it. Userspace loads
-/// one of the two.
+/// one of the two. The doc comment (the hooked function's `match-proto` line) goes on all three.
 macro_rules! hooks {
-    ($function:literal, $entry:ident, $exit:ident, $exit_seq:ident, $ret:ty, $ret_index:literal,
-     |$ctx:ident| $enter:expr) => {
+    ($(#[$doc:meta])* $function:literal, $entry:ident, $exit:ident, $exit_seq:ident, $ret:ty,
+     $ret_index:literal, |$ctx:ident| $enter:expr) => {
+        $(#[$doc])*
         #[fentry(function = $function)]
-        pub fn $entry($ctx: FEntryContext) -> i32 {
+        fn $entry($ctx: FEntryContext) -> i32 {
             $enter;
             0
         }
 
+        $(#[$doc])*
         #[fexit(function = $function)]
-        pub fn $exit(ctx: FExitContext) -> i32 {
+        fn $exit(ctx: FExitContext) -> i32 {
             let ret = i64::from(ctx.arg::<$ret>($ret_index));
             sendmsg::exit::<true, _>(&ctx, CONTINUE_FEXIT, ret);
             0
         }
 
+        $(#[$doc])*
         #[fexit(function = $function)]
-        pub fn $exit_seq(ctx: FExitContext) -> i32 {
+        fn $exit_seq(ctx: FExitContext) -> i32 {
             let ret = i64::from(ctx.arg::<$ret>($ret_index));
             sendmsg::exit::<false, _>(&ctx, CONTINUE_FEXIT, ret);
             0
@@ -59,6 +58,7 @@ macro_rules! hooks {
 }
 
 hooks!(
+    /// match-proto: v6.18 net/unix/af_unix.c: static int unix_stream_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
     "unix_stream_sendmsg",
     fentry_unix_stream_sendmsg,
     fexit_unix_stream_sendmsg,
@@ -68,6 +68,7 @@ hooks!(
     |ctx| sendmsg::enter_sendmsg(ctx.arg(0), ctx.arg(1))
 );
 hooks!(
+    /// match-proto: v6.18 net/unix/af_unix.c: static int unix_dgram_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
     "unix_dgram_sendmsg",
     fentry_unix_dgram_sendmsg,
     fexit_unix_dgram_sendmsg,
@@ -77,6 +78,7 @@ hooks!(
     |ctx| sendmsg::enter_sendmsg(ctx.arg(0), ctx.arg(1))
 );
 hooks!(
+    /// match-proto: v6.18 net/unix/af_unix.c: static int unix_seqpacket_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
     "unix_seqpacket_sendmsg",
     fentry_unix_seqpacket_sendmsg,
     fexit_unix_seqpacket_sendmsg,
@@ -86,6 +88,7 @@ hooks!(
     |ctx| sendmsg::enter_sendmsg(ctx.arg(0), ctx.arg(1))
 );
 hooks!(
+    /// match-proto: v6.4 net/unix/af_unix.c: static ssize_t unix_stream_sendpage(struct socket *socket, struct page *page, int offset, size_t size, int flags)
     "unix_stream_sendpage",
     fentry_unix_stream_sendpage,
     fexit_unix_stream_sendpage,
@@ -96,6 +99,7 @@ hooks!(
 );
 
 hooks!(
+    /// match-proto: v6.18 net/unix/af_unix.c: static int unix_stream_recvmsg(struct socket *sock, struct msghdr *msg, size_t size, int flags)
     "unix_stream_recvmsg",
     fentry_unix_stream_recvmsg,
     fexit_unix_stream_recvmsg,
@@ -105,6 +109,7 @@ hooks!(
     |ctx| sendmsg::enter_recvmsg(ctx.arg(0), ctx.arg(1), ctx.arg(3))
 );
 hooks!(
+    /// match-proto: v6.18 net/unix/af_unix.c: static int unix_dgram_recvmsg(struct socket *sock, struct msghdr *msg, size_t size, int flags)
     "unix_dgram_recvmsg",
     fentry_unix_dgram_recvmsg,
     fexit_unix_dgram_recvmsg,
@@ -114,6 +119,7 @@ hooks!(
     |ctx| sendmsg::enter_recvmsg(ctx.arg(0), ctx.arg(1), ctx.arg(3))
 );
 hooks!(
+    /// match-proto: v6.18 net/unix/af_unix.c: static int unix_seqpacket_recvmsg(struct socket *sock, struct msghdr *msg, size_t size, int flags)
     "unix_seqpacket_recvmsg",
     fentry_unix_seqpacket_recvmsg,
     fexit_unix_seqpacket_recvmsg,
@@ -126,8 +132,9 @@ hooks!(
 /// The copy loop's continuation on kernels without `bpf_loop`: never attached, only
 /// tail-called from the fexit programs above (a tail call needs a program of the same type;
 /// it is loaded against `unix_stream_sendmsg`, which it does not use).
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_stream_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
 #[fexit(function = "unix_stream_sendmsg")]
-pub fn fexit_copy_continue(ctx: FExitContext) -> i32 {
-    capture::continue_copy(&ctx, CONTINUE_FEXIT);
+fn fexit_copy_continue(ctx: FExitContext) -> i32 {
+    copy::continue_copy(&ctx, CONTINUE_FEXIT);
     0
 }

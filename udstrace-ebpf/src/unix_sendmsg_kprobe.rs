@@ -1,17 +1,27 @@
-//! kprobe/kretprobe backend: the same functions as the fentry backend (see
-//! `unix_sendmsg_fentry.rs` for their prototypes), for kernels with kprobes but no BPF
+//! kprobe/kretprobe backend: the fentry backend's functions, for kernels without trampolines.
+//!
+//! The same functions as `unix_sendmsg_fentry.rs`, for kernels with kprobes but no BPF
 //! trampolines. A kretprobe sees only the return value; the entry noted the rest.
+#![allow(
+    clippy::needless_pass_by_value,
+    reason = "aya's program macros call each program with its context by value"
+)]
 
 use aya_ebpf::{
     macros::{kprobe, kretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
+use udstrace_common::maps::CONTINUE_KRETPROBE;
 
-use crate::{capture, maps::CONTINUE_KRETPROBE, sendmsg};
+use crate::{copy, sendmsg};
 
 /// Entry of any of the three sendmsg functions (same prototype; attached to each).
+///
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_stream_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_dgram_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_seqpacket_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
 #[kprobe]
-pub fn kprobe_unix_sendmsg(ctx: ProbeContext) -> u32 {
+fn kprobe_unix_sendmsg(ctx: ProbeContext) -> u32 {
     if let (Some(sock), Some(msg)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) {
         sendmsg::enter_sendmsg(sock, msg);
     }
@@ -20,8 +30,12 @@ pub fn kprobe_unix_sendmsg(ctx: ProbeContext) -> u32 {
 
 /// Entry of any of the three recvmsg functions (`--recv`); their return is
 /// `kretprobe_unix_sendmsg` too.
+///
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_stream_recvmsg(struct socket *sock, struct msghdr *msg, size_t size, int flags)
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_dgram_recvmsg(struct socket *sock, struct msghdr *msg, size_t size, int flags)
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_seqpacket_recvmsg(struct socket *sock, struct msghdr *msg, size_t size, int flags)
 #[kprobe]
-pub fn kprobe_unix_recvmsg(ctx: ProbeContext) -> u32 {
+fn kprobe_unix_recvmsg(ctx: ProbeContext) -> u32 {
     if let (Some(sock), Some(msg), Some(flags)) =
         (ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<i32>(3))
     {
@@ -30,22 +44,40 @@ pub fn kprobe_unix_recvmsg(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// Return of any of the three sendmsg (and recvmsg) functions (int): copying under `bpf_loop`, and
-/// (`_seq`) for kernels without it.
+/// Return of any of the three sendmsg (and recvmsg) functions (int): copying under
+/// `bpf_loop`, and (`_seq`) for kernels without it.
+///
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_stream_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_dgram_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_seqpacket_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_stream_recvmsg(struct socket *sock, struct msghdr *msg, size_t size, int flags)
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_dgram_recvmsg(struct socket *sock, struct msghdr *msg, size_t size, int flags)
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_seqpacket_recvmsg(struct socket *sock, struct msghdr *msg, size_t size, int flags)
 #[kretprobe]
-pub fn kretprobe_unix_sendmsg(ctx: RetProbeContext) -> u32 {
+fn kretprobe_unix_sendmsg(ctx: RetProbeContext) -> u32 {
     sendmsg::exit::<true, _>(&ctx, CONTINUE_KRETPROBE, i64::from(ctx.ret::<i32>()));
     0
 }
 
+/// `kretprobe_unix_sendmsg` for kernels without `bpf_loop`.
+///
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_stream_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_dgram_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_seqpacket_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_stream_recvmsg(struct socket *sock, struct msghdr *msg, size_t size, int flags)
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_dgram_recvmsg(struct socket *sock, struct msghdr *msg, size_t size, int flags)
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_seqpacket_recvmsg(struct socket *sock, struct msghdr *msg, size_t size, int flags)
 #[kretprobe]
-pub fn kretprobe_unix_sendmsg_seq(ctx: RetProbeContext) -> u32 {
+fn kretprobe_unix_sendmsg_seq(ctx: RetProbeContext) -> u32 {
     sendmsg::exit::<false, _>(&ctx, CONTINUE_KRETPROBE, i64::from(ctx.ret::<i32>()));
     0
 }
 
+/// Entry of `unix_stream_sendpage` (until 6.4: sendfile and splice to a stream socket).
+///
+/// match-proto: v6.4 net/unix/af_unix.c: static ssize_t unix_stream_sendpage(struct socket *socket, struct page *page, int offset, size_t size, int flags)
 #[kprobe]
-pub fn kprobe_unix_stream_sendpage(ctx: ProbeContext) -> u32 {
+fn kprobe_unix_stream_sendpage(ctx: ProbeContext) -> u32 {
     if let (Some(sock), Some(page), Some(offset), Some(size)) = (
         ctx.arg::<u64>(0),
         ctx.arg::<u64>(1),
@@ -58,14 +90,19 @@ pub fn kprobe_unix_stream_sendpage(ctx: ProbeContext) -> u32 {
 }
 
 /// Return of `unix_stream_sendpage` (ssize_t).
+///
+/// match-proto: v6.4 net/unix/af_unix.c: static ssize_t unix_stream_sendpage(struct socket *socket, struct page *page, int offset, size_t size, int flags)
 #[kretprobe]
-pub fn kretprobe_unix_stream_sendpage(ctx: RetProbeContext) -> u32 {
+fn kretprobe_unix_stream_sendpage(ctx: RetProbeContext) -> u32 {
     sendmsg::exit::<true, _>(&ctx, CONTINUE_KRETPROBE, ctx.ret::<i64>());
     0
 }
 
+/// `kretprobe_unix_stream_sendpage` for kernels without `bpf_loop`.
+///
+/// match-proto: v6.4 net/unix/af_unix.c: static ssize_t unix_stream_sendpage(struct socket *socket, struct page *page, int offset, size_t size, int flags)
 #[kretprobe]
-pub fn kretprobe_unix_stream_sendpage_seq(ctx: RetProbeContext) -> u32 {
+fn kretprobe_unix_stream_sendpage_seq(ctx: RetProbeContext) -> u32 {
     sendmsg::exit::<false, _>(&ctx, CONTINUE_KRETPROBE, ctx.ret::<i64>());
     0
 }
@@ -73,7 +110,7 @@ pub fn kretprobe_unix_stream_sendpage_seq(ctx: RetProbeContext) -> u32 {
 /// The copy loop's continuation on kernels without `bpf_loop`: never attached, only
 /// tail-called from the return probes above.
 #[kretprobe]
-pub fn kretprobe_copy_continue(ctx: RetProbeContext) -> u32 {
-    capture::continue_copy(&ctx, CONTINUE_KRETPROBE);
+fn kretprobe_copy_continue(ctx: RetProbeContext) -> u32 {
+    copy::continue_copy(&ctx, CONTINUE_KRETPROBE);
     0
 }

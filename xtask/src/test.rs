@@ -53,6 +53,15 @@ pub(crate) fn run(no_vm: bool) -> Result<()> {
     require_root("cargo xtask test")?;
     sh(cargo().args(["fmt", "--all", "--", "--check"]))?;
     sh(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    // The kernel programs (not a default member), for the target and toolchain they are built
+    // with (as aya-build does in udstrace's build.rs).
+    sh(Command::new("rustup")
+        .current_dir(root())
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .args(["run", "nightly", "cargo", "clippy", "-p", "udstrace-ebpf"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .args(["--", "-D", "warnings"]))?;
     // Builds the kernel programs too (nightly, bpf-linker), through udstrace's build.rs.
     sh(cargo().args(["build", "-p", "udstrace"]))?;
     let mut tally = Tally::default();
