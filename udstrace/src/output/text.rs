@@ -122,7 +122,7 @@ mod tests {
     use udstrace_common::SockType;
 
     use super::*;
-    use crate::packet::{Meta, SockName, Syscall, Text};
+    use crate::packet::{Bytes, Meta, Syscall};
 
     fn view(payload: &[u8]) -> Packet<'_> {
         Packet {
@@ -130,11 +130,11 @@ mod tests {
             meta: Meta {
                 pid: 10,
                 tid: 11,
-                comm: Text(Cow::Borrowed(b"curl")),
+                comm: Bytes(Cow::Borrowed(b"curl")),
                 sock_type: SockType::Stream,
                 ino: 100,
                 peer_ino: 101,
-                peer_path: SockName(Cow::Borrowed(b"/run/docker.sock")),
+                peer_path: Bytes(Cow::Borrowed(b"/run/docker.sock")),
                 syscall: Syscall(1),
                 msg_len: payload.len() as u64,
                 ..Meta::default()

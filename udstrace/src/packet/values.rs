@@ -18,30 +18,22 @@ pub(crate) trait Value {
     fn read(&mut self, key: &str, text: &str) -> Result<(), String>;
 }
 
-fn number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
-    text.parse()
-        .map_err(|_| format!("`{text}` is not a number"))
+/// Numbers, written in decimal.
+macro_rules! number_value {
+    ($($t:ty),*) => {$(
+        impl Value for $t {
+            fn write(&self, _: &str, out: &mut String) {
+                let _ = write!(out, "{self}");
+            }
+            fn read(&mut self, _: &str, text: &str) -> Result<(), String> {
+                *self = text.parse().map_err(|_| format!("`{text}` is not a number"))?;
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl Value for u32 {
-    fn write(&self, _: &str, out: &mut String) {
-        let _ = write!(out, "{self}");
-    }
-    fn read(&mut self, _: &str, text: &str) -> Result<(), String> {
-        *self = number(text)?;
-        Ok(())
-    }
-}
-
-impl Value for u64 {
-    fn write(&self, _: &str, out: &mut String) {
-        let _ = write!(out, "{self}");
-    }
-    fn read(&mut self, _: &str, text: &str) -> Result<(), String> {
-        *self = number(text)?;
-        Ok(())
-    }
-}
+number_value!(u32, u64, i32);
 
 /// A number written only when known.
 impl<T: Value + Default> Value for Option<T> {
@@ -57,16 +49,6 @@ impl<T: Value + Default> Value for Option<T> {
         let mut v = T::default();
         v.read(key, text)?;
         *self = Some(v);
-        Ok(())
-    }
-}
-
-impl Value for i32 {
-    fn write(&self, _: &str, out: &mut String) {
-        let _ = write!(out, "{self}");
-    }
-    fn read(&mut self, _: &str, text: &str) -> Result<(), String> {
-        *self = number(text)?;
         Ok(())
     }
 }
@@ -134,46 +116,30 @@ pub(crate) fn unescape(s: &str, is_path: bool) -> Vec<u8> {
     out
 }
 
-/// Bytes that are not a socket name (a command name), borrowed from a record or owned after
-/// parsing.
+/// Bytes borrowed from a record, or owned after parsing: a socket's name when `PATH` (a path,
+/// or an abstract name with a leading NUL, written `@name`; empty for an unnamed socket), else
+/// any other bytes (a command name).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Text<'a>(pub(crate) Cow<'a, [u8]>);
+pub(crate) struct Bytes<'a, const PATH: bool>(pub(crate) Cow<'a, [u8]>);
 
-impl Deref for Text<'_> {
+/// A command name.
+pub(crate) type Text<'a> = Bytes<'a, false>;
+/// A socket's name.
+pub(crate) type SockName<'a> = Bytes<'a, true>;
+
+impl<const PATH: bool> Deref for Bytes<'_, PATH> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         &self.0
     }
 }
 
-impl Value for Text<'_> {
+impl<const PATH: bool> Value for Bytes<'_, PATH> {
     fn write(&self, _: &str, out: &mut String) {
-        escape_into(out, &self.0, false);
+        escape_into(out, &self.0, PATH);
     }
     fn read(&mut self, _: &str, text: &str) -> Result<(), String> {
-        self.0 = Cow::Owned(unescape(text, false));
-        Ok(())
-    }
-}
-
-/// A socket's name: a path, or an abstract name (leading NUL, written `@name`); empty for an
-/// unnamed socket.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct SockName<'a>(pub(crate) Cow<'a, [u8]>);
-
-impl Deref for SockName<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl Value for SockName<'_> {
-    fn write(&self, _: &str, out: &mut String) {
-        escape_into(out, &self.0, true);
-    }
-    fn read(&mut self, _: &str, text: &str) -> Result<(), String> {
-        self.0 = Cow::Owned(unescape(text, true));
+        self.0 = Cow::Owned(unescape(text, PATH));
         Ok(())
     }
 }

@@ -3,20 +3,20 @@
 use std::borrow::Cow;
 
 use super::*;
-use crate::packet::values::Holder;
+use crate::packet::values::{Bytes, Holder};
 
 fn meta(path: &[u8]) -> Meta<'_> {
     Meta {
         pid: 42,
         tid: 43,
-        comm: Text(Cow::Borrowed(b"my prog")),
+        comm: Bytes(Cow::Borrowed(b"my prog")),
         uid: 0,
         gid: 5,
         sock_type: SockType::SeqPacket,
         ino: 9,
         peer_ino: 10,
-        path: SockName(Cow::Borrowed(path)),
-        peer_path: SockName(Cow::Borrowed(b"\0abs=1")),
+        path: Bytes(Cow::Borrowed(path)),
+        peer_path: Bytes(Cow::Borrowed(b"\0abs=1")),
         syscall: Syscall(46),
         msg_len: 100,
         payload: Some(Cut::Snaplen),

@@ -16,7 +16,7 @@ use udstrace_common::{
     AncillaryRecord, FdInfo, SendRecord, SockType,
 };
 
-use crate::packet::{Dir, Meta, SockName, Syscall, Text};
+use crate::packet::{Bytes, Dir, Meta, Syscall};
 
 mod control;
 pub(crate) use control::{control_messages, ControlMessage};
@@ -171,17 +171,17 @@ impl<'a> TryFrom<&'a [u8]> for SendSegment<'a> {
             meta: Meta {
                 pid: u32_at(b, offset_of!(SendRecord, pid)),
                 tid: u32_at(b, offset_of!(SendRecord, tid)),
-                comm: Text(Cow::Borrowed(trim_nul(&b[comm_off..comm_off + COMM_LEN]))),
+                comm: Bytes(Cow::Borrowed(trim_nul(&b[comm_off..comm_off + COMM_LEN]))),
                 uid: u32_at(b, offset_of!(SendRecord, uid)),
                 gid: u32_at(b, offset_of!(SendRecord, gid)),
                 sock_type: SockType::from_raw(raw_type).ok_or(DecodeError::SockType(raw_type))?,
                 ino: u64_at(b, offset_of!(SendRecord, sock_ino)),
                 peer_ino: u64_at(b, offset_of!(SendRecord, peer_ino)),
-                path: SockName(Cow::Borrowed(path(
+                path: Bytes(Cow::Borrowed(path(
                     offset_of!(SendRecord, path_len),
                     offset_of!(SendRecord, path),
                 )?)),
-                peer_path: SockName(Cow::Borrowed(path(
+                peer_path: Bytes(Cow::Borrowed(path(
                     offset_of!(SendRecord, peer_path_len),
                     offset_of!(SendRecord, peer_path),
                 )?)),
