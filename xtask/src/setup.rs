@@ -79,7 +79,16 @@ fn rust() -> Result<()> {
             "minimal",
         ]))?;
     }
-    sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+    // rust-src: the kernel programs are built with -Z build-std=core; clippy: they are linted
+    // for their own target (`cargo xtask test`).
+    sh(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "clippy",
+        "--toolchain",
+        "nightly",
+    ]))
 }
 
 /// bpf-linker, built against the nightly toolchain's own LLVM (Debian 12's LLVM is too old).
