@@ -208,7 +208,9 @@ fn stop_or_continue(ud: &Udstrace, signal: libc::c_int) {
     for _ in 0..2_000 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         // The state follows the command name, which is in parentheses.
-        let state = stat.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T'));
+        let state = stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest.starts_with('T'));
         if state == Some(want_stopped) {
             return;
         }
