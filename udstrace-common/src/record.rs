@@ -110,6 +110,9 @@ pub struct SendRecord {
     pub seg_offset: u64,
     /// Segments the kernel programs had lost (ring buffer full) when this record was written.
     pub lost_segments: u64,
+    /// The cgroup (v2) of the sending task (for a receive, the reading task): the id of its
+    /// cgroup directory, which names its container.
+    pub cgroup_id: u64,
     /// Payload bytes that follow this header.
     pub cap_len: u32,
     /// System call the send came from (`x86_64` numbers), or -1 when not in a known one.
@@ -132,7 +135,7 @@ pub struct SendRecord {
 /// Size of [`SendRecord`] on the wire.
 pub const SEND_RECORD_LEN: usize = core::mem::size_of::<SendRecord>();
 
-const _: () = assert!(SEND_RECORD_LEN == 344);
+const _: () = assert!(SEND_RECORD_LEN == 352);
 const _: () = assert!(SEND_RECORD_LEN.is_multiple_of(8));
 
 /// Record kind of an [`AncillaryRecord`].

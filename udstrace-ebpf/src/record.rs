@@ -98,6 +98,8 @@ pub(crate) fn capture_send<const LOOP: bool, C: EbpfContext>(
     header.uid = uid_gid as u32;
     header.gid = (uid_gid >> 32) as u32;
     header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // SAFETY: a helper with no arguments.
+    header.cgroup_id = unsafe { generated::bpf_get_current_cgroup_id() };
     header.sock_type = sock_type;
     header.syscall = syscall;
     header.msg_len = msg_len;

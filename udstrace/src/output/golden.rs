@@ -113,6 +113,7 @@ fn fake_holders() -> std::collections::HashMap<u64, Vec<Holder>> {
             pid: 100,
             comm: "curl".into(),
             fd: 5,
+            container: String::new(),
         }],
     )])
 }

@@ -81,23 +81,23 @@ macro_rules! packet_fields {
             pub(crate) fn write_comment(&self, out: &mut String) {
                 out.clear();
                 $( if Value::present(&self.$name) {
-                    $(
+                    $( if Value::has(&self.$name, $key) {
                         if !out.is_empty() {
                             out.push(' ');
                         }
                         out.push_str(concat!($key, "="));
                         Value::write(&self.$name, $key, out);
-                    )+
+                    } )+
                 } )*
             }
 
             /// Appends ` key=value` for each field the text view shows that way.
             pub(crate) fn write_text_fields(&self, out: &mut String) {
                 $( if packet_fields!(@shown $shown) && Value::present(&self.$name) {
-                    $(
+                    $( if Value::has(&self.$name, $key) {
                         out.push_str(concat!(" ", $key, "="));
                         Value::write(&self.$name, $key, out);
-                    )+
+                    } )+
                 } )*
             }
 
@@ -126,6 +126,13 @@ packet_fields! { <'a>
     /// Sender's user and group.
     uid: u32, line { "uid": Uint32 "Sender user ID" };
     gid: u32, line { "gid": Uint32 "Sender group ID" };
+    /// Sender's cgroup (v2) id, which names its container.
+    cgroup: Option<u64>, line { "cgroup": Uint64 "Sender cgroup ID" };
+    /// Sender's container, when it runs in one: its name (or short id), full id, and
+    /// Kubernetes pod (`namespace/name`).
+    container: Option<Text<'a>>, line { "container": String "Sender container" };
+    container_id: Option<Text<'a>>, line { "container_id": String "Sender container ID" };
+    pod: Option<Text<'a>>, line { "pod": String "Sender pod (namespace/name)" };
     sock_type: SockType, line { "type": String "Socket type" };
     /// Inode of the sending (for a receive, the reading) socket.
     ino: u64, line { "ino": Uint64 "Socket inode" };
@@ -137,7 +144,8 @@ packet_fields! { <'a>
     /// The processes holding the peer socket: who can read the message.
     peers: Peers<'a>, line {
         "peer_pid": String "Peer process IDs",
-        "peer_comm": String "Peer commands"
+        "peer_comm": String "Peer commands",
+        "peer_container": String "Peer containers"
     };
     syscall: Syscall, line { "syscall": String "System call" };
     /// Bytes of the whole message (the send's return value).

@@ -12,6 +12,10 @@ pub(crate) trait Value {
     fn present(&self) -> bool {
         true
     }
+    /// Whether `key` is written, of a present value with several keys.
+    fn has(&self, _key: &str) -> bool {
+        true
+    }
     /// Writes the value of `key`, escaped for the comment.
     fn write(&self, key: &str, out: &mut String);
     /// Sets the value from `key`'s text.
@@ -313,10 +317,13 @@ pub(crate) struct Holder {
     pub(crate) comm: String,
     /// Its descriptor of the socket (not recorded in captures: 0 there).
     pub(crate) fd: u32,
+    /// Its container's name (or short id); empty when it runs in none.
+    pub(crate) container: String,
 }
 
-/// The processes holding the peer socket, written as two lists of the same length:
-/// `peer_pid=1,2` and `peer_comm=a,b`; left out when none is known.
+/// The processes holding the peer socket, written as lists of the same length:
+/// `peer_pid=1,2`, `peer_comm=a,b` and, when one of them runs in a container,
+/// `peer_container=web-1,` (empty for a process in none); left out when none is known.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Peers<'a>(pub(crate) Cow<'a, [Holder]>);
 
@@ -331,16 +338,21 @@ impl Value for Peers<'_> {
     fn present(&self) -> bool {
         !self.0.is_empty()
     }
+    fn has(&self, key: &str) -> bool {
+        key != "peer_container" || self.0.iter().any(|h| !h.container.is_empty())
+    }
     fn write(&self, key: &str, out: &mut String) {
         for (i, h) in self.0.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            if key == "peer_pid" {
-                let _ = write!(out, "{}", h.pid);
-            } else {
+            match key {
+                "peer_pid" => {
+                    let _ = write!(out, "{}", h.pid);
+                }
                 // The list separator cannot stand inside a name.
-                escape_with(out, h.comm.as_bytes(), false, b"\\=, ");
+                "peer_comm" => escape_with(out, h.comm.as_bytes(), false, b"\\=, "),
+                _ => escape_with(out, h.container.as_bytes(), false, b"\\=, "),
             }
         }
     }
@@ -350,12 +362,15 @@ impl Value for Peers<'_> {
             if list.len() <= index {
                 list.push(Holder::default());
             }
-            if key == "peer_pid" {
-                list[index].pid = item
-                    .parse()
-                    .map_err(|_| format!("`{text}` is not a list of numbers"))?;
-            } else {
-                list[index].comm = String::from_utf8_lossy(&unescape(item, false)).into_owned();
+            let unescaped = || String::from_utf8_lossy(&unescape(item, false)).into_owned();
+            match key {
+                "peer_pid" => {
+                    list[index].pid = item
+                        .parse()
+                        .map_err(|_| format!("`{text}` is not a list of numbers"))?;
+                }
+                "peer_comm" => list[index].comm = unescaped(),
+                _ => list[index].container = unescaped(),
             }
         }
         Ok(())

@@ -282,6 +282,7 @@ mod tests {
             pid,
             comm: comm.into(),
             fd,
+            container: String::new(),
         }
     }
 

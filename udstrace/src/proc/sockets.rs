@@ -226,6 +226,7 @@ fn sockets_of(p: &procfs::process::Process) -> Vec<(u64, Holder)> {
                     pid,
                     comm: comm.clone(),
                     fd: u32::try_from(fd.fd).unwrap_or(0),
+                    container: String::new(),
                 },
             )),
             _ => None,

@@ -63,11 +63,13 @@ fn peers_round_trip() {
             pid: 7,
             comm: "a,b".into(),
             fd: 3,
+            container: String::new(),
         },
         Holder {
             pid: 8,
             comm: "sh".into(),
             fd: 4,
+            container: String::new(),
         },
     ];
     let mut v = meta(b"");

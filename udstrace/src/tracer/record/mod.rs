@@ -174,6 +174,7 @@ impl<'a> TryFrom<&'a [u8]> for SendSegment<'a> {
                 comm: Bytes(Cow::Borrowed(trim_nul(&b[comm_off..comm_off + COMM_LEN]))),
                 uid: u32_at(b, offset_of!(SendRecord, uid)),
                 gid: u32_at(b, offset_of!(SendRecord, gid)),
+                cgroup: Some(u64_at(b, offset_of!(SendRecord, cgroup_id))).filter(|&id| id != 0),
                 sock_type: SockType::from_raw(raw_type).ok_or(DecodeError::SockType(raw_type))?,
                 ino: u64_at(b, offset_of!(SendRecord, sock_ino)),
                 peer_ino: u64_at(b, offset_of!(SendRecord, peer_ino)),
