@@ -48,7 +48,12 @@ pub(crate) fn write_packet(out: &mut String, p: &Packet<'_>, style: PayloadStyle
     if v.tid != v.pid {
         let _ = write!(out, "/{}", v.tid);
     }
-    let _ = write!(out, "] {} ", v.sock_type.name());
+    out.push(']');
+    if let Some(container) = &v.container {
+        out.push('@');
+        escape_into(out, container, false);
+    }
+    let _ = write!(out, " {} ", v.sock_type.name());
     write_end(out, v.ino, &v.path);
     // A receive: the socket read what its peer sent.
     out.push_str(if v.is_recv() { " < " } else { " > " });
@@ -57,6 +62,10 @@ pub(crate) fn write_packet(out: &mut String, p: &Packet<'_>, style: PayloadStyle
         out.push(if i == 0 { ' ' } else { ',' });
         escape_into(out, h.comm.as_bytes(), false);
         let _ = write!(out, "[{}]", h.pid);
+        if !h.container.is_empty() {
+            out.push('@');
+            escape_into(out, h.container.as_bytes(), false);
+        }
     }
     let _ = write!(out, ", length {}", p.orig_len);
     if let Some(seg_offset) = v.seg_offset {
@@ -122,7 +131,7 @@ mod tests {
     use udstrace_common::SockType;
 
     use super::*;
-    use crate::packet::{Bytes, Meta, Syscall};
+    use crate::packet::{Bytes, Holder, Meta, Peers, Syscall};
 
     fn view(payload: &[u8]) -> Packet<'_> {
         Packet {
@@ -154,6 +163,27 @@ mod tests {
         assert_eq!(
             line,
             "curl[10/11] stream 100 > 101 (/run/docker.sock), length 16\n"
+        );
+    }
+
+    /// Processes in containers: `comm[pid]@container`, at both ends.
+    #[test]
+    fn containers_follow_the_processes() {
+        let peers = [Holder {
+            pid: 12,
+            comm: "dockerd".into(),
+            fd: 3,
+            container: "web-1".into(),
+        }];
+        let mut p = view(b"x");
+        p.meta.container = Some(Bytes(Cow::Borrowed(b"api")));
+        p.meta.peers = Peers(Cow::Borrowed(&peers));
+        let mut s = String::new();
+        write_packet(&mut s, &p, PayloadStyle::None);
+        let line = s.split_once(' ').unwrap().1;
+        assert_eq!(
+            line,
+            "curl[10/11]@api stream 100 > 101 (/run/docker.sock) dockerd[12]@web-1, length 1\n"
         );
     }
 
