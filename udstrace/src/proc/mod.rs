@@ -1,7 +1,9 @@
 //! What comes from `/proc` and sock_diag: the machine's sockets and who holds them, the
-//! receivers of a message, what a passed descriptor is, and socket names as users write them.
+//! receivers of a message, what a passed descriptor is, socket names as users write them, and
+//! which container a process is in.
 
 pub(crate) mod cgroups;
+pub(crate) mod containers;
 pub(crate) mod fds;
 pub(crate) mod names;
 pub(crate) mod peers;
