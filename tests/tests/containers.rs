@@ -37,8 +37,8 @@ fn docker_ok(args: &[&str]) -> String {
 /// Starts dockerd unless one answers, and waits until it does; makes the empty image.
 fn dockerd() {
     if !docker(&["version"]).status.success() {
-        let log = std::fs::File::create(std::env::temp_dir().join("udstrace-test-dockerd.log"))
-            .unwrap();
+        let log =
+            std::fs::File::create(std::env::temp_dir().join("udstrace-test-dockerd.log")).unwrap();
         Command::new("/usr/sbin/dockerd")
             .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
             .stdin(Stdio::null())
@@ -71,12 +71,17 @@ fn dockerd() {
             .stdin(tar.stdout.unwrap())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
 /// A container running a Unix socket server on `dir/app.sock` (`/sock/app.sock` inside):
-/// each connection gets `pong:` and what it sent. Removed when dropped.
+/// each connection gets `pong:` and what it sent, and is closed when the client closes it.
+/// Removed when dropped.
 struct Server {
     name: String,
     id: String,
@@ -111,6 +116,7 @@ impl Server {
              while True:\n\
              \x20   c, _ = s.accept()\n\
              \x20   c.sendall(b'pong:' + c.recv(100))\n\
+             \x20   c.recv(1)\n\
              \x20   c.close()\n",
         ]);
         let socket = dir.join("app.sock");
@@ -146,9 +152,10 @@ fn container_server_and_host_client_are_named() {
     let file = dir.path("capture.pcapng");
     let ud = Udstrace::start(&["-w", file.to_str().unwrap(), "--comm", "python3"]);
     let socket = sock_dir.join("app.sock");
-    // The client sends once the server has accepted: a connection not accepted yet is
-    // received by the listener's holders, found by the listener's name through sock_diag,
-    // which sees no socket of the container's network namespace.
+    // Receivers are found in /proc when udstrace writes the packet: the client sends once
+    // the server has accepted (a connection not accepted yet is received by the listener's
+    // holders, found by the listener's name through sock_diag, which sees no socket of the
+    // container's network namespace), and both ends stay open for half a second.
     let client = Command::new("/usr/bin/python3")
         .args([
             "-c",
@@ -157,7 +164,8 @@ fn container_server_and_host_client_are_named() {
              c.connect(sys.argv[1])\n\
              time.sleep(0.2)\n\
              c.sendall(b'ping')\n\
-             print(c.recv(100).decode())\n",
+             print(c.recv(100).decode(), flush=True)\n\
+             time.sleep(0.5)\n",
         ])
         .arg(&socket)
         .output()
@@ -183,8 +191,18 @@ fn container_server_and_host_client_are_named() {
         "{}",
         request.comment
     );
-    assert_eq!(reply.meta("container"), Some(server.name.as_str()), "{}", reply.comment);
-    assert_eq!(reply.meta("container_id"), Some(server.id.as_str()), "{}", reply.comment);
+    assert_eq!(
+        reply.meta("container"),
+        Some(server.name.as_str()),
+        "{}",
+        reply.comment
+    );
+    assert_eq!(
+        reply.meta("container_id"),
+        Some(server.id.as_str()),
+        "{}",
+        reply.comment
+    );
     assert!(reply.meta("cgroup").is_some(), "{}", reply.comment);
     assert_eq!(reply.meta("peer_container"), None, "{}", reply.comment);
 }

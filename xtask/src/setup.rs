@@ -10,7 +10,8 @@ use crate::util::{output, require_root, sh};
 /// python3 for HTTP, postgresql for psql and its server, xvfb and x11-utils for X11);
 /// util-linux for setpriv and runuser; iproute2 for `ss` (checks `udstrace ls`); bpftool to
 /// inspect programs; qemu-system-x86, busybox-static and xz-utils to boot other kernels
-/// (`cargo xtask vm-test`).
+/// (`cargo xtask vm-test`); docker.io (dockerd, containerd, runc) for the container tests,
+/// which start dockerd themselves.
 const APT_PACKAGES: &[&str] = &[
     "tshark",
     "curl",
@@ -25,6 +26,7 @@ const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "xz-utils",
+    "docker.io",
 ];
 
 /// The bpf-linker release that works with the toolchains here (see docs/DESIGN.md).

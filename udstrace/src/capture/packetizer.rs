@@ -20,8 +20,8 @@ use crate::{
         ports::Ports,
         sink::Sink,
     },
-    packet::{Cut, Holder, Packet, Peers},
-    proc::{fds, peers::PeerResolver},
+    packet::{Bytes, Cut, Holder, Packet, Peers},
+    proc::{container_names::ContainerNames, fds, peers::PeerResolver},
     tracer::record::{Ancillary, SendSegment},
 };
 
@@ -93,6 +93,8 @@ pub(crate) struct Packetizer {
     filter: Filter,
     /// Who holds each peer socket.
     peers: PeerResolver,
+    /// The containers of senders and receivers.
+    containers: ContainerNames,
     /// Per kernel socket address: the process last seen sending on it.
     last_sender: HashMap<u64, u32>,
     /// Per thread: the control data of the next message it sends (see `ancillary`).
@@ -120,6 +122,7 @@ impl Packetizer {
             ports: Ports::new(&[]).expect("the built-in rules parse"),
             filter: Filter::default(),
             peers: PeerResolver::default(),
+            containers: ContainerNames::system(),
             last_sender: HashMap::new(),
             pending: HashMap::new(),
             proc: PathBuf::from("/proc"),
@@ -137,6 +140,14 @@ impl Packetizer {
     #[must_use]
     pub(crate) fn with_id_key(mut self, key: u64) -> Self {
         self.id_key = key;
+        self
+    }
+
+    /// Names containers with `containers` (tests name none, or give a fixed machine).
+    #[cfg(test)]
+    #[must_use]
+    pub(crate) fn with_containers(mut self, containers: ContainerNames) -> Self {
+        self.containers = containers;
         self
     }
 
@@ -218,7 +229,16 @@ impl Packetizer {
         let (flow, ack) = self.flow(seg, own_id, peer_id);
         let peers = receivers(&mut self.peers, &self.last_sender, seg);
         let mut meta = seg.meta.clone();
-        meta.peers = Peers(Cow::Borrowed(peers));
+        meta.peers = Peers(self.containers.label_holders(peers));
+        if let Some(named) = self.containers.of_sender(meta.cgroup, meta.pid) {
+            meta.container = Some(Bytes(Cow::Borrowed(named.label.as_bytes())));
+            meta.container_id = Some(Bytes(Cow::Borrowed(named.id.as_bytes())));
+            meta.runtime = Some(Bytes(Cow::Borrowed(named.runtime.as_bytes())));
+            meta.pod = named
+                .pod
+                .as_deref()
+                .map(|p| Bytes(Cow::Borrowed(p.as_bytes())));
+        }
         let mut first = meta.clone();
         if let Some(a) = &control {
             let proc = &self.proc;

@@ -13,7 +13,10 @@ use super::{
 use crate::{
     capture::{clock::WallClock, Packetizer},
     packet::Holder,
-    proc::peers::{Fixed, PeerResolver},
+    proc::{
+        container_names::ContainerNames,
+        peers::{Fixed, PeerResolver},
+    },
     tracer::record::{testing::RawRecord, SendSegment},
 };
 
@@ -132,7 +135,8 @@ fn build() -> Vec<u8> {
     // Boot time 1 s is 2023-11-14T22:13:21Z.
     let mut p = Packetizer::new(WallClock::with_offset(1_700_000_000_000_000_000), None)
         .with_id_key(7)
-        .with_peers(PeerResolver::with_source(Box::new(Fixed(fake_holders()))));
+        .with_peers(PeerResolver::with_source(Box::new(Fixed(fake_holders()))))
+        .with_containers(ContainerNames::off());
     for r in records() {
         let bytes = r.encode();
         p.record(&SendSegment::try_from(bytes.as_slice()).unwrap(), &mut sink)

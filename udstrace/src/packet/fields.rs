@@ -132,6 +132,7 @@ packet_fields! { <'a>
     /// Kubernetes pod (`namespace/name`).
     container: Option<Text<'a>>, line { "container": String "Sender container" };
     container_id: Option<Text<'a>>, line { "container_id": String "Sender container ID" };
+    runtime: Option<Text<'a>>, line { "runtime": String "Sender container runtime" };
     pod: Option<Text<'a>>, line { "pod": String "Sender pod (namespace/name)" };
     sock_type: SockType, line { "type": String "Socket type" };
     /// Inode of the sending (for a receive, the reading) socket.

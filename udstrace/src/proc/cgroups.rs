@@ -101,7 +101,7 @@ impl CgroupPaths {
             if self.paths.len() >= MAX_IDS {
                 self.paths.clear();
             }
-            let found = self.from_process(id, pid).or_else(|| self.from_walk(id));
+            let found = self.via_process(id, pid).or_else(|| self.via_walk(id));
             if let Some(path) = found {
                 self.paths.insert(id, path);
             }
@@ -110,7 +110,7 @@ impl CgroupPaths {
     }
 
     /// The cgroup of `pid` if its directory is `id`.
-    fn from_process(&self, id: u64, pid: u32) -> Option<String> {
+    fn via_process(&self, id: u64, pid: u32) -> Option<String> {
         let root = self.root.as_ref()?;
         let text = fs::read_to_string(self.proc.join(pid.to_string()).join("cgroup")).ok()?;
         let path = unified_path(&text)?;
@@ -119,12 +119,9 @@ impl CgroupPaths {
     }
 
     /// Walks the hierarchy, remembering every directory's id; the path of `id` if found.
-    fn from_walk(&mut self, id: u64) -> Option<String> {
+    fn via_walk(&mut self, id: u64) -> Option<String> {
         let root = self.root.clone()?;
-        if self
-            .last_walk
-            .is_some_and(|t| t.elapsed() < WALK_SPACING)
-        {
+        if self.last_walk.is_some_and(|t| t.elapsed() < WALK_SPACING) {
             return None;
         }
         self.last_walk = Some(Instant::now());
@@ -178,7 +175,10 @@ mod tests {
             Some(PathBuf::from("/sys/fs/cgroup/unified"))
         );
         let unified = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(cgroup2_mount(unified), Some(PathBuf::from("/sys/fs/cgroup")));
+        assert_eq!(
+            cgroup2_mount(unified),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
         // A container's view: the hierarchy's root is its own cgroup, not the host's.
         let bind = "700 690 0:26 /docker/abc /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n";
         assert_eq!(cgroup2_mount(bind), None);

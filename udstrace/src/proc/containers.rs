@@ -194,6 +194,7 @@ fn proc_cgroup_container(text: &str) -> Option<(&str, ContainerRef)> {
 
 /// The container a `/proc/PID/cgroup` text names: its `0::` line's, else any cgroup v1
 /// line's.
+#[cfg(test)]
 #[must_use]
 pub(crate) fn container_of_proc_cgroup(text: &str) -> Option<ContainerRef> {
     proc_cgroup_container(text).map(|(_, container)| container)

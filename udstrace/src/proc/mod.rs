@@ -3,6 +3,7 @@
 //! which container a process is in.
 
 pub(crate) mod cgroups;
+pub(crate) mod container_names;
 pub(crate) mod containers;
 pub(crate) mod fds;
 pub(crate) mod names;

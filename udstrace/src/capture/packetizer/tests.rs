@@ -45,6 +45,7 @@ impl Sink for Collect {
 fn packetizer(limit: Option<u64>) -> Packetizer {
     Packetizer::new(WallClock::new(), limit)
         .with_peers(PeerResolver::with_source(Box::new(Fixed(HashMap::new()))))
+        .with_containers(ContainerNames::off())
 }
 
 /// Feeds encoded records to `p`.

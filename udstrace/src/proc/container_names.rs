@@ -1,0 +1,216 @@
+//! The containers a packet names: its sender's, from the cgroup id the kernel program
+//! recorded (so a process that has exited since is still named), and its receivers', from
+//! their cgroup files; both remembered.
+
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use super::{
+    cgroups::CgroupPaths,
+    containers::{ContainerInfo, Containers},
+};
+use crate::packet::Holder;
+
+/// Entries remembered before a table is emptied.
+const MAX_ENTRIES: usize = 16_384;
+
+/// How long a process's container is trusted before its cgroup file is read again (a pid
+/// can be reused by a process in another container).
+const PID_TTL: Duration = Duration::from_secs(5);
+
+/// A sender's container as the packet writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Named {
+    /// Its name, or the first 12 characters of its id.
+    pub(crate) label: String,
+    pub(crate) id: String,
+    /// `docker`, `containerd`, `podman` or `cri-o`.
+    pub(crate) runtime: &'static str,
+    /// `namespace/name` of its Kubernetes pod.
+    pub(crate) pod: Option<String>,
+}
+
+impl From<ContainerInfo> for Named {
+    fn from(info: ContainerInfo) -> Self {
+        Self {
+            label: info.label(),
+            runtime: info.runtime.name(),
+            id: info.id,
+            pod: info.pod,
+        }
+    }
+}
+
+/// Containers of senders and receivers.
+pub(crate) struct ContainerNames {
+    /// `None`: naming is off (tests of other things).
+    sources: Option<(CgroupPaths, Containers)>,
+    /// Cgroup id -> its container (`None`: the cgroup is in none).
+    by_cgroup: HashMap<u64, Option<Named>>,
+    /// Pid -> its container's label (empty: none), and when it was read.
+    by_pid: HashMap<u32, (String, Instant)>,
+}
+
+impl ContainerNames {
+    /// Containers of this machine's processes.
+    #[must_use]
+    pub(crate) fn system() -> Self {
+        Self::with_sources(
+            CgroupPaths::system(),
+            Containers::new(Path::new("/"), Path::new("/proc")),
+        )
+    }
+
+    /// Containers from the given cgroup hierarchy and runtime state.
+    #[must_use]
+    pub(crate) fn with_sources(cgroups: CgroupPaths, containers: Containers) -> Self {
+        Self {
+            sources: Some((cgroups, containers)),
+            by_cgroup: HashMap::new(),
+            by_pid: HashMap::new(),
+        }
+    }
+
+    /// Names nothing.
+    #[cfg(test)]
+    #[must_use]
+    pub(crate) fn off() -> Self {
+        Self {
+            sources: None,
+            by_cgroup: HashMap::new(),
+            by_pid: HashMap::new(),
+        }
+    }
+
+    /// The container of the sender whose record says it was in cgroup `id` (process `pid`).
+    pub(crate) fn of_sender(&mut self, id: Option<u64>, pid: u32) -> Option<&Named> {
+        let id = id?;
+        let (cgroups, containers) = self.sources.as_mut()?;
+        if !self.by_cgroup.contains_key(&id) {
+            // An id whose path is not known yet is looked up again next time.
+            let path = cgroups.path(id, pid)?;
+            let named = containers.of_cgroup(path).map(Named::from);
+            if self.by_cgroup.len() >= MAX_ENTRIES {
+                self.by_cgroup.clear();
+            }
+            self.by_cgroup.insert(id, named);
+        }
+        self.by_cgroup.get(&id).and_then(Option::as_ref)
+    }
+
+    /// The container label of process `pid`; empty when it runs in none (or has exited).
+    fn label_of(&mut self, pid: u32) -> &str {
+        let Some((_, containers)) = self.sources.as_mut() else {
+            return "";
+        };
+        let now = Instant::now();
+        let fresh = self
+            .by_pid
+            .get(&pid)
+            .is_some_and(|(_, at)| now.duration_since(*at) < PID_TTL);
+        if !fresh {
+            let label = containers
+                .of_pid(pid)
+                .map(|info| info.label())
+                .unwrap_or_default();
+            if self.by_pid.len() >= MAX_ENTRIES {
+                self.by_pid.clear();
+            }
+            self.by_pid.insert(pid, (label, now));
+        }
+        self.by_pid
+            .get(&pid)
+            .map_or("", |(label, _)| label.as_str())
+    }
+
+    /// `holders` with their containers: borrowed as they are when none runs in one.
+    pub(crate) fn label_holders<'h>(&mut self, holders: &'h [Holder]) -> Cow<'h, [Holder]> {
+        if self.sources.is_none() || holders.iter().all(|h| self.label_of(h.pid).is_empty()) {
+            return Cow::Borrowed(holders);
+        }
+        Cow::Owned(
+            holders
+                .iter()
+                .map(|h| Holder {
+                    container: self.label_of(h.pid).to_string(),
+                    ..h.clone()
+                })
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, os::unix::fs::MetadataExt};
+
+    use super::*;
+
+    /// A machine with one docker container `web-1` (process 42), a host process 7, and a
+    /// process 9 of the container that has exited: named through its cgroup id.
+    #[test]
+    fn senders_by_cgroup_and_receivers_by_pid() {
+        let id = "ab".repeat(32);
+        let root = std::env::temp_dir().join(format!("udstrace-names-{}", std::process::id()));
+        let cgroup2 = root.join("sys/fs/cgroup");
+        fs::create_dir_all(cgroup2.join(format!("docker/{id}"))).unwrap();
+        for (pid, cgroup) in [(42, format!("/docker/{id}")), (7, "/".to_string())] {
+            fs::create_dir_all(root.join(format!("proc/{pid}"))).unwrap();
+            fs::write(
+                root.join(format!("proc/{pid}/cgroup")),
+                format!("0::{cgroup}\n"),
+            )
+            .unwrap();
+        }
+        let state = root.join(format!("var/lib/docker/containers/{id}"));
+        fs::create_dir_all(&state).unwrap();
+        fs::write(
+            state.join("config.v2.json"),
+            format!(r#"{{"ID":"{id}","Name":"/web-1","Config":{{"Image":"app"}}}}"#),
+        )
+        .unwrap();
+        let cgroup_id = fs::metadata(cgroup2.join(format!("docker/{id}")))
+            .unwrap()
+            .ino();
+        let mut names = ContainerNames::with_sources(
+            CgroupPaths::new(Some(cgroup2.clone()), root.join("proc")),
+            Containers::new(&root, &root.join("proc")),
+        );
+        let expected = Named {
+            label: "web-1".into(),
+            id: id.clone(),
+            runtime: "docker",
+            pod: None,
+        };
+        assert_eq!(names.of_sender(Some(cgroup_id), 9), Some(&expected));
+        let host_id = fs::metadata(&cgroup2).unwrap().ino();
+        assert_eq!(names.of_sender(Some(host_id), 7), None);
+        assert_eq!(names.of_sender(None, 42), None);
+        let holder = |pid| Holder {
+            pid,
+            comm: "python3".into(),
+            fd: 3,
+            container: String::new(),
+        };
+        let host = [holder(7)];
+        assert!(matches!(names.label_holders(&host), Cow::Borrowed(_)));
+        let both = [holder(42), holder(7)];
+        let labelled = names.label_holders(&both);
+        assert_eq!(
+            labelled
+                .iter()
+                .map(|h| h.container.as_str())
+                .collect::<Vec<_>>(),
+            ["web-1", ""]
+        );
+        assert!(matches!(
+            ContainerNames::off().label_holders(&both),
+            Cow::Borrowed(_)
+        ));
+        fs::remove_dir_all(root).unwrap();
+    }
+}
