@@ -37,20 +37,27 @@ fn docker_ok(args: &[&str]) -> String {
 /// Starts dockerd unless one answers, and waits until it does; makes the empty image.
 fn dockerd() {
     if !docker(&["version"]).status.success() {
-        let log =
-            std::fs::File::create(std::env::temp_dir().join("udstrace-test-dockerd.log")).unwrap();
-        Command::new("/usr/sbin/dockerd")
-            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("dockerd (installed by cargo xtask setup)");
+        // Left running for later tests (and runs): started through a shell that exits at
+        // once, so that dockerd is nobody's child to wait for.
+        let log = std::env::temp_dir().join("udstrace-test-dockerd.log");
+        let status = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "/usr/sbin/dockerd --iptables=false --ip6tables=false --bridge=none \
+                 </dev/null >{} 2>&1 &",
+                log.display()
+            ))
+            .status()
+            .expect("/bin/sh");
+        assert!(
+            status.success(),
+            "starting dockerd (installed by cargo xtask setup)"
+        );
         let start = Instant::now();
         while !docker(&["version"]).status.success() {
             assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "dockerd did not answer in 60 s"
+                start.elapsed() < Duration::from_mins(1),
+                "dockerd did not answer in a minute"
             );
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -59,7 +66,7 @@ fn dockerd() {
         let empty = TempDir::new("empty-image");
         let root = empty.path("root");
         std::fs::create_dir_all(&root).unwrap();
-        let tar = Command::new("tar")
+        let mut tar = Command::new("tar")
             .arg("-C")
             .arg(&root)
             .args(["-c", "."])
@@ -68,9 +75,10 @@ fn dockerd() {
             .unwrap();
         let out = Command::new(DOCKER)
             .args(["import", "-", IMAGE])
-            .stdin(tar.stdout.unwrap())
+            .stdin(tar.stdout.take().unwrap())
             .output()
             .unwrap();
+        assert!(tar.wait().unwrap().success(), "tar of an empty folder");
         assert!(
             out.status.success(),
             "{}",
@@ -122,7 +130,11 @@ impl Server {
         let socket = dir.join("app.sock");
         let start = Instant::now();
         while !socket.exists() {
-            assert!(start.elapsed() < Duration::from_secs(30), "no {socket:?}");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no {}",
+                socket.display()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Self {
