@@ -106,7 +106,9 @@ impl Udstrace {
             stderr: rx,
             stderr_lines: Vec::new(),
         };
-        while let Ok(line) = me.stderr.recv_timeout(Duration::from_mins(1)) {
+        // Generous: loading and verifying the programs takes tens of seconds on 5.10 under
+        // emulation, more on a loaded machine.
+        while let Ok(line) = me.stderr.recv_timeout(Duration::from_mins(3)) {
             let listening = line.starts_with("listening on");
             me.stderr_lines.push(line);
             if listening {
