@@ -16,8 +16,10 @@ use crate::{packet::Holder, proc::sockets};
 const MIN_RESCAN: Duration = Duration::from_millis(20);
 const MAX_RESCAN: Duration = Duration::from_secs(1);
 const CONFIRM_AFTER: Duration = Duration::from_millis(20);
-/// Time looking for holders may take at first; then a tenth of the capture's time.
-const BUDGET_START: Duration = Duration::from_millis(100);
+/// Time looking for holders may take at first; then a tenth of the capture's time. A second:
+/// on a slow machine (the 5.10 kernel under emulation, next to another guest) a lookup takes
+/// tens of milliseconds, and 100 ms left the receivers of a test's first messages unnamed.
+const BUDGET_START: Duration = Duration::from_secs(1);
 /// Siblings of a sender looked at before a full scan, at most.
 const MAX_SIBLINGS: usize = 64;
 
