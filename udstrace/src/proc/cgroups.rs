@@ -10,6 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::fds::unescape_octal;
+
 /// Ids remembered before the table is emptied.
 const MAX_IDS: usize = 16_384;
 
@@ -32,28 +34,6 @@ pub(crate) fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
         let mount_point = fields.next()?;
         (fstype == "cgroup2" && root == "/").then(|| PathBuf::from(unescape_octal(mount_point)))
     })
-}
-
-/// `mountinfo` writes space, tab, newline and backslash as `\NNN` octal.
-fn unescape_octal(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            if let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 4])
-                .ok()
-                .and_then(|o| u8::from_str_radix(o, 8).ok())
-            {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The path of a process's cgroup (v2) from its `/proc/PID/cgroup` text (the `0::` line).

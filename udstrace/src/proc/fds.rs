@@ -105,7 +105,7 @@ fn mount_point(mountinfo: &str, major: u32, minor: u32, inside: &str) -> Option<
 }
 
 /// mountinfo writes space, tab, newline and backslash in paths as `\NNN` (octal).
-fn unescape_octal(s: &str) -> String {
+pub(crate) fn unescape_octal(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
