@@ -20,7 +20,7 @@ use crate::{
         ports::Ports,
         sink::Sink,
     },
-    packet::{Bytes, Cut, Holder, Packet, Peers},
+    packet::{Bytes, Cut, Holder, Meta, Packet, Peers},
     proc::{container_names::ContainerNames, fds, peers::PeerResolver},
     tracer::record::{Ancillary, SendSegment},
 };
@@ -199,15 +199,14 @@ impl Packetizer {
             self.port_of.clear();
             self.last_sender.clear();
         }
-        let mut seg = seg.clone();
-        if seg.peer_id == 0 && seg.meta.peer_ino == 0 && !seg.meta.peer_path.is_empty() {
+        let mut base = seg.meta.clone();
+        if seg.peer_id == 0 && base.peer_ino == 0 && !base.peer_path.is_empty() {
             // An unconnected datagram: the socket bound to the address it was sent to.
-            seg.meta.peer_ino = self.peers.bound(&seg.meta.peer_path);
+            base.peer_ino = self.peers.bound(&base.peer_path);
         }
-        let seg = &seg;
-        self.last_sender.insert(seg.sock_id, seg.meta.pid);
-        let own_id = self.identity(seg.sock_id, seg.meta.ino, 0);
-        let peer_id = self.identity(seg.peer_id, seg.meta.peer_ino, own_id);
+        self.last_sender.insert(seg.sock_id, base.pid);
+        let own_id = self.identity(seg.sock_id, base.ino, 0);
+        let peer_id = self.identity(seg.peer_id, base.peer_ino, own_id);
         if peer_id != 0 {
             if let Some(own) = self.sockets.get_mut(&seg.sock_id) {
                 own.2 = peer_id;
@@ -216,35 +215,36 @@ impl Packetizer {
         // Control data waits for its message whether or not the message is kept.
         let control = if seg.seg_offset == 0 && !self.pending.is_empty() {
             self.pending
-                .remove(&seg.meta.tid)
+                .remove(&base.tid)
                 .filter(|a| a.sock_id == seg.sock_id)
         } else {
             None
         };
-        if !self.filter.matches(&seg.meta) {
+        if !self.filter.matches(&base) {
             return Ok(());
         }
         let ts_ns = self.clock.wall_ns(seg.ts_boot_ns);
-        let recv = seg.is_recv();
-        let (flow, ack) = self.flow(seg, own_id, peer_id);
-        let peers = receivers(&mut self.peers, &self.last_sender, seg);
-        let mut meta = seg.meta.clone();
-        meta.peers = Peers(self.containers.label_holders(peers));
-        if let Some(named) = self.containers.of_sender(meta.cgroup, meta.pid) {
-            meta.container = Some(Bytes(Cow::Borrowed(named.label.as_bytes())));
-            meta.container_id = Some(Bytes(Cow::Borrowed(named.id.as_bytes())));
-            meta.runtime = Some(Bytes(Cow::Borrowed(named.runtime.as_bytes())));
-            meta.pod = named
+        let recv = base.is_recv();
+        let (flow, ack) = self.flow(&base, own_id, peer_id);
+        let peers = receivers(&mut self.peers, &self.last_sender, &base, seg.peer_id);
+        base.peers = Peers(Cow::Borrowed(peers));
+        if let Some(named) = self.containers.of_sender(base.cgroup, base.pid) {
+            base.container = Some(Bytes(Cow::Borrowed(named.label.as_bytes())));
+            base.container_id = Some(Bytes(Cow::Borrowed(named.id.as_bytes())));
+            base.runtime = Some(Bytes(Cow::Borrowed(named.runtime.as_bytes())));
+            base.pod = named
                 .pod
                 .as_deref()
                 .map(|p| Bytes(Cow::Borrowed(p.as_bytes())));
         }
-        let mut first = meta.clone();
-        if let Some(a) = &control {
+        // The message's first packet carries its control data.
+        let mut first = control.map(|a| {
+            let mut meta = base.clone();
             let proc = &self.proc;
-            control::apply(&mut first, a, &mut |fd| fds::describe(proc, a.pid, fd));
-        }
-        for (index, slice) in slices(seg).enumerate() {
+            control::apply(&mut meta, &a, &mut |fd| fds::describe(proc, a.pid, fd));
+            meta
+        });
+        for slice in slices(seg) {
             if self.limit.is_some_and(|l| self.packets >= l) {
                 break;
             }
@@ -258,11 +258,7 @@ impl Packetizer {
             );
             let drops = seg.lost_segments.saturating_sub(self.reported_lost);
             self.reported_lost = self.reported_lost.max(seg.lost_segments);
-            let mut meta = if index == 0 {
-                std::mem::take(&mut first)
-            } else {
-                meta.clone()
-            };
+            let mut meta = first.take().unwrap_or_else(|| base.clone());
             meta.seg_offset =
                 (meta.msg_len > u64::from(slice.orig_len)).then_some(slice.seg_offset);
             meta.payload =
@@ -278,37 +274,38 @@ impl Packetizer {
             self.packets += 1;
             self.bytes += slice.payload.len() as u64;
         }
-        if seg.meta.sock_type == SockType::Stream && seg.is_last() && !recv {
-            let end = seg.stream_offset - seg.seg_offset + seg.meta.msg_len;
+        if base.sock_type == SockType::Stream && seg.is_last() && !recv {
+            let end = seg.stream_offset - seg.seg_offset + base.msg_len;
             // A send travels from the sending socket: its own offsets are the peer's ACK numbers.
             self.next_offset.insert(own_id, end);
         }
         Ok(())
     }
 
-    /// The addressing of `seg`'s packets between the sockets with identifiers `own_id` and
-    /// `peer_id`, and the acknowledgement number of a stream's packets when known.
-    fn flow(&mut self, seg: &SendSegment<'_>, own_id: u64, peer_id: u64) -> (Flow, Option<u64>) {
+    /// The addressing of the packets of a message described by `meta` between the sockets
+    /// with identifiers `own_id` and `peer_id`, and the acknowledgement number of a stream's
+    /// packets when known.
+    fn flow(&mut self, meta: &Meta<'_>, own_id: u64, peer_id: u64) -> (Flow, Option<u64>) {
         let own_port = self
-            .service_port(own_id, &seg.meta.path)
+            .service_port(own_id, &meta.path)
             .unwrap_or_else(|| port(own_id));
         let peer_port = self
-            .service_port(peer_id, &seg.meta.peer_path)
+            .service_port(peer_id, &meta.peer_path)
             .unwrap_or_else(|| port(peer_id));
         // A receive travels from the peer to the reading socket.
-        let ((src_id, src_port), (dst_id, dst_port)) = if seg.is_recv() {
+        let ((src_id, src_port), (dst_id, dst_port)) = if meta.is_recv() {
             ((peer_id, peer_port), (own_id, own_port))
         } else {
             ((own_id, own_port), (peer_id, peer_port))
         };
         let flow = Flow {
-            sock_type: seg.meta.sock_type,
+            sock_type: meta.sock_type,
             src_id,
             dst_id,
             src_port,
             dst_port,
         };
-        let ack = if seg.meta.sock_type == SockType::Stream {
+        let ack = if meta.sock_type == SockType::Stream {
             self.next_offset.get(&dst_id).copied()
         } else {
             None
@@ -363,25 +360,22 @@ impl Packetizer {
     }
 }
 
-/// The processes that will read what `seg` sent: the holders of its peer socket.
+/// The processes that will read a message described by `meta`, sent to the socket with kernel
+/// identity `peer_id`: the holders of that socket.
 fn receivers<'p>(
     peers: &'p mut PeerResolver,
     last_sender: &HashMap<u64, u32>,
-    seg: &SendSegment<'_>,
+    meta: &Meta<'_>,
+    peer_id: u64,
 ) -> &'p [Holder] {
-    if seg.meta.peer_ino == 0 && seg.peer_id != 0 && !seg.meta.peer_path.is_empty() {
+    if meta.peer_ino == 0 && peer_id != 0 && !meta.peer_path.is_empty() {
         // A connection not yet accepted: its server end is in the listener's queue, and
         // whoever holds the listener will accept it.
-        let listener = peers.bound(&seg.meta.peer_path);
-        peers.holders(listener, seg.meta.pid, b"", None)
+        let listener = peers.bound(&meta.peer_path);
+        peers.holders(listener, meta.pid, b"", None)
     } else {
-        let peer_sender = last_sender.get(&seg.peer_id).copied();
-        peers.holders(
-            seg.meta.peer_ino,
-            seg.meta.pid,
-            &seg.meta.peer_path,
-            peer_sender,
-        )
+        let peer_sender = last_sender.get(&peer_id).copied();
+        peers.holders(meta.peer_ino, meta.pid, &meta.peer_path, peer_sender)
     }
 }
 

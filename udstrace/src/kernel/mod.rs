@@ -113,12 +113,6 @@ pub(crate) fn direct_map(kallsyms: &str) -> DirectMap {
     }
 }
 
-/// Lifts the locked-memory limit: before 5.11 BPF maps and programs are charged to it, and
-/// the default (8 MiB or less) is smaller than the ring buffer.
-pub(crate) fn raise_memlock() {
-    sys::raise_memlock();
-}
-
 /// Mounts tracefs at its usual place if nothing is mounted there (minimal systems and
 /// containers often lack it); kprobes are attached through it on kernels without the kprobe
 /// PMU.

@@ -1,9 +1,8 @@
 //! The containers a packet names: its sender's, from the cgroup id the kernel program
 //! recorded (so a process that has exited since is still named), and its receivers', from
-//! their cgroup files; both remembered.
+//! their cgroup files (asked by the peer resolver once per holder); both remembered.
 
 use std::{
-    borrow::Cow,
     collections::HashMap,
     path::Path,
     time::{Duration, Instant},
@@ -13,7 +12,6 @@ use super::{
     cgroups::CgroupPaths,
     containers::{ContainerInfo, Containers},
 };
-use crate::packet::Holder;
 
 /// Entries remembered before a table is emptied.
 const MAX_ENTRIES: usize = 16_384;
@@ -103,7 +101,7 @@ impl ContainerNames {
     }
 
     /// The container label of process `pid`; empty when it runs in none (or has exited).
-    fn label_of(&mut self, pid: u32) -> &str {
+    pub(crate) fn label_of(&mut self, pid: u32) -> &str {
         let Some((_, containers)) = self.sources.as_mut() else {
             return "";
         };
@@ -126,22 +124,6 @@ impl ContainerNames {
             .get(&pid)
             .map_or("", |(label, _)| label.as_str())
     }
-
-    /// `holders` with their containers: borrowed as they are when none runs in one.
-    pub(crate) fn label_holders<'h>(&mut self, holders: &'h [Holder]) -> Cow<'h, [Holder]> {
-        if self.sources.is_none() || holders.iter().all(|h| self.label_of(h.pid).is_empty()) {
-            return Cow::Borrowed(holders);
-        }
-        Cow::Owned(
-            holders
-                .iter()
-                .map(|h| Holder {
-                    container: self.label_of(h.pid).to_string(),
-                    ..h.clone()
-                })
-                .collect(),
-        )
-    }
 }
 
 #[cfg(test)]
@@ -149,6 +131,10 @@ mod tests {
     use std::{fs, os::unix::fs::MetadataExt};
 
     use super::*;
+    use crate::{
+        packet::Holder,
+        proc::peers::{Fixed, PeerResolver},
+    };
 
     /// A machine with one docker container `web-1` (process 42), a host process 7, and a
     /// process 9 of the container that has exited: named through its cgroup id.
@@ -190,27 +176,25 @@ mod tests {
         let host_id = fs::metadata(&cgroup2).unwrap().ino();
         assert_eq!(names.of_sender(Some(host_id), 7), None);
         assert_eq!(names.of_sender(None, 42), None);
+        assert_eq!(names.label_of(42), "web-1");
+        assert_eq!(names.label_of(7), "");
+        assert_eq!(names.label_of(9), "", "exited");
+        assert_eq!(ContainerNames::off().label_of(42), "");
+        // The peer resolver names its holders' containers, once per entry.
         let holder = |pid| Holder {
             pid,
             comm: "python3".into(),
             fd: 3,
             container: String::new(),
         };
-        let host = [holder(7)];
-        assert!(matches!(names.label_holders(&host), Cow::Borrowed(_)));
-        let both = [holder(42), holder(7)];
-        let labelled = names.label_holders(&both);
-        assert_eq!(
-            labelled
-                .iter()
-                .map(|h| h.container.as_str())
-                .collect::<Vec<_>>(),
-            ["web-1", ""]
-        );
-        assert!(matches!(
-            ContainerNames::off().label_holders(&both),
-            Cow::Borrowed(_)
-        ));
+        let table = HashMap::from([(5, vec![holder(42), holder(7)])]);
+        let mut peers = PeerResolver::with_source(Box::new(Fixed(table))).with_containers(names);
+        let labels: Vec<String> = peers
+            .holders(5, 1, b"", None)
+            .iter()
+            .map(|h| h.container.clone())
+            .collect();
+        assert_eq!(labels, ["web-1", ""]);
         fs::remove_dir_all(root).unwrap();
     }
 }

@@ -7,10 +7,11 @@
 //! known entry is confirmed (one `readlink` per holder) when it is older than 20 ms.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
+use super::container_names::ContainerNames;
 use crate::{packet::Holder, proc::sockets};
 
 const MIN_RESCAN: Duration = Duration::from_millis(20);
@@ -22,6 +23,8 @@ const CONFIRM_AFTER: Duration = Duration::from_millis(20);
 const BUDGET_START: Duration = Duration::from_secs(1);
 /// Siblings of a sender looked at before a full scan, at most.
 const MAX_SIBLINGS: usize = 64;
+/// Sockets remembered as having their holders' containers named before the set is emptied.
+const MAX_LABELLED: usize = 65_536;
 
 /// Where the resolver learns who holds what.
 pub(crate) trait Source {
@@ -111,11 +114,18 @@ pub(crate) struct PeerResolver {
     /// Bound name -> socket inode.
     names: HashMap<Vec<u8>, u64>,
     names_scanned: Option<Instant>,
+    /// Names the holders' containers, once per entry of `holders` (none: not named).
+    containers: Option<ContainerNames>,
+    /// Sockets whose holders have their containers named.
+    labelled: HashSet<u64>,
 }
 
 impl Default for PeerResolver {
     fn default() -> Self {
-        Self::with_source(Box::new(System))
+        Self {
+            containers: Some(ContainerNames::system()),
+            ..Self::with_source(Box::new(System))
+        }
     }
 }
 
@@ -133,7 +143,17 @@ impl PeerResolver {
             spent: Duration::ZERO,
             names: HashMap::new(),
             names_scanned: None,
+            containers: None,
+            labelled: HashSet::new(),
         }
+    }
+
+    /// Names the holders' containers with `containers`.
+    #[cfg(test)]
+    #[must_use]
+    pub(crate) fn with_containers(mut self, containers: ContainerNames) -> Self {
+        self.containers = Some(containers);
+        self
     }
 
     /// The processes holding socket `ino`, the peer of a socket of process `sender`, bound to
@@ -183,6 +203,7 @@ impl PeerResolver {
             {
                 let start = Instant::now();
                 self.holders = self.source.all();
+                self.labelled.clear();
                 self.interval = (start.elapsed() * 10).clamp(MIN_RESCAN, MAX_RESCAN);
                 self.scanned = Some(now);
                 self.confirmed.clear();
@@ -190,7 +211,21 @@ impl PeerResolver {
             }
             self.spent = self.spent.saturating_add(now.elapsed());
         }
-        self.holders.get(&ino).map_or(&[], Vec::as_slice)
+        let Some(list) = self.holders.get_mut(&ino) else {
+            return &[];
+        };
+        if let Some(containers) = &mut self.containers {
+            // Once per entry: a process stays in its container.
+            if self.labelled.len() > MAX_LABELLED {
+                self.labelled.clear();
+            }
+            if self.labelled.insert(ino) {
+                for h in list.iter_mut() {
+                    h.container = containers.label_of(h.pid).to_string();
+                }
+            }
+        }
+        list
     }
 
     /// Whether looking for holders may cost more time now: at most a tenth of the time since
@@ -256,6 +291,7 @@ impl PeerResolver {
             return false;
         }
         self.holders.insert(ino, found);
+        self.labelled.remove(&ino);
         self.confirmed.insert(ino, now);
         true
     }

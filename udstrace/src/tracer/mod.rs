@@ -290,7 +290,7 @@ impl Tracer {
 fn prepare() -> Result<(KernelLayout, KernelFacts), Error> {
     kernel::check_privileges()?;
     kernel::check_btf()?;
-    kernel::raise_memlock();
+    crate::sys::raise_memlock();
     let btf = kernel::btf::Btf::from_file(std::path::Path::new(kernel::VMLINUX_BTF))
         .map_err(|e| KernelError::Btf(e.to_string()))?;
     let layout = layout::kernel_layout(&btf).map_err(KernelError::from)?;

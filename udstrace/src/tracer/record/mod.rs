@@ -65,12 +65,6 @@ pub(crate) struct SendSegment<'a> {
 }
 
 impl SendSegment<'_> {
-    /// Whether this records a receive (`--recv`) rather than a send.
-    #[must_use]
-    pub(crate) fn is_recv(&self) -> bool {
-        self.meta.is_recv()
-    }
-
     /// Whether this is the last record of its message.
     #[must_use]
     pub(crate) fn is_last(&self) -> bool {
