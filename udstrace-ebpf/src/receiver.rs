@@ -58,7 +58,13 @@ fn same_comm(a: &[u8; 16], b: &[u8; 16]) -> bool {
 /// Fills the receiver fields of `header`, a message sent on socket `sk` to `peer` (0: none)
 /// whose inode is `peer_ino` (0: none yet, a connection not accepted).
 #[inline(always)]
-pub(crate) fn find(sk: u64, peer: u64, peer_ino: u64, layout: &KernelLayout, header: &mut SendRecord) {
+pub(crate) fn find(
+    sk: u64,
+    peer: u64,
+    peer_ino: u64,
+    layout: &KernelLayout,
+    header: &mut SendRecord,
+) {
     header.receiver_by = receiver::UNKNOWN;
     header.receiver_pid = 0;
     header.reserved2 = 0;

@@ -385,7 +385,9 @@ fn receivers<'p>(
     meta: &Meta<'_>,
     seg: &SendSegment<'_>,
 ) -> (&'p [Holder], Option<PeerBy>) {
-    let kernel = seg.receiver.filter(|r| r.by != PeerBy::Cred || meta.peer_ino == 0);
+    let kernel = seg
+        .receiver
+        .filter(|r| r.by != PeerBy::Cred || meta.peer_ino == 0);
     if let Some(r) = kernel {
         return (named.holder(&r, containers), Some(r.by));
     }

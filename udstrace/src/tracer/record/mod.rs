@@ -187,7 +187,8 @@ impl<'a> TryFrom<&'a [u8]> for SendSegment<'a> {
         .map(|by| Receiver {
             pid: receiver_pid,
             comm: trim_nul(&b[receiver_comm..receiver_comm + COMM_LEN]),
-            cgroup: Some(u64_at(b, offset_of!(SendRecord, receiver_cgroup_id))).filter(|&id| id != 0),
+            cgroup: Some(u64_at(b, offset_of!(SendRecord, receiver_cgroup_id)))
+                .filter(|&id| id != 0),
             by,
         });
         Ok(SendSegment {
