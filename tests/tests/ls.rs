@@ -71,7 +71,10 @@ fn ls_matches_ss() {
             "{e} vs ss peer {peer}"
         );
         assert!(e.contains(&format!("{{\"pid\":{me},")), "{e}");
-        assert!(e.contains(&format!("\"fd\":{fd}}}")), "{e}");
+        assert!(
+            e.contains(&format!("\"fd\":{fd},\"container\":\"\"}}")),
+            "{e}"
+        );
         assert!(users.contains(&format!("pid={me},fd={fd}")), "ss: {users}");
     }
     let p = path.to_str().unwrap();
@@ -84,6 +87,47 @@ fn ls_matches_ss() {
     assert!(out.success);
     assert!(out.stdout.contains(&format!("\"ino\":{},", inode(&client))));
     assert!(!out.stdout.contains(&format!("\"ino\":{},", inode(&a))));
+    // A path is matched by the file it names: another path to it finds the same sockets,
+    // which were bound with the first.
+    let link = dir.path("link.sock");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    let out = run(&["ls", "--json", "--path", link.to_str().unwrap()]);
+    assert!(out.success, "{:?}", out.stderr);
+    for sock in [inode(&listener), inode(&accepted), inode(&client)] {
+        assert!(
+            out.stdout.contains(&format!("\"ino\":{sock},")),
+            "{}",
+            out.stdout
+        );
+    }
+    assert_eq!(out.stdout.lines().count(), 5, "3 sockets:\n{}", out.stdout);
+    // A path that is no file here is a name (as a container would have bound it): none.
+    let out = run(&[
+        "ls",
+        "--json",
+        "--path",
+        dir.path("none.sock").to_str().unwrap(),
+    ]);
+    assert!(out.success, "{:?}", out.stderr);
+    assert_eq!(out.stdout, "[\n]\n");
+    // Bad values: one line and the usage exit code.
+    let plain = dir.path("plain");
+    std::fs::write(&plain, b"").unwrap();
+    for (arg, said) in [
+        (
+            "",
+            "udstrace: --path is empty: give a socket's path, @name or a glob".to_string(),
+        ),
+        (
+            plain.to_str().unwrap(),
+            format!("udstrace: {} is not a socket", plain.display()),
+        ),
+    ] {
+        let out = run(&["ls", "--path", arg]);
+        assert_eq!(out.code, Some(2), "{arg:?}");
+        assert_eq!(out.stderr, [said]);
+        assert_eq!(out.stdout, "");
+    }
     // The table names the processes.
     let out = run(&["ls", "-p", &own_pid(), "--type", "stream"]);
     assert!(out.success);
