@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use udstrace_tests::{inode, read_capture, run, TempDir, Udstrace};
+use udstrace_tests::{inode, link_number, read_capture, run, TempDir, Udstrace};
 
 /// Debian's docker client (`/usr/local/bin` may hold another one).
 const DOCKER: &str = "/usr/bin/docker";
@@ -221,19 +221,6 @@ fn container_server_and_host_client_are_named() {
     );
     assert!(reply.meta("cgroup").is_some(), "{}", reply.comment);
     assert_eq!(reply.meta("peer_container"), None, "{}", reply.comment);
-}
-
-/// The number in a `/proc` link such as `net:[4026531840]` or `socket:[123]`, if `link` is
-/// one of `kind`.
-fn link_number(link: &Path, kind: &str) -> Option<u64> {
-    let target = std::fs::read_link(link).ok()?;
-    target
-        .to_str()?
-        .strip_prefix(kind)?
-        .strip_prefix(":[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
 }
 
 /// The JSON object of socket `ino` in `udstrace ls --json` output.

@@ -300,8 +300,8 @@ pub(super) fn run(
         .map_err(stdout_error)?;
     if let Some((_, why)) = missed.first() {
         eprintln!(
-            "udstrace: the sockets of {} other network namespace{} are not listed: {why} \
-             (entering one needs CAP_SYS_ADMIN)",
+            "udstrace: the sockets of {} other network namespace{} are not listed (entering \
+             one needs CAP_SYS_ADMIN): {why}",
             missed.len(),
             if missed.len() == 1 { "" } else { "s" }
         );
