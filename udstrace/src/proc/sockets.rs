@@ -56,8 +56,10 @@ impl FileId {
         Self {
             major: libc::major(dev),
             minor: libc::minor(dev),
-            // The kernel's `unix_diag_vfs` keeps the low 32 bits.
-            #[allow(clippy::cast_possible_truncation)]
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "the kernel's unix_diag_vfs keeps the low 32 bits"
+            )]
             ino: ino as u32,
         }
     }
