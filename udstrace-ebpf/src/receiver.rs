@@ -21,7 +21,7 @@ pub(crate) fn note(sk: u64, ino: u64, header: &SendRecord, recv: bool) {
     let by = u32::from(if recv { receiver::READ } else { receiver::SENT });
     // SAFETY: the value is copied out at once; an LRU entry may be replaced concurrently,
     // which at worst makes this update redundant.
-    if let Some(seen) = unsafe { SOCK_TASKS.get(&sk) } {
+    if let Some(seen) = unsafe { SOCK_TASKS.get(sk) } {
         if seen.tgid == header.pid
             && seen.ino == ino
             && seen.by == by
@@ -38,7 +38,7 @@ pub(crate) fn note(sk: u64, ino: u64, header: &SendRecord, recv: bool) {
         by,
         comm: header.comm,
     };
-    let _ = SOCK_TASKS.insert(&sk, &task, 0);
+    let _ = SOCK_TASKS.insert(sk, task, 0);
 }
 
 /// Whether two command names are equal, compared as two words (a byte array's `==` may
@@ -73,7 +73,7 @@ pub(crate) fn find(
     // A socket not yet accepted has had no user; its inode tells a reused address apart.
     if peer != 0 && peer_ino != 0 {
         // SAFETY: as in `note`.
-        if let Some(seen) = unsafe { SOCK_TASKS.get(&peer) } {
+        if let Some(seen) = unsafe { SOCK_TASKS.get(peer) } {
             if seen.ino == peer_ino {
                 header.receiver_pid = seen.tgid;
                 header.receiver_comm = seen.comm;
