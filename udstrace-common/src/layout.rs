@@ -99,6 +99,11 @@ pub struct KernelLayout {
     pub inode_mode: u32,
     pub inode_sb: u32,
     pub sb_dev: u32,
+
+    /// `struct unix_sock` -> `path.dentry` (the bound file's dentry; an accepted socket has
+    /// its listener's); `struct dentry` -> `d_inode`.
+    pub unix_path_dentry: u32,
+    pub dentry_inode: u32,
 }
 
 impl KernelLayout {
@@ -155,6 +160,8 @@ impl KernelLayout {
         inode_mode: 0,
         inode_sb: 0,
         sb_dev: 0,
+        unix_path_dentry: 0,
+        dentry_inode: 0,
     };
 }
 
@@ -189,4 +196,4 @@ unsafe impl aya::Pod for DirectMap {}
 // valid.
 unsafe impl aya::Pod for KernelLayout {}
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 212);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 220);

@@ -23,12 +23,19 @@ pub const PID_FILTER: &str = "PID_FILTER";
 pub const COMM_FILTER: &str = "COMM_FILTER";
 /// `--uid`: wanted users.
 pub const UID_FILTER: &str = "UID_FILTER";
+/// `--container`, `--pod`: the cgroup (v2) ids of the wanted containers and their
+/// descendants.
+pub const CGROUP_FILTER: &str = "CGROUP_FILTER";
+/// `--path`: the identities (`filter::PathKey`) of the wanted socket files.
+pub const PATH_FILTER: &str = "PATH_FILTER";
+/// `--path`: the wanted bound names (`filter::PathName`), as typed.
+pub const PATH_NAME_FILTER: &str = "PATH_NAME_FILTER";
 /// The copy loop's continuation programs (kernels without `bpf_loop`), indexed by
 /// [`CONTINUE_FEXIT`] and [`CONTINUE_KRETPROBE`].
 pub const COPY_CONTINUE: &str = "COPY_CONTINUE";
 
 /// Every map, for the check that the object has them.
-pub const ALL_MAPS: [&str; 10] = [
+pub const ALL_MAPS: [&str; 13] = [
     EVENTS,
     SCRATCH,
     SEND_ENTRIES,
@@ -38,6 +45,9 @@ pub const ALL_MAPS: [&str; 10] = [
     PID_FILTER,
     COMM_FILTER,
     UID_FILTER,
+    CGROUP_FILTER,
+    PATH_FILTER,
+    PATH_NAME_FILTER,
     COPY_CONTINUE,
 ];
 

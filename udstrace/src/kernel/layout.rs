@@ -102,6 +102,8 @@ pub(crate) fn kernel_layout(btf: &Btf) -> Result<KernelLayout, LayoutError> {
         inode_mode: off("inode", "i_mode")?,
         inode_sb: off("inode", "i_sb")?,
         sb_dev: off("super_block", "s_dev")?,
+        unix_path_dentry: off("unix_sock", "path.dentry")?,
+        dentry_inode: off("dentry", "d_inode")?,
     })
 }
 

@@ -169,16 +169,31 @@ pub(crate) fn names_of_socket_file(path: &std::path::Path) -> Result<Vec<Vec<u8>
     if !meta.file_type().is_socket() {
         return Err(format!("{} is not a socket", path.display()));
     }
-    let key = (libc::major(meta.dev()), libc::minor(meta.dev()), meta.ino());
-    let sockets = list().map_err(|e| format!("sock_diag: {e}"))?;
-    let mut names: Vec<Vec<u8>> = sockets
+    let (major, minor) = split_dev(meta.dev());
+    names_bound_to((major, minor, meta.ino())).map_err(|e| format!("sock_diag: {e}"))
+}
+
+/// The names sockets bound to the file `(major, minor, inode)` were bound with (see
+/// [`names_of_socket_file`]), sorted, each once.
+pub(crate) fn names_bound_to(file: (u32, u32, u64)) -> io::Result<Vec<Vec<u8>>> {
+    let mut names: Vec<Vec<u8>> = list()?
         .into_iter()
-        .filter(|s| s.file == Some(key))
+        .filter(|s| s.file == Some(file))
         .map(|s| s.name)
         .collect();
     names.sort();
     names.dedup();
     Ok(names)
+}
+
+/// A device number as `stat` gives it (glibc's `dev_t`: the major number in bits 8-19 and
+/// 32-43, the minor in bits 0-7 and 20-31) split into major and minor, as `major(3)` and
+/// `minor(3)` do.
+#[must_use]
+pub(crate) fn split_dev(dev: u64) -> (u32, u32) {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & 0xffff_f000);
+    let minor = (dev & 0xff) | ((dev >> 12) & 0xffff_ff00);
+    (major as u32, minor as u32)
 }
 
 /// Whether `h`'s process still has socket `ino` at the same descriptor.
@@ -286,5 +301,33 @@ mod tests {
         assert!(h[&ia]
             .iter()
             .any(|x| x.pid == me && x.fd == std::os::fd::AsRawFd::as_raw_fd(&a).cast_unsigned()));
+    }
+
+    /// glibc's `dev_t` split as `major(3)` and `minor(3)` split it, small and large numbers
+    /// (a minor above 255 is how the kernel numbers anonymous devices: overlayfs, tmpfs).
+    #[test]
+    fn device_numbers() {
+        use std::os::unix::fs::MetadataExt;
+        for (dev, expected) in [
+            (0x801, (8, 1)),
+            (0x1_0302, (259, 2)),
+            (0x0040_00d2, (0, 1234)),
+            (0x0000_1234_5678_9abc, (0x189a, 0x2345_67bc)),
+            (0, (0, 0)),
+        ] {
+            assert_eq!(split_dev(dev), expected, "{dev:#x}");
+            assert_eq!(
+                split_dev(dev),
+                (libc::major(dev), libc::minor(dev)),
+                "{dev:#x}"
+            );
+        }
+        // A real file's device.
+        let meta = std::fs::metadata("/proc/self/exe").unwrap();
+        let (major, minor) = split_dev(meta.dev());
+        assert_eq!(
+            (libc::major(meta.dev()), libc::minor(meta.dev())),
+            (major, minor)
+        );
     }
 }
