@@ -435,7 +435,10 @@ fn path_filter_finds_a_container_socket_by_its_file() {
             let appeared = ud.wait_for_stderr("appeared", Duration::from_secs(30));
             assert_eq!(
                 appeared,
-                format!("udstrace: {} appeared: captured from now on", socket.display())
+                format!(
+                    "udstrace: {} appeared: captured from now on",
+                    socket.display()
+                )
             );
             server
         });
