@@ -77,21 +77,30 @@ pub(crate) fn unix_type(sk: u64, layout: &KernelLayout) -> Option<u16> {
 #[inline(always)]
 fn path_wanted(sk: u64, layout: &KernelLayout) -> bool {
     let peer = kernel::unix_peer(sk, layout);
-    peer == 0 || bound_wanted(sk, layout) || bound_wanted(peer, layout)
+    if peer == 0 || file_wanted(sk, layout) || file_wanted(peer, layout) {
+        return true;
+    }
+    // One key for both names: the stack is the programs' scarcest resource.
+    let mut name = PathName::ZERO;
+    if name_wanted(sk, layout, &mut name) {
+        return true;
+    }
+    name = PathName::ZERO;
+    name_wanted(peer, layout, &mut name)
 }
 
-/// Whether Unix socket `sk`'s bound file is in `PATH_FILTER`, or its bound name in
-/// `PATH_NAME_FILTER`.
+/// Whether Unix socket `sk`'s bound file is in `PATH_FILTER`.
 #[inline(always)]
-fn bound_wanted(sk: u64, layout: &KernelLayout) -> bool {
-    if let Some(file) = kernel::unix_file(sk, layout) {
-        // SAFETY: the map value is only tested for presence.
-        if unsafe { PATH_FILTER.get(file) }.is_some() {
-            return true;
-        }
-    }
-    let mut name = PathName::ZERO;
+fn file_wanted(sk: u64, layout: &KernelLayout) -> bool {
+    // SAFETY: the map value is only tested for presence.
+    kernel::unix_file(sk, layout).is_some_and(|file| unsafe { PATH_FILTER.get(file) }.is_some())
+}
+
+/// Whether Unix socket `sk`'s bound name is in `PATH_NAME_FILTER`, read into `name` (all
+/// zeroes).
+#[inline(always)]
+fn name_wanted(sk: u64, layout: &KernelLayout, name: &mut PathName) -> bool {
     name.len = u32::from(kernel::unix_path(sk, layout, &mut name.name));
-    // SAFETY: as above.
+    // SAFETY: the map value is only tested for presence.
     name.len != 0 && unsafe { PATH_NAME_FILTER.get(name) }.is_some()
 }
