@@ -56,8 +56,8 @@ impl Targets {
         let found = containers.refresh();
         for appeared in &found.appeared {
             eprintln!(
-                "udstrace: container {} ({}) started: captured from now on",
-                appeared.value,
+                "udstrace: {} ({}) started: captured from now on",
+                appeared.what,
                 appeared
                     .container
                     .id

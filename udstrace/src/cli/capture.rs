@@ -108,8 +108,8 @@ fn containers(names: &[String], pods: &[String]) -> Result<Option<ContainerFilte
             ids.join(", ")
         )));
     }
-    for value in filter.waiting() {
-        eprintln!("udstrace: waiting for container {value} (not running yet)");
+    for what in filter.waiting() {
+        eprintln!("udstrace: waiting for {what} (not running yet)");
     }
     Ok(Some(filter))
 }

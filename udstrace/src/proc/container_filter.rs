@@ -57,11 +57,12 @@ impl Selector {
         }
     }
 
-    /// The value as the user wrote it (without docker's `/`).
+    /// What the value asks for, in words: `container NAME`, `pod NAMESPACE/NAME`.
     #[must_use]
-    pub(crate) fn text(&self) -> &str {
+    pub(crate) fn what(&self) -> String {
         match self {
-            Self::Container(s) | Self::Pod(s) => s,
+            Self::Container(s) => format!("container {s}"),
+            Self::Pod(s) => format!("pod {s}"),
         }
     }
 
@@ -91,8 +92,8 @@ impl Selector {
 /// A container a value matched for the first time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Appeared {
-    /// The value, as the user wrote it.
-    pub(crate) value: String,
+    /// What the value asked for (`Selector::what`).
+    pub(crate) what: String,
     pub(crate) container: ContainerInfo,
 }
 
@@ -160,14 +161,14 @@ impl ContainerFilter {
         self.ids.iter().copied().collect()
     }
 
-    /// The values that have matched no container yet.
+    /// What the values that have matched no container yet ask for (`Selector::what`).
     #[must_use]
-    pub(crate) fn waiting(&self) -> Vec<&str> {
+    pub(crate) fn waiting(&self) -> Vec<String> {
         self.selectors
             .iter()
             .zip(&self.matched)
             .filter(|(_, m)| m.is_empty())
-            .map(|(s, _)| s.text())
+            .map(|(s, _)| s.what())
             .collect()
     }
 
@@ -234,7 +235,7 @@ impl ContainerFilter {
                 if self.matched[i].is_empty() {
                     if let Some(info) = self.described.get(id) {
                         found.appeared.push(Appeared {
-                            value: selector.text().to_string(),
+                            what: selector.what(),
                             container: info.clone(),
                         });
                     }

@@ -124,7 +124,7 @@ fn docker_by_name_id_and_prefix_with_cgroups_below() {
     // Three hex digits are a name, not a prefix.
     let mut short = m.filter(vec![Selector::container(&A[..3]).unwrap()]);
     assert!(short.refresh().new_ids.is_empty());
-    assert_eq!(short.waiting(), [&A[..3]]);
+    assert_eq!(short.waiting(), [format!("container {}", &A[..3])]);
 }
 
 #[test]
@@ -154,7 +154,7 @@ fn containers_that_start_later() {
     let mut f = m.filter(vec![Selector::container("late").unwrap()]);
     let found = f.refresh();
     assert!(found.new_ids.is_empty() && found.appeared.is_empty());
-    assert_eq!(f.waiting(), ["late"]);
+    assert_eq!(f.waiting(), ["container late"]);
     // The cgroup appears before the runtime has written its state: not named yet.
     let id = m.cgroup(&format!("docker/{A}"));
     assert!(f.refresh().new_ids.is_empty());
@@ -162,7 +162,7 @@ fn containers_that_start_later() {
     let found = f.refresh();
     assert_eq!(found.new_ids, [id]);
     assert_eq!(found.appeared.len(), 1);
-    assert_eq!(found.appeared[0].value, "late");
+    assert_eq!(found.appeared[0].what, "container late");
     // Recreated under the same name: a new id, the value does not "appear" again.
     fs::remove_dir_all(m.cgroup2().join(format!("docker/{A}"))).unwrap();
     let again = m.docker(B, "late");
@@ -201,7 +201,7 @@ fn pods_from_cri_annotations() {
     );
     let mut nothing = m.filter(vec![Selector::pod("shop/cart-1").unwrap()]);
     assert!(nothing.refresh().new_ids.is_empty());
-    assert_eq!(nothing.waiting(), ["shop/cart-1"]);
+    assert_eq!(nothing.waiting(), ["pod shop/cart-1"]);
 }
 
 #[test]
