@@ -23,6 +23,9 @@ pub const PID_FILTER: &str = "PID_FILTER";
 pub const COMM_FILTER: &str = "COMM_FILTER";
 /// `--uid`: wanted users.
 pub const UID_FILTER: &str = "UID_FILTER";
+/// Per socket: the process last seen sending on it or reading from it (the receiver of
+/// what its peer sends).
+pub const SOCK_TASKS: &str = "SOCK_TASKS";
 /// `--container`, `--pod`: the cgroup (v2) ids of the wanted containers and their
 /// descendants.
 pub const CGROUP_FILTER: &str = "CGROUP_FILTER";
@@ -35,7 +38,7 @@ pub const PATH_NAME_FILTER: &str = "PATH_NAME_FILTER";
 pub const COPY_CONTINUE: &str = "COPY_CONTINUE";
 
 /// Every map, for the check that the object has them.
-pub const ALL_MAPS: [&str; 13] = [
+pub const ALL_MAPS: [&str; 14] = [
     EVENTS,
     SCRATCH,
     SEND_ENTRIES,
@@ -45,6 +48,7 @@ pub const ALL_MAPS: [&str; 13] = [
     PID_FILTER,
     COMM_FILTER,
     UID_FILTER,
+    SOCK_TASKS,
     CGROUP_FILTER,
     PATH_FILTER,
     PATH_NAME_FILTER,

@@ -114,30 +114,6 @@ fn containers(names: &[String], pods: &[String]) -> Result<Option<ContainerFilte
     Ok(Some(filter))
 }
 
-/// `--path` values as `udstrace ls` takes them. A literal path must be a socket; the names that
-/// sockets bound to that same file were given in their own mount namespaces are added (a
-/// container's `/run/app.sock`, a service's private `/tmp`), so that the host's path to it
-/// finds them. `@abstract` names and globs are kept as they are.
-pub(super) fn expand_paths(paths: Vec<String>) -> Result<Vec<String>, Failure> {
-    let mut out: Vec<String> = Vec::new();
-    for p in paths {
-        if !p.starts_with('@') && !p.contains(['*', '?']) {
-            let names = crate::proc::sockets::names_of_socket_file(std::path::Path::new(&p))
-                .map_err(Failure::Usage)?;
-            for name in names {
-                let name = String::from_utf8_lossy(&name).into_owned();
-                if !out.contains(&name) {
-                    out.push(name);
-                }
-            }
-        }
-        if !out.contains(&p) {
-            out.push(p);
-        }
-    }
-    Ok(out)
-}
-
 /// The closing line of a capture, as tcpdump's.
 fn report(summary: &capture::Summary) {
     // As in the statistics block: lost segments and lost calls together.

@@ -11,13 +11,16 @@
 //!
 //! `@name` (abstract) values are names only. A glob cannot be checked in the kernel: with one
 //! among the values, every `--path` is matched by name in userspace (the names a file's
-//! sockets were bound with are added to the patterns, as far as sock_diag sees them).
+//! sockets were bound with, in every network namespace, are added to the patterns).
 
 use std::{io, os::unix::fs::FileTypeExt, os::unix::fs::MetadataExt, path::Path};
 
 use udstrace_common::filter::{PathKey, PathName};
 
-use super::sockets::{names_bound_to, split_dev};
+use super::{
+    names::display,
+    sockets::{names_of_socket_file, FileId},
+};
 
 /// One `--path` value.
 #[derive(Debug, Clone)]
@@ -52,14 +55,18 @@ fn is_glob(text: &str) -> bool {
     text.contains(['*', '?'])
 }
 
+/// The kernel's key of the file `stat()` says is on device `st_dev` (the C library's
+/// encoding) with inode `ino` (the kernel's `s_dev` is `major << 20 | minor`).
+fn file_key(st_dev: u64, ino: u64) -> PathKey {
+    let id = FileId::from_stat(st_dev, ino);
+    PathKey::new(id.major, id.minor, ino)
+}
+
 /// The socket file at `path`: `Ok(None)` when there is nothing there (yet), an error when
 /// there is something else.
 fn socket_file(path: &Path) -> Result<Option<PathKey>, String> {
     match std::fs::metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            let (major, minor) = split_dev(meta.dev());
-            Ok(Some(PathKey::new(major, minor, meta.ino())))
-        }
+        Ok(meta) if meta.file_type().is_socket() => Ok(Some(file_key(meta.dev(), meta.ino()))),
         Ok(_) => Err(format!("{} is not a socket", path.display())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("{}: {e}", path.display())),
@@ -130,14 +137,14 @@ impl PathFilter {
     }
 
     /// The name patterns userspace matches: the values, and the names the sockets of each
-    /// file were bound with in other mount namespaces (as sock_diag sees them: those of
-    /// udstrace's network namespace).
+    /// file were bound with in other mount namespaces (sock_diag, in every network
+    /// namespace).
     #[must_use]
     pub(crate) fn patterns(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for v in &self.values {
-            if let Some(file) = v.file {
-                for name in bound_names(file) {
+            if v.file.is_some() {
+                for name in bound_names(&v.text) {
                     if !out.contains(&name) {
                         out.push(name);
                     }
@@ -164,7 +171,7 @@ impl PathFilter {
             v.file = Some(file);
             out.push(NewFile {
                 file,
-                names: bound_names(file),
+                names: bound_names(&v.text),
                 appeared: std::mem::take(&mut v.waiting).then(|| v.text.clone()),
             });
         }
@@ -172,12 +179,13 @@ impl PathFilter {
     }
 }
 
-/// The names sockets bound to `file` have, as users write them.
-fn bound_names(file: PathKey) -> Vec<String> {
-    names_bound_to((file.dev >> 20, file.dev & 0xf_ffff, file.ino))
+/// The names the sockets bound to the socket file at `path` have, as users write them (in
+/// every network namespace: a container's own path to it).
+fn bound_names(path: &str) -> Vec<String> {
+    names_of_socket_file(Path::new(path))
         .unwrap_or_default()
         .iter()
-        .map(|name| super::names::display(name))
+        .map(|name| display(name))
         .collect()
 }
 
@@ -260,6 +268,19 @@ mod tests {
             format!("{} is not a socket", plain.display())
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `stat()`'s device number (the C library's encoding) as the kernel's `s_dev`
+    /// (`MKDEV`: `major << 20 | minor`), with the whole inode number.
+    #[test]
+    fn device_numbers_as_the_kernel_keeps_them() {
+        // makedev(259, 70000): minor & 0xff | (major & 0xfff) << 8 | (minor & !0xff) << 12.
+        let key = file_key(0x1111_0370, (7 << 32) | 5);
+        assert_eq!(key.dev, 0x1031_1170, "MKDEV(259, 70000): 259 << 20 | 70000");
+        assert_eq!(key.ino, (7 << 32) | 5);
+        assert_eq!(key.pad, 0);
+        assert_eq!(file_key(libc::makedev(8, 1), 2).dev, (8 << 20) | 1);
+        assert_eq!(file_key(0, 1).dev, 0);
     }
 
     #[test]
