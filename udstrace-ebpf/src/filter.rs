@@ -1,11 +1,15 @@
-//! Which sends the capture wants: the process filters (`-p`, `--uid`, `--comm`) and `--type`.
+//! Which sends the capture wants: the process filters (`-p`, `--uid`, `--comm`, `--container`
+//! and `--pod`), and the socket filters (`--type`, `--path`).
 
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_uid_gid};
-use udstrace_common::{filter, KernelLayout};
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_uid_gid, generated};
+use udstrace_common::{
+    filter::{self, PathName},
+    KernelLayout,
+};
 
 use crate::{
     config, kernel,
-    maps::{COMM_FILTER, PID_FILTER, UID_FILTER},
+    maps::{CGROUP_FILTER, COMM_FILTER, PATH_FILTER, PATH_NAME_FILTER, PID_FILTER, UID_FILTER},
 };
 
 /// True when the current process is one to capture.
@@ -36,10 +40,24 @@ pub(crate) fn wanted(tgid: u32) -> bool {
             return false;
         }
     }
+    if filters & filter::CGROUPS != 0 {
+        // SAFETY: a helper with no arguments (4.18+).
+        let cgroup = unsafe { generated::bpf_get_current_cgroup_id() };
+        if !cgroup_wanted(cgroup) {
+            return false;
+        }
+    }
     true
 }
 
-/// The type of Unix socket `sk`, if it is one the capture wants (`--type`).
+/// Whether cgroup (v2) `id` is one of the wanted containers' (`--container`, `--pod`).
+#[inline(always)]
+pub(crate) fn cgroup_wanted(id: u64) -> bool {
+    // SAFETY: the map value is only tested for presence.
+    unsafe { CGROUP_FILTER.get(id) }.is_some()
+}
+
+/// The type of Unix socket `sk`, if it is one the capture wants (`--type`, `--path`).
 #[inline(always)]
 pub(crate) fn unix_type(sk: u64, layout: &KernelLayout) -> Option<u16> {
     let sock_type = kernel::unix_sock_type(sk, layout)?;
@@ -47,5 +65,42 @@ pub(crate) fn unix_type(sk: u64, layout: &KernelLayout) -> Option<u16> {
     if types != 0 && types & (1 << (sock_type & 31)) == 0 {
         return None;
     }
+    if config::filters() & filter::PATHS != 0 && !path_wanted(sk, layout) {
+        return None;
+    }
     Some(sock_type)
+}
+
+/// `--path`: whether socket `sk` or its peer is bound to a wanted file or under a wanted
+/// name. A socket without peer is left to userspace, which matches the names of the record
+/// (the destination address of an unconnected datagram among them).
+#[inline(always)]
+fn path_wanted(sk: u64, layout: &KernelLayout) -> bool {
+    let peer = kernel::unix_peer(sk, layout);
+    if peer == 0 || file_wanted(sk, layout) || file_wanted(peer, layout) {
+        return true;
+    }
+    // One key for both names: the stack is the programs' scarcest resource.
+    let mut name = PathName::ZERO;
+    if name_wanted(sk, layout, &mut name) {
+        return true;
+    }
+    name = PathName::ZERO;
+    name_wanted(peer, layout, &mut name)
+}
+
+/// Whether Unix socket `sk`'s bound file is in `PATH_FILTER`.
+#[inline(always)]
+fn file_wanted(sk: u64, layout: &KernelLayout) -> bool {
+    // SAFETY: the map value is only tested for presence.
+    kernel::unix_file(sk, layout).is_some_and(|file| unsafe { PATH_FILTER.get(file) }.is_some())
+}
+
+/// Whether Unix socket `sk`'s bound name is in `PATH_NAME_FILTER`, read into `name` (all
+/// zeroes).
+#[inline(always)]
+fn name_wanted(sk: u64, layout: &KernelLayout, name: &mut PathName) -> bool {
+    name.len = u32::from(kernel::unix_path(sk, layout, &mut name.name));
+    // SAFETY: the map value is only tested for presence.
+    name.len != 0 && unsafe { PATH_NAME_FILTER.get(name) }.is_some()
 }

@@ -8,8 +8,13 @@ use super::{
     Failure,
 };
 use crate::{
-    capture::{self, filter::parse_type, filter::Filter, CaptureOptions},
+    capture::{self, filter::parse_type, filter::Filter, targets::Targets, CaptureOptions},
+    error::Error,
     output::{ports::Ports, reader},
+    proc::{
+        container_filter::{ContainerFilter, Selector},
+        path_filter::PathFilter,
+    },
     tracer::TracerConfig,
 };
 
@@ -36,6 +41,12 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
         .map(parse_type)
         .transpose()
         .map_err(Failure::Usage)?;
+    let containers = containers(&args.containers, &args.pods)?;
+    let paths = PathFilter::new(&args.paths).map_err(Failure::Usage)?;
+    for path in paths.waiting() {
+        eprintln!("udstrace: waiting for {path} (no socket there yet)");
+    }
+    let in_kernel = paths.in_kernel();
     let tracer = TracerConfig {
         backend: args.backend.0,
         pids,
@@ -44,11 +55,14 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
         sock_type,
         follow: args.follow,
         recv: args.recv,
+        cgroups: containers.as_ref().map(ContainerFilter::ids),
+        paths: in_kernel.then(|| (paths.files(), paths.names())),
         ..TracerConfig::new(ring_bytes, snaplen)
     };
     let filter = Filter {
         comms: args.comms,
-        paths: expand_paths(args.paths)?,
+        paths: paths.patterns(),
+        kernel_paths: in_kernel,
         sock_type,
     };
     let ports = Ports::new(&args.decode).map_err(Failure::Usage)?;
@@ -62,33 +76,42 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
         ports,
         stats: args.stats,
         ring_bytes,
+        targets: Targets::new(containers, paths),
     };
     report(&capture::run(&opts)?);
     Ok(())
 }
 
-/// `--path` values as the filters take them. A literal path must be a socket; the names that
-/// sockets bound to that same file were given in their own mount namespaces are added (a
-/// container's `/run/app.sock`, a service's private `/tmp`), so that the host's path to it
-/// finds them. `@abstract` names and globs are kept as they are.
-pub(super) fn expand_paths(paths: Vec<String>) -> Result<Vec<String>, Failure> {
-    let mut out: Vec<String> = Vec::new();
-    for p in paths {
-        if !p.starts_with('@') && !p.contains(['*', '?']) {
-            let names = crate::proc::sockets::names_of_socket_file(std::path::Path::new(&p))
-                .map_err(Failure::Usage)?;
-            for name in names {
-                let name = String::from_utf8_lossy(&name).into_owned();
-                if !out.contains(&name) {
-                    out.push(name);
-                }
-            }
-        }
-        if !out.contains(&p) {
-            out.push(p);
-        }
+/// `--container` and `--pod`: the containers running now (their cgroups, for the kernel), or
+/// `None` without those options. A value that names no container yet is waited for (one line
+/// says so); an ambiguous id prefix is an error.
+fn containers(names: &[String], pods: &[String]) -> Result<Option<ContainerFilter>, Failure> {
+    let mut selectors = Vec::new();
+    for name in names {
+        selectors.push(Selector::container(name).map_err(Failure::Usage)?);
     }
-    Ok(out)
+    for pod in pods {
+        selectors.push(Selector::pod(pod).map_err(Failure::Usage)?);
+    }
+    if selectors.is_empty() {
+        return Ok(None);
+    }
+    let mut filter = ContainerFilter::system(selectors);
+    if !filter.has_cgroup2() {
+        return Err(Failure::Error(Error::NoCgroup2));
+    }
+    let found = filter.refresh();
+    if let Some((prefix, ids)) = found.ambiguous.first() {
+        let ids: Vec<&str> = ids.iter().map(|id| id.get(..12).unwrap_or(id)).collect();
+        return Err(Failure::Usage(format!(
+            "container id prefix {prefix} is ambiguous: {}",
+            ids.join(", ")
+        )));
+    }
+    for what in filter.waiting() {
+        eprintln!("udstrace: waiting for {what} (not running yet)");
+    }
+    Ok(Some(filter))
 }
 
 /// The closing line of a capture, as tcpdump's.

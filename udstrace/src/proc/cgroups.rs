@@ -122,7 +122,7 @@ impl CgroupPaths {
 
 /// Every directory under `dir` (itself included) as (inode, path from `root` with a leading
 /// `/`).
-fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<(u64, String)>) {
+pub(crate) fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<(u64, String)>) {
     let Ok(meta) = fs::metadata(dir) else {
         return;
     };
