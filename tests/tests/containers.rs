@@ -363,10 +363,14 @@ fn docker_cli_requests_and_replies_name_both_ends() {
                 .is_some_and(|pid| cli_pids.iter().any(|c| c == pid))
         })
         .collect();
+    // dockerd's replies on the CLI's connections (other tests talk to dockerd meanwhile).
     let from_dockerd: Vec<_> = cap
         .packets
         .iter()
-        .filter(|p| p.meta("pid") == Some(dockerd_pid.as_str()))
+        .filter(|p| {
+            p.meta("pid") == Some(dockerd_pid.as_str())
+                && from_cli.iter().any(|q| q.meta("ino") == p.meta("peer_ino"))
+        })
         .collect();
     assert!(
         from_cli
@@ -883,5 +887,56 @@ fn path_filter_finds_a_container_socket_by_its_file() {
         assert_eq!(cap.packets[1].meta("path"), Some("/sock/app.sock"));
         assert_eq!(cap.packets[1].meta("container"), Some(server.name.as_str()));
         drop(server);
+    }
+}
+
+/// `--container SERVER` keeps both directions of a host client's exchange with a server in
+/// that container: the request is the host's, selected by its receiver (the kernel names the
+/// server's process, in the container's cgroup); the host's other traffic is left out.
+#[test]
+fn container_filter_keeps_what_is_sent_to_the_container() {
+    dockerd();
+    let dir = TempDir::new("container-receiver");
+    let sock_dir = dir.path("sock");
+    std::fs::create_dir_all(&sock_dir).unwrap();
+    let name = format!("udstrace-cf-srv-{}", std::process::id());
+    let server = Server::start(&name, &sock_dir);
+    let file = dir.path("capture.pcapng");
+    let ud = Udstrace::start(&["-w", file.to_str().unwrap(), "--container", &server.name]);
+    let socket = sock_dir.join("app.sock");
+    let (first, reply) = short_client(&socket, "to the container");
+    assert_eq!(reply, "pong:to the container");
+    host_talk("host");
+    // A second connection: now the server's accepted socket is new again (peer credentials
+    // name the server before it has sent anything on it).
+    let (second, _) = short_client(&socket, "again");
+    let done = ud.stop();
+    assert!(done.success, "{:?}", done.stderr);
+    let cap = read_capture(&file);
+    let payloads: Vec<String> = cap
+        .packets
+        .iter()
+        .map(|p| String::from_utf8_lossy(p.payload()).into_owned())
+        .collect();
+    assert_eq!(
+        payloads,
+        [
+            "to the container",
+            "pong:to the container",
+            "again",
+            "pong:again"
+        ],
+        "only the exchanges with the container"
+    );
+    let server_pid = container_pid(&server.name).to_string();
+    for (p, client) in cap.packets.iter().zip([first, first, second, second]) {
+        let client = client.to_string();
+        let (sender, receiver) = if p.meta("container").is_some() {
+            (&server_pid, &client)
+        } else {
+            (&client, &server_pid)
+        };
+        assert_eq!(p.meta("pid"), Some(sender.as_str()), "{}", p.comment);
+        assert_eq!(p.meta("peer_pid"), Some(receiver.as_str()), "{}", p.comment);
     }
 }

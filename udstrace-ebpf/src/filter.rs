@@ -1,5 +1,6 @@
-//! Which sends the capture wants: the process filters (`-p`, `--uid`, `--comm`, `--container`
-//! and `--pod`), and the socket filters (`--type`, `--path`).
+//! Which sends the capture wants: the process filters (`-p`, `--uid`, `--comm`), and the
+//! socket filters (`--type`, `--path`, and `--container`/`--pod`, which need the socket to name
+//! the receiver).
 
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_uid_gid, generated};
 use udstrace_common::{
@@ -10,6 +11,7 @@ use udstrace_common::{
 use crate::{
     config, kernel,
     maps::{CGROUP_FILTER, COMM_FILTER, PATH_FILTER, PATH_NAME_FILTER, PID_FILTER, UID_FILTER},
+    receiver,
 };
 
 /// True when the current process is one to capture.
@@ -40,19 +42,31 @@ pub(crate) fn wanted(tgid: u32) -> bool {
             return false;
         }
     }
-    if filters & filter::CGROUPS != 0 {
-        // SAFETY: a helper with no arguments (4.18+).
-        let cgroup = unsafe { generated::bpf_get_current_cgroup_id() };
-        if !cgroup_wanted(cgroup) {
-            return false;
-        }
-    }
     true
+}
+
+/// `--container`, `--pod`: whether the sender or the receiver of a message sent on socket
+/// `sk` runs in one of the wanted containers: the sender's cgroup first (one helper call),
+/// then the receiver's as the record would name it (see `receiver`).
+#[inline(always)]
+fn container_wanted(sk: u64, layout: &KernelLayout) -> bool {
+    // SAFETY: a helper with no arguments (4.18+).
+    if cgroup_wanted(unsafe { generated::bpf_get_current_cgroup_id() }) {
+        return true;
+    }
+    let peer = kernel::unix_peer(sk, layout);
+    let peer_ino = if peer == 0 {
+        0
+    } else {
+        kernel::sock_ino(peer, layout)
+    };
+    let found = receiver::find(sk, peer, peer_ino, layout);
+    found.cgroup_id != 0 && cgroup_wanted(found.cgroup_id)
 }
 
 /// Whether cgroup (v2) `id` is one of the wanted containers' (`--container`, `--pod`).
 #[inline(always)]
-pub(crate) fn cgroup_wanted(id: u64) -> bool {
+fn cgroup_wanted(id: u64) -> bool {
     // SAFETY: the map value is only tested for presence.
     unsafe { CGROUP_FILTER.get(id) }.is_some()
 }
@@ -65,7 +79,11 @@ pub(crate) fn unix_type(sk: u64, layout: &KernelLayout) -> Option<u16> {
     if types != 0 && types & (1 << (sock_type & 31)) == 0 {
         return None;
     }
-    if config::filters() & filter::PATHS != 0 && !path_wanted(sk, layout) {
+    let filters = config::filters();
+    if filters & filter::PATHS != 0 && !path_wanted(sk, layout) {
+        return None;
+    }
+    if filters & filter::CGROUPS != 0 && !container_wanted(sk, layout) {
         return None;
     }
     Some(sock_type)
