@@ -940,3 +940,81 @@ fn container_filter_keeps_what_is_sent_to_the_container() {
         assert_eq!(p.meta("peer_pid"), Some(receiver.as_str()), "{}", p.comment);
     }
 }
+
+/// A client in a second container reaches the server's container through the same host
+/// folder: two captures at once, one by `--path HOSTDIR/app.sock` (the client and the server
+/// know the socket as `/sock/app.sock`), one by `--container SERVER`, each hold the request and
+/// the reply with both containers named at both ends, as docker names them.
+#[test]
+fn container_to_container_by_path_and_by_container() {
+    dockerd();
+    let dir = TempDir::new("container-pair");
+    let sock_dir = dir.path("sock");
+    std::fs::create_dir_all(&sock_dir).unwrap();
+    let pid = std::process::id();
+    let server = Server::start(&format!("udstrace-pair-srv-{pid}"), &sock_dir);
+    let client_name = format!("udstrace-pair-cli-{pid}");
+    let socket = sock_dir.join("app.sock");
+    let by_path = dir.path("by-path.pcapng");
+    let by_container = dir.path("by-container.pcapng");
+    let captures = [
+        Udstrace::start(&[
+            "-w",
+            by_path.to_str().unwrap(),
+            "--path",
+            socket.to_str().unwrap(),
+        ]),
+        Udstrace::start(&[
+            "-w",
+            by_container.to_str().unwrap(),
+            "--container",
+            &server.name,
+        ]),
+    ];
+    let client_id = run_python(
+        &client_name,
+        &sock_dir,
+        "import socket\n\
+         c = socket.socket(socket.AF_UNIX)\n\
+         c.connect('/sock/app.sock')\n\
+         c.sendall(b'from the next container')\n\
+         open('/sock/reply', 'wb').write(c.recv(100))\n",
+        &[],
+    );
+    let status = docker_ok(&["wait", &client_id]);
+    let _ = docker(&["rm", "-f", &client_name]);
+    assert_eq!(status, "0", "the client container's exit status");
+    assert_eq!(
+        std::fs::read(sock_dir.join("reply")).unwrap(),
+        b"pong:from the next container"
+    );
+    for (ud, file) in captures.into_iter().zip([&by_path, &by_container]) {
+        let done = ud.stop();
+        assert!(done.success, "{:?}", done.stderr);
+        let cap = read_capture(file);
+        let find = |payload: &[u8]| {
+            cap.packets
+                .iter()
+                .find(|p| p.payload() == payload)
+                .unwrap_or_else(|| panic!("{}: {payload:?} captured", file.display()))
+        };
+        let request = find(b"from the next container");
+        let reply = find(b"pong:from the next container");
+        assert_eq!(request.meta("container"), Some(client_name.as_str()));
+        assert_eq!(request.meta("container_id"), Some(client_id.as_str()));
+        assert_eq!(
+            request.meta("peer_container"),
+            Some(server.name.as_str()),
+            "{}",
+            request.comment
+        );
+        assert_eq!(request.meta("peer_path"), Some("/sock/app.sock"));
+        assert_eq!(reply.meta("container"), Some(server.name.as_str()));
+        assert_eq!(
+            reply.meta("peer_container"),
+            Some(client_name.as_str()),
+            "{}",
+            reply.comment
+        );
+    }
+}
