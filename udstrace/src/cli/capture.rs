@@ -1,25 +1,46 @@
 //! The capture command: the options a capture runs with, from the arguments, and its closing
-//! line (`N packets captured, N lost`).
+//! lines: how the output ended when it did not take everything, then
+//! `N packets captured, N lost`.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, path::Path};
 
 use super::{
     args::{parse_pids, parse_uids, Args, DEFAULT_SNAPLEN},
     Failure,
 };
 use crate::{
-    capture::{self, filter::parse_type, filter::Filter, CaptureOptions},
-    output::{ports::Ports, reader},
+    capture::{
+        self,
+        filter::{parse_type, Filter},
+        stop::{OutputEnd, OUTPUT_GRACE},
+        CaptureOptions,
+    },
+    error::one_line,
+    output::{file::Destination, ports::Ports, reader},
     tracer::TracerConfig,
 };
+
+/// Exit status of a capture stopped at once by a second signal (as a shell reports a process
+/// killed by SIGINT).
+const EXIT_ABANDONED: u8 = 130;
 
 /// Runs a capture, or with `-r` prints a capture file.
 pub(super) fn run(args: Args) -> Result<(), Failure> {
     let style = args.style();
     if let Some(path) = &args.read {
+        if path.as_os_str().is_empty() {
+            return Err(Failure::Usage("-r: empty path".into()));
+        }
         reader::read(path, style, args.count)?;
         return Ok(());
     }
+    let write = match &args.write {
+        None => None,
+        Some(p) if p.as_os_str().is_empty() => return Err(Failure::Usage("-w: empty path".into())),
+        Some(p) if args.extcap.capture => Some(Destination::ExtcapFifo(p.clone())),
+        Some(p) if p == Path::new("-") => Some(Destination::Stdout),
+        Some(p) => Some(Destination::File(p.clone())),
+    };
     let pids = parse_pids(&args.pids).map_err(Failure::Usage)?;
     let snaplen = match args.snaplen {
         None | Some(0) => DEFAULT_SNAPLEN,
@@ -54,7 +75,7 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
     let ports = Ports::new(&args.decode).map_err(Failure::Usage)?;
     let opts = CaptureOptions {
         tracer,
-        write: args.write,
+        write,
         count: args.count,
         style,
         verbose: args.verbose,
@@ -63,8 +84,37 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
         stats: args.stats,
         ring_bytes,
     };
-    report(&capture::run(&opts)?);
-    Ok(())
+    let (summary, end) = capture::run(&opts)?;
+    let name = Destination::name_of(opts.write.as_ref());
+    let failure = match end {
+        OutputEnd::Written => None,
+        OutputEnd::Failed { error, unwritten } => {
+            eprintln!(
+                "udstrace: {}; {unwritten} packets were not written",
+                one_line(&error)
+            );
+            Some(1)
+        }
+        OutputEnd::Blocked { unwritten } => {
+            eprintln!(
+                "udstrace: {} took nothing for {} ms after the stop: gave up on it; {unwritten} \
+                 packets and the statistics block were not written",
+                name.display(),
+                OUTPUT_GRACE.as_millis()
+            );
+            Some(1)
+        }
+        OutputEnd::Abandoned { unwritten } => {
+            eprintln!(
+                "udstrace: stopped at once by a second signal; {unwritten} packets and the \
+                 statistics block were not written to {}",
+                name.display()
+            );
+            Some(EXIT_ABANDONED)
+        }
+    };
+    report(&summary);
+    failure.map_or(Ok(()), |code| Err(Failure::Exit(code)))
 }
 
 /// `--path` values as the filters take them. A literal path must be a socket; the names that
@@ -74,6 +124,9 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
 pub(super) fn expand_paths(paths: Vec<String>) -> Result<Vec<String>, Failure> {
     let mut out: Vec<String> = Vec::new();
     for p in paths {
+        if p.is_empty() {
+            return Err(Failure::Usage("--path: empty path".into()));
+        }
         if !p.starts_with('@') && !p.contains(['*', '?']) {
             let names = crate::proc::sockets::names_of_socket_file(std::path::Path::new(&p))
                 .map_err(Failure::Usage)?;
