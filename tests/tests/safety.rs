@@ -546,7 +546,7 @@ fn damaged_comment_does_not_stop_reading() {
         out.stderr
     );
     assert!(
-        out.stderr[0].contains("packet 2: no type="),
+        out.stderr[0].contains("(the first, packet 2: ") && out.stderr[0].contains("no type="),
         "{:?}",
         out.stderr
     );
