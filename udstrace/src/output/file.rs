@@ -237,3 +237,90 @@ fn warn_if_others_can_replace(dir: &File, dir_path: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// A fresh directory for one test.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("udstrace-file-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        dir
+    }
+
+    fn open_file(path: &Path) -> Result<File, Error> {
+        open(&Destination::File(path.to_path_buf())).map(|o| o.into_file().unwrap())
+    }
+
+    fn refusal_of(path: &Path) -> String {
+        match open_file(path) {
+            Err(Error::UnsafeOutput { reason, .. }) => reason,
+            other => panic!("{} not refused: {other:?}", path.display()),
+        }
+    }
+
+    #[test]
+    fn new_and_own_files() {
+        let dir = scratch("own");
+        let new = dir.join("new.pcapng");
+        open_file(&new).unwrap().write_all(b"abc").unwrap();
+        let meta = std::fs::metadata(&new).unwrap();
+        assert_eq!((meta.mode() & 0o7777, meta.len()), (0o600, 3));
+
+        // Replaced in place: the same inode, emptied, 0600.
+        std::fs::set_permissions(&new, PermissionsExt::from_mode(0o644)).unwrap();
+        let ino = meta.ino();
+        open_file(&new).unwrap().write_all(b"z").unwrap();
+        let meta = std::fs::metadata(&new).unwrap();
+        assert_eq!(
+            (meta.ino(), meta.mode() & 0o7777, meta.len()),
+            (ino, 0o600, 1)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn links_directories_and_devices_are_refused() {
+        let dir = scratch("refused");
+        let target = dir.join("target");
+        std::fs::write(&target, b"keep").unwrap();
+        let link = dir.join("link.pcapng");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(refusal_of(&link).starts_with("it is a symbolic link to "));
+        let dangling = dir.join("dangling.pcapng");
+        std::os::unix::fs::symlink(dir.join("nothing"), &dangling).unwrap();
+        assert!(refusal_of(&dangling).starts_with("it is a symbolic link"));
+        assert!(
+            !dir.join("nothing").exists(),
+            "not created through the link"
+        );
+        let hard = dir.join("hard.pcapng");
+        std::fs::hard_link(&target, &hard).unwrap();
+        assert!(refusal_of(&hard).starts_with("it has 2 hard links"));
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        assert_eq!(refusal_of(&dir), "it is a directory");
+        assert_eq!(refusal_of(Path::new("/")), "it is a directory");
+        assert_eq!(refusal_of(Path::new("/dev/zero")), "it is a device");
+        open_file(Path::new("/dev/null")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Wireshark's pipe is taken whoever made it, but only if it is a FIFO.
+    #[test]
+    fn extcap_pipe_must_be_a_fifo() {
+        let dir = scratch("extcap");
+        let file = dir.join("not-a-fifo");
+        std::fs::write(&file, b"").unwrap();
+        match open(&Destination::ExtcapFifo(file)) {
+            Err(Error::UnsafeOutput { reason, .. }) => {
+                assert_eq!(reason, "the extcap pipe is not a FIFO");
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
