@@ -125,7 +125,9 @@ pub(super) fn expand_paths(paths: Vec<String>) -> Result<Vec<String>, Failure> {
     let mut out: Vec<String> = Vec::new();
     for p in paths {
         if p.is_empty() {
-            return Err(Failure::Usage("--path: empty path".into()));
+            return Err(Failure::Usage(
+                "--path is empty: give a socket's path, @name or a glob".into(),
+            ));
         }
         if !p.starts_with('@') && !p.contains(['*', '?']) {
             let names = crate::proc::sockets::names_of_socket_file(std::path::Path::new(&p))

@@ -84,7 +84,13 @@ pub(crate) fn start(out: Opened) -> io::Result<(Handoff, Writer)> {
     thread::Builder::new()
         .name("udstrace-output".into())
         .spawn(move || match out.into_file() {
-            Ok(file) => write_all(&file, &rx, &spare_tx, &thread_shared),
+            Ok(file) => {
+                if write_all(&file, &rx, &spare_tx, &thread_shared) {
+                    // Closed first: a reader sees the end of the file once `finished` says so.
+                    drop(file);
+                    thread_shared.finished.store(true, Ordering::Release);
+                }
+            }
             Err(e) => thread_shared.fail(e),
         })?;
     Ok((
@@ -97,13 +103,14 @@ pub(crate) fn start(out: Opened) -> io::Result<(Handoff, Writer)> {
     ))
 }
 
-/// The thread's loop: each chunk in order, until the hand-off is dropped or a write fails.
+/// The thread's loop: each chunk in order, until the hand-off is dropped (`true`) or a write
+/// fails (`false`).
 fn write_all(
     mut file: &File,
     rx: &mpsc::Receiver<Chunk>,
     spare: &mpsc::SyncSender<Vec<u8>>,
     shared: &Shared,
-) {
+) -> bool {
     let regular = file.metadata().is_ok_and(|m| m.is_file());
     let mut written = 0u64;
     for chunk in rx {
@@ -113,7 +120,7 @@ fn write_all(
                 let _ = file.set_len(written);
             }
             shared.fail(e);
-            return;
+            return false;
         }
         written += chunk.bytes.len() as u64;
         shared
@@ -123,7 +130,7 @@ fn write_all(
         shared.writes.fetch_add(1, Ordering::Release);
         let _ = spare.try_send(chunk.bytes);
     }
-    shared.finished.store(true, Ordering::Release);
+    true
 }
 
 /// The sinks' side: hands buffers to the thread without ever blocking.
