@@ -86,6 +86,12 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
     };
     let (summary, end) = capture::run(&opts)?;
     let name = Destination::name_of(opts.write.as_ref());
+    // The text view has no statistics block.
+    let and_stats = if opts.write.is_some() {
+        " and the statistics block"
+    } else {
+        ""
+    };
     let failure = match end {
         OutputEnd::Written => None,
         OutputEnd::Failed { error, unwritten } => {
@@ -98,7 +104,7 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
         OutputEnd::Blocked { unwritten } => {
             eprintln!(
                 "udstrace: {} took nothing for {} ms after the stop: gave up on it; {unwritten} \
-                 packets and the statistics block were not written",
+                 packets{and_stats} were not written",
                 name.display(),
                 OUTPUT_GRACE.as_millis()
             );
@@ -106,8 +112,8 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
         }
         OutputEnd::Abandoned { unwritten } => {
             eprintln!(
-                "udstrace: stopped at once by a second signal; {unwritten} packets and the \
-                 statistics block were not written to {}",
+                "udstrace: stopped at once by a second signal; {unwritten} packets{and_stats} \
+                 were not written to {}",
                 name.display()
             );
             Some(EXIT_ABANDONED)
