@@ -125,7 +125,8 @@ pub(crate) fn open(
 ) -> Result<(Box<dyn Sink>, Writer), Error> {
     let dest = write.cloned().unwrap_or(Destination::Stdout);
     let opened = file::open(&dest)?;
-    let (handoff, writer) = writer::start(opened).map_err(|source| Error::Output {
+    let ours = matches!(dest, Destination::File(_));
+    let (handoff, writer) = writer::start(opened, ours).map_err(|source| Error::Output {
         path: Destination::name_of(write),
         source,
     })?;

@@ -75,8 +75,9 @@ impl Shared {
 }
 
 /// Starts the thread that opens `out` (for a FIFO, waiting for its reader) and writes what the
-/// [`Handoff`] gives it.
-pub(crate) fn start(out: Opened) -> io::Result<(Handoff, Writer)> {
+/// [`Handoff`] gives it. `ours`: udstrace created or emptied the file, so a failed write may
+/// cut it back (not standard output redirected to a file, which may hold more than ours).
+pub(crate) fn start(out: Opened, ours: bool) -> io::Result<(Handoff, Writer)> {
     let shared = Arc::new(Shared::default());
     let (tx, rx) = mpsc::channel::<Chunk>();
     let (spare_tx, spare_rx) = mpsc::sync_channel(SPARE_BUFFERS);
@@ -85,7 +86,7 @@ pub(crate) fn start(out: Opened) -> io::Result<(Handoff, Writer)> {
         .name("udstrace-output".into())
         .spawn(move || match out.into_file() {
             Ok(file) => {
-                if write_all(&file, &rx, &spare_tx, &thread_shared) {
+                if write_all(&file, ours, &rx, &spare_tx, &thread_shared) {
                     // Closed first: a reader sees the end of the file once `finished` says so.
                     drop(file);
                     thread_shared.finished.store(true, Ordering::Release);
@@ -107,11 +108,12 @@ pub(crate) fn start(out: Opened) -> io::Result<(Handoff, Writer)> {
 /// fails (`false`).
 fn write_all(
     mut file: &File,
+    ours: bool,
     rx: &mpsc::Receiver<Chunk>,
     spare: &mpsc::SyncSender<Vec<u8>>,
     shared: &Shared,
 ) -> bool {
-    let regular = file.metadata().is_ok_and(|m| m.is_file());
+    let regular = ours && file.metadata().is_ok_and(|m| m.is_file());
     let mut written = 0u64;
     for chunk in rx {
         if let Err(e) = file.write_all(&chunk.bytes) {
@@ -221,6 +223,15 @@ mod tests {
 
     use super::*;
 
+    /// The output thread writing into a pipe's write end.
+    fn to_pipe(w: std::io::PipeWriter) -> (Handoff, Writer) {
+        start(
+            Opened::Ready(File::from(std::os::fd::OwnedFd::from(w))),
+            false,
+        )
+        .unwrap()
+    }
+
     fn wait_until(what: impl Fn() -> bool) {
         let start = Instant::now();
         while !what() {
@@ -233,8 +244,7 @@ mod tests {
     #[test]
     fn writes_in_order_and_finishes() {
         let (mut r, w) = std::io::pipe().unwrap();
-        let (mut handoff, writer) =
-            start(Opened::Ready(File::from(std::os::fd::OwnedFd::from(w)))).unwrap();
+        let (mut handoff, writer) = to_pipe(w);
         let reader = thread::spawn(move || {
             let mut v = Vec::new();
             r.read_to_end(&mut v).unwrap();
@@ -254,8 +264,7 @@ mod tests {
     #[test]
     fn blocked_pipe_never_blocks_the_handoff() {
         let (_r, w) = std::io::pipe().unwrap();
-        let (mut handoff, writer) =
-            start(Opened::Ready(File::from(std::os::fd::OwnedFd::from(w)))).unwrap();
+        let (mut handoff, writer) = to_pipe(w);
         let block = vec![7u8; 1 << 20];
         let mut n = 0;
         while !handoff.blocked() {
@@ -276,8 +285,7 @@ mod tests {
     fn broken_pipe_comes_back() {
         let (r, w) = std::io::pipe().unwrap();
         drop(r);
-        let (mut handoff, writer) =
-            start(Opened::Ready(File::from(std::os::fd::OwnedFd::from(w)))).unwrap();
+        let (mut handoff, writer) = to_pipe(w);
         handoff.write_blocks(b"x", 1).unwrap();
         wait_until(|| writer.failed());
         let e = handoff.write_blocks(b"y", 1).unwrap_err();
