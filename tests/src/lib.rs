@@ -84,8 +84,17 @@ impl Udstrace {
     /// Starts udstrace with `args` and waits until it says it is listening.
     #[must_use]
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(udstrace_bin())
-            .args(args)
+        let mut cmd = Command::new(udstrace_bin());
+        cmd.args(args);
+        Self::start_command(cmd)
+    }
+
+    /// Starts `cmd` (udstrace, or a command that runs it, such as `nohup udstrace ...`) with
+    /// standard input from /dev/null and standard output piped, and waits until it says it is
+    /// listening.
+    #[must_use]
+    pub fn start_command(mut cmd: Command) -> Self {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -175,7 +175,10 @@ fn filter_errors_are_one_line() {
             &["--container", ""][..],
             "invalid --container ``: expected a container's name or id",
         ),
-        (&["--path", ""][..], "--path needs a path, @name or glob"),
+        (
+            &["--path", ""][..],
+            "--path is empty: give a socket's path, @name or a glob",
+        ),
     ] {
         let out = udstrace_tests::run(args);
         assert_eq!(out.code, Some(2), "{args:?}: {:?}", out.stderr);

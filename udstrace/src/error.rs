@@ -46,6 +46,8 @@ pub(crate) enum Error {
     NoSuchProcess(u32),
     #[error("cannot write {}: {source}", path.display())]
     Output { path: PathBuf, source: io::Error },
+    #[error("refusing to write {}: {reason}", path.display())]
+    UnsafeOutput { path: PathBuf, reason: String },
     #[error("cannot read {}: {reason}", path.display())]
     Input { path: PathBuf, reason: String },
     #[error("reading the capture buffer: {0}")]

@@ -1,9 +1,10 @@
 //! The C library calls udstrace makes, each behind a safe function with its SAFETY argument:
 //! clocks, local time, the user database, memory limits, mounting tracefs, the netlink
-//! socket sock_diag answers on, and entering another network namespace.
+//! socket sock_diag answers on, entering another network namespace, opening the output file
+//! relative to its directory, and signal dispositions.
 
 use std::{
-    ffi::CString,
+    ffi::{CStr, CString},
     io,
     os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
 };
@@ -40,6 +41,66 @@ pub(crate) fn user_id(name: &str) -> Option<u32> {
     let pw = unsafe { libc::getpwnam(c.as_ptr()) };
     // SAFETY: a non-null result points at a valid passwd record.
     (!pw.is_null()).then(|| unsafe { (*pw).pw_uid })
+}
+
+/// The name of user `uid`, from the user database.
+pub(crate) fn user_name(uid: u32) -> Option<String> {
+    // SAFETY: getpwuid takes an integer; the result is read at once, before any other call
+    // could reuse its static record.
+    let pw = unsafe { libc::getpwuid(uid) };
+    if pw.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null result points at a valid passwd record whose `pw_name` is a
+    // NUL-terminated string (copied out here, before anything can overwrite it).
+    let name = unsafe { CStr::from_ptr((*pw).pw_name) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// The effective user id: whose files this process may write into.
+#[must_use]
+pub(crate) fn effective_uid() -> u32 {
+    // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// `openat(2)` of `name` in the directory `dir` (an `O_PATH` descriptor will do) with
+/// `flags` (`O_CLOEXEC` is added) and, for a file it creates, `mode`.
+pub(crate) fn openat(
+    dir: &impl AsFd,
+    name: &CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is a NUL-terminated string and the directory's descriptor is open, both
+    // borrowed for the call; openat reads nothing else of ours (`mode` is passed by value, as
+    // the variadic argument the kernel reads only with O_CREAT).
+    let fd = unsafe {
+        libc::openat(
+            dir.as_fd().as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            libc::c_uint::from(mode),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether `signal` is ignored (`SIG_IGN`), as `nohup` leaves SIGHUP for the programs it runs.
+#[must_use]
+pub(crate) fn signal_ignored(signal: libc::c_int) -> bool {
+    // SAFETY: `sigaction` is a C struct of a handler address, a signal set, flags and a
+    // restorer address, for all of which all-zero bytes is a valid value.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: with a null new action sigaction only writes the current one into `old`, a
+    // valid, writable sigaction borrowed for the call; an invalid signal number fails with
+    // EINVAL and leaves `old` zeroed (SIG_DFL).
+    unsafe { libc::sigaction(signal, std::ptr::null(), &raw mut old) };
+    old.sa_sigaction == libc::SIG_IGN
 }
 
 /// Hands freed heap memory back to the system.

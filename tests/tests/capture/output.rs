@@ -160,6 +160,7 @@ fn errors_are_one_clear_line() {
             &["-r", "/nonexistent.pcapng"],
             "cannot read /nonexistent.pcapng",
         ),
+        (&["--path", ""], "--path is empty"),
     ];
     for (args, expected) in cases {
         let out = run(args);

@@ -1,17 +1,15 @@
-//! The capture loop: drains the ring buffer, turns records into packets, writes them, and
-//! stops cleanly on SIGINT/SIGTERM, `-c`, or an output error.
+//! The capture loop: drains the ring buffer, turns records into packets, hands them to the
+//! output, and stops cleanly on SIGINT/SIGTERM/SIGHUP (`stop.rs`), `-c`, or an output error.
 
-use std::{io, path::PathBuf, time::Duration};
+use std::{io, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
-use tokio::{
-    io::{unix::AsyncFd, Interest},
-    signal::unix::{signal, SignalKind},
-};
+use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{
     error::Error,
     output::{
+        file::Destination,
         pcapng::Stats,
         ports::Ports,
         section,
@@ -25,11 +23,13 @@ pub(crate) mod clock;
 mod control;
 pub(crate) mod filter;
 pub(crate) mod packetizer;
+pub(crate) mod stop;
 pub(crate) mod targets;
 
 use clock::WallClock;
 use filter::Filter;
 pub(crate) use packetizer::Packetizer;
+use stop::{OutputEnd, Signals};
 use targets::{Targets, CONTAINER_REFRESH, PATH_REFRESH};
 
 /// Records handled before the loop looks at signals and timers again.
@@ -46,8 +46,8 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone)]
 pub(crate) struct CaptureOptions {
     pub(crate) tracer: TracerConfig,
-    /// `-w`: pcapng to this path (`-` for standard output); text view without it.
-    pub(crate) write: Option<PathBuf>,
+    /// `-w`: pcapng to a file or standard output; text view without it.
+    pub(crate) write: Option<Destination>,
     /// `-c`: stop after this many packets.
     pub(crate) count: Option<u64>,
     pub(crate) style: PayloadStyle,
@@ -74,8 +74,8 @@ pub(crate) struct Summary {
     pub(crate) malformed: u64,
 }
 
-/// Runs a capture to the end.
-pub(crate) fn run(opts: &CaptureOptions) -> Result<Summary, Error> {
+/// Runs a capture to the end: what it captured, and how its output ended.
+pub(crate) fn run(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -83,21 +83,24 @@ pub(crate) fn run(opts: &CaptureOptions) -> Result<Summary, Error> {
         .block_on(capture(opts))
 }
 
-fn is_broken_pipe(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::BrokenPipe
+/// The ring buffer, registered with the runtime to wake the loop when records arrive.
+fn register<T: std::os::fd::AsRawFd>(ring: T) -> Result<AsyncFd<T>, Error> {
+    // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as
+    // the AsyncFd owns the ring buffer.
+    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| Error::Ring(e.into()))
 }
 
-async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
-    let mut sigint = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(Error::Signals)?;
+async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
+    let mut signals = Signals::new()?;
 
     let mut tracer = Tracer::start(&opts.tracer)?;
     // The output is opened once the programs are attached, so that a capture file is only
     // created when there will be a capture; nothing stays attached if it fails (Drop).
     let info = section::capture_info(opts.tracer.snaplen, tracer.backend.name());
-    let (mut sink, out_path) = sink::open(opts.write.as_deref(), &info, opts.style)?;
+    let (mut sink, writer) = sink::open(opts.write.as_ref(), &info, opts.style)?;
     let output_error = |source: io::Error| Error::Output {
-        path: out_path.clone(),
+        path: Destination::name_of(opts.write.as_ref()),
         source,
     };
 
@@ -108,11 +111,7 @@ async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
         .with_filter(opts.filter.clone())
         .with_ports(opts.ports.clone());
     let mut summary = Summary::default();
-    // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as
-    // the AsyncFd owns the ring buffer.
-    let mut ring =
-        unsafe { AsyncFd::register_with_interest(tracer.take_events(), Interest::READABLE) }
-            .map_err(|e| Error::Ring(e.into()))?;
+    let mut ring = register(tracer.take_events())?;
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -124,7 +123,9 @@ async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
 
     'capture: while !packetizer.done() {
         tokio::select! {
-            guard = ring.readable_mut() => {
+            // While the output is behind, records wait in the ring buffer (drain_tick looks
+            // again every 10 ms).
+            guard = ring.readable_mut(), if !sink.blocked() => {
                 let mut guard = guard.map_err(Error::Ring)?;
                 match drain(guard.get_inner_mut(), Some(BATCH), &mut packetizer, sink.as_mut(), &mut summary) {
                     Err(e) => {
@@ -154,8 +155,7 @@ async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
             _ = stats_tick.tick(), if opts.stats => print_stats(&mut tracer, &packetizer, opts.ring_bytes),
             _ = container_tick.tick(), if targets.has_containers() => targets.refresh_containers(&mut tracer),
             _ = path_tick.tick(), if targets.has_paths() => targets.refresh_paths(&mut tracer, &mut packetizer),
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            () = signals.recv() => break,
             _ = tick.tick() => {
                 if let Err(e) = sink.flush() {
                     result = Err(e);
@@ -165,21 +165,22 @@ async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
         }
     }
 
+    // The output's grace after the stop counts from here.
+    let stopped = stop::Stopped::now(&writer);
     // Stop capturing, then write what the kernel had already recorded.
     // Before detaching: while the programs come off one by one, calls may enter without
     // leaving, and those are not lost messages.
     let missed_returns = tracer.missed_returns();
     tracer.detach();
     if result.is_ok() {
-        if let Err(e) = drain(
+        let all = drain(
             ring.get_mut(),
             None,
             &mut packetizer,
             sink.as_mut(),
             &mut summary,
-        ) {
-            result = Err(e);
-        }
+        );
+        result = all.map(|_| ());
     }
     let (lost_segments, lost_bytes) = tracer.lost();
     summary.packets = packetizer.packets;
@@ -192,11 +193,19 @@ async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
         received: summary.packets + lost_segments + summary.missed_returns,
         dropped: lost_segments + summary.missed_returns,
     };
-    match result.and_then(|()| sink.finish(&stats)) {
-        Ok(()) => Ok(summary),
-        Err(e) if is_broken_pipe(&e) => Ok(summary),
-        Err(e) => Err(output_error(e)),
-    }
+    // Closing the hand-off lets the output thread end once it has written the rest.
+    let result = result.and_then(|()| sink.finish(&stats));
+    drop(sink);
+    let end = stop::output_end(
+        result,
+        summary.packets,
+        &writer,
+        stopped,
+        &mut signals,
+        output_error,
+    )
+    .await;
+    Ok((summary, end))
 }
 
 /// A timer whose first tick is one `period` from now; late ticks are not made up for.
@@ -245,8 +254,8 @@ enum Drained {
     Limit,
 }
 
-/// Handles records until the ring buffer is empty, `batch` records were handled, or the packet
-/// limit is reached.
+/// Handles records until the ring buffer is empty, `batch` records were handled or the output
+/// is behind (a bounded drain only), or the packet limit is reached.
 fn drain(
     events: &mut RingBuf<MapData>,
     batch: Option<usize>,
@@ -259,7 +268,7 @@ fn drain(
         if packetizer.done() {
             return Ok(Drained::Limit);
         }
-        if batch.is_some_and(|b| handled >= b) {
+        if batch.is_some_and(|b| handled >= b || sink.blocked()) {
             return Ok(Drained::Batch);
         }
         let Some(item) = events.next() else {

@@ -33,7 +33,8 @@ pub(crate) struct Args {
     pub(crate) pids: Vec<String>,
 
     /// Write packets as pcapng to FILE (`-` for standard output) instead of printing them.
-    /// The file is created readable by its owner only.
+    /// The file is created readable by its owner only; a symbolic link, or a file or FIFO of
+    /// another user, at FILE is refused.
     #[arg(
         short = 'w',
         long = "write",
@@ -42,7 +43,8 @@ pub(crate) struct Args {
     )]
     pub(crate) write: Option<PathBuf>,
 
-    /// Read packets from a pcapng file written by udstrace and print them.
+    /// Read packets from a pcapng file written by udstrace (`-` for standard input) and print
+    /// them.
     #[arg(short = 'r', long = "read", value_name = "FILE")]
     pub(crate) read: Option<PathBuf>,
 

@@ -1,16 +1,23 @@
 //! The capture command: the options a capture runs with, from the arguments, and its closing
-//! line (`N packets captured, N lost`).
+//! lines: how the output ended when it did not take everything, then
+//! `N packets captured, N lost`.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, path::Path};
 
 use super::{
     args::{parse_pids, parse_uids, Args, DEFAULT_SNAPLEN},
     Failure,
 };
 use crate::{
-    capture::{self, filter::parse_type, filter::Filter, targets::Targets, CaptureOptions},
-    error::Error,
-    output::{ports::Ports, reader},
+    capture::{
+        self,
+        filter::{parse_type, Filter},
+        stop::{OutputEnd, OUTPUT_GRACE},
+        targets::Targets,
+        CaptureOptions,
+    },
+    error::{one_line, Error},
+    output::{file::Destination, ports::Ports, reader},
     proc::{
         container_filter::{ContainerFilter, Selector},
         path_filter::PathFilter,
@@ -18,13 +25,27 @@ use crate::{
     tracer::TracerConfig,
 };
 
+/// Exit status of a capture stopped at once by a second signal (as a shell reports a process
+/// killed by SIGINT).
+const EXIT_ABANDONED: u8 = 130;
+
 /// Runs a capture, or with `-r` prints a capture file.
 pub(super) fn run(args: Args) -> Result<(), Failure> {
     let style = args.style();
     if let Some(path) = &args.read {
+        if path.as_os_str().is_empty() {
+            return Err(Failure::Usage("-r: empty path".into()));
+        }
         reader::read(path, style, args.count)?;
         return Ok(());
     }
+    let write = match &args.write {
+        None => None,
+        Some(p) if p.as_os_str().is_empty() => return Err(Failure::Usage("-w: empty path".into())),
+        Some(p) if args.extcap.capture => Some(Destination::ExtcapFifo(p.clone())),
+        Some(p) if p == Path::new("-") => Some(Destination::Stdout),
+        Some(p) => Some(Destination::File(p.clone())),
+    };
     let pids = parse_pids(&args.pids).map_err(Failure::Usage)?;
     let snaplen = match args.snaplen {
         None | Some(0) => DEFAULT_SNAPLEN,
@@ -68,7 +89,7 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
     let ports = Ports::new(&args.decode).map_err(Failure::Usage)?;
     let opts = CaptureOptions {
         tracer,
-        write: args.write,
+        write,
         count: args.count,
         style,
         verbose: args.verbose,
@@ -78,8 +99,49 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
         ring_bytes,
         targets: Targets::new(containers, paths),
     };
-    report(&capture::run(&opts)?);
-    Ok(())
+    let (summary, end) = capture::run(&opts)?;
+    let failure = output_failure(end, opts.write.as_ref());
+    report(&summary);
+    failure.map_or(Ok(()), |code| Err(Failure::Exit(code)))
+}
+
+/// What became of the output at the end, said in one line when it did not take everything;
+/// the exit code then.
+fn output_failure(end: OutputEnd, write: Option<&Destination>) -> Option<u8> {
+    let name = Destination::name_of(write);
+    // The text view has no statistics block.
+    let and_stats = if write.is_some() {
+        " and the statistics block"
+    } else {
+        ""
+    };
+    match end {
+        OutputEnd::Written => None,
+        OutputEnd::Failed { error, unwritten } => {
+            eprintln!(
+                "udstrace: {}; {unwritten} packets were not written",
+                one_line(&error)
+            );
+            Some(1)
+        }
+        OutputEnd::Blocked { unwritten } => {
+            eprintln!(
+                "udstrace: {} took nothing for {} ms after the stop: gave up on it; {unwritten} \
+                 packets{and_stats} were not written",
+                name.display(),
+                OUTPUT_GRACE.as_millis()
+            );
+            Some(1)
+        }
+        OutputEnd::Abandoned { unwritten } => {
+            eprintln!(
+                "udstrace: stopped at once by a second signal; {unwritten} packets{and_stats} \
+                 were not written to {}",
+                name.display()
+            );
+            Some(EXIT_ABANDONED)
+        }
+    }
 }
 
 /// `--container` and `--pod`: the containers running now (their cgroups, for the kernel), or

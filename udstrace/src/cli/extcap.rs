@@ -125,7 +125,11 @@ pub(crate) fn config(out: &mut impl Write) -> std::io::Result<()> {
 /// After a fatal error in `--capture` mode: Wireshark waits on the pipe, so open and close it
 /// to let it see the end (it then shows what we wrote on stderr).
 pub(crate) fn release_fifo(fifo: &Path) {
-    let _ = std::fs::OpenOptions::new().write(true).open(fifo);
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(fifo);
 }
 
 /// Wireshark's folders, as `tshark -G folders` reports them (honours `$HOME`).

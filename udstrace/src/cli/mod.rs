@@ -1,7 +1,7 @@
 //! The command line: tcpdump's habits for Unix sockets. `main` parses the arguments and runs
 //! one command: a capture (`capture.rs`, the default), `-r` (`output::reader`), `ls`,
 //! `backends`, or Wireshark's extcap calls; every error ends as one line and an exit code
-//! (0 done, 1 failed, 2 bad usage).
+//! (0 done, 1 failed, 2 bad usage, 130 a capture stopped at once by a second signal).
 
 use std::process::ExitCode;
 
@@ -40,7 +40,8 @@ pub fn main() -> ExitCode {
         .then(|| args.extcap.fifo.clone())
         .flatten();
     let result = run(args);
-    if result.is_err() {
+    // A capture that ran has opened the pipe already (or found nobody reading it).
+    if matches!(result, Err(Failure::Usage(_) | Failure::Error(_))) {
         if let Some(fifo) = &fifo {
             extcap::release_fifo(fifo);
         }
@@ -51,6 +52,7 @@ pub fn main() -> ExitCode {
             eprintln!("udstrace: {msg}");
             ExitCode::from(2)
         }
+        Err(Failure::Exit(code)) => ExitCode::from(code),
         Err(Failure::Error(e)) => {
             match e.kernel_log() {
                 Some(log) if verbose => eprintln!("udstrace: {}\n{log}", one_line(&e)),
@@ -75,6 +77,8 @@ pub(crate) fn stdout_error(source: std::io::Error) -> Failure {
 pub(crate) enum Failure {
     Usage(String),
     Error(Error),
+    /// Already said on stderr: exit with this status.
+    Exit(u8),
 }
 
 impl From<Error> for Failure {

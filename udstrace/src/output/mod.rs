@@ -1,7 +1,9 @@
 //! Where packets go: synthesised headers and their checksum, the ports that pick Wireshark's
-//! dissectors, the pcapng writer and its section text, the text view, and `-r`.
+//! dissectors, the pcapng writer and its section text, the text view, the output file opened
+//! safely and the thread that writes it, and `-r`.
 
 pub(crate) mod checksum;
+pub(crate) mod file;
 #[cfg(test)]
 mod golden;
 pub(crate) mod headers;
@@ -11,3 +13,4 @@ pub(crate) mod reader;
 pub(crate) mod section;
 pub(crate) mod sink;
 pub(crate) mod text;
+pub(crate) mod writer;

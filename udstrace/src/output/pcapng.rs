@@ -64,26 +64,36 @@ pub(crate) struct Stats {
     pub(crate) dropped: u64,
 }
 
-/// Where the writer's output goes: a file, which can be cut back to a block boundary, or a
-/// stream, which cannot.
-pub(crate) trait Output: Write {
+/// Where the writer's output goes: a file, which can be cut back to a block boundary, a
+/// stream, which cannot, or the output thread's hand-off (`writer.rs`).
+pub(crate) trait Output {
+    /// Writes `blocks`, whole blocks holding `packets` packets. Called with nothing to write,
+    /// it reports an error the output has had since.
+    fn write_blocks(&mut self, blocks: &[u8], packets: u64) -> io::Result<()>;
     /// Cuts the output back to `len` bytes, if it can.
     fn truncate(&mut self, len: u64) -> io::Result<()>;
+    /// Whether the output is behind and the capture should wait for it.
+    fn blocked(&self) -> bool {
+        false
+    }
 }
 
 impl Output for std::fs::File {
+    fn write_blocks(&mut self, blocks: &[u8], _packets: u64) -> io::Result<()> {
+        self.write_all(blocks)
+    }
+
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         self.set_len(len)
     }
 }
 
-impl Output for io::Stdout {
-    fn truncate(&mut self, _len: u64) -> io::Result<()> {
+impl Output for Vec<u8> {
+    fn write_blocks(&mut self, blocks: &[u8], _packets: u64) -> io::Result<()> {
+        self.extend_from_slice(blocks);
         Ok(())
     }
-}
 
-impl Output for Vec<u8> {
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         Vec::truncate(self, len as usize);
         Ok(())
@@ -94,6 +104,8 @@ impl Output for Vec<u8> {
 pub(crate) struct PcapngWriter<W: Output> {
     out: W,
     buf: Vec<u8>,
+    /// Packets in `buf`.
+    buffered_packets: u64,
     /// Bytes of whole blocks the output holds.
     written: u64,
 }
@@ -104,6 +116,7 @@ impl<W: Output> PcapngWriter<W> {
         let mut w = Self {
             out,
             buf: Vec::with_capacity(FLUSH_AT + 128 * 1024),
+            buffered_packets: 0,
             written: 0,
         };
         w.section_header(info);
@@ -169,6 +182,7 @@ impl<W: Output> PcapngWriter<W> {
         self.option(EPB_PID_TID, &pid_tid);
         self.end_options();
         self.finish(start);
+        self.buffered_packets += 1;
         if self.buf.len() >= FLUSH_AT {
             self.flush()?;
         }
@@ -198,14 +212,8 @@ impl<W: Output> PcapngWriter<W> {
     /// Writes what is buffered. On failure the output is cut back to the blocks it held
     /// before, so it stays a valid pcapng file; the buffered blocks are dropped.
     pub(crate) fn flush(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return self.out.flush();
-        }
-        let result = self
-            .out
-            .write_all(&self.buf)
-            .and_then(|()| self.out.flush());
-        match result {
+        let packets = std::mem::take(&mut self.buffered_packets);
+        match self.out.write_blocks(&self.buf, packets) {
             Ok(()) => {
                 self.written += self.buf.len() as u64;
                 self.buf.clear();
@@ -217,6 +225,11 @@ impl<W: Output> PcapngWriter<W> {
                 Err(e)
             }
         }
+    }
+
+    /// Whether the output is behind (see [`Output::blocked`]).
+    pub(crate) fn blocked(&self) -> bool {
+        self.out.blocked()
     }
 
     #[cfg(test)]
@@ -361,21 +374,16 @@ mod tests {
         room: usize,
     }
 
-    impl Write for FullDisk {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+    impl Output for FullDisk {
+        fn write_blocks(&mut self, b: &[u8], _packets: u64) -> io::Result<()> {
             let n = b.len().min(self.room - self.data.len());
-            if n == 0 {
+            self.data.extend_from_slice(&b[..n]);
+            if n < b.len() {
                 return Err(io::Error::from_raw_os_error(libc::ENOSPC));
             }
-            self.data.extend_from_slice(&b[..n]);
-            Ok(n)
-        }
-        fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
-    }
 
-    impl Output for FullDisk {
         fn truncate(&mut self, len: u64) -> io::Result<()> {
             self.data.truncate(len as usize);
             Ok(())

@@ -1,21 +1,28 @@
-//! `-r FILE`: reads a udstrace capture back into the text view.
+//! `-r FILE` (`-r -`: standard input): reads a udstrace capture back into the text view.
+//!
+//! A file cut short says so, after the packets it held; a packet whose metadata comment cannot
+//! be read is shown without it, and a line at the end counts such packets.
 
 use std::{
     fs::File,
-    io::{self, BufReader, Write},
-    path::Path,
+    io::{self, BufWriter, Read, Write},
+    path::{Path, PathBuf},
 };
 
-use pcap_file::pcapng::{
-    blocks::{
-        enhanced_packet::EnhancedPacketOption, interface_description::InterfaceDescriptionOption,
+use pcap_file::{
+    pcapng::{
+        blocks::{
+            enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption},
+            interface_description::InterfaceDescriptionOption,
+        },
+        Block, PcapNgReader,
     },
-    Block, PcapNgReader,
+    PcapError,
 };
 
 use super::{
     headers::{IPV6_LEN, TCP_LEN, UDP_LEN},
-    text::{write_packet, PayloadStyle},
+    text::{write_packet, write_unlabelled, PayloadStyle},
 };
 use crate::{
     error::Error,
@@ -31,88 +38,190 @@ fn unit_ns(tsresol: u8) -> Option<u64> {
     Some(10u64.pow(digits))
 }
 
-/// Prints every packet of `path` to standard output; returns how many there were.
+/// What went wrong reading a block, in words (pcap-file says `Error reading bytes` for all of
+/// them).
+fn explain(e: &PcapError, packets: u64) -> String {
+    match e {
+        PcapError::IoError(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
+            format!("file ends in the middle of a block after {packets} packets (cut short?)")
+        }
+        PcapError::IoError(io) => format!("after {packets} packets: {io}"),
+        other => format!("after {packets} packets: {other}"),
+    }
+}
+
+/// Prints every packet of `path` (`-`: standard input) to standard output; returns how many
+/// there were.
 pub(crate) fn read(path: &Path, style: PayloadStyle, count: Option<u64>) -> Result<u64, Error> {
+    let stdin = path == Path::new("-");
+    let name = if stdin {
+        PathBuf::from("standard input")
+    } else {
+        path.to_path_buf()
+    };
     let bad = |reason: String| Error::Input {
-        path: path.to_path_buf(),
+        path: name.clone(),
         reason,
     };
-    let file = File::open(path).map_err(|e| bad(e.to_string()))?;
-    let mut reader = PcapNgReader::new(BufReader::new(file))
-        .map_err(|e| bad(format!("not a pcapng file: {e}")))?;
-    let mut out = io::BufWriter::new(io::stdout().lock());
-    let mut line = String::new();
-    let mut unit = 1u64;
-    let mut n = 0u64;
-    while let Some(block) = reader.next_block() {
-        if count.is_some_and(|c| n >= c) {
-            break;
+    let input: Box<dyn Read> = if stdin {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(path).map_err(|e| bad(e.to_string()))?)
+    };
+    let mut reader = PcapNgReader::new(input).map_err(|e| match e {
+        PcapError::IoError(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
+            bad("not a pcapng file: it is empty or ends within its first block".into())
         }
-        match block.map_err(|e| bad(format!("packet {}: {e}", n + 1)))? {
+        e => bad(format!("not a pcapng file: {e}")),
+    })?;
+    let mut out = Printer {
+        out: BufWriter::new(io::stdout().lock()),
+        // A live pipe (`udstrace -w - | udstrace -r -`): each packet shown as it comes.
+        each_packet: stdin,
+    };
+    let mut view = View {
+        style,
+        line: String::new(),
+        unit: 1,
+        packets: 0,
+        unreadable: 0,
+        first_unreadable: String::new(),
+    };
+    let result = loop {
+        if count.is_some_and(|c| view.packets >= c) {
+            break Ok(());
+        }
+        let block = match reader.next_block() {
+            None => break Ok(()),
+            Some(Ok(block)) => block,
+            Some(Err(e)) => break Err(bad(explain(&e, view.packets))),
+        };
+        match block {
             Block::InterfaceDescription(idb) => {
-                unit = 1000; // pcapng's default resolution is microseconds
+                // pcapng's default resolution is microseconds.
+                view.unit = 1000;
                 for opt in &idb.options {
                     if let InterfaceDescriptionOption::IfTsResol(r) = opt {
-                        unit = unit_ns(*r)
+                        view.unit = unit_ns(*r)
                             .ok_or_else(|| bad(format!("unsupported time resolution {r}")))?;
                     }
                 }
             }
             Block::EnhancedPacket(epb) => {
-                let comment = epb.options.iter().find_map(|o| match o {
-                    EnhancedPacketOption::Comment(c) => Some(c.as_ref()),
-                    _ => None,
-                });
-                let meta: Meta = comment
-                    .ok_or_else(|| {
-                        bad(format!("packet {} has no udstrace metadata comment", n + 1))
-                    })?
-                    .parse()
-                    .map_err(|e| bad(format!("packet {}: {e}", n + 1)))?;
-                let data: &[u8] = &epb.data;
-                let header_len = match data.get(6) {
-                    Some(6) => IPV6_LEN + TCP_LEN,
-                    Some(17) => IPV6_LEN + UDP_LEN,
-                    _ => return Err(bad(format!("packet {} is not a udstrace packet", n + 1))),
-                };
-                let payload = data.get(header_len..).unwrap_or(&[]);
+                if let Err(reason) = view.packet(&epb) {
+                    break Err(bad(reason));
+                }
+                match out.print(&view.line) {
+                    Ok(true) => {}
+                    Ok(false) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            }
+            _ => {}
+        }
+    };
+    let flushed = out.finish();
+    if view.unreadable != 0 {
+        eprintln!(
+            "udstrace: warning: {} of {} packets had no readable udstrace metadata and are shown \
+             without it (the first, {})",
+            view.unreadable, view.packets, view.first_unreadable
+        );
+    }
+    result.and(flushed).map(|()| view.packets)
+}
+
+/// The text view of the packets read so far.
+struct View {
+    style: PayloadStyle,
+    /// The last packet's line(s).
+    line: String,
+    /// Nanoseconds per timestamp unit of the interface.
+    unit: u64,
+    packets: u64,
+    /// Packets whose metadata could not be read, and the first one's reason.
+    unreadable: u64,
+    first_unreadable: String,
+}
+
+impl View {
+    /// Puts the text of one packet in `line`; a packet that is not udstrace's is an error.
+    fn packet(&mut self, epb: &EnhancedPacketBlock<'_>) -> Result<(), String> {
+        let data: &[u8] = &epb.data;
+        let n = self.packets + 1;
+        let header_len = match data.get(6) {
+            Some(6) => IPV6_LEN + TCP_LEN,
+            Some(17) => IPV6_LEN + UDP_LEN,
+            _ => return Err(format!("packet {n} is not a udstrace packet")),
+        };
+        let ts_ns = u64::try_from(epb.timestamp.as_nanos())
+            .unwrap_or(0)
+            .saturating_mul(self.unit);
+        let orig_len = epb.original_len.saturating_sub(header_len as u32);
+        let payload = data.get(header_len..).unwrap_or(&[]);
+        let comment = epb.options.iter().find_map(|o| match o {
+            EnhancedPacketOption::Comment(c) => Some(c.as_ref()),
+            _ => None,
+        });
+        let meta = comment
+            .ok_or_else(|| "no udstrace metadata comment".to_string())
+            .and_then(|c| c.parse::<Meta>().map_err(|e| e.to_string()));
+        self.line.clear();
+        match meta {
+            Ok(meta) => {
                 let packet = Packet {
-                    ts_ns: u64::try_from(epb.timestamp.as_nanos())
-                        .unwrap_or(0)
-                        .saturating_mul(unit),
+                    ts_ns,
                     meta,
-                    orig_len: epb.original_len.saturating_sub(header_len as u32),
+                    orig_len,
                     payload,
                     headers: &data[..header_len.min(data.len())],
                     drops: 0,
                 };
-                line.clear();
-                write_packet(&mut line, &packet, style);
-                if let Err(e) = out.write_all(line.as_bytes()) {
-                    if e.kind() == io::ErrorKind::BrokenPipe {
-                        return Ok(n);
-                    }
-                    return Err(Error::Output {
-                        path: "standard output".into(),
-                        source: e,
-                    });
-                }
-                n += 1;
+                write_packet(&mut self.line, &packet, self.style);
             }
-            _ => {}
+            Err(reason) => {
+                if self.unreadable == 0 {
+                    self.first_unreadable = format!("packet {n}: {reason}");
+                }
+                self.unreadable += 1;
+                write_unlabelled(&mut self.line, ts_ns, orig_len, payload, self.style);
+            }
+        }
+        self.packets = n;
+        Ok(())
+    }
+}
+
+/// Standard output for `-r`, where a reader that goes away (`| head`) ends the reading quietly.
+struct Printer<W: Write> {
+    out: BufWriter<W>,
+    each_packet: bool,
+}
+
+impl<W: Write> Printer<W> {
+    /// Prints `text`; `Ok(false)` when the reader has gone.
+    fn print(&mut self, text: &str) -> Result<bool, Error> {
+        let mut result = self.out.write_all(text.as_bytes());
+        if self.each_packet {
+            result = result.and_then(|()| self.out.flush());
+        }
+        Self::judge(result)
+    }
+
+    fn finish(&mut self) -> Result<(), Error> {
+        Self::judge(self.out.flush()).map(drop)
+    }
+
+    fn judge(result: io::Result<()>) -> Result<bool, Error> {
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+            Err(source) => Err(Error::Output {
+                path: "standard output".into(),
+                source,
+            }),
         }
     }
-    out.flush().or_else(|e| {
-        if e.kind() == io::ErrorKind::BrokenPipe {
-            Ok(())
-        } else {
-            Err(Error::Output {
-                path: "standard output".into(),
-                source: e,
-            })
-        }
-    })?;
-    Ok(n)
 }
 
 #[cfg(test)]

@@ -1,15 +1,12 @@
 //! Where captured packets go: a pcapng file or stream, or the text view.
 
-use std::{
-    fs::{File, OpenOptions},
-    io::{self, BufWriter, Stdout, Write},
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
-    path::{Path, PathBuf},
-};
+use std::io;
 
 use super::{
+    file::{self, Destination},
     pcapng::{CaptureInfo, Output, PcapngWriter, Stats},
     text::{write_packet, PayloadStyle},
+    writer::{self, Handoff, Writer},
 };
 use crate::{error::Error, packet::Packet};
 
@@ -20,33 +17,13 @@ pub(crate) trait Sink {
     fn flush(&mut self) -> io::Result<()>;
     /// Ends the capture with its statistics.
     fn finish(&mut self, stats: &Stats) -> io::Result<()>;
-}
-
-/// Creates a capture file readable by its owner only: captures hold secrets.
-pub(crate) fn create_capture_file(path: &Path) -> Result<File, Error> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| Error::Output {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    // An existing regular file keeps its mode through O_TRUNC: tighten it. Devices and FIFOs
-    // (`/dev/null`, Wireshark's extcap pipe) are left as they are.
-    if file.metadata().is_ok_and(|m| m.is_file()) {
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(|source| Error::Output {
-                path: path.to_path_buf(),
-                source,
-            })?;
+    /// Whether the output is behind: the capture waits before handing it more.
+    fn blocked(&self) -> bool {
+        false
     }
-    Ok(file)
 }
 
-/// pcapng to a file or standard output.
+/// pcapng to a file or standard output (or, in tests, memory).
 pub(crate) struct PcapngSink<W: Output> {
     writer: PcapngWriter<W>,
     comment: String,
@@ -83,21 +60,31 @@ impl<W: Output> Sink for PcapngSink<W> {
         self.writer.stats(stats);
         self.writer.flush()
     }
+
+    fn blocked(&self) -> bool {
+        self.writer.blocked()
+    }
 }
+
+/// Text handed to the output thread once this much is buffered.
+const TEXT_FLUSH_AT: usize = 64 * 1024;
 
 /// The text view on standard output.
 pub(crate) struct TextSink {
-    out: BufWriter<Stdout>,
-    line: String,
+    out: Handoff,
+    buf: String,
+    /// Packets in `buf`.
+    packets: u64,
     style: PayloadStyle,
 }
 
 impl TextSink {
     #[must_use]
-    pub(crate) fn new(style: PayloadStyle) -> Self {
+    pub(crate) fn new(out: Handoff, style: PayloadStyle) -> Self {
         Self {
-            out: BufWriter::with_capacity(64 * 1024, io::stdout()),
-            line: String::with_capacity(256),
+            out,
+            buf: String::with_capacity(TEXT_FLUSH_AT + 4096),
+            packets: 0,
             style,
         }
     }
@@ -105,38 +92,47 @@ impl TextSink {
 
 impl Sink for TextSink {
     fn packet(&mut self, p: &Packet<'_>) -> io::Result<()> {
-        self.line.clear();
-        write_packet(&mut self.line, p, self.style);
-        self.out.write_all(self.line.as_bytes())
+        write_packet(&mut self.buf, p, self.style);
+        self.packets += 1;
+        if self.buf.len() >= TEXT_FLUSH_AT {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        let packets = std::mem::take(&mut self.packets);
+        let result = self.out.write_blocks(self.buf.as_bytes(), packets);
+        self.buf.clear();
+        result
     }
 
     fn finish(&mut self, _stats: &Stats) -> io::Result<()> {
-        self.out.flush()
+        self.flush()
+    }
+
+    fn blocked(&self) -> bool {
+        self.out.blocked()
     }
 }
 
-/// The sink for `-w PATH` (`-` is standard output) or, without it, the text view.
+/// The sink for `-w` (pcapng) or, without it, the text view on standard output, and the
+/// thread that writes its bytes. The output is checked and opened here (`file.rs`).
 pub(crate) fn open(
-    write: Option<&Path>,
+    write: Option<&Destination>,
     info: &CaptureInfo,
     style: PayloadStyle,
-) -> Result<(Box<dyn Sink>, PathBuf), Error> {
-    match write {
-        Some(p) if p == Path::new("-") => Ok((
-            Box::new(PcapngSink::new(io::stdout(), info)),
-            p.to_path_buf(),
-        )),
-        Some(p) => {
-            let file = create_capture_file(p)?;
-            Ok((Box::new(PcapngSink::new(file, info)), p.to_path_buf()))
-        }
-        None => Ok((
-            Box::new(TextSink::new(style)),
-            PathBuf::from("standard output"),
-        )),
-    }
+) -> Result<(Box<dyn Sink>, Writer), Error> {
+    let dest = write.cloned().unwrap_or(Destination::Stdout);
+    let opened = file::open(&dest)?;
+    let ours = matches!(dest, Destination::File(_));
+    let (handoff, writer) = writer::start(opened, ours).map_err(|source| Error::Output {
+        path: Destination::name_of(write),
+        source,
+    })?;
+    let sink: Box<dyn Sink> = match write {
+        Some(_) => Box::new(PcapngSink::new(handoff, info)),
+        None => Box::new(TextSink::new(handoff, style)),
+    };
+    Ok((sink, writer))
 }

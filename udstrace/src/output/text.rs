@@ -82,22 +82,41 @@ pub(crate) fn write_packet(out: &mut String, p: &Packet<'_>, style: PayloadStyle
     }
     v.write_text_fields(out);
     out.push('\n');
+    write_payload(out, p.payload, style);
+}
+
+/// Appends the line for a packet read back without its metadata (`-r` of a packet whose
+/// comment is missing or unreadable): its time, its length and its payload.
+pub(crate) fn write_unlabelled(
+    out: &mut String,
+    ts_ns: u64,
+    orig_len: u32,
+    payload: &[u8],
+    style: PayloadStyle,
+) {
+    write_time(out, ts_ns);
+    let _ = writeln!(out, " [no udstrace metadata], length {orig_len}");
+    write_payload(out, payload, style);
+}
+
+/// Appends the payload as `style` says.
+fn write_payload(out: &mut String, payload: &[u8], style: PayloadStyle) {
     match style {
         PayloadStyle::None => {}
         PayloadStyle::Ascii => {
-            for &b in p.payload {
+            for &b in payload {
                 out.push(if b.is_ascii_graphic() || b == b' ' || b == b'\n' {
                     char::from(b)
                 } else {
                     '.'
                 });
             }
-            if !p.payload.is_empty() && !p.payload.ends_with(b"\n") {
+            if !payload.is_empty() && !payload.ends_with(b"\n") {
                 out.push('\n');
             }
         }
         PayloadStyle::HexAscii => {
-            for (i, line) in p.payload.chunks(16).enumerate() {
+            for (i, line) in payload.chunks(16).enumerate() {
                 let _ = write!(out, "\t0x{:04x}:  ", i * 16);
                 for j in 0..16 {
                     match line.get(j) {

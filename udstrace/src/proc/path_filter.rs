@@ -80,7 +80,7 @@ impl PathFilter {
         let mut out = Vec::new();
         for text in values {
             if text.is_empty() {
-                return Err("--path needs a path, @name or glob".into());
+                return Err("--path is empty: give a socket's path, @name or a glob".into());
             }
             let is_path = !text.starts_with('@') && !is_glob(text);
             let file = if is_path {

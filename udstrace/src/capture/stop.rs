@@ -1,0 +1,172 @@
+//! How a capture stops. SIGINT, SIGTERM and SIGHUP end it the same way (SIGHUP only when it
+//! is not ignored: `nohup udstrace` keeps running when its terminal goes). After the stop the
+//! output thread is waited for only while the output takes something; a second signal ends the
+//! wait at once.
+
+use std::{
+    io,
+    time::{Duration, Instant},
+};
+
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use crate::{error::Error, output::writer::Writer, sys};
+
+/// How long the output may take nothing, after the stop, before udstrace gives up on it.
+pub(crate) const OUTPUT_GRACE: Duration = Duration::from_millis(500);
+
+/// How often the wait looks at the output thread.
+const POLL: Duration = Duration::from_millis(5);
+
+/// The signals that stop a capture.
+pub(super) struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Option<Signal>,
+}
+
+impl Signals {
+    /// Takes over SIGINT, SIGTERM and, unless it is ignored, SIGHUP.
+    pub(super) fn new() -> Result<Self, Error> {
+        let hangup = if sys::signal_ignored(libc::SIGHUP) {
+            None
+        } else {
+            Some(signal(SignalKind::hangup()).map_err(Error::Signals)?)
+        };
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).map_err(Error::Signals)?,
+            terminate: signal(SignalKind::terminate()).map_err(Error::Signals)?,
+            hangup,
+        })
+    }
+
+    /// Waits for the next stop signal.
+    pub(super) async fn recv(&mut self) {
+        let Self {
+            interrupt,
+            terminate,
+            hangup,
+        } = self;
+        let hangup = async {
+            match hangup {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+            _ = hangup => {}
+        }
+    }
+}
+
+/// How the output ended.
+#[derive(Debug)]
+pub(crate) enum OutputEnd {
+    /// Everything was written (or its reader went away: a closed pipe ends a capture).
+    Written,
+    /// A write failed (disk full): a file was cut back to its whole blocks, and `unwritten`
+    /// packets were not written.
+    Failed { error: Error, unwritten: u64 },
+    /// The output took nothing for [`OUTPUT_GRACE`] after the stop: `unwritten` packets and the
+    /// statistics block were not written.
+    Blocked { unwritten: u64 },
+    /// A second signal came while waiting for the output.
+    Abandoned { unwritten: u64 },
+}
+
+/// How the output ended, from `result`, the capture's last hand-off (the statistics block),
+/// then waiting for the output thread, which was given `packets` packets. A closed pipe is no
+/// failure: its reader is done.
+pub(super) async fn output_end(
+    result: io::Result<()>,
+    packets: u64,
+    writer: &Writer,
+    stopped: Stopped,
+    signals: &mut Signals,
+    error: impl Fn(io::Error) -> Error,
+) -> OutputEnd {
+    let is_broken_pipe = |e: &io::Error| e.kind() == io::ErrorKind::BrokenPipe;
+    let unwritten = || packets.saturating_sub(writer.written());
+    let failed = |e: io::Error| OutputEnd::Failed {
+        error: error(e),
+        unwritten: unwritten(),
+    };
+    match result {
+        Ok(()) => match wait_for_output(writer, stopped, signals).await {
+            Waited::Done => OutputEnd::Written,
+            Waited::Failed => match writer.error() {
+                Some(e) if !is_broken_pipe(&e) => failed(e),
+                _ => OutputEnd::Written,
+            },
+            Waited::Blocked => OutputEnd::Blocked {
+                unwritten: unwritten(),
+            },
+            Waited::Signalled => OutputEnd::Abandoned {
+                unwritten: unwritten(),
+            },
+        },
+        Err(e) if is_broken_pipe(&e) => OutputEnd::Written,
+        Err(e) => failed(e),
+    }
+}
+
+/// How waiting for the output thread ended.
+enum Waited {
+    Done,
+    Failed,
+    Blocked,
+    Signalled,
+}
+
+/// When the capture stopped, and how far the output thread had got then.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Stopped {
+    at: Instant,
+    progress: u64,
+}
+
+impl Stopped {
+    pub(super) fn now(writer: &Writer) -> Self {
+        Self {
+            at: Instant::now(),
+            progress: writer.progress(),
+        }
+    }
+}
+
+/// Waits until the output thread has written everything, has failed, has taken nothing for
+/// [`OUTPUT_GRACE`] (counted from the stop, or from its last progress since), or a signal
+/// comes.
+async fn wait_for_output(writer: &Writer, stopped: Stopped, signals: &mut Signals) -> Waited {
+    let Stopped {
+        at: mut moved,
+        mut progress,
+    } = stopped;
+    let mut pause = Duration::ZERO;
+    loop {
+        // A signal first, even one that came while the last records were drained (the
+        // yield lets the runtime take it in).
+        tokio::task::yield_now().await;
+        tokio::select! {
+            biased;
+            () = signals.recv() => return Waited::Signalled,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = POLL;
+        if writer.finished() {
+            return Waited::Done;
+        }
+        if writer.failed() {
+            return Waited::Failed;
+        }
+        let now = writer.progress();
+        if now != progress {
+            progress = now;
+            moved = Instant::now();
+        } else if moved.elapsed() >= OUTPUT_GRACE {
+            return Waited::Blocked;
+        }
+    }
+}

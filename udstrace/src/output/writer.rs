@@ -1,0 +1,295 @@
+//! The output thread. Writing to a pipe nobody reads, a paused Wireshark, a FIFO without a
+//! reader (even its open) or a slow disk blocks; the capture loop must not block with it, or
+//! it could not see a stop signal. So the loop only hands whole blocks (or text) to this
+//! thread, which writes them in order:
+//!
+//! - [`Handoff`] is the sinks' [`Output`]: it queues a copy of each flushed buffer and returns.
+//!   When more than [`QUEUE_LIMIT`] bytes wait, it reports itself blocked and the capture loop
+//!   stops draining the ring buffer until the thread catches up: the kernel then loses
+//!   messages and counts them, as it would with an output written in place.
+//! - [`Writer`] is what the loop keeps: whether the thread has written everything, how many
+//!   packets it has written, whether it is moving at all. After a stop the loop waits for it
+//!   only while it makes progress.
+//!
+//! A write that fails (disk full) cuts a regular file back to the whole blocks it held, and
+//! the thread ends with that error, which the next hand-off returns.
+
+use std::{
+    fs::File,
+    io::{self, Write},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        mpsc, Arc, Mutex,
+    },
+    thread,
+};
+
+use super::{file::Opened, pcapng::Output};
+
+/// Bytes waiting for the thread beyond which the capture loop pauses.
+pub(crate) const QUEUE_LIMIT: usize = 8 << 20;
+
+/// Spent buffers the thread hands back for reuse.
+const SPARE_BUFFERS: usize = 4;
+
+/// One hand-off: whole blocks (or text lines) holding `packets` packets.
+struct Chunk {
+    bytes: Vec<u8>,
+    packets: u64,
+}
+
+/// What the loop and the thread both see.
+#[derive(Default)]
+struct Shared {
+    /// Bytes handed to the thread and not yet written.
+    queued: AtomicUsize,
+    /// Packets written.
+    written: AtomicU64,
+    /// Hand-offs written: moves whenever the output takes something.
+    writes: AtomicU64,
+    /// Everything handed was written and the output closed.
+    finished: AtomicBool,
+    /// Why the thread stopped writing.
+    error: Mutex<Option<io::Error>>,
+}
+
+impl Shared {
+    fn fail(&self, e: io::Error) {
+        *self
+            .error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+    }
+
+    /// The thread's error, again (each caller gets its own copy).
+    fn error(&self) -> Option<io::Error> {
+        let guard = self
+            .error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.as_ref().map(|e| match e.raw_os_error() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(e.kind(), e.to_string()),
+        })
+    }
+}
+
+/// Starts the thread that opens `out` (for a FIFO, waiting for its reader) and writes what the
+/// [`Handoff`] gives it. `ours`: udstrace created or emptied the file, so a failed write may
+/// cut it back (not standard output redirected to a file, which may hold more than ours).
+pub(crate) fn start(out: Opened, ours: bool) -> io::Result<(Handoff, Writer)> {
+    let shared = Arc::new(Shared::default());
+    let (tx, rx) = mpsc::channel::<Chunk>();
+    let (spare_tx, spare_rx) = mpsc::sync_channel(SPARE_BUFFERS);
+    let thread_shared = shared.clone();
+    thread::Builder::new()
+        .name("udstrace-output".into())
+        .spawn(move || match out.into_file() {
+            Ok(file) => {
+                if write_all(&file, ours, &rx, &spare_tx, &thread_shared) {
+                    // Closed first: a reader sees the end of the file once `finished` says so.
+                    drop(file);
+                    thread_shared.finished.store(true, Ordering::Release);
+                }
+            }
+            Err(e) => thread_shared.fail(e),
+        })?;
+    Ok((
+        Handoff {
+            tx,
+            spare: spare_rx,
+            shared: shared.clone(),
+        },
+        Writer { shared },
+    ))
+}
+
+/// The thread's loop: each chunk in order, until the hand-off is dropped (`true`) or a write
+/// fails (`false`).
+fn write_all(
+    mut file: &File,
+    ours: bool,
+    rx: &mpsc::Receiver<Chunk>,
+    spare: &mpsc::SyncSender<Vec<u8>>,
+    shared: &Shared,
+) -> bool {
+    let regular = ours && file.metadata().is_ok_and(|m| m.is_file());
+    let mut written = 0u64;
+    for chunk in rx {
+        if let Err(e) = file.write_all(&chunk.bytes) {
+            if regular {
+                // Back to the last whole block: the file stays valid pcapng.
+                let _ = file.set_len(written);
+            }
+            shared.fail(e);
+            return false;
+        }
+        written += chunk.bytes.len() as u64;
+        shared
+            .queued
+            .fetch_sub(chunk.bytes.len(), Ordering::Relaxed);
+        shared.written.fetch_add(chunk.packets, Ordering::Relaxed);
+        shared.writes.fetch_add(1, Ordering::Release);
+        let _ = spare.try_send(chunk.bytes);
+    }
+    true
+}
+
+/// The sinks' side: hands buffers to the thread without ever blocking.
+pub(crate) struct Handoff {
+    tx: mpsc::Sender<Chunk>,
+    spare: mpsc::Receiver<Vec<u8>>,
+    shared: Arc<Shared>,
+}
+
+impl Output for Handoff {
+    fn write_blocks(&mut self, blocks: &[u8], packets: u64) -> io::Result<()> {
+        if let Some(e) = self.shared.error() {
+            return Err(e);
+        }
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        let mut bytes = self.spare.try_recv().unwrap_or_default();
+        bytes.clear();
+        bytes.extend_from_slice(blocks);
+        self.shared
+            .queued
+            .fetch_add(blocks.len(), Ordering::Relaxed);
+        self.tx.send(Chunk { bytes, packets }).map_err(|_| {
+            self.shared
+                .error()
+                .unwrap_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe))
+        })
+    }
+
+    /// The thread cuts a failed file back itself.
+    fn truncate(&mut self, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn blocked(&self) -> bool {
+        self.shared.queued.load(Ordering::Relaxed) > QUEUE_LIMIT
+    }
+}
+
+/// The capture loop's view of the thread.
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    /// Everything handed over was written (the hand-off must have been dropped).
+    #[must_use]
+    pub(crate) fn finished(&self) -> bool {
+        self.shared.finished.load(Ordering::Acquire)
+    }
+
+    /// Whether the thread stopped on an error.
+    #[must_use]
+    pub(crate) fn failed(&self) -> bool {
+        self.shared
+            .error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// The error the thread stopped on.
+    #[must_use]
+    pub(crate) fn error(&self) -> Option<io::Error> {
+        self.shared.error()
+    }
+
+    /// A count that moves whenever the output takes something.
+    #[must_use]
+    pub(crate) fn progress(&self) -> u64 {
+        self.shared.writes.load(Ordering::Acquire)
+    }
+
+    /// Packets written.
+    #[must_use]
+    pub(crate) fn written(&self) -> u64 {
+        self.shared.written.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::Read,
+        time::{Duration, Instant},
+    };
+
+    use super::*;
+
+    /// The output thread writing into a pipe's write end.
+    fn to_pipe(w: std::io::PipeWriter) -> (Handoff, Writer) {
+        start(
+            Opened::Ready(File::from(std::os::fd::OwnedFd::from(w))),
+            false,
+        )
+        .unwrap()
+    }
+
+    fn wait_until(what: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !what() {
+            assert!(start.elapsed() < Duration::from_secs(10), "timed out");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Everything handed over arrives in order; the writer says when it is done.
+    #[test]
+    fn writes_in_order_and_finishes() {
+        let (mut r, w) = std::io::pipe().unwrap();
+        let (mut handoff, writer) = to_pipe(w);
+        let reader = thread::spawn(move || {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).unwrap();
+            v
+        });
+        handoff.write_blocks(b"one ", 1).unwrap();
+        handoff.write_blocks(b"", 0).unwrap();
+        handoff.write_blocks(b"two", 2).unwrap();
+        drop(handoff);
+        wait_until(|| writer.finished());
+        assert_eq!(writer.written(), 3);
+        assert_eq!(reader.join().unwrap(), b"one two");
+    }
+
+    /// A pipe nobody reads: hand-offs never block, the queue reports itself blocked past its
+    /// limit, the writer stops making progress and counts what it did not write.
+    #[test]
+    fn blocked_pipe_never_blocks_the_handoff() {
+        let (_r, w) = std::io::pipe().unwrap();
+        let (mut handoff, writer) = to_pipe(w);
+        let block = vec![7u8; 1 << 20];
+        let mut n = 0;
+        while !handoff.blocked() {
+            handoff.write_blocks(&block, 10).unwrap();
+            n += 1;
+            assert!(n < 100, "never blocked");
+        }
+        assert!(n >= QUEUE_LIMIT >> 20);
+        // At most the pipe's buffer went through: not one whole megabyte.
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(writer.progress(), 0);
+        assert_eq!(writer.written(), 0);
+        assert!(!writer.finished());
+    }
+
+    /// A reader that goes away: the error comes back from the next hand-off.
+    #[test]
+    fn broken_pipe_comes_back() {
+        let (r, w) = std::io::pipe().unwrap();
+        drop(r);
+        let (mut handoff, writer) = to_pipe(w);
+        handoff.write_blocks(b"x", 1).unwrap();
+        wait_until(|| writer.failed());
+        let e = handoff.write_blocks(b"y", 1).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(writer.written(), 0);
+    }
+}
