@@ -57,6 +57,8 @@ pub(crate) struct CaptureOptions {
     pub(crate) stats: bool,
     /// Ring buffer size, for the statistics.
     pub(crate) ring_bytes: u32,
+    /// `--host-root`: where the runtimes' state and the cgroup hierarchy are (else `/`).
+    pub(crate) host_root: Option<PathBuf>,
 }
 
 /// What a capture did.
@@ -103,6 +105,9 @@ async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
     let mut packetizer = Packetizer::new(WallClock::new(), opts.count)
         .with_filter(opts.filter.clone())
         .with_ports(opts.ports.clone());
+    if let Some(root) = &opts.host_root {
+        packetizer = packetizer.with_host_root(root);
+    }
     let mut summary = Summary::default();
     // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as
     // the AsyncFd owns the ring buffer.

@@ -52,6 +52,14 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
         sock_type,
     };
     let ports = Ports::new(&args.decode).map_err(Failure::Usage)?;
+    if let Some(root) = &args.host_root {
+        if !root.is_dir() {
+            return Err(Failure::Usage(format!(
+                "--host-root {}: not a directory",
+                root.display()
+            )));
+        }
+    }
     let opts = CaptureOptions {
         tracer,
         write: args.write,
@@ -62,6 +70,7 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
         ports,
         stats: args.stats,
         ring_bytes,
+        host_root: args.host_root,
     };
     report(&capture::run(&opts)?);
     Ok(())
