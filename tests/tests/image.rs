@@ -377,9 +377,9 @@ fn image_captures_the_host_and_its_containers() {
     // namespace of its own, where other processes' cgroup paths read relative to its own
     // cgroup. Senders are named from the cgroup ids the kernel records, found in the host's
     // hierarchy under /host. Receivers are named from their cgroup files, which then say
-    // `/../ID` for a sibling under the cgroupfs driver (this docker's): no container in
-    // that, so they are not asserted here (`docker-ID.scope` under the systemd driver, the
-    // usual one with Kubernetes, still names its container). Stopped as `docker stop` stops
+    // `/../ID` for a sibling under docker's cgroupfs driver (this docker's): no container
+    // in that, so they are not asserted here (Kubernetes' `/../../podUID/ID` and the systemd
+    // driver's `cri-containerd-ID.scope` still name theirs). Stopped as `docker stop` stops
     // it.
     let mut docker_args = privileges();
     docker_args.extend([
