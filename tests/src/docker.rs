@@ -154,8 +154,11 @@ impl Server {
              s.listen()\n\
              while True:\n\
              \x20   c, _ = s.accept()\n\
-             \x20   c.sendall(b'pong:' + c.recv(100))\n\
-             \x20   c.recv(1)\n\
+             \x20   try:\n\
+             \x20       c.sendall(b'pong:' + c.recv(100))\n\
+             \x20       c.recv(1)\n\
+             \x20   except OSError:\n\
+             \x20       pass\n\
              \x20   c.close()\n",
         ]);
         let socket = dir.join("app.sock");

@@ -207,6 +207,20 @@ pub fn inode(fd: &impl AsRawFd) -> u64 {
     file.metadata().unwrap().ino()
 }
 
+/// The number in a `/proc` link such as `net:[4026531840]` or `socket:[123]`, if `link` is
+/// one of `kind`.
+#[must_use]
+pub fn link_number(link: &Path, kind: &str) -> Option<u64> {
+    let target = std::fs::read_link(link).ok()?;
+    target
+        .to_str()?
+        .strip_prefix(kind)?
+        .strip_prefix(":[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
 /// The synthesised address of the socket with inode `ino` in a capture, as tshark prints it.
 #[must_use]
 pub fn address(packets: &[Pkt], ino: u64) -> String {

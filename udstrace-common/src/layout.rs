@@ -99,6 +99,21 @@ pub struct KernelLayout {
     pub inode_mode: u32,
     pub inode_sb: u32,
     pub sb_dev: u32,
+
+    /// `struct sock` -> `sk_peer_pid` (`struct pid *`, the peer credentials' process).
+    pub sock_peer_pid: u32,
+    /// `struct pid` -> `tasks[PIDTYPE_TGID]` (`struct hlist_head`: the process's leader).
+    pub pid_tgid_tasks: u32,
+    /// `struct task_struct` -> `pid_links[PIDTYPE_TGID]` (the `struct hlist_node` that list
+    /// links).
+    pub task_tgid_link: u32,
+    /// `struct task_struct` -> `comm`, `cgroups` (`struct css_set *`); `struct css_set` ->
+    /// `dfl_cgrp`; `struct cgroup` -> `kn`; `struct kernfs_node` -> `id` (u64: the cgroup id).
+    pub task_comm: u32,
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
 }
 
 impl KernelLayout {
@@ -155,6 +170,14 @@ impl KernelLayout {
         inode_mode: 0,
         inode_sb: 0,
         sb_dev: 0,
+        sock_peer_pid: 0,
+        pid_tgid_tasks: 0,
+        task_tgid_link: 0,
+        task_comm: 0,
+        task_cgroups: 0,
+        css_set_dfl_cgrp: 0,
+        cgroup_kn: 0,
+        kernfs_node_id: 0,
     };
 }
 
@@ -189,4 +212,4 @@ unsafe impl aya::Pod for DirectMap {}
 // valid.
 unsafe impl aya::Pod for KernelLayout {}
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 212);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 244);

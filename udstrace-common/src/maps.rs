@@ -23,12 +23,15 @@ pub const PID_FILTER: &str = "PID_FILTER";
 pub const COMM_FILTER: &str = "COMM_FILTER";
 /// `--uid`: wanted users.
 pub const UID_FILTER: &str = "UID_FILTER";
+/// Per socket: the process last seen sending on it or reading from it (the receiver of
+/// what its peer sends).
+pub const SOCK_TASKS: &str = "SOCK_TASKS";
 /// The copy loop's continuation programs (kernels without `bpf_loop`), indexed by
 /// [`CONTINUE_FEXIT`] and [`CONTINUE_KRETPROBE`].
 pub const COPY_CONTINUE: &str = "COPY_CONTINUE";
 
 /// Every map, for the check that the object has them.
-pub const ALL_MAPS: [&str; 10] = [
+pub const ALL_MAPS: [&str; 11] = [
     EVENTS,
     SCRATCH,
     SEND_ENTRIES,
@@ -38,6 +41,7 @@ pub const ALL_MAPS: [&str; 10] = [
     PID_FILTER,
     COMM_FILTER,
     UID_FILTER,
+    SOCK_TASKS,
     COPY_CONTINUE,
 ];
 

@@ -130,12 +130,37 @@ pub struct SendRecord {
     pub path: [u8; PATH_MAX],
     /// Bound name of the peer socket.
     pub peer_path: [u8; PATH_MAX],
+    /// The process that will read the message, as the kernel knew it when it was sent (for
+    /// a receive: the process at the other end); `receiver_by` says how ([`receiver`]), 0
+    /// when it did not know.
+    pub receiver_pid: u32,
+    pub receiver_by: u16,
+    /// Explicit padding, reserved; zero.
+    pub reserved2: u16,
+    /// Its command name (NUL padded; empty when the process had exited) and cgroup (v2) id
+    /// (0: not known).
+    pub receiver_comm: [u8; COMM_LEN],
+    pub receiver_cgroup_id: u64,
+}
+
+/// Values of [`SendRecord::receiver_by`]: how the kernel knew the receiving process.
+pub mod receiver {
+    /// It did not.
+    pub const UNKNOWN: u16 = 0;
+    /// The last process seen sending on the peer socket.
+    pub const SENT: u16 = 1;
+    /// The last process seen reading from the peer socket (`--recv`).
+    pub const READ: u16 = 2;
+    /// The sending socket's peer credentials (`SO_PEERCRED`): the process that called
+    /// `listen()` on the listener a connection was made to, that connected to this
+    /// (accepted) socket, or that created the pair.
+    pub const CRED: u16 = 3;
 }
 
 /// Size of [`SendRecord`] on the wire.
 pub const SEND_RECORD_LEN: usize = core::mem::size_of::<SendRecord>();
 
-const _: () = assert!(SEND_RECORD_LEN == 352);
+const _: () = assert!(SEND_RECORD_LEN == 384);
 const _: () = assert!(SEND_RECORD_LEN.is_multiple_of(8));
 
 /// Record kind of an [`AncillaryRecord`].

@@ -11,7 +11,8 @@
 //! - `kernel` (config), `maps` (payload)
 //! - `counters` (maps), `filter` (config, kernel, maps), `syscall` (config, kernel, payload)
 //! - `ancillary`, `copy` (config, counters, kernel, maps; copy also payload)
-//! - `record` (ancillary, copy, counters, kernel, maps, payload)
+//! - `receiver` (kernel, maps)
+//! - `record` (ancillary, copy, counters, kernel, maps, payload, receiver)
 //! - `sendmsg` (ancillary, config, counters, filter, kernel, maps, payload, record, syscall)
 //! - the hooks
 #![no_std]
@@ -37,6 +38,7 @@ mod filter;
 mod kernel;
 mod maps;
 mod payload;
+mod receiver;
 mod record;
 mod sched_process_fork;
 mod sendmsg;

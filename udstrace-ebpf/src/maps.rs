@@ -157,6 +157,25 @@ pub(crate) static COMM_FILTER: HashMap<[u8; 16], u8> = HashMap::with_max_entries
 #[map]
 pub(crate) static UID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
 
+/// A process seen using a socket: the socket's inode then (so that an entry left by a closed
+/// socket whose memory a new one reuses is not taken for the new one's), the process, its
+/// cgroup and command name, and how it used the socket (`udstrace_common::record::receiver`:
+/// `SENT` or `READ`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct SockTask {
+    pub(crate) ino: u64,
+    pub(crate) cgroup_id: u64,
+    pub(crate) tgid: u32,
+    pub(crate) by: u32,
+    pub(crate) comm: [u8; 16],
+}
+
+/// Per socket (`struct sock` address): the process last seen sending on it or reading from
+/// it, the one that will read what its peer sends (see `receiver`).
+#[map]
+pub(crate) static SOCK_TASKS: LruHashMap<u64, SockTask> = LruHashMap::with_max_entries(32_768, 0);
+
 const _: () = assert!(
     core::mem::offset_of!(Scratch, data)
         == core::mem::offset_of!(Scratch, header) + udstrace_common::record::SEND_RECORD_LEN

@@ -21,6 +21,7 @@ use crate::{
     kernel::{self, Mem},
     maps::{Scratch, SCRATCH, STREAM_OFFSETS},
     payload::Payload,
+    receiver,
 };
 
 /// Set in the `STREAM_OFFSETS` key of a socket's received-bytes counter (inode numbers are
@@ -118,6 +119,8 @@ pub(crate) fn capture_send<const LOOP: bool, C: EbpfContext>(
         header.peer_ino = kernel::sock_ino(peer, layout);
         header.peer_path_len = kernel::unix_path(peer, layout, &mut header.peer_path);
     }
+    receiver::find(sk, peer, header.peer_ino, layout, header);
+    receiver::note(sk, ino, header, recv);
 
     // The socket's byte offset: where this message starts in its stream (of bytes sent, or
     // for a receive of bytes received).

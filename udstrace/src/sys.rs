@@ -1,11 +1,11 @@
 //! The C library calls udstrace makes, each behind a safe function with its SAFETY argument:
-//! clocks, local time, the user database, memory limits, mounting tracefs, and the netlink
-//! socket sock_diag answers on.
+//! clocks, local time, the user database, memory limits, mounting tracefs, the netlink
+//! socket sock_diag answers on, and entering another network namespace.
 
 use std::{
     ffi::CString,
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
 };
 
 /// Nanoseconds on `clock` (`CLOCK_REALTIME`, `CLOCK_BOOTTIME`).
@@ -112,4 +112,19 @@ pub(crate) fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of its length for the whole call.
     let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// Moves the calling thread into the network namespace `ns` (an open `/proc/PID/ns/net`, or
+/// a file such a namespace is bound to): the sockets it opens from then on belong to that
+/// namespace. Only for a thread made for this, which ends when done: the rest of udstrace
+/// stays where it started. Needs CAP_SYS_ADMIN.
+pub(crate) fn enter_net_namespace(ns: &impl AsFd) -> io::Result<()> {
+    // SAFETY: the descriptor is open for the whole call (borrowed from its owner); setns with
+    // CLONE_NEWNET only changes which network namespace the calling thread's new sockets
+    // belong to, nothing this process's memory depends on, and a descriptor of anything
+    // but a network namespace is refused with EINVAL.
+    if unsafe { libc::setns(ns.as_fd().as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

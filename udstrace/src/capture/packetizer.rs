@@ -20,9 +20,9 @@ use crate::{
         ports::Ports,
         sink::Sink,
     },
-    packet::{Bytes, Cut, Holder, Meta, Packet, Peers},
+    packet::{Bytes, Cut, Holder, Meta, Packet, PeerBy, Peers},
     proc::{container_names::ContainerNames, fds, peers::PeerResolver},
-    tracer::record::{Ancillary, SendSegment},
+    tracer::record::{Ancillary, Receiver, SendSegment},
 };
 
 /// Sockets remembered for ACK numbers and peer inodes before the tables are emptied.
@@ -95,6 +95,8 @@ pub(crate) struct Packetizer {
     peers: PeerResolver,
     /// The containers of senders and receivers.
     containers: ContainerNames,
+    /// The receivers the kernel named.
+    kernel_receivers: KernelReceivers,
     /// Per kernel socket address: the process last seen sending on it.
     last_sender: HashMap<u64, u32>,
     /// Per thread: the control data of the next message it sends (see `ancillary`).
@@ -123,6 +125,7 @@ impl Packetizer {
             filter: Filter::default(),
             peers: PeerResolver::default(),
             containers: ContainerNames::system(Path::new("/")),
+            kernel_receivers: KernelReceivers::default(),
             last_sender: HashMap::new(),
             pending: HashMap::new(),
             proc: PathBuf::from("/proc"),
@@ -235,8 +238,16 @@ impl Packetizer {
         let ts_ns = self.clock.wall_ns(seg.ts_boot_ns);
         let recv = base.is_recv();
         let (flow, ack) = self.flow(&base, own_id, peer_id);
-        let peers = receivers(&mut self.peers, &self.last_sender, &base, seg.peer_id);
+        let (peers, by) = receivers(
+            &mut self.peers,
+            &mut self.kernel_receivers,
+            &mut self.containers,
+            &self.last_sender,
+            &base,
+            seg,
+        );
         base.peers = Peers(Cow::Borrowed(peers));
+        base.peer_by = by;
         if let Some(named) = self.containers.of_sender(base.cgroup, base.pid) {
             base.container = Some(Bytes(Cow::Borrowed(named.label.as_bytes())));
             base.container_id = Some(Bytes(Cow::Borrowed(named.id.as_bytes())));
@@ -370,21 +381,71 @@ impl Packetizer {
 }
 
 /// The processes that will read a message described by `meta`, sent to the socket with kernel
-/// identity `peer_id`: the holders of that socket.
+/// identity `peer_id`, and how they were known. The kernel's answer when it had one at send
+/// time (the last process seen using the peer socket; for a connection not yet accepted, the
+/// listener's owner by its peer credentials); otherwise the holders of the peer socket in
+/// /proc, and the peer credentials' process when /proc has none (the socket is closed, or in
+/// a namespace sock_diag does not see).
 fn receivers<'p>(
     peers: &'p mut PeerResolver,
+    named: &'p mut KernelReceivers,
+    containers: &mut ContainerNames,
     last_sender: &HashMap<u64, u32>,
     meta: &Meta<'_>,
-    peer_id: u64,
-) -> &'p [Holder] {
-    if meta.peer_ino == 0 && peer_id != 0 && !meta.peer_path.is_empty() {
+    seg: &SendSegment<'_>,
+) -> (&'p [Holder], Option<PeerBy>) {
+    let kernel = seg
+        .receiver
+        .filter(|r| r.by != PeerBy::Cred || meta.peer_ino == 0);
+    if let Some(r) = kernel {
+        return (named.holder(&r, containers), Some(r.by));
+    }
+    let found = if meta.peer_ino == 0 && seg.peer_id != 0 && !meta.peer_path.is_empty() {
         // A connection not yet accepted: its server end is in the listener's queue, and
         // whoever holds the listener will accept it.
         let listener = peers.bound(&meta.peer_path);
         peers.holders(listener, meta.pid, b"", None)
     } else {
-        let peer_sender = last_sender.get(&peer_id).copied();
+        let peer_sender = last_sender.get(&seg.peer_id).copied();
         peers.holders(meta.peer_ino, meta.pid, &meta.peer_path, peer_sender)
+    };
+    if !found.is_empty() {
+        return (found, Some(PeerBy::Proc));
+    }
+    match seg.receiver {
+        Some(r) => (named.holder(&r, containers), Some(r.by)),
+        None => (&[], None),
+    }
+}
+
+/// The receivers the kernel named, as holders, one per process (and command and cgroup):
+/// named once, borrowed by the packets.
+#[derive(Default)]
+struct KernelReceivers(HashMap<(u32, u64), Holder>);
+
+impl KernelReceivers {
+    /// Processes remembered before the table is emptied.
+    const MAX: usize = 65_536;
+
+    fn holder(&mut self, r: &Receiver<'_>, containers: &mut ContainerNames) -> &[Holder] {
+        let key = (r.pid, r.cgroup.unwrap_or(0));
+        if self.0.get(&key).is_none_or(|h| h.comm.as_bytes() != r.comm) {
+            if self.0.len() >= Self::MAX {
+                self.0.clear();
+            }
+            let container = containers
+                .of_sender(r.cgroup, r.pid)
+                .map(|c| c.label.clone())
+                .unwrap_or_default();
+            let holder = Holder {
+                pid: r.pid,
+                comm: String::from_utf8_lossy(r.comm).into_owned(),
+                fd: 0,
+                container,
+            };
+            self.0.insert(key, holder);
+        }
+        std::slice::from_ref(&self.0[&key])
     }
 }
 

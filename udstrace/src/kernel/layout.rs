@@ -40,6 +40,7 @@ pub(crate) fn kernel_layout(btf: &Btf) -> Result<KernelLayout, LayoutError> {
     if iter_type_size != 1 && iter_type_size != 4 {
         return Err(LayoutError::BitField("iov_iter.iter_type".into()));
     }
+    let tgid = kind("PIDTYPE_TGID").ok_or(LayoutError::NoEnum("PIDTYPE_TGID"))?;
     // THREAD_SIZE is 16 KiB on x86_64, doubled by KASAN.
     let thread_size = if btf.has_name("kasan_cache") {
         32 << 10
@@ -102,6 +103,14 @@ pub(crate) fn kernel_layout(btf: &Btf) -> Result<KernelLayout, LayoutError> {
         inode_mode: off("inode", "i_mode")?,
         inode_sb: off("inode", "i_sb")?,
         sb_dev: off("super_block", "s_dev")?,
+        sock_peer_pid: off("sock", "sk_peer_pid")?,
+        pid_tgid_tasks: off("pid", "tasks")? + tgid * struct_size("hlist_head")?,
+        task_tgid_link: off("task_struct", "pid_links")? + tgid * struct_size("hlist_node")?,
+        task_comm: off("task_struct", "comm")?,
+        task_cgroups: off("task_struct", "cgroups")?,
+        css_set_dfl_cgrp: off("css_set", "dfl_cgrp")?,
+        cgroup_kn: off("cgroup", "kn")?,
+        kernfs_node_id: off("kernfs_node", "id")?,
     })
 }
 

@@ -7,7 +7,7 @@
 //! supplies it (and one line of the record decoder), or the resolver that fills it in; a line
 //! of `lua/udstrace.lua` and of docs/FORMAT.md, which a test holds to the table.
 
-use super::values::{Cut, Dir, Peers, Raw, SockName, Syscall, Text, Value};
+use super::values::{Cut, Dir, PeerBy, Peers, Raw, SockName, Syscall, Text, Value};
 use udstrace_common::SockType;
 
 /// The Wireshark field type the Lua plugin gives a key (`ProtoField.<type>`).
@@ -148,6 +148,10 @@ packet_fields! { <'a>
         "peer_comm": String "Peer commands",
         "peer_container": String "Peer containers"
     };
+    /// How the peer processes were known: by the kernel when the message was sent (`sent`,
+    /// `read`: the last process seen using the peer socket; `cred`: the socket's peer
+    /// credentials), or from /proc when the packet was written (`proc`).
+    peer_by: Option<PeerBy>, line { "peer_by": String "How the peer processes were known" };
     syscall: Syscall, line { "syscall": String "System call" };
     /// Bytes of the whole message (the send's return value).
     msg_len: u64, line { "msg_len": Uint64 "Message length" };

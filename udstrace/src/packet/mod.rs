@@ -6,7 +6,7 @@ mod values;
 
 pub(crate) use fields::{Lua, Meta, FIELDS};
 pub(crate) use values::escape_with;
-pub(crate) use values::{escape_into, Bytes, Cut, Dir, Holder, Peers, Raw, Syscall};
+pub(crate) use values::{escape_into, Bytes, Cut, Dir, Holder, PeerBy, Peers, Raw, Syscall};
 
 /// One packet: a message, or one segment of a long one, with what is known of it.
 #[derive(Debug, Clone)]

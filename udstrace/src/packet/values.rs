@@ -310,6 +310,49 @@ impl Value for Cut {
     }
 }
 
+/// How the receiving processes (`peer_pid`, ...) were known.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum PeerBy {
+    /// The kernel, at send time: the process last seen sending on the peer socket.
+    #[default]
+    Sent,
+    /// The kernel, at send time: the process last seen reading from the peer socket.
+    Read,
+    /// The kernel, at send time: the sending socket's peer credentials (`SO_PEERCRED`), the
+    /// process that called `listen()` (for a connection to a listener), `connect()` (for an
+    /// accepted socket) or `socketpair()`. It can be stale: a process that forked after it
+    /// (a preforking server) or passed the socket on reads in its place.
+    Cred,
+    /// The processes holding the peer socket in /proc when the packet was written.
+    Proc,
+}
+
+impl PeerBy {
+    /// The word the comment uses (`peer_by=`).
+    #[must_use]
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Read => "read",
+            Self::Cred => "cred",
+            Self::Proc => "proc",
+        }
+    }
+}
+
+impl Value for PeerBy {
+    fn write(&self, _: &str, out: &mut String) {
+        out.push_str(self.name());
+    }
+    fn read(&mut self, _: &str, text: &str) -> Result<(), String> {
+        *self = [Self::Sent, Self::Read, Self::Cred, Self::Proc]
+            .into_iter()
+            .find(|c| c.name() == text)
+            .ok_or_else(|| format!("unknown receiver source {text}"))?;
+        Ok(())
+    }
+}
+
 /// A process holding a socket: who can read what is sent to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Holder {

@@ -1,8 +1,10 @@
-//! The machine's Unix sockets: type, state, name, inode and peer from the kernel's
-//! sock_diag interface, and the processes that hold each one from /proc/*/fd.
+//! The machine's Unix sockets: type, state, name, inode, peer and bound file from the
+//! kernel's sock_diag interface, in udstrace's network namespace or in all of them, and the
+//! processes that hold each one from /proc/*/fd.
 
+use super::netns;
 use crate::sys;
-use std::{collections::HashMap, io, mem::size_of};
+use std::{collections::HashMap, io, mem::size_of, path::Path};
 
 use udstrace_common::SockType;
 
@@ -18,9 +20,60 @@ pub(crate) struct UnixSocket {
     pub(crate) name: Vec<u8>,
     /// Inode of the connected peer, 0 for none.
     pub(crate) peer: u64,
-    /// For a socket bound to a path: the file system object of that path (major, minor,
-    /// inode), the same from every mount namespace.
-    pub(crate) file: Option<(u32, u32, u64)>,
+    /// For a socket bound to a path (and a connection accepted from it): the file of that
+    /// path, the same from every mount namespace.
+    pub(crate) file: Option<FileId>,
+    /// Inode of its network namespace (`net:[N]`).
+    pub(crate) netns: u64,
+}
+
+/// A file as sock_diag names a socket's: its device and its inode number, cut to the 32
+/// bits `struct unix_diag_vfs` has room for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct FileId {
+    pub(crate) major: u32,
+    pub(crate) minor: u32,
+    pub(crate) ino: u32,
+}
+
+impl FileId {
+    /// From `struct unix_diag_vfs`: the device is the kernel's own `dev_t` (`major << 20 |
+    /// minor`, `MKDEV`).
+    #[must_use]
+    pub(crate) fn from_diag(dev: u32, ino: u32) -> Self {
+        Self {
+            major: dev >> 20,
+            minor: dev & 0xf_ffff,
+            ino,
+        }
+    }
+
+    /// From `stat()`: `st_dev` is the C library's encoding (the minor's low byte, then
+    /// the major's 12 low bits, then the minor's upper bits, then the major's), which
+    /// `major()` and `minor()` undo.
+    #[must_use]
+    pub(crate) fn from_stat(dev: u64, ino: u64) -> Self {
+        Self {
+            major: libc::major(dev),
+            minor: libc::minor(dev),
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "the kernel's unix_diag_vfs keeps the low 32 bits"
+            )]
+            ino: ino as u32,
+        }
+    }
+
+    /// The socket file at `path`; an error, as one line, when there is none or it is some
+    /// other kind of file.
+    pub(crate) fn of_socket_file(path: &Path) -> Result<Self, String> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if !meta.file_type().is_socket() {
+            return Err(format!("{} is not a socket", path.display()));
+        }
+        Ok(Self::from_stat(meta.dev(), meta.ino()))
+    }
 }
 
 impl UnixSocket {
@@ -53,8 +106,51 @@ const UNIX_DIAG_VFS: u16 = 1;
 const UNIX_DIAG_NAME: u16 = 0;
 const UNIX_DIAG_PEER: u16 = 2;
 
-/// Every Unix socket of this network namespace, from sock_diag.
+/// Every Unix socket of udstrace's network namespace, from sock_diag.
 pub(crate) fn list() -> io::Result<Vec<UnixSocket>> {
+    dump(netns::own().unwrap_or(0))
+}
+
+/// The Unix sockets of every network namespace.
+pub(crate) struct AllSockets {
+    pub(crate) sockets: Vec<UnixSocket>,
+    /// The namespaces whose sockets are missing, each with why.
+    pub(crate) missed: Vec<(u64, io::Error)>,
+}
+
+/// Every Unix socket of the machine: udstrace's network namespace's, then those of every
+/// other (as root: entering a namespace needs CAP_SYS_ADMIN). An error only when udstrace's
+/// own namespace cannot be listed.
+pub(crate) fn list_all() -> io::Result<AllSockets> {
+    let own = netns::own()?;
+    let mut sockets = dump(own)?;
+    let others = netns::others(own);
+    let mut missed = Vec::new();
+    for (ns, found) in others.iter().zip(netns::in_each(&others, dump)) {
+        match found.and_then(|dumped| dumped) {
+            Ok(found) => sockets.extend(found),
+            Err(e) => missed.push((ns.ino, e)),
+        }
+    }
+    Ok(AllSockets { sockets, missed })
+}
+
+/// The sockets of every network namespace bound to the socket file at `path` (as the host
+/// sees it), whatever name they were bound with in their own mount namespace (a container's
+/// `/run/app.sock`): listeners, datagram sockets, and the connections accepted from them.
+/// An error when `path` is not a socket file.
+pub(crate) fn sockets_of_file(path: &Path) -> Result<Vec<UnixSocket>, String> {
+    let id = FileId::of_socket_file(path)?;
+    let all = list_all().map_err(|e| format!("sock_diag: {e}"))?;
+    Ok(all
+        .sockets
+        .into_iter()
+        .filter(|s| s.file == Some(id))
+        .collect())
+}
+
+/// Every Unix socket of the network namespace the calling thread is in, labelled `netns`.
+fn dump(netns: u64) -> io::Result<Vec<UnixSocket>> {
     let fd = sys::netlink_socket(NETLINK_SOCK_DIAG)?;
 
     // nlmsghdr (16 bytes) + unix_diag_req (24 bytes).
@@ -86,7 +182,7 @@ pub(crate) fn list() -> io::Result<Vec<UnixSocket>> {
                 NLMSG_DONE => return Ok(out),
                 NLMSG_ERROR => return Err(io::Error::other("sock_diag refused the request")),
                 _ => {
-                    if let Some(s) = parse_diag(&rest[16..len]) {
+                    if let Some(s) = parse_diag(&rest[16..len], netns) {
                         out.push(s);
                     }
                 }
@@ -97,7 +193,7 @@ pub(crate) fn list() -> io::Result<Vec<UnixSocket>> {
 }
 
 /// One `unix_diag_msg` with its attributes.
-fn parse_diag(m: &[u8]) -> Option<UnixSocket> {
+fn parse_diag(m: &[u8], netns: u64) -> Option<UnixSocket> {
     if m.len() < 16 {
         return None;
     }
@@ -108,6 +204,7 @@ fn parse_diag(m: &[u8]) -> Option<UnixSocket> {
         name: Vec::new(),
         peer: 0,
         file: None,
+        netns,
     };
     let mut attrs = &m[16..];
     while attrs.len() >= 4 {
@@ -128,12 +225,11 @@ fn parse_diag(m: &[u8]) -> Option<UnixSocket> {
                 };
                 s.name = value[..end].to_vec();
             }
-            // struct unix_diag_vfs { u32 udiag_vfs_ino; u32 udiag_vfs_dev; }, the device as
-            // the kernel encodes it (major << 20 | minor).
+            // struct unix_diag_vfs { u32 udiag_vfs_ino; u32 udiag_vfs_dev; }.
             UNIX_DIAG_VFS if value.len() >= 8 => {
                 let ino = u32::from_ne_bytes(value[..4].try_into().ok()?);
                 let dev = u32::from_ne_bytes(value[4..8].try_into().ok()?);
-                s.file = Some((dev >> 20, dev & 0xf_ffff, u64::from(ino)));
+                s.file = Some(FileId::from_diag(dev, ino));
             }
             UNIX_DIAG_PEER if value.len() >= 4 => {
                 s.peer = u64::from(u32::from_ne_bytes(value[..4].try_into().ok()?));
@@ -161,21 +257,10 @@ pub(crate) fn bound_names() -> HashMap<Vec<u8>, u64> {
 }
 
 /// The names that sockets bound to the socket file at `path` were bound with, in whatever
-/// mount namespace they were bound (a container's `/run/app.sock` is, from the host, some
-/// other path to the same file). An error when `path` is not a socket.
-pub(crate) fn names_of_socket_file(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if !meta.file_type().is_socket() {
-        return Err(format!("{} is not a socket", path.display()));
-    }
-    let key = (libc::major(meta.dev()), libc::minor(meta.dev()), meta.ino());
-    let sockets = list().map_err(|e| format!("sock_diag: {e}"))?;
-    let mut names: Vec<Vec<u8>> = sockets
-        .into_iter()
-        .filter(|s| s.file == Some(key))
-        .map(|s| s.name)
-        .collect();
+/// mount and network namespace they were bound (a container's `/run/app.sock` is, from the
+/// host, some other path to the same file). An error when `path` is not a socket.
+pub(crate) fn names_of_socket_file(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let mut names: Vec<Vec<u8>> = sockets_of_file(path)?.into_iter().map(|s| s.name).collect();
     names.sort();
     names.dedup();
     Ok(names)
@@ -286,5 +371,79 @@ mod tests {
         assert!(h[&ia]
             .iter()
             .any(|x| x.pid == me && x.fd == std::os::fd::AsRawFd::as_raw_fd(&a).cast_unsigned()));
+    }
+
+    /// The kernel's `dev_t` and the C library's `st_dev` of one device (major 259, minor
+    /// 70000: both wider than the old 8-bit fields) come out the same.
+    #[test]
+    fn device_numbers_of_both_encodings() {
+        // MKDEV(259, 70000) = 259 << 20 | 70000.
+        let kernel = FileId::from_diag(0x1031_1170, 5);
+        // makedev(259, 70000): minor & 0xff | (major & 0xfff) << 8 | (minor & !0xff) << 12.
+        let user = FileId::from_stat(0x1111_0370, 5);
+        let expected = FileId {
+            major: 259,
+            minor: 70000,
+            ino: 5,
+        };
+        assert_eq!(kernel, expected);
+        assert_eq!(user, expected);
+        assert_eq!(FileId::from_stat(libc::makedev(259, 70000), 5), expected);
+        // The kernel reports the inode's low 32 bits.
+        assert_eq!(FileId::from_stat(0x1111_0370, (7 << 32) | 5), expected);
+        assert_eq!(FileId::from_diag(8 << 20 | 3, 1).major, 8);
+    }
+
+    /// A socket bound to a file is found by the file's identity, with its accepted
+    /// connection; other files are refused with one line.
+    #[test]
+    fn sockets_found_by_their_file() {
+        use std::os::{
+            fd::AsFd,
+            unix::{fs::MetadataExt, net::UnixListener},
+        };
+        let dir = std::env::temp_dir().join(format!("udstrace-sockfile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let client = UnixStream::connect(&path).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let ino = |fd: std::os::fd::BorrowedFd<'_>| {
+            std::fs::File::from(fd.try_clone_to_owned().unwrap())
+                .metadata()
+                .unwrap()
+                .ino()
+        };
+        let mut found: Vec<u64> = sockets_of_file(&path)
+            .unwrap()
+            .iter()
+            .map(|s| s.ino)
+            .collect();
+        found.sort_unstable();
+        let mut expected = vec![ino(listener.as_fd()), ino(accepted.as_fd())];
+        expected.sort_unstable();
+        assert_eq!(found, expected);
+        assert!(!found.contains(&ino(client.as_fd())));
+        let own = netns::own().unwrap();
+        assert!(list()
+            .unwrap()
+            .iter()
+            .filter(|s| found.contains(&s.ino))
+            .all(|s| s.netns == own && s.name == path.as_os_str().as_encoded_bytes()));
+        assert_eq!(
+            names_of_socket_file(&path).unwrap(),
+            [path.as_os_str().as_encoded_bytes()]
+        );
+        let file = dir.join("plain");
+        std::fs::write(&file, b"").unwrap();
+        assert_eq!(
+            sockets_of_file(&file).unwrap_err(),
+            format!("{} is not a socket", file.display())
+        );
+        assert!(sockets_of_file(&dir.join("none"))
+            .unwrap_err()
+            .contains("No such file"));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

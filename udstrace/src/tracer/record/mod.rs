@@ -10,13 +10,13 @@ use std::{borrow::Cow, mem::offset_of};
 
 use udstrace_common::{
     record::{
-        flags, ANCILLARY_RECORD_LEN, COMM_LEN, CONTROL_MAX, FDS_MAX, FD_DIRS, FD_DIR_MAX,
+        flags, receiver, ANCILLARY_RECORD_LEN, COMM_LEN, CONTROL_MAX, FDS_MAX, FD_DIRS, FD_DIR_MAX,
         FD_NAME_MAX, KIND_ANCILLARY, KIND_SEND, PATH_MAX, SEGMENT_MAX, SEND_RECORD_LEN,
     },
     AncillaryRecord, FdInfo, SendRecord, SockType,
 };
 
-use crate::packet::{Bytes, Dir, Meta, Syscall};
+use crate::packet::{Bytes, Dir, Meta, PeerBy, Syscall};
 
 mod control;
 pub(crate) use control::{control_messages, ControlMessage};
@@ -61,7 +61,20 @@ pub(crate) struct SendSegment<'a> {
     pub(crate) stream_offset: u64,
     pub(crate) seg_offset: u64,
     pub(crate) lost_segments: u64,
+    /// The process the kernel knew would read the message when it was sent, if it did.
+    pub(crate) receiver: Option<Receiver<'a>>,
     pub(crate) payload: &'a [u8],
+}
+
+/// The receiving process as the kernel named it (`SendRecord::receiver_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Receiver<'a> {
+    pub(crate) pid: u32,
+    /// Empty when the process had exited... or never ran a command the kernel could read.
+    pub(crate) comm: &'a [u8],
+    pub(crate) cgroup: Option<u64>,
+    /// `Sent`, `Read` or `Cred`.
+    pub(crate) by: PeerBy,
 }
 
 impl SendSegment<'_> {
@@ -161,6 +174,23 @@ impl<'a> TryFrom<&'a [u8]> for SendSegment<'a> {
         let raw_type = u16_at(b, offset_of!(SendRecord, sock_type));
         let comm_off = offset_of!(SendRecord, comm);
         let record_flags = u32_at(b, offset_of!(SendRecord, flags));
+        let receiver_comm = offset_of!(SendRecord, receiver_comm);
+        let receiver_pid = u32_at(b, offset_of!(SendRecord, receiver_pid));
+        let receiver = match u16_at(b, offset_of!(SendRecord, receiver_by)) {
+            receiver::SENT => Some(PeerBy::Sent),
+            receiver::READ => Some(PeerBy::Read),
+            receiver::CRED => Some(PeerBy::Cred),
+            // Unknown, or a source of a later version.
+            _ => None,
+        }
+        .filter(|_| receiver_pid != 0)
+        .map(|by| Receiver {
+            pid: receiver_pid,
+            comm: trim_nul(&b[receiver_comm..receiver_comm + COMM_LEN]),
+            cgroup: Some(u64_at(b, offset_of!(SendRecord, receiver_cgroup_id)))
+                .filter(|&id| id != 0),
+            by,
+        });
         Ok(SendSegment {
             meta: Meta {
                 pid: u32_at(b, offset_of!(SendRecord, pid)),
@@ -196,6 +226,7 @@ impl<'a> TryFrom<&'a [u8]> for SendSegment<'a> {
             stream_offset: u64_at(b, offset_of!(SendRecord, stream_offset)),
             seg_offset,
             lost_segments: u64_at(b, offset_of!(SendRecord, lost_segments)),
+            receiver,
             payload: &body[..cap_len as usize],
         })
     }

@@ -20,6 +20,8 @@ pub(crate) struct RawRecord {
     pub(crate) comm: &'static [u8],
     pub(crate) path: &'static [u8],
     pub(crate) peer_path: &'static [u8],
+    /// The receiver the kernel named: pid, how (`record::receiver`), command, cgroup id.
+    pub(crate) receiver: (u32, u16, &'static [u8], u64),
     pub(crate) payload: Vec<u8>,
 }
 
@@ -42,6 +44,7 @@ impl Default for RawRecord {
             comm: b"client",
             path: b"",
             peer_path: b"/run/test.sock",
+            receiver: (0, 0, b"", 0),
             payload: b"hello".to_vec(),
         }
     }
@@ -119,6 +122,14 @@ impl RawRecord {
         put(offset_of!(SendRecord, comm), self.comm);
         put(offset_of!(SendRecord, path), self.path);
         put(offset_of!(SendRecord, peer_path), self.peer_path);
+        let (pid, by, comm, cgroup) = self.receiver;
+        put(offset_of!(SendRecord, receiver_pid), &pid.to_ne_bytes());
+        put(offset_of!(SendRecord, receiver_by), &by.to_ne_bytes());
+        put(offset_of!(SendRecord, receiver_comm), comm);
+        put(
+            offset_of!(SendRecord, receiver_cgroup_id),
+            &cgroup.to_ne_bytes(),
+        );
         b.extend_from_slice(&self.payload);
         b
     }

@@ -1,0 +1,125 @@
+//! Who will read a message, decided when it is sent: the process last seen sending on or
+//! reading from the peer socket, else the sending socket's peer credentials (the process
+//! that listened, connected or created the pair). Userspace falls back to the holders it
+//! finds in /proc only when neither is known.
+
+use udstrace_common::{
+    record::{receiver, SendRecord},
+    KernelLayout,
+};
+
+use crate::{
+    kernel,
+    maps::{SockTask, SOCK_TASKS},
+};
+
+/// Notes that the process of record `header` (already filled: pid, comm, cgroup) used socket
+/// `sk`, whose inode is `ino`: it sent on it, or read from it when `recv`. Written only when
+/// something changed, a lookup being cheaper than an update.
+#[inline(always)]
+pub(crate) fn note(sk: u64, ino: u64, header: &SendRecord, recv: bool) {
+    let by = u32::from(if recv { receiver::READ } else { receiver::SENT });
+    // SAFETY: the value is copied out at once; an LRU entry may be replaced concurrently,
+    // which at worst makes this update redundant.
+    if let Some(seen) = unsafe { SOCK_TASKS.get(&sk) } {
+        if seen.tgid == header.pid
+            && seen.ino == ino
+            && seen.by == by
+            && seen.cgroup_id == header.cgroup_id
+            && same_comm(&seen.comm, &header.comm)
+        {
+            return;
+        }
+    }
+    let task = SockTask {
+        ino,
+        cgroup_id: header.cgroup_id,
+        tgid: header.pid,
+        by,
+        comm: header.comm,
+    };
+    let _ = SOCK_TASKS.insert(&sk, &task, 0);
+}
+
+/// Whether two command names are equal, compared as two words (a byte array's `==` may
+/// become a call to `memcmp`, which BPF programs do not have).
+#[inline(always)]
+fn same_comm(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    let words = |c: &[u8; 16]| {
+        let [a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7] = *c;
+        (
+            u64::from_ne_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
+            u64::from_ne_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
+        )
+    };
+    words(a) == words(b)
+}
+
+/// Fills the receiver fields of `header`, a message sent on socket `sk` to `peer` (0: none)
+/// whose inode is `peer_ino` (0: none yet, a connection not accepted).
+#[inline(always)]
+pub(crate) fn find(
+    sk: u64,
+    peer: u64,
+    peer_ino: u64,
+    layout: &KernelLayout,
+    header: &mut SendRecord,
+) {
+    header.receiver_by = receiver::UNKNOWN;
+    header.receiver_pid = 0;
+    header.reserved2 = 0;
+    header.receiver_comm = [0; 16];
+    header.receiver_cgroup_id = 0;
+    // A socket not yet accepted has had no user; its inode tells a reused address apart.
+    if peer != 0 && peer_ino != 0 {
+        // SAFETY: as in `note`.
+        if let Some(seen) = unsafe { SOCK_TASKS.get(&peer) } {
+            if seen.ino == peer_ino {
+                header.receiver_pid = seen.tgid;
+                header.receiver_comm = seen.comm;
+                header.receiver_cgroup_id = seen.cgroup_id;
+                header.receiver_by = seen.by as u16;
+                return;
+            }
+        }
+    }
+    by_credentials(sk, layout, header);
+}
+
+/// The process of `sk`'s peer credentials (`sk_peer_pid`), if it still runs: its thread
+/// group leader, found through the `struct pid`'s list of tasks.
+#[inline(always)]
+fn by_credentials(sk: u64, layout: &KernelLayout, header: &mut SendRecord) {
+    let Ok(pid) = kernel::read::<u64>(sk, layout.sock_peer_pid) else {
+        return;
+    };
+    if pid == 0 {
+        return;
+    }
+    let Ok(first) = kernel::read::<u64>(pid, layout.pid_tgid_tasks) else {
+        return;
+    };
+    if first == 0 {
+        // The process has exited.
+        return;
+    }
+    let task = first - u64::from(layout.task_tgid_link);
+    let Ok(tgid) = kernel::read::<u32>(task, layout.task_tgid) else {
+        return;
+    };
+    header.receiver_pid = tgid;
+    header.receiver_by = receiver::CRED;
+    header.receiver_comm = kernel::read::<[u8; 16]>(task, layout.task_comm).unwrap_or([0; 16]);
+    header.receiver_cgroup_id = task_cgroup_id(task, layout);
+}
+
+/// The id of the cgroup (v2) of `task`: `task->cgroups->dfl_cgrp->kn->id`, 0 if unreadable.
+#[inline(always)]
+fn task_cgroup_id(task: u64, layout: &KernelLayout) -> u64 {
+    let read = |base: u64, offset: u32| kernel::read::<u64>(base, offset).ok().filter(|&p| p != 0);
+    read(task, layout.task_cgroups)
+        .and_then(|css| read(css, layout.css_set_dfl_cgrp))
+        .and_then(|cgroup| read(cgroup, layout.cgroup_kn))
+        .and_then(|kn| kernel::read::<u64>(kn, layout.kernfs_node_id).ok())
+        .unwrap_or(0)
+}
