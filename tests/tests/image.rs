@@ -19,6 +19,15 @@ use udstrace_tests::{
     pattern, read_capture, run, udstrace_bin, CaptureFile, Pkt, TempDir,
 };
 
+/// An image tag of this test run, removed when dropped (a failed run leaves none).
+struct Image(String);
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = docker(&["rmi", "-f", &self.0]);
+    }
+}
+
 /// Builds the image from the binary under test, tagged `tag`, as `cargo xtask image` does.
 fn build_image(tag: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xtask/image.sh");
@@ -337,15 +346,15 @@ fn image_captures_the_host_and_its_containers() {
         return;
     }
     empty_image();
-    let image = format!("udstrace-test:{}", std::process::id());
-    build_image(&image);
+    let image = Image(format!("udstrace-test:{}", std::process::id()));
+    build_image(&image.0);
     let dir = TempDir::new("image");
     let sock_dir = dir.path("sock");
     std::fs::create_dir_all(&sock_dir).unwrap();
     let server = Server::start(&format!("udstrace-web-{}", std::process::id()), &sock_dir);
     let socket = sock_dir.join("app.sock");
     let setup = Setup {
-        image: &image,
+        image: &image.0,
         server: &server,
         socket: &socket,
     };
@@ -399,8 +408,6 @@ fn image_captures_the_host_and_its_containers() {
             receivers_named: false,
         },
     );
-    drop(server);
-    let _ = docker(&["rmi", &image]);
 }
 
 /// `--host-root` names a directory, or udstrace refuses with one line.
