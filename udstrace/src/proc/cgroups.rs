@@ -65,7 +65,7 @@ pub(crate) struct CgroupPaths {
 impl CgroupPaths {
     /// Ids of this machine: the first of its cgroup2 mounts (`/proc/self/mountinfo`), then
     /// `sys/fs/cgroup` and `sys/fs/cgroup/unified` under `host_root` (where the host's file
-    /// system is seen: `/`, or `/host`, `/proc/1/root` in a container), that shows the whole
+    /// system is seen: `/`, or `/host` in a container), that shows the whole
     /// hierarchy. None may: then no id resolves.
     #[must_use]
     pub(crate) fn system(host_root: &Path) -> Self {
