@@ -128,26 +128,9 @@ impl Server {
     /// and waits until its socket exists.
     #[must_use]
     pub fn start(name: &str, dir: &Path) -> Self {
-        let _ = docker(&["rm", "-f", name]);
-        let volume = format!("{}:/sock", dir.display());
-        let id = docker_ok(&[
-            "run",
-            "-d",
-            "--name",
+        let id = run_python(
             name,
-            "--network",
-            "none",
-            "-v",
-            "/usr:/usr:ro",
-            "-v",
-            "/lib:/lib:ro",
-            "-v",
-            "/lib64:/lib64:ro",
-            "-v",
-            &volume,
-            EMPTY_IMAGE,
-            "/usr/bin/python3",
-            "-c",
+            dir,
             "import socket\n\
              s = socket.socket(socket.AF_UNIX)\n\
              s.bind('/sock/app.sock')\n\
@@ -160,7 +143,8 @@ impl Server {
              \x20   except OSError:\n\
              \x20       pass\n\
              \x20   c.close()\n",
-        ]);
+            &[],
+        );
         let socket = dir.join("app.sock");
         let start = Instant::now();
         while !socket.exists() {
@@ -184,6 +168,37 @@ impl Server {
             .parse()
             .expect("a pid")
     }
+}
+
+/// Runs `python3 -c SCRIPT ARGS...` in a new container `name` (replacing one left by an
+/// earlier run; no network; the host's /usr and libraries read-only; `dir` at /sock); its
+/// full id.
+#[must_use]
+pub fn run_python(name: &str, dir: &Path, script: &str, args: &[&str]) -> String {
+    let _ = docker(&["rm", "-f", name]);
+    let volume = format!("{}:/sock", dir.display());
+    let mut all = vec![
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "none",
+        "-v",
+        "/usr:/usr:ro",
+        "-v",
+        "/lib:/lib:ro",
+        "-v",
+        "/lib64:/lib64:ro",
+        "-v",
+        &volume,
+        EMPTY_IMAGE,
+        "/usr/bin/python3",
+        "-c",
+        script,
+    ];
+    all.extend_from_slice(args);
+    docker_ok(&all)
 }
 
 impl Drop for Server {

@@ -135,6 +135,25 @@ impl Udstrace {
         self.child.stdout.take().expect("stdout not taken yet")
     }
 
+    /// Waits (up to `timeout`) for a line of udstrace's stderr that contains `needle`; the
+    /// line. Lines read on the way are kept in `stderr_lines`.
+    pub fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) -> String {
+        if let Some(line) = self.stderr_lines.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok(line) = self.stderr.recv_timeout(left) else {
+                panic!("no `{needle}` from udstrace: {:?}", self.stderr_lines);
+            };
+            self.stderr_lines.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
     /// Whether udstrace is still running.
     pub fn running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()

@@ -1,7 +1,9 @@
 //! Containers, with a real dockerd (Debian's docker.io, started here when it is not running):
 //! a server in a container bound to a bind-mounted socket, a client on the host; every packet
-//! names the container of its sender and of its receiver, as docker itself names it, and
-//! `udstrace ls` lists the sockets of the container's network namespace.
+//! names the container of its sender and of its receiver, as docker itself names it;
+//! `udstrace ls` lists the sockets of the container's network namespace; `--container` keeps
+//! one container's messages (by name, by id prefix, started later), and `--path` finds a
+//! container's socket by its file.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -13,8 +15,8 @@ use std::{
 };
 
 use udstrace_tests::{
-    docker::{docker_ok, dockerd, Server, DOCKER, EMPTY_IMAGE as IMAGE},
-    inode, link_number, read_capture, run, TempDir, Udstrace,
+    docker::{docker, docker_ok, dockerd, run_python, Server, DOCKER, EMPTY_IMAGE as IMAGE},
+    inode, link_number, read_capture, run, Pkt, TempDir, Udstrace,
 };
 
 /// A request from the host and its reply: the request names the server's container as its
@@ -208,10 +210,14 @@ fn docker_cli_requests_and_replies_name_both_ends() {
                 .is_some_and(|pid| cli_pids.iter().any(|c| c == pid))
         })
         .collect();
+    // dockerd's replies on the CLI's connections (other tests talk to dockerd meanwhile).
     let from_dockerd: Vec<_> = cap
         .packets
         .iter()
-        .filter(|p| p.meta("pid") == Some(dockerd_pid.as_str()))
+        .filter(|p| {
+            p.meta("pid") == Some(dockerd_pid.as_str())
+                && from_cli.iter().any(|q| q.meta("ino") == p.meta("peer_ino"))
+        })
         .collect();
     assert!(
         from_cli
@@ -493,4 +499,369 @@ fn ls_lists_a_container_server_by_its_host_path() {
         .filter(|p| !p.is_empty())
         .collect();
     assert_eq!(payloads, [b"ping".as_slice(), b"pong:ping"]);
+}
+
+/// A container that sends tagged messages when told to: for round `r`, once `go-TAG-r`
+/// appears in its folder, `TAGr:stream:i` on a stream socketpair and `TAGr:dgram:i` on a
+/// datagram one (i = 0, 1, 2), then it writes `done-TAG-r`. Removed when dropped.
+struct Talker {
+    name: String,
+    id: String,
+    /// Its python3's process id on the host (`docker inspect`).
+    pid: String,
+    dir: std::path::PathBuf,
+    tag: String,
+}
+
+/// What a talker sends in a round (the host's talker too).
+const SEND_ROUND: &str = "
+def send_round(label):
+    for kind, name in ((socket.SOCK_STREAM, 'stream'), (socket.SOCK_DGRAM, 'dgram')):
+        a, b = socket.socketpair(socket.AF_UNIX, kind)
+        for i in range(3):
+            a.send(f'{label}:{name}:{i}'.encode())
+            b.recv(100)
+";
+
+impl Talker {
+    fn start(name: &str, tag: &str, dir: &Path) -> Self {
+        let script = format!(
+            "import os, socket, sys, time\n{SEND_ROUND}\n\
+             tag = sys.argv[1]\n\
+             for r in range(1, 100):\n\
+             \x20   while not os.path.exists(f'/sock/go-{{tag}}-{{r}}'):\n\
+             \x20       time.sleep(0.02)\n\
+             \x20   send_round(f'{{tag}}{{r}}')\n\
+             \x20   open(f'/sock/done-{{tag}}-{{r}}', 'w').close()\n"
+        );
+        let id = run_python(name, dir, &script, &[tag]);
+        let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", name]);
+        assert_ne!(pid, "0", "{name} is running");
+        Self {
+            name: name.to_string(),
+            id,
+            pid,
+            dir: dir.to_path_buf(),
+            tag: tag.to_string(),
+        }
+    }
+
+    /// Makes it send round `round` and waits until it has.
+    fn talk(&self, round: u32) {
+        std::fs::write(self.dir.join(format!("go-{}-{round}", self.tag)), b"").unwrap();
+        let done = self.dir.join(format!("done-{}-{round}", self.tag));
+        let start = Instant::now();
+        while !done.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{} did not send round {round}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Talker {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.name]);
+    }
+}
+
+/// The host's own talker: one round labelled `label`.
+fn host_talk(label: &str) {
+    let script = format!("import socket, sys\n{SEND_ROUND}\nsend_round(sys.argv[1])\n");
+    let status = Command::new("/usr/bin/python3")
+        .args(["-c", &script, label])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// What a round labelled `label` sends.
+fn round(label: &str) -> BTreeSet<String> {
+    ["stream", "dgram"]
+        .iter()
+        .flat_map(|kind| (0..3).map(move |i| format!("{label}:{kind}:{i}")))
+        .collect()
+}
+
+/// The payloads of a capture, and each packet's sender pid and container.
+fn captured(file: &Path) -> (BTreeSet<String>, BTreeSet<(String, String)>) {
+    let cap = read_capture(file);
+    let payloads = cap
+        .packets
+        .iter()
+        .map(|p| String::from_utf8_lossy(p.payload()).into_owned())
+        .collect();
+    let senders = cap
+        .packets
+        .iter()
+        .map(|p| {
+            (
+                p.meta("pid").unwrap_or("").to_string(),
+                p.meta("container").unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    (payloads, senders)
+}
+
+/// `--container` by name and by id prefix: two containers and the host send at once; the
+/// capture holds the first container's messages, all from its process, and nothing else.
+#[test]
+fn container_filter_keeps_one_container() {
+    dockerd();
+    let dir = TempDir::new("container-filter");
+    let sock_dir = dir.path("sock");
+    std::fs::create_dir_all(&sock_dir).unwrap();
+    let pid = std::process::id();
+    let first = Talker::start(&format!("udstrace-cf-a-{pid}"), "a", &sock_dir);
+    let second = Talker::start(&format!("udstrace-cf-b-{pid}"), "b", &sock_dir);
+    for (r, value) in [(1, first.name.clone()), (2, first.id[..12].to_string())] {
+        let file = dir.path(&format!("round-{r}.pcapng"));
+        let ud = Udstrace::start(&["-w", file.to_str().unwrap(), "--container", &value]);
+        first.talk(r);
+        second.talk(r);
+        host_talk(&format!("h{r}"));
+        let done = ud.stop();
+        assert!(done.success, "{:?}", done.stderr);
+        let (payloads, senders) = captured(&file);
+        assert_eq!(payloads, round(&format!("a{r}")), "--container {value}");
+        assert_eq!(
+            senders,
+            [(first.pid.clone(), first.name.clone())].into(),
+            "--container {value}"
+        );
+    }
+}
+
+/// `--container NAME` for a container that starts after the capture: one line says it is
+/// waited for, another that it started; then its messages are captured.
+#[test]
+fn container_filter_waits_for_the_container() {
+    dockerd();
+    let dir = TempDir::new("container-later");
+    let sock_dir = dir.path("sock");
+    std::fs::create_dir_all(&sock_dir).unwrap();
+    let name = format!("udstrace-cf-late-{}", std::process::id());
+    let _ = docker(&["rm", "-f", &name]);
+    let file = dir.path("later.pcapng");
+    let mut ud = Udstrace::start(&["-w", file.to_str().unwrap(), "--container", &name]);
+    let waiting = format!("udstrace: waiting for container {name} (not running yet)");
+    assert!(ud.stderr_lines.contains(&waiting), "{:?}", ud.stderr_lines);
+    host_talk("h1");
+    let late = Talker::start(&name, "c", &sock_dir);
+    let started = ud.wait_for_stderr("started: captured from now on", Duration::from_secs(30));
+    assert_eq!(
+        started,
+        format!(
+            "udstrace: container {name} ({}) started: captured from now on",
+            &late.id[..12]
+        )
+    );
+    late.talk(1);
+    host_talk("h2");
+    let done = ud.stop();
+    assert!(done.success, "{:?}", done.stderr);
+    let (payloads, senders) = captured(&file);
+    assert_eq!(payloads, round("c1"));
+    assert_eq!(senders, [(late.pid.clone(), name.clone())].into());
+}
+
+/// A host client of a server in a container (`--network none`), which bound
+/// `/sock/app.sock`: `--path HOSTDIR/app.sock` names the same file, so the kernel keeps both
+/// directions though neither socket has the host's name; another socket's traffic is left
+/// out. Then the same with `--path` given before the server exists.
+#[test]
+fn path_filter_finds_a_container_socket_by_its_file() {
+    dockerd();
+    let dir = TempDir::new("container-path");
+    let sock_dir = dir.path("sock");
+    std::fs::create_dir_all(&sock_dir).unwrap();
+    let socket = sock_dir.join("app.sock");
+    let name = format!("udstrace-path-{}", std::process::id());
+    for late in [false, true] {
+        let _ = std::fs::remove_file(&socket);
+        let server = (!late).then(|| Server::start(&name, &sock_dir));
+        let file = dir.path(&format!("path-{late}.pcapng"));
+        let mut ud = Udstrace::start(&[
+            "-w",
+            file.to_str().unwrap(),
+            "--path",
+            socket.to_str().unwrap(),
+        ]);
+        let server = server.unwrap_or_else(|| {
+            let waiting = format!(
+                "udstrace: waiting for {} (no socket there yet)",
+                socket.display()
+            );
+            assert!(ud.stderr_lines.contains(&waiting), "{:?}", ud.stderr_lines);
+            let server = Server::start(&name, &sock_dir);
+            let appeared = ud.wait_for_stderr("appeared", Duration::from_secs(30));
+            assert_eq!(
+                appeared,
+                format!(
+                    "udstrace: {} appeared: captured from now on",
+                    socket.display()
+                )
+            );
+            server
+        });
+        let client = Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                "import socket, sys\n\
+                 c = socket.socket(socket.AF_UNIX)\n\
+                 c.connect(sys.argv[1])\n\
+                 c.sendall(b'ping')\n\
+                 print(c.recv(100).decode(), flush=True)\n\
+                 x, y = socket.socketpair()\n\
+                 x.sendall(b'unrelated')\n\
+                 y.recv(100)\n",
+            ])
+            .arg(&socket)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&client.stdout).trim(), "pong:ping");
+        let done = ud.stop();
+        assert!(done.success, "{:?}", done.stderr);
+        let cap = read_capture(&file);
+        let payloads: Vec<&[u8]> = cap.packets.iter().map(Pkt::payload).collect();
+        assert_eq!(payloads, [&b"ping"[..], b"pong:ping"], "late: {late}");
+        // The names the sockets have: the container's, not the host's.
+        assert_eq!(cap.packets[0].meta("peer_path"), Some("/sock/app.sock"));
+        assert_eq!(cap.packets[1].meta("path"), Some("/sock/app.sock"));
+        assert_eq!(cap.packets[1].meta("container"), Some(server.name.as_str()));
+        drop(server);
+    }
+}
+
+/// `--container SERVER` keeps both directions of a host client's exchange with a server in
+/// that container: the request is the host's, selected by its receiver (the kernel names the
+/// server's process, in the container's cgroup); the host's other traffic is left out.
+#[test]
+fn container_filter_keeps_what_is_sent_to_the_container() {
+    dockerd();
+    let dir = TempDir::new("container-receiver");
+    let sock_dir = dir.path("sock");
+    std::fs::create_dir_all(&sock_dir).unwrap();
+    let name = format!("udstrace-cf-srv-{}", std::process::id());
+    let server = Server::start(&name, &sock_dir);
+    let file = dir.path("capture.pcapng");
+    let ud = Udstrace::start(&["-w", file.to_str().unwrap(), "--container", &server.name]);
+    let socket = sock_dir.join("app.sock");
+    let (first, reply) = short_client(&socket, "to the container");
+    assert_eq!(reply, "pong:to the container");
+    host_talk("host");
+    // A second connection: now the server's accepted socket is new again (peer credentials
+    // name the server before it has sent anything on it).
+    let (second, _) = short_client(&socket, "again");
+    let done = ud.stop();
+    assert!(done.success, "{:?}", done.stderr);
+    let cap = read_capture(&file);
+    let payloads: Vec<String> = cap
+        .packets
+        .iter()
+        .map(|p| String::from_utf8_lossy(p.payload()).into_owned())
+        .collect();
+    assert_eq!(
+        payloads,
+        [
+            "to the container",
+            "pong:to the container",
+            "again",
+            "pong:again"
+        ],
+        "only the exchanges with the container"
+    );
+    let server_pid = container_pid(&server.name).to_string();
+    for (p, client) in cap.packets.iter().zip([first, first, second, second]) {
+        let client = client.to_string();
+        let (sender, receiver) = if p.meta("container").is_some() {
+            (&server_pid, &client)
+        } else {
+            (&client, &server_pid)
+        };
+        assert_eq!(p.meta("pid"), Some(sender.as_str()), "{}", p.comment);
+        assert_eq!(p.meta("peer_pid"), Some(receiver.as_str()), "{}", p.comment);
+    }
+}
+
+/// A client in a second container reaches the server's container through the same host
+/// folder: two captures at once, one by `--path HOSTDIR/app.sock` (the client and the server
+/// know the socket as `/sock/app.sock`), one by `--container SERVER`, each hold the request and
+/// the reply with both containers named at both ends, as docker names them.
+#[test]
+fn container_to_container_by_path_and_by_container() {
+    dockerd();
+    let dir = TempDir::new("container-pair");
+    let sock_dir = dir.path("sock");
+    std::fs::create_dir_all(&sock_dir).unwrap();
+    let pid = std::process::id();
+    let server = Server::start(&format!("udstrace-pair-srv-{pid}"), &sock_dir);
+    let client_name = format!("udstrace-pair-cli-{pid}");
+    let socket = sock_dir.join("app.sock");
+    let by_path = dir.path("by-path.pcapng");
+    let by_container = dir.path("by-container.pcapng");
+    let captures = [
+        Udstrace::start(&[
+            "-w",
+            by_path.to_str().unwrap(),
+            "--path",
+            socket.to_str().unwrap(),
+        ]),
+        Udstrace::start(&[
+            "-w",
+            by_container.to_str().unwrap(),
+            "--container",
+            &server.name,
+        ]),
+    ];
+    let client_id = run_python(
+        &client_name,
+        &sock_dir,
+        "import socket\n\
+         c = socket.socket(socket.AF_UNIX)\n\
+         c.connect('/sock/app.sock')\n\
+         c.sendall(b'from the next container')\n\
+         open('/sock/reply', 'wb').write(c.recv(100))\n",
+        &[],
+    );
+    let status = docker_ok(&["wait", &client_id]);
+    let _ = docker(&["rm", "-f", &client_name]);
+    assert_eq!(status, "0", "the client container's exit status");
+    assert_eq!(
+        std::fs::read(sock_dir.join("reply")).unwrap(),
+        b"pong:from the next container"
+    );
+    for (ud, file) in captures.into_iter().zip([&by_path, &by_container]) {
+        let done = ud.stop();
+        assert!(done.success, "{:?}", done.stderr);
+        let cap = read_capture(file);
+        let find = |payload: &[u8]| {
+            cap.packets
+                .iter()
+                .find(|p| p.payload() == payload)
+                .unwrap_or_else(|| panic!("{}: {payload:?} captured", file.display()))
+        };
+        let request = find(b"from the next container");
+        let reply = find(b"pong:from the next container");
+        assert_eq!(request.meta("container"), Some(client_name.as_str()));
+        assert_eq!(request.meta("container_id"), Some(client_id.as_str()));
+        assert_eq!(
+            request.meta("peer_container"),
+            Some(server.name.as_str()),
+            "{}",
+            request.comment
+        );
+        assert_eq!(request.meta("peer_path"), Some("/sock/app.sock"));
+        assert_eq!(reply.meta("container"), Some(server.name.as_str()));
+        assert_eq!(
+            reply.meta("peer_container"),
+            Some(client_name.as_str()),
+            "{}",
+            reply.comment
+        );
+    }
 }

@@ -163,13 +163,96 @@ fn filter_errors_are_one_line() {
             &["--uid", "no-such-user-here"][..],
             "no such user: no-such-user-here",
         ),
+        (
+            &["--pod", "foo"][..],
+            "invalid --pod `foo`: expected NAMESPACE/NAME",
+        ),
+        (
+            &["--pod", "kube-system/"][..],
+            "invalid --pod `kube-system/`: expected NAMESPACE/NAME",
+        ),
+        (
+            &["--container", ""][..],
+            "invalid --container ``: expected a container's name or id",
+        ),
+        (&["--path", ""][..], "--path needs a path, @name or glob"),
     ] {
         let out = udstrace_tests::run(args);
-        assert!(!out.success, "{args:?}");
+        assert_eq!(out.code, Some(2), "{args:?}: {:?}", out.stderr);
         let stderr = out.stderr.join("\n");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert_eq!(out.stderr.len(), 1, "{stderr}");
     }
+}
+
+/// `--path` in the kernel by name: an abstract name (which has no file), and a datagram
+/// socket's path. A datagram sent by address has no peer when it is sent: the kernel leaves
+/// it to userspace, which matches the destination's name; one connected to the path is
+/// matched in the kernel.
+#[test]
+fn path_filter_by_abstract_name_and_by_destination() {
+    let dir = TempDir::new("path-names");
+    let name = format!("udstrace-test-{}", std::process::id());
+    let (dgram, elsewhere) = (dir.path("dgram.sock"), dir.path("elsewhere.sock"));
+    let script = "import socket, sys\n\
+         name, dgram, elsewhere = sys.argv[1:4]\n\
+         def pair(addr):\n\
+         \x20   s = socket.socket(socket.AF_UNIX); s.bind(addr); s.listen()\n\
+         \x20   c = socket.socket(socket.AF_UNIX); c.connect(addr)\n\
+         \x20   return c, s.accept()[0]\n\
+         c, conn = pair('\\0' + name)\n\
+         c.sendall(b'to-abstract'); conn.recv(100)\n\
+         conn.sendall(b'from-abstract'); c.recv(100)\n\
+         c, conn = pair('\\0' + name + '-other')\n\
+         c.sendall(b'other-abstract'); conn.recv(100)\n\
+         d = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); d.bind(dgram)\n\
+         e = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); e.bind(elsewhere)\n\
+         u = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         u.sendto(b'dgram-to-path', dgram); d.recv(100)\n\
+         u.sendto(b'dgram-elsewhere', elsewhere); e.recv(100)\n\
+         v = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); v.connect(dgram)\n\
+         v.send(b'connected-dgram'); d.recv(100)\n";
+    let traffic = || {
+        let _ = std::fs::remove_file(&dgram);
+        let _ = std::fs::remove_file(&elsewhere);
+        let status = Command::new("/usr/bin/python3")
+            .args(["-c", script, &name])
+            .arg(&dgram)
+            .arg(&elsewhere)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let payloads = |file: &std::path::Path| -> BTreeSet<String> {
+        read_capture(file)
+            .packets
+            .iter()
+            .map(|p| String::from_utf8_lossy(p.payload()).into_owned())
+            .collect()
+    };
+    let abstract_file = dir.path("abstract.pcapng");
+    let at = format!("@{name}");
+    let ud = Udstrace::start(&["-w", abstract_file.to_str().unwrap(), "--path", &at]);
+    traffic();
+    assert!(ud.stop().success);
+    assert_eq!(
+        payloads(&abstract_file),
+        set(&["to-abstract", "from-abstract"])
+    );
+
+    let dgram_file = dir.path("dgram.pcapng");
+    let ud = Udstrace::start(&[
+        "-w",
+        dgram_file.to_str().unwrap(),
+        "--path",
+        dgram.to_str().unwrap(),
+    ]);
+    traffic();
+    assert!(ud.stop().success);
+    assert_eq!(
+        payloads(&dgram_file),
+        set(&["dgram-to-path", "connected-dgram"])
+    );
 }
 
 /// A server in its own mount namespace binds `inner/app.sock`, where `inner` is a bind mount

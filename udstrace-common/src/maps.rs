@@ -26,12 +26,19 @@ pub const UID_FILTER: &str = "UID_FILTER";
 /// Per socket: the process last seen sending on it or reading from it (the receiver of
 /// what its peer sends).
 pub const SOCK_TASKS: &str = "SOCK_TASKS";
+/// `--container`, `--pod`: the cgroup (v2) ids of the wanted containers and their
+/// descendants.
+pub const CGROUP_FILTER: &str = "CGROUP_FILTER";
+/// `--path`: the identities (`filter::PathKey`) of the wanted socket files.
+pub const PATH_FILTER: &str = "PATH_FILTER";
+/// `--path`: the wanted bound names (`filter::PathName`), as typed.
+pub const PATH_NAME_FILTER: &str = "PATH_NAME_FILTER";
 /// The copy loop's continuation programs (kernels without `bpf_loop`), indexed by
 /// [`CONTINUE_FEXIT`] and [`CONTINUE_KRETPROBE`].
 pub const COPY_CONTINUE: &str = "COPY_CONTINUE";
 
 /// Every map, for the check that the object has them.
-pub const ALL_MAPS: [&str; 11] = [
+pub const ALL_MAPS: [&str; 14] = [
     EVENTS,
     SCRATCH,
     SEND_ENTRIES,
@@ -42,6 +49,9 @@ pub const ALL_MAPS: [&str; 11] = [
     COMM_FILTER,
     UID_FILTER,
     SOCK_TASKS,
+    CGROUP_FILTER,
+    PATH_FILTER,
+    PATH_NAME_FILTER,
     COPY_CONTINUE,
 ];
 

@@ -1,11 +1,17 @@
-//! Which sends the capture wants: the process filters (`-p`, `--uid`, `--comm`) and `--type`.
+//! Which sends the capture wants: the process filters (`-p`, `--uid`, `--comm`), and the
+//! socket filters (`--type`, `--path`, and `--container`/`--pod`, which need the socket to name
+//! the receiver).
 
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_uid_gid};
-use udstrace_common::{filter, KernelLayout};
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_uid_gid, generated};
+use udstrace_common::{
+    filter::{self, PathName},
+    KernelLayout,
+};
 
 use crate::{
     config, kernel,
-    maps::{COMM_FILTER, PID_FILTER, UID_FILTER},
+    maps::{CGROUP_FILTER, COMM_FILTER, PATH_FILTER, PATH_NAME_FILTER, PID_FILTER, UID_FILTER},
+    receiver,
 };
 
 /// True when the current process is one to capture.
@@ -39,7 +45,33 @@ pub(crate) fn wanted(tgid: u32) -> bool {
     true
 }
 
-/// The type of Unix socket `sk`, if it is one the capture wants (`--type`).
+/// `--container`, `--pod`: whether the sender or the receiver of a message sent on socket
+/// `sk` runs in one of the wanted containers: the sender's cgroup first (one helper call),
+/// then the receiver's as the record would name it (see `receiver`).
+#[inline(always)]
+fn container_wanted(sk: u64, layout: &KernelLayout) -> bool {
+    // SAFETY: a helper with no arguments (4.18+).
+    if cgroup_wanted(unsafe { generated::bpf_get_current_cgroup_id() }) {
+        return true;
+    }
+    let peer = kernel::unix_peer(sk, layout);
+    let peer_ino = if peer == 0 {
+        0
+    } else {
+        kernel::sock_ino(peer, layout)
+    };
+    let found = receiver::find(sk, peer, peer_ino, layout);
+    found.cgroup_id != 0 && cgroup_wanted(found.cgroup_id)
+}
+
+/// Whether cgroup (v2) `id` is one of the wanted containers' (`--container`, `--pod`).
+#[inline(always)]
+fn cgroup_wanted(id: u64) -> bool {
+    // SAFETY: the map value is only tested for presence.
+    unsafe { CGROUP_FILTER.get(id) }.is_some()
+}
+
+/// The type of Unix socket `sk`, if it is one the capture wants (`--type`, `--path`).
 #[inline(always)]
 pub(crate) fn unix_type(sk: u64, layout: &KernelLayout) -> Option<u16> {
     let sock_type = kernel::unix_sock_type(sk, layout)?;
@@ -47,5 +79,46 @@ pub(crate) fn unix_type(sk: u64, layout: &KernelLayout) -> Option<u16> {
     if types != 0 && types & (1 << (sock_type & 31)) == 0 {
         return None;
     }
+    let filters = config::filters();
+    if filters & filter::PATHS != 0 && !path_wanted(sk, layout) {
+        return None;
+    }
+    if filters & filter::CGROUPS != 0 && !container_wanted(sk, layout) {
+        return None;
+    }
     Some(sock_type)
+}
+
+/// `--path`: whether socket `sk` or its peer is bound to a wanted file or under a wanted
+/// name. A socket without peer is left to userspace, which matches the names of the record
+/// (the destination address of an unconnected datagram among them).
+#[inline(always)]
+fn path_wanted(sk: u64, layout: &KernelLayout) -> bool {
+    let peer = kernel::unix_peer(sk, layout);
+    if peer == 0 || file_wanted(sk, layout) || file_wanted(peer, layout) {
+        return true;
+    }
+    // One key for both names: the stack is the programs' scarcest resource.
+    let mut name = PathName::ZERO;
+    if name_wanted(sk, layout, &mut name) {
+        return true;
+    }
+    name = PathName::ZERO;
+    name_wanted(peer, layout, &mut name)
+}
+
+/// Whether Unix socket `sk`'s bound file is in `PATH_FILTER`.
+#[inline(always)]
+fn file_wanted(sk: u64, layout: &KernelLayout) -> bool {
+    // SAFETY: the map value is only tested for presence.
+    kernel::unix_file(sk, layout).is_some_and(|file| unsafe { PATH_FILTER.get(file) }.is_some())
+}
+
+/// Whether Unix socket `sk`'s bound name is in `PATH_NAME_FILTER`, read into `name` (all
+/// zeroes).
+#[inline(always)]
+fn name_wanted(sk: u64, layout: &KernelLayout, name: &mut PathName) -> bool {
+    name.len = u32::from(kernel::unix_path(sk, layout, &mut name.name));
+    // SAFETY: the map value is only tested for presence.
+    name.len != 0 && unsafe { PATH_NAME_FILTER.get(name) }.is_some()
 }

@@ -3,7 +3,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_user, generated};
-use udstrace_common::{record::PATH_MAX, KernelLayout};
+use udstrace_common::{filter::PathKey, record::PATH_MAX, KernelLayout};
 
 use crate::config;
 
@@ -114,6 +114,26 @@ pub(crate) fn sock_ino(sk: u64, layout: &KernelLayout) -> u64 {
 #[inline(always)]
 pub(crate) fn unix_peer(sk: u64, layout: &KernelLayout) -> u64 {
     read::<u64>(sk, layout.unix_peer).unwrap_or(0)
+}
+
+/// The file Unix socket `sk` is bound to (an accepted socket: its listener's), as device
+/// and inode; `None` for a socket bound to no file (unbound, or an abstract name).
+#[inline(always)]
+pub(crate) fn unix_file(sk: u64, layout: &KernelLayout) -> Option<PathKey> {
+    let dentry = read::<u64>(sk, layout.unix_path_dentry).ok()?;
+    if dentry == 0 {
+        return None;
+    }
+    let inode = read::<u64>(dentry, layout.dentry_inode).ok()?;
+    if inode == 0 {
+        return None;
+    }
+    let sb = read::<u64>(inode, layout.inode_sb).ok()?;
+    Some(PathKey {
+        dev: read::<u32>(sb, layout.sb_dev).ok()?,
+        pad: 0,
+        ino: read::<u64>(inode, layout.inode_ino).ok()?,
+    })
 }
 
 /// Copies the bound name of Unix socket `sk` (its `sun_path`, abstract names with their

@@ -9,9 +9,9 @@
 //! Module dependencies: each module uses only modules on the lines above its own (no cycles).
 //! - `config` (globals), `payload` (segment kinds)
 //! - `kernel` (config), `maps` (payload)
-//! - `counters` (maps), `filter` (config, kernel, maps), `syscall` (config, kernel, payload)
+//! - `counters` (maps), `receiver` (kernel, maps), `syscall` (config, kernel, payload)
+//! - `filter` (config, kernel, maps, receiver)
 //! - `ancillary`, `copy` (config, counters, kernel, maps; copy also payload)
-//! - `receiver` (kernel, maps)
 //! - `record` (ancillary, copy, counters, kernel, maps, payload, receiver)
 //! - `sendmsg` (ancillary, config, counters, filter, kernel, maps, payload, record, syscall)
 //! - the hooks

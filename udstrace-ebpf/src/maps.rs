@@ -4,7 +4,12 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, ProgramArray, RingBuf},
 };
-use udstrace_common::{maps::CONTINUE_SLOTS, record::SEGMENT_MAX, SendRecord};
+use udstrace_common::{
+    filter::{PathKey, PathName},
+    maps::CONTINUE_SLOTS,
+    record::SEGMENT_MAX,
+    SendRecord,
+};
 
 use crate::payload::SEG_NONE;
 
@@ -175,6 +180,19 @@ pub(crate) struct SockTask {
 /// it, the one that will read what its peer sends (see `receiver`).
 #[map]
 pub(crate) static SOCK_TASKS: LruHashMap<u64, SockTask> = LruHashMap::with_max_entries(32_768, 0);
+/// Cgroup (v2) ids to capture when the `CGROUPS` filter is on: the wanted containers' cgroups
+/// and those below them; userspace adds containers that start during the capture.
+#[map]
+pub(crate) static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(16_384, 0);
+
+/// Socket files (device, inode) to capture when the `PATHS` filter is on; userspace adds
+/// files that appear (or are replaced) during the capture.
+#[map]
+pub(crate) static PATH_FILTER: HashMap<PathKey, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Bound names to capture when the `PATHS` filter is on.
+#[map]
+pub(crate) static PATH_NAME_FILTER: HashMap<PathName, u8> = HashMap::with_max_entries(256, 0);
 
 const _: () = assert!(
     core::mem::offset_of!(Scratch, data)

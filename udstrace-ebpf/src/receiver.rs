@@ -21,7 +21,7 @@ pub(crate) fn note(sk: u64, ino: u64, header: &SendRecord, recv: bool) {
     let by = u32::from(if recv { receiver::READ } else { receiver::SENT });
     // SAFETY: the value is copied out at once; an LRU entry may be replaced concurrently,
     // which at worst makes this update redundant.
-    if let Some(seen) = unsafe { SOCK_TASKS.get(&sk) } {
+    if let Some(seen) = unsafe { SOCK_TASKS.get(sk) } {
         if seen.tgid == header.pid
             && seen.ino == ino
             && seen.by == by
@@ -38,7 +38,7 @@ pub(crate) fn note(sk: u64, ino: u64, header: &SendRecord, recv: bool) {
         by,
         comm: header.comm,
     };
-    let _ = SOCK_TASKS.insert(&sk, &task, 0);
+    let _ = SOCK_TASKS.insert(sk, task, 0);
 }
 
 /// Whether two command names are equal, compared as two words (a byte array's `==` may
@@ -55,64 +55,84 @@ fn same_comm(a: &[u8; 16], b: &[u8; 16]) -> bool {
     words(a) == words(b)
 }
 
-/// Fills the receiver fields of `header`, a message sent on socket `sk` to `peer` (0: none)
-/// whose inode is `peer_ino` (0: none yet, a connection not accepted).
+/// The process that will read a message: how it was known (`receiver::*`), its pid, command
+/// and cgroup id.
+#[derive(Clone, Copy)]
+pub(crate) struct Receiver {
+    pub(crate) by: u16,
+    pub(crate) pid: u32,
+    pub(crate) comm: [u8; 16],
+    pub(crate) cgroup_id: u64,
+}
+
+impl Receiver {
+    const UNKNOWN: Self = Self {
+        by: receiver::UNKNOWN,
+        pid: 0,
+        comm: [0; 16],
+        cgroup_id: 0,
+    };
+
+    /// Copies it into the record `header`.
+    #[inline(always)]
+    pub(crate) fn fill(&self, header: &mut SendRecord) {
+        header.receiver_by = self.by;
+        header.receiver_pid = self.pid;
+        header.reserved2 = 0;
+        header.receiver_comm = self.comm;
+        header.receiver_cgroup_id = self.cgroup_id;
+    }
+}
+
+/// The receiver of a message sent on socket `sk` to `peer` (0: none) whose inode is
+/// `peer_ino` (0: none yet, a connection not accepted).
 #[inline(always)]
-pub(crate) fn find(
-    sk: u64,
-    peer: u64,
-    peer_ino: u64,
-    layout: &KernelLayout,
-    header: &mut SendRecord,
-) {
-    header.receiver_by = receiver::UNKNOWN;
-    header.receiver_pid = 0;
-    header.reserved2 = 0;
-    header.receiver_comm = [0; 16];
-    header.receiver_cgroup_id = 0;
+pub(crate) fn find(sk: u64, peer: u64, peer_ino: u64, layout: &KernelLayout) -> Receiver {
     // A socket not yet accepted has had no user; its inode tells a reused address apart.
     if peer != 0 && peer_ino != 0 {
         // SAFETY: as in `note`.
-        if let Some(seen) = unsafe { SOCK_TASKS.get(&peer) } {
+        if let Some(seen) = unsafe { SOCK_TASKS.get(peer) } {
             if seen.ino == peer_ino {
-                header.receiver_pid = seen.tgid;
-                header.receiver_comm = seen.comm;
-                header.receiver_cgroup_id = seen.cgroup_id;
-                header.receiver_by = seen.by as u16;
-                return;
+                return Receiver {
+                    by: seen.by as u16,
+                    pid: seen.tgid,
+                    comm: seen.comm,
+                    cgroup_id: seen.cgroup_id,
+                };
             }
         }
     }
-    by_credentials(sk, layout, header);
+    by_credentials(sk, layout)
 }
 
 /// The process of `sk`'s peer credentials (`sk_peer_pid`), if it still runs: its thread
 /// group leader, found through the `struct pid`'s list of tasks.
 #[inline(always)]
-fn by_credentials(sk: u64, layout: &KernelLayout, header: &mut SendRecord) {
+fn by_credentials(sk: u64, layout: &KernelLayout) -> Receiver {
     let Ok(pid) = kernel::read::<u64>(sk, layout.sock_peer_pid) else {
-        return;
+        return Receiver::UNKNOWN;
     };
     if pid == 0 {
-        return;
+        return Receiver::UNKNOWN;
     }
     let Ok(first) = kernel::read::<u64>(pid, layout.pid_tgid_tasks) else {
-        return;
+        return Receiver::UNKNOWN;
     };
     if first == 0 {
         // The process has exited.
-        return;
+        return Receiver::UNKNOWN;
     }
     let task = first - u64::from(layout.task_tgid_link);
     let Ok(tgid) = kernel::read::<u32>(task, layout.task_tgid) else {
-        return;
+        return Receiver::UNKNOWN;
     };
-    header.receiver_pid = tgid;
-    header.receiver_by = receiver::CRED;
-    header.receiver_comm = kernel::read::<[u8; 16]>(task, layout.task_comm).unwrap_or([0; 16]);
-    header.receiver_cgroup_id = task_cgroup_id(task, layout);
+    Receiver {
+        by: receiver::CRED,
+        pid: tgid,
+        comm: kernel::read::<[u8; 16]>(task, layout.task_comm).unwrap_or([0; 16]),
+        cgroup_id: task_cgroup_id(task, layout),
+    }
 }
-
 /// The id of the cgroup (v2) of `task`: `task->cgroups->dfl_cgrp->kn->id`, 0 if unreadable.
 #[inline(always)]
 fn task_cgroup_id(task: u64, layout: &KernelLayout) -> u64 {

@@ -119,7 +119,7 @@ pub(crate) fn capture_send<const LOOP: bool, C: EbpfContext>(
         header.peer_ino = kernel::sock_ino(peer, layout);
         header.peer_path_len = kernel::unix_path(peer, layout, &mut header.peer_path);
     }
-    receiver::find(sk, peer, header.peer_ino, layout, header);
+    receiver::find(sk, peer, header.peer_ino, layout).fill(header);
     receiver::note(sk, ino, header, recv);
 
     // The socket's byte offset: where this message starts in its stream (of bytes sent, or

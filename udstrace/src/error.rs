@@ -38,6 +38,10 @@ pub(crate) enum Error {
     MissingProgram(&'static str),
     #[error("the eBPF object has no usable map {0}")]
     MissingMap(&'static str),
+    #[error("cannot add to the kernel's filter {map}: {reason}")]
+    FilterMap { map: &'static str, reason: String },
+    #[error("--container and --pod need the cgroup2 hierarchy, and none is mounted")]
+    NoCgroup2,
     #[error("no such process: {0}")]
     NoSuchProcess(u32),
     #[error("cannot write {}: {source}", path.display())]

@@ -1,5 +1,8 @@
-//! What to keep, besides the process filter the kernel applies: command names, socket names
-//! and socket types, checked on each record before it becomes packets.
+//! What to keep, besides what the kernel programs filtered out already: command names, socket
+//! names and socket types, checked on each record before it becomes packets.
+//!
+//! `--container` and `--pod` are not checked here: every kernel udstrace runs on has
+//! `bpf_get_current_cgroup_id` (4.18+), so the kernel programs apply them to every record.
 
 use udstrace_common::SockType;
 
@@ -12,13 +15,18 @@ pub(crate) struct Filter {
     pub(crate) comms: Vec<String>,
     /// Keep sockets whose name or peer's name matches one of these (path, `@name`, globs).
     pub(crate) paths: Vec<String>,
+    /// The kernel applied `--path` (by bound file and name) to every record whose socket has
+    /// a peer: only records without one (an unconnected datagram socket's, whose
+    /// destination is a name) are matched here.
+    pub(crate) kernel_paths: bool,
     /// Keep sockets of this type.
     pub(crate) sock_type: Option<SockType>,
 }
 
 impl Filter {
+    /// Whether to keep a record with fields `m`, whose socket has a peer (`has_peer`) or not.
     #[must_use]
-    pub(crate) fn matches(&self, m: &Meta<'_>) -> bool {
+    pub(crate) fn matches(&self, m: &Meta<'_>, has_peer: bool) -> bool {
         if self.sock_type.is_some_and(|t| t != m.sock_type) {
             return false;
         }
@@ -31,7 +39,10 @@ impl Filter {
         {
             return false;
         }
-        if !self.paths.is_empty()
+        // A record the kernel matched by its sockets' files and names needs no second look.
+        let kernel_matched = self.kernel_paths && has_peer;
+        if !kernel_matched
+            && !self.paths.is_empty()
             && !self
                 .paths
                 .iter()
@@ -40,6 +51,15 @@ impl Filter {
             return false;
         }
         true
+    }
+
+    /// Adds name patterns to `--path` (the names a socket file that appeared was bound with).
+    pub(crate) fn add_paths(&mut self, names: impl IntoIterator<Item = String>) {
+        for name in names {
+            if !self.paths.contains(&name) {
+                self.paths.push(name);
+            }
+        }
     }
 }
 
@@ -58,7 +78,8 @@ mod tests {
 
     fn check(filter: &Filter, raw: &RawRecord) -> bool {
         let bytes = raw.encode();
-        filter.matches(&SendSegment::try_from(bytes.as_slice()).unwrap().meta)
+        let seg = SendSegment::try_from(bytes.as_slice()).unwrap();
+        filter.matches(&seg.meta, seg.peer_id != 0)
     }
 
     #[test]
@@ -98,6 +119,44 @@ mod tests {
         };
         assert!(!check(&f, &raw));
         assert_eq!(parse_type("seqpacket"), Ok(SockType::SeqPacket));
+    }
+
+    /// With `--path` applied in the kernel, a record whose socket has a peer was matched
+    /// there (by the bound file, whatever name it was bound with): kept. One without a peer
+    /// is matched by name here, its destination's among them.
+    #[test]
+    fn paths_the_kernel_matched() {
+        let inner = RawRecord {
+            path: b"/sock/app.sock",
+            peer_path: b"",
+            ..RawRecord::default()
+        };
+        let mut f = Filter {
+            paths: vec!["/srv/x/app.sock".into()],
+            ..Filter::default()
+        };
+        let connected = RawRecord {
+            peer_id: Some(7),
+            ..inner.clone()
+        };
+        assert!(!check(&f, &connected), "by name only");
+        f.kernel_paths = true;
+        assert!(check(&f, &connected), "matched by the kernel");
+        let unconnected = RawRecord {
+            peer_id: Some(0),
+            ..inner.clone()
+        };
+        assert!(!check(&f, &unconnected));
+        let to_it = RawRecord {
+            peer_id: Some(0),
+            path: b"",
+            peer_path: b"/srv/x/app.sock",
+            ..inner
+        };
+        assert!(check(&f, &to_it), "sent to the path");
+        f.add_paths(["/sock/app.sock".to_string(), "/srv/x/app.sock".to_string()]);
+        assert_eq!(f.paths, ["/srv/x/app.sock", "/sock/app.sock"]);
+        assert!(check(&f, &unconnected), "a name the file was bound with");
         assert!(parse_type("raw").is_err());
     }
 }

@@ -25,10 +25,12 @@ pub(crate) mod clock;
 mod control;
 pub(crate) mod filter;
 pub(crate) mod packetizer;
+pub(crate) mod targets;
 
 use clock::WallClock;
 use filter::Filter;
 pub(crate) use packetizer::Packetizer;
+use targets::{Targets, CONTAINER_REFRESH, PATH_REFRESH};
 
 /// Records handled before the loop looks at signals and timers again.
 const BATCH: usize = 4096;
@@ -57,6 +59,8 @@ pub(crate) struct CaptureOptions {
     pub(crate) stats: bool,
     /// Ring buffer size, for the statistics.
     pub(crate) ring_bytes: u32,
+    /// What `--container`, `--pod` and `--path` name, looked for again during the capture.
+    pub(crate) targets: Targets,
     /// `--host-root`: where the runtimes' state and the cgroup hierarchy are (else `/`).
     pub(crate) host_root: Option<PathBuf>,
 }
@@ -117,8 +121,10 @@ async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
-    stats_tick.tick().await;
+    let mut stats_tick = later_ticks(Duration::from_secs(1)).await;
+    let mut targets = opts.targets.clone();
+    let mut container_tick = later_ticks(CONTAINER_REFRESH).await;
+    let mut path_tick = later_ticks(PATH_REFRESH).await;
     let mut result: Result<(), io::Error> = Ok(());
 
     'capture: while !packetizer.done() {
@@ -151,6 +157,8 @@ async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
                 }
             }
             _ = stats_tick.tick(), if opts.stats => print_stats(&mut tracer, &packetizer, opts.ring_bytes),
+            _ = container_tick.tick(), if targets.has_containers() => targets.refresh_containers(&mut tracer),
+            _ = path_tick.tick(), if targets.has_paths() => targets.refresh_paths(&mut tracer, &mut packetizer),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = tick.tick() => {
@@ -194,6 +202,14 @@ async fn capture(opts: &CaptureOptions) -> Result<Summary, Error> {
         Err(e) if is_broken_pipe(&e) => Ok(summary),
         Err(e) => Err(output_error(e)),
     }
+}
+
+/// A timer whose first tick is one `period` from now; late ticks are not made up for.
+async fn later_ticks(period: Duration) -> tokio::time::Interval {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    ticks
 }
 
 /// The lines that say the capture has started (and, when asked or chosen automatically,

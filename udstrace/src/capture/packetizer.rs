@@ -178,6 +178,11 @@ impl Packetizer {
         self
     }
 
+    /// The record filter, to add `--path` names found during the capture.
+    pub(crate) fn filter_mut(&mut self) -> &mut Filter {
+        &mut self.filter
+    }
+
     /// Chooses service ports with `ports`.
     #[must_use]
     pub(crate) fn with_ports(mut self, ports: Ports) -> Self {
@@ -232,7 +237,7 @@ impl Packetizer {
         } else {
             None
         };
-        if !self.filter.matches(&base) {
+        if !self.filter.matches(&base, seg.peer_id != 0) {
             return Ok(());
         }
         let ts_ns = self.clock.wall_ns(seg.ts_boot_ns);

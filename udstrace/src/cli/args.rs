@@ -84,9 +84,22 @@ pub(crate) struct Args {
     pub(crate) uids: Vec<String>,
 
     /// Capture only sockets with this name at either end: a path, `@name` for an abstract
-    /// socket, or a glob with `*` and `?` (repeatable).
+    /// socket, or a glob with `*` and `?` (repeatable). A path is also the socket file itself,
+    /// whatever name its server bound it with (a container's own path to it); one that does
+    /// not exist yet is waited for.
     #[arg(long = "path", value_name = "PATH")]
     pub(crate) paths: Vec<String>,
+
+    /// Capture only processes in this container: its name, id, or a unique id prefix of at
+    /// least 4 digits (repeatable; checked in the kernel). One that is not running yet is
+    /// waited for.
+    #[arg(long = "container", value_name = "NAME|ID")]
+    pub(crate) containers: Vec<String>,
+
+    /// Capture only processes in the containers of this Kubernetes pod (repeatable; checked in
+    /// the kernel).
+    #[arg(long = "pod", value_name = "NAMESPACE/NAME")]
+    pub(crate) pods: Vec<String>,
 
     /// Capture only sockets of this type: stream, dgram or seqpacket.
     #[arg(long = "type", value_name = "TYPE")]

@@ -1,15 +1,20 @@
 //! The capture command: the options a capture runs with, from the arguments, and its closing
 //! line (`N packets captured, N lost`).
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, path::Path};
 
 use super::{
     args::{parse_pids, parse_uids, Args, DEFAULT_SNAPLEN},
     Failure,
 };
 use crate::{
-    capture::{self, filter::parse_type, filter::Filter, CaptureOptions},
+    capture::{self, filter::parse_type, filter::Filter, targets::Targets, CaptureOptions},
+    error::Error,
     output::{ports::Ports, reader},
+    proc::{
+        container_filter::{ContainerFilter, Selector},
+        path_filter::PathFilter,
+    },
     tracer::TracerConfig,
 };
 
@@ -36,22 +41,6 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
         .map(parse_type)
         .transpose()
         .map_err(Failure::Usage)?;
-    let tracer = TracerConfig {
-        backend: args.backend.0,
-        pids,
-        comms: args.comms.clone(),
-        uids,
-        sock_type,
-        follow: args.follow,
-        recv: args.recv,
-        ..TracerConfig::new(ring_bytes, snaplen)
-    };
-    let filter = Filter {
-        comms: args.comms,
-        paths: expand_paths(args.paths)?,
-        sock_type,
-    };
-    let ports = Ports::new(&args.decode).map_err(Failure::Usage)?;
     if let Some(root) = &args.host_root {
         if !root.is_dir() {
             return Err(Failure::Usage(format!(
@@ -60,6 +49,32 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
             )));
         }
     }
+    let host_root = args.host_root.as_deref().unwrap_or(Path::new("/"));
+    let containers = containers(&args.containers, &args.pods, host_root)?;
+    let paths = PathFilter::new(&args.paths).map_err(Failure::Usage)?;
+    for path in paths.waiting() {
+        eprintln!("udstrace: waiting for {path} (no socket there yet)");
+    }
+    let in_kernel = paths.in_kernel();
+    let tracer = TracerConfig {
+        backend: args.backend.0,
+        pids,
+        comms: args.comms.clone(),
+        uids,
+        sock_type,
+        follow: args.follow,
+        recv: args.recv,
+        cgroups: containers.as_ref().map(ContainerFilter::ids),
+        paths: in_kernel.then(|| (paths.files(), paths.names())),
+        ..TracerConfig::new(ring_bytes, snaplen)
+    };
+    let filter = Filter {
+        comms: args.comms,
+        paths: paths.patterns(),
+        kernel_paths: in_kernel,
+        sock_type,
+    };
+    let ports = Ports::new(&args.decode).map_err(Failure::Usage)?;
     let opts = CaptureOptions {
         tracer,
         write: args.write,
@@ -70,34 +85,47 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
         ports,
         stats: args.stats,
         ring_bytes,
+        targets: Targets::new(containers, paths),
         host_root: args.host_root,
     };
     report(&capture::run(&opts)?);
     Ok(())
 }
 
-/// `--path` values as the filters take them. A literal path must be a socket; the names that
-/// sockets bound to that same file were given in their own mount namespaces are added (a
-/// container's `/run/app.sock`, a service's private `/tmp`), so that the host's path to it
-/// finds them. `@abstract` names and globs are kept as they are.
-pub(super) fn expand_paths(paths: Vec<String>) -> Result<Vec<String>, Failure> {
-    let mut out: Vec<String> = Vec::new();
-    for p in paths {
-        if !p.starts_with('@') && !p.contains(['*', '?']) {
-            let names = crate::proc::sockets::names_of_socket_file(std::path::Path::new(&p))
-                .map_err(Failure::Usage)?;
-            for name in names {
-                let name = String::from_utf8_lossy(&name).into_owned();
-                if !out.contains(&name) {
-                    out.push(name);
-                }
-            }
-        }
-        if !out.contains(&p) {
-            out.push(p);
-        }
+/// `--container` and `--pod`: the containers running now (their cgroups, for the kernel), or
+/// `None` without those options. A value that names no container yet is waited for (one line
+/// says so); an ambiguous id prefix is an error.
+fn containers(
+    names: &[String],
+    pods: &[String],
+    host_root: &Path,
+) -> Result<Option<ContainerFilter>, Failure> {
+    let mut selectors = Vec::new();
+    for name in names {
+        selectors.push(Selector::container(name).map_err(Failure::Usage)?);
     }
-    Ok(out)
+    for pod in pods {
+        selectors.push(Selector::pod(pod).map_err(Failure::Usage)?);
+    }
+    if selectors.is_empty() {
+        return Ok(None);
+    }
+    let mut filter = ContainerFilter::system(selectors, host_root);
+    if !filter.has_cgroup2() {
+        return Err(Failure::Error(Error::NoCgroup2));
+    }
+    let found = filter.refresh();
+    if let Some((prefix, ids)) = found.ambiguous.first() {
+        let ids: Vec<&str> = ids.iter().map(|id| id.get(..12).unwrap_or(id)).collect();
+        return Err(Failure::Usage(format!(
+            "container id prefix {prefix} is ambiguous: {}",
+            ids.join(", ")
+        )));
+    }
+    for what in filter.waiting() {
+        eprintln!("udstrace: waiting for {what} (not running yet)");
+    }
+    Ok(Some(filter))
 }
 
 /// The closing line of a capture, as tcpdump's.

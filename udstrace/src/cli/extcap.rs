@@ -97,6 +97,10 @@ pub(crate) fn config(out: &mut impl Write) -> std::io::Result<()> {
          {tooltip=With process IDs: also the children they fork from now on}{group=Filter}",
         "arg {number=9}{call=--recv}{display=Receives too}{type=boolflag}\
          {tooltip=Also what processes read, as inbound packets}{group=Capture}",
+        "arg {number=10}{call=--container}{display=Container}{type=string}\
+         {tooltip=Capture only processes in this container: name, id or id prefix}{group=Filter}",
+        "arg {number=11}{call=--pod}{display=Kubernetes pod}{type=string}\
+         {tooltip=Capture only processes in this pod: NAMESPACE/NAME}{group=Filter}",
     ];
     for a in args {
         writeln!(out, "{a}")?;
@@ -255,6 +259,8 @@ mod tests {
             "--uid",
             "--follow",
             "--recv",
+            "--container",
+            "--pod",
         ] {
             assert!(c.contains(&format!("{{call={call}}}")), "{call}");
         }

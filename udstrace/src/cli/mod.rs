@@ -113,6 +113,8 @@ fn run(mut args: Args) -> Result<(), Failure> {
         args.comms.retain(|c| !c.is_empty());
         args.uids.retain(|u| !u.trim().is_empty());
         args.paths.retain(|p| !p.is_empty());
+        args.containers.retain(|c| !c.is_empty());
+        args.pods.retain(|p| !p.is_empty());
         args.decode.retain(|d| !d.is_empty());
         args.sock_type = args.sock_type.filter(|t| !t.is_empty());
         args.write = Some(

@@ -47,6 +47,19 @@ fn is_hierarchy_root(dir: &Path) -> bool {
     dir.join("cgroup.controllers").is_file() && fs::metadata(dir).is_ok_and(|m| m.ino() == 1)
 }
 
+/// Where this machine's cgroup2 hierarchy is seen whole: the first of its cgroup2 mounts
+/// (`/proc/self/mountinfo`), then `sys/fs/cgroup` and `sys/fs/cgroup/unified` under
+/// `host_root` (where the host's file system is seen: `/`, or `/host` in a container), that is
+/// the hierarchy's root. None may be (a container given only its own cgroup).
+#[must_use]
+pub(crate) fn hierarchy_root(host_root: &Path) -> Option<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut candidates = cgroup2_mounts(&mountinfo);
+    candidates.push(host_root.join("sys/fs/cgroup"));
+    candidates.push(host_root.join("sys/fs/cgroup/unified"));
+    candidates.into_iter().find(|dir| is_hierarchy_root(dir))
+}
+
 /// The path of a process's cgroup (v2) from its `/proc/PID/cgroup` text (the `0::` line).
 #[must_use]
 pub(crate) fn unified_path(proc_cgroup: &str) -> Option<&str> {
@@ -69,12 +82,7 @@ impl CgroupPaths {
     /// hierarchy. None may: then no id resolves.
     #[must_use]
     pub(crate) fn system(host_root: &Path) -> Self {
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut candidates = cgroup2_mounts(&mountinfo);
-        candidates.push(host_root.join("sys/fs/cgroup"));
-        candidates.push(host_root.join("sys/fs/cgroup/unified"));
-        let root = candidates.into_iter().find(|dir| is_hierarchy_root(dir));
-        Self::new(root, PathBuf::from("/proc"))
+        Self::new(hierarchy_root(host_root), PathBuf::from("/proc"))
     }
 
     /// Ids of the cgroup2 hierarchy mounted at `root`, processes under `proc`.
@@ -140,7 +148,7 @@ impl CgroupPaths {
 
 /// Every directory under `dir` (itself included) as (inode, path from `root` with a leading
 /// `/`).
-fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<(u64, String)>) {
+pub(crate) fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<(u64, String)>) {
     let Ok(meta) = fs::metadata(dir) else {
         return;
     };

@@ -6,7 +6,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use udstrace_common::{
-    counter, filter,
+    counter,
+    filter::{self, PathKey, PathName},
     maps::{self, global},
     KernelLayout, SockType,
 };
@@ -48,6 +49,12 @@ pub(crate) struct TracerConfig {
     pub(crate) follow: bool,
     /// Capture what processes read from Unix sockets too.
     pub(crate) recv: bool,
+    /// Only senders in these cgroups (`Some`, even empty: the containers asked for may start
+    /// later), checked in the kernel.
+    pub(crate) cgroups: Option<Vec<u64>>,
+    /// `--path` in the kernel (`Some` when every value is a path or `@name`, not a glob):
+    /// socket files and bound names.
+    pub(crate) paths: Option<(Vec<PathKey>, Vec<PathName>)>,
 }
 
 impl TracerConfig {
@@ -64,6 +71,8 @@ impl TracerConfig {
             sock_type: None,
             follow: false,
             recv: false,
+            cgroups: None,
+            paths: None,
         }
     }
 
@@ -81,6 +90,12 @@ impl TracerConfig {
         }
         if !self.uids.is_empty() {
             bits |= filter::UIDS;
+        }
+        if self.cgroups.is_some() {
+            bits |= filter::CGROUPS;
+        }
+        if self.paths.is_some() {
+            bits |= filter::PATHS;
         }
         bits
     }
@@ -226,6 +241,13 @@ impl Tracer {
             maps::COMM_FILTER,
             config.comms.iter().map(|c| comm_key(c)),
         )?;
+        if let Some(ids) = &config.cgroups {
+            fill(&mut ebpf, maps::CGROUP_FILTER, ids.iter().copied())?;
+        }
+        if let Some((files, names)) = &config.paths {
+            fill(&mut ebpf, maps::PATH_FILTER, files.iter().copied())?;
+            fill(&mut ebpf, maps::PATH_NAME_FILTER, names.iter().copied())?;
+        }
         if config.follow {
             let fork: &mut aya::programs::RawTracePoint = ebpf
                 .program_mut(FORK)
@@ -257,6 +279,22 @@ impl Tracer {
     /// The ring buffer the programs write to; once.
     pub(crate) fn take_events(&mut self) -> RingBuf<MapData> {
         self.events.take().expect("the ring buffer is taken once")
+    }
+
+    /// Adds cgroups to the kernel's container filter (containers that started).
+    pub(crate) fn add_cgroups(&mut self, ids: &[u64]) -> Result<(), Error> {
+        match self.ebpf.as_mut() {
+            Some(ebpf) => fill(ebpf, maps::CGROUP_FILTER, ids.iter().copied()),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds socket files to the kernel's path filter (files that appeared or were replaced).
+    pub(crate) fn add_path_files(&mut self, files: &[PathKey]) -> Result<(), Error> {
+        match self.ebpf.as_mut() {
+            Some(ebpf) => fill(ebpf, maps::PATH_FILTER, files.iter().copied()),
+            None => Ok(()),
+        }
     }
 
     /// Detaches every program. Records already in the ring buffer stay readable.
@@ -310,8 +348,10 @@ fn fill<K: aya::Pod>(
         .try_into()
         .map_err(|_| Error::MissingMap(name))?;
     for key in keys {
-        map.insert(key, 1, 0)
-            .map_err(|e| Error::Load(one_line(&e)))?;
+        map.insert(key, 1, 0).map_err(|e| Error::FilterMap {
+            map: name,
+            reason: one_line(&e),
+        })?;
     }
     Ok(())
 }
