@@ -2,7 +2,8 @@
 //! image` uses (xtask/image.sh), capturing from inside a container what the host and another
 //! container send: the exact bytes, the host's pids, the containers' names. Run as the README
 //! runs it, with the state files mounted where they lie, and as Kubernetes' node debugging
-//! lays it out (the host's file system at /host, udstrace in its own cgroup namespace).
+//! lays it out (the host's file system at /host, udstrace in its own cgroup namespace), there
+//! also with `--container`.
 
 use std::{
     fmt::Write as _,
@@ -18,6 +19,16 @@ use udstrace_tests::{
     docker::{docker, docker_ok, empty_image, start_dockerd, Server, DOCKER},
     pattern, read_capture, run, udstrace_bin, CaptureFile, Pkt, TempDir,
 };
+
+/// How Kubernetes' node debugging runs a pod, in docker's words: the host's pid and network
+/// namespaces, a cgroup namespace of its own, the host's file system at /host.
+const NODE: [&str; 5] = [
+    "--pid=host",
+    "--network=host",
+    "--cgroupns=private",
+    "-v",
+    "/:/host:ro",
+];
 
 /// An image tag of this test run, removed when dropped (a failed run leaves none).
 struct Image(String);
@@ -257,6 +268,9 @@ struct Run<'a> {
     signal: &'a str,
     /// Whether the request must name the server's container as its receiver.
     receivers_named: bool,
+    /// Whether the capture keeps the host's socketpair: it is selected by process (this
+    /// test's and the server's), else by the `--container` in `udstrace_args`.
+    by_pid: bool,
 }
 
 /// One capture in the image: the two exchanges, then what the capture says of them.
@@ -275,7 +289,11 @@ fn capture_both(setup: &Setup, run: &Run) {
     // is not repeated within the next second (the server's end of the connection would go
     // unnamed).
     let pids = format!("{},{}", std::process::id(), server.pid());
-    let mut args = vec!["-p", &pids, "--follow"];
+    let mut args = if run.by_pid {
+        vec!["-p", &pids, "--follow"]
+    } else {
+        Vec::new()
+    };
     args.extend_from_slice(run.udstrace_args);
     let mut capture = Capture::start(&name, &run.docker_args, image, &args, &file);
     let seed = u64::from(std::process::id()) << 8;
@@ -288,6 +306,15 @@ fn capture_both(setup: &Setup, run: &Run) {
     let cap = read_capture(&file);
     assert!(cap.ends_with_stats, "{run_name}: the capture ends cleanly");
     for payload in [&pair_request, &pair_reply] {
+        if !run.by_pid {
+            assert!(
+                cap.packets
+                    .iter()
+                    .all(|p| p.payload() != payload.as_slice()),
+                "{run_name}: the host's socketpair is not in the container"
+            );
+            continue;
+        }
         let p = packet(&cap, payload, pair_pid);
         let pid = pair_pid.to_string();
         assert_eq!(
@@ -379,6 +406,7 @@ fn image_captures_the_host_and_its_containers() {
             udstrace_args: &[],
             signal: "INT",
             receivers_named: true,
+            by_pid: true,
         },
     );
 
@@ -391,13 +419,7 @@ fn image_captures_the_host_and_its_containers() {
     // driver's `cri-containerd-ID.scope` still name theirs). Stopped as `docker stop` stops
     // it.
     let mut docker_args = privileges();
-    docker_args.extend([
-        "--pid=host",
-        "--network=host",
-        "--cgroupns=private",
-        "-v",
-        "/:/host:ro",
-    ]);
+    docker_args.extend(NODE);
     capture_both(
         &setup,
         &Run {
@@ -406,7 +428,42 @@ fn image_captures_the_host_and_its_containers() {
             udstrace_args: &["--host-root", "/host"],
             signal: "TERM",
             receivers_named: false,
+            by_pid: true,
         },
+    );
+
+    // The same layout, one container selected: `--container` finds its cgroup in the
+    // host's hierarchy under /host and its name in docker's state there.
+    let mut docker_args = privileges();
+    docker_args.extend(NODE);
+    capture_both(
+        &setup,
+        &Run {
+            name: "image-node-container",
+            docker_args,
+            udstrace_args: &["--host-root", "/host", "--container", &server.name],
+            signal: "TERM",
+            receivers_named: false,
+            by_pid: false,
+        },
+    );
+
+    // Given neither the host's hierarchy nor a host root, `--container` says what it lacks.
+    let mut args = vec!["run", "--rm"];
+    args.extend(privileges());
+    args.extend([
+        "--pid=host",
+        "--cgroupns=private",
+        &image.0,
+        "--container",
+        &server.name,
+    ]);
+    let out = docker(&args);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "udstrace: --container and --pod need the cgroup2 hierarchy, and none is mounted whole \
+         here (in a container: mount the host's /sys/fs/cgroup, or give --host-root)"
     );
 }
 
