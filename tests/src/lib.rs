@@ -15,6 +15,7 @@ use std::{
     time::Duration,
 };
 
+pub mod docker;
 pub mod io_uring;
 pub mod sys;
 

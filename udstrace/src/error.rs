@@ -40,7 +40,10 @@ pub(crate) enum Error {
     MissingMap(&'static str),
     #[error("cannot add to the kernel's filter {map}: {reason}")]
     FilterMap { map: &'static str, reason: String },
-    #[error("--container and --pod need the cgroup2 hierarchy, and none is mounted")]
+    #[error(
+        "--container and --pod need the cgroup2 hierarchy, and none is mounted whole here (in a \
+         container: mount the host's /sys/fs/cgroup, or give --host-root)"
+    )]
     NoCgroup2,
     #[error("no such process: {0}")]
     NoSuchProcess(u32),

@@ -1,7 +1,8 @@
-//! Project tasks: `cargo xtask setup | test | demo | bench | vm-test`.
+//! Project tasks: `cargo xtask setup | test | demo | bench | vm-test | image`.
 
 mod bench;
 mod demo;
+mod image;
 mod setup;
 mod test;
 mod util;
@@ -34,6 +35,9 @@ enum Command {
     /// Run the capture tests on Debian's 5.10, 6.1 and 6.12 kernels under QEMU and on the host,
     /// once per attach backend each kernel supports; print a kernel x backend table (as root).
     VmTest(vm::Options),
+    /// Build udstrace's container image (udstrace:VERSION and udstrace:latest) with docker:
+    /// the release binary and the libraries it loads, nothing else.
+    Image(image::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo => demo::run(),
         Command::Bench => bench::run(),
         Command::VmTest(options) => vm::run(&options),
+        Command::Image(options) => image::run(&options),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

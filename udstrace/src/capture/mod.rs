@@ -61,6 +61,8 @@ pub(crate) struct CaptureOptions {
     pub(crate) ring_bytes: u32,
     /// What `--container`, `--pod` and `--path` name, looked for again during the capture.
     pub(crate) targets: Targets,
+    /// `--host-root`: where the runtimes' state and the cgroup hierarchy are (else `/`).
+    pub(crate) host_root: Option<PathBuf>,
 }
 
 /// What a capture did.
@@ -110,6 +112,9 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
     let mut packetizer = Packetizer::new(WallClock::new(), opts.count)
         .with_filter(opts.filter.clone())
         .with_ports(opts.ports.clone());
+    if let Some(root) = &opts.host_root {
+        packetizer = packetizer.with_host_root(root);
+    }
     let mut summary = Summary::default();
     let mut ring = register(tracer.take_events())?;
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);

@@ -8,7 +8,7 @@ use std::{
     collections::HashMap,
     hash::{BuildHasher, DefaultHasher, Hash, Hasher, RandomState},
     io,
-    path::PathBuf,
+    path::{Path, PathBuf},
 };
 
 use udstrace_common::{record::SEGMENT_MAX, SockType};
@@ -124,7 +124,7 @@ impl Packetizer {
             ports: Ports::new(&[]).expect("the built-in rules parse"),
             filter: Filter::default(),
             peers: PeerResolver::default(),
-            containers: ContainerNames::system(),
+            containers: ContainerNames::system(Path::new("/")),
             kernel_receivers: KernelReceivers::default(),
             last_sender: HashMap::new(),
             pending: HashMap::new(),
@@ -143,6 +143,15 @@ impl Packetizer {
     #[must_use]
     pub(crate) fn with_id_key(mut self, key: u64) -> Self {
         self.id_key = key;
+        self
+    }
+
+    /// Names containers from the runtimes' state under `host_root` instead of `/`
+    /// (`--host-root`).
+    #[must_use]
+    pub(crate) fn with_host_root(mut self, host_root: &Path) -> Self {
+        self.peers = PeerResolver::system(host_root);
+        self.containers = ContainerNames::system(host_root);
         self
     }
 

@@ -113,6 +113,12 @@ pub(crate) struct Args {
     #[arg(long = "decode", value_name = "PATH=PROTOCOL")]
     pub(crate) decode: Vec<String>,
 
+    /// Where the host's file system is seen when udstrace runs in a container (`/host` when
+    /// kubectl debugs a node): containers are named from the runtimes' state files under DIR,
+    /// and the cgroup hierarchy is looked for there too.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) host_root: Option<PathBuf>,
+
     #[command(flatten)]
     pub(crate) extcap: ExtcapArgs,
 

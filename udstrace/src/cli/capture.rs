@@ -62,7 +62,16 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
         .map(parse_type)
         .transpose()
         .map_err(Failure::Usage)?;
-    let containers = containers(&args.containers, &args.pods)?;
+    if let Some(root) = &args.host_root {
+        if !root.is_dir() {
+            return Err(Failure::Usage(format!(
+                "--host-root {}: not a directory",
+                root.display()
+            )));
+        }
+    }
+    let host_root = args.host_root.as_deref().unwrap_or(Path::new("/"));
+    let containers = containers(&args.containers, &args.pods, host_root)?;
     let paths = PathFilter::new(&args.paths).map_err(Failure::Usage)?;
     for path in paths.waiting() {
         eprintln!("udstrace: waiting for {path} (no socket there yet)");
@@ -98,6 +107,7 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
         stats: args.stats,
         ring_bytes,
         targets: Targets::new(containers, paths),
+        host_root: args.host_root,
     };
     let (summary, end) = capture::run(&opts)?;
     let failure = output_failure(end, opts.write.as_ref());
@@ -147,7 +157,11 @@ fn output_failure(end: OutputEnd, write: Option<&Destination>) -> Option<u8> {
 /// `--container` and `--pod`: the containers running now (their cgroups, for the kernel), or
 /// `None` without those options. A value that names no container yet is waited for (one line
 /// says so); an ambiguous id prefix is an error.
-fn containers(names: &[String], pods: &[String]) -> Result<Option<ContainerFilter>, Failure> {
+fn containers(
+    names: &[String],
+    pods: &[String],
+    host_root: &Path,
+) -> Result<Option<ContainerFilter>, Failure> {
     let mut selectors = Vec::new();
     for name in names {
         selectors.push(Selector::container(name).map_err(Failure::Usage)?);
@@ -158,7 +172,7 @@ fn containers(names: &[String], pods: &[String]) -> Result<Option<ContainerFilte
     if selectors.is_empty() {
         return Ok(None);
     }
-    let mut filter = ContainerFilter::system(selectors);
+    let mut filter = ContainerFilter::system(selectors, host_root);
     if !filter.has_cgroup2() {
         return Err(Failure::Error(Error::NoCgroup2));
     }

@@ -163,7 +163,7 @@ pub(crate) fn render(filter: &LsFilter, json: bool) -> io::Result<(String, Vec<(
         .collect();
     // The containers of the processes shown, each process's read once.
     let shown: HashSet<u64> = kept.iter().flat_map(|s| [s.ino, s.peer]).collect();
-    let mut names = ContainerNames::system();
+    let mut names = ContainerNames::system(Path::new("/"));
     for (ino, list) in &mut holders {
         if shown.contains(ino) {
             for h in list {

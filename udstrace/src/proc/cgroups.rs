@@ -21,19 +21,43 @@ const MAX_DEPTH: usize = 12;
 /// Time between two walks of the whole hierarchy for an id not seen yet.
 const WALK_SPACING: Duration = Duration::from_millis(500);
 
-/// Where the cgroup2 hierarchy is mounted, from a `mountinfo` text: `/sys/fs/cgroup` on a
-/// unified system, `/sys/fs/cgroup/unified` on a hybrid one.
+/// The cgroup2 mount points of a `mountinfo` text, in its order: `/sys/fs/cgroup` on a
+/// unified system, `/sys/fs/cgroup/unified` on a hybrid one, and whatever a container was
+/// given. Which of them shows the whole hierarchy the text cannot say: its root field is
+/// written relative to the reader's cgroup namespace (`/` for a container's own cgroup,
+/// `/../..` for the host's hierarchy bind-mounted into it).
 #[must_use]
-pub(crate) fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        // `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS... - FSTYPE SOURCE SUPEROPTIONS`
-        let (before, after) = line.split_once(" - ")?;
-        let fstype = after.split_whitespace().next()?;
-        let mut fields = before.split_whitespace();
-        let root = fields.nth(3)?;
-        let mount_point = fields.next()?;
-        (fstype == "cgroup2" && root == "/").then(|| PathBuf::from(unescape_octal(mount_point)))
-    })
+pub(crate) fn cgroup2_mounts(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            // `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS... - FSTYPE SOURCE SUPEROPTIONS`
+            let (before, after) = line.split_once(" - ")?;
+            let fstype = after.split_whitespace().next()?;
+            let mount_point = before.split_whitespace().nth(4)?;
+            (fstype == "cgroup2").then(|| PathBuf::from(unescape_octal(mount_point)))
+        })
+        .collect()
+}
+
+/// Whether `dir` is the root of the cgroup2 hierarchy: a cgroup2 directory (it has
+/// `cgroup.controllers`) whose id, its inode number, is the root cgroup's, 1. A cgroup
+/// namespace's root, or a bind mount of a container's own cgroup, is not.
+fn is_hierarchy_root(dir: &Path) -> bool {
+    dir.join("cgroup.controllers").is_file() && fs::metadata(dir).is_ok_and(|m| m.ino() == 1)
+}
+
+/// Where this machine's cgroup2 hierarchy is seen whole: the first of its cgroup2 mounts
+/// (`/proc/self/mountinfo`), then `sys/fs/cgroup` and `sys/fs/cgroup/unified` under
+/// `host_root` (where the host's file system is seen: `/`, or `/host` in a container), that is
+/// the hierarchy's root. None may be (a container given only its own cgroup).
+#[must_use]
+pub(crate) fn hierarchy_root(host_root: &Path) -> Option<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut candidates = cgroup2_mounts(&mountinfo);
+    candidates.push(host_root.join("sys/fs/cgroup"));
+    candidates.push(host_root.join("sys/fs/cgroup/unified"));
+    candidates.into_iter().find(|dir| is_hierarchy_root(dir))
 }
 
 /// The path of a process's cgroup (v2) from its `/proc/PID/cgroup` text (the `0::` line).
@@ -52,11 +76,13 @@ pub(crate) struct CgroupPaths {
 }
 
 impl CgroupPaths {
-    /// Ids of this machine: the cgroup2 mount that `/proc/self/mountinfo` names.
+    /// Ids of this machine: the first of its cgroup2 mounts (`/proc/self/mountinfo`), then
+    /// `sys/fs/cgroup` and `sys/fs/cgroup/unified` under `host_root` (where the host's file
+    /// system is seen: `/`, or `/host` in a container), that shows the whole
+    /// hierarchy. None may: then no id resolves.
     #[must_use]
-    pub(crate) fn system() -> Self {
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        Self::new(cgroup2_mount(&mountinfo), PathBuf::from("/proc"))
+    pub(crate) fn system(host_root: &Path) -> Self {
+        Self::new(hierarchy_root(host_root), PathBuf::from("/proc"))
     }
 
     /// Ids of the cgroup2 hierarchy mounted at `root`, processes under `proc`.
@@ -146,25 +172,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_the_cgroup2_mount() {
+    fn lists_the_cgroup2_mounts() {
         let hybrid = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
                       35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
                       41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
         assert_eq!(
-            cgroup2_mount(hybrid),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+            cgroup2_mounts(hybrid),
+            [PathBuf::from("/sys/fs/cgroup/unified")]
         );
         let unified = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(cgroup2_mounts(unified), [PathBuf::from("/sys/fs/cgroup")]);
+        // A container in its own cgroup namespace: its own cgroup, and the host's hierarchy
+        // bind-mounted (the root fields say nothing certain about which is which).
+        let container = "700 690 0:26 / /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n\
+                         701 690 0:26 /../.. /host/sys/fs/cgroup ro - cgroup2 cgroup2 rw\n";
         assert_eq!(
-            cgroup2_mount(unified),
-            Some(PathBuf::from("/sys/fs/cgroup"))
+            cgroup2_mounts(container),
+            [
+                PathBuf::from("/sys/fs/cgroup"),
+                PathBuf::from("/host/sys/fs/cgroup")
+            ]
         );
-        // A container's view: the hierarchy's root is its own cgroup, not the host's.
-        let bind = "700 690 0:26 /docker/abc /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n";
-        assert_eq!(cgroup2_mount(bind), None);
         let spaced = "1 1 0:1 / /mnt/my\\040cgroup rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(cgroup2_mount(spaced), Some(PathBuf::from("/mnt/my cgroup")));
-        assert_eq!(cgroup2_mount(""), None);
+        assert_eq!(cgroup2_mounts(spaced), [PathBuf::from("/mnt/my cgroup")]);
+        assert!(cgroup2_mounts("").is_empty());
+    }
+
+    /// Only the hierarchy's root has id 1: a directory that looks like a cgroup is not it,
+    /// and neither is a directory that is no cgroup.
+    #[test]
+    fn the_hierarchy_root_is_cgroup_1() {
+        let dir = std::env::temp_dir().join(format!("udstrace-root-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("cgroup.controllers"), "cpu memory\n").unwrap();
+        assert!(!is_hierarchy_root(&dir));
+        assert!(!is_hierarchy_root(Path::new("/")));
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -10,12 +10,11 @@
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
-    fs,
     path::{Path, PathBuf},
 };
 
 use super::{
-    cgroups::{cgroup2_mount, walk},
+    cgroups::{hierarchy_root, walk},
     containers::{container_of_cgroup_path, describe, ContainerInfo},
 };
 
@@ -129,12 +128,11 @@ pub(crate) struct ContainerFilter {
 const MAX_DESCRIBED: usize = 4096;
 
 impl ContainerFilter {
-    /// The containers of this machine: the cgroup2 mount `/proc/self/mountinfo` names, the
-    /// runtimes' state under `/`.
+    /// The containers of this machine: its cgroup2 hierarchy, the runtimes' state under
+    /// `host_root` (`/`, or where a container sees the host's file system).
     #[must_use]
-    pub(crate) fn system(selectors: Vec<Selector>) -> Self {
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        Self::new(selectors, cgroup2_mount(&mountinfo), Path::new("/"))
+    pub(crate) fn system(selectors: Vec<Selector>, host_root: &Path) -> Self {
+        Self::new(selectors, hierarchy_root(host_root), host_root)
     }
 
     #[must_use]

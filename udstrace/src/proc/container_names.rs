@@ -54,12 +54,13 @@ pub(crate) struct ContainerNames {
 }
 
 impl ContainerNames {
-    /// Containers of this machine's processes.
+    /// Containers of this machine's processes, their runtimes' state read under `host_root`
+    /// (`/`, or where a container sees the host's file system).
     #[must_use]
-    pub(crate) fn system() -> Self {
+    pub(crate) fn system(host_root: &Path) -> Self {
         Self::with_sources(
-            CgroupPaths::system(),
-            Containers::new(Path::new("/"), Path::new("/proc")),
+            CgroupPaths::system(host_root),
+            Containers::new(host_root, Path::new("/proc")),
         )
     }
 

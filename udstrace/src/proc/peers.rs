@@ -8,6 +8,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -122,14 +123,21 @@ pub(crate) struct PeerResolver {
 
 impl Default for PeerResolver {
     fn default() -> Self {
-        Self {
-            containers: Some(ContainerNames::system()),
-            ..Self::with_source(Box::new(System))
-        }
+        Self::system(Path::new("/"))
     }
 }
 
 impl PeerResolver {
+    /// Holders from `/proc` and sock_diag, their containers named from the runtimes' state
+    /// under `host_root`.
+    #[must_use]
+    pub(crate) fn system(host_root: &Path) -> Self {
+        Self {
+            containers: Some(ContainerNames::system(host_root)),
+            ..Self::with_source(Box::new(System))
+        }
+    }
+
     #[must_use]
     pub(crate) fn with_source(source: Box<dyn Source + Send>) -> Self {
         Self {

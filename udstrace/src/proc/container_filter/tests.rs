@@ -2,7 +2,7 @@
 //! folder: docker containers by name, id and id prefix, a Kubernetes pod by its CRI
 //! annotations, cgroups below a container, containers that start later, bad values.
 
-use std::os::unix::fs::MetadataExt;
+use std::{fs, os::unix::fs::MetadataExt};
 
 use super::*;
 
