@@ -1,7 +1,7 @@
 //! The capture loop: drains the ring buffer, turns records into packets, hands them to the
 //! output, and stops cleanly on SIGINT/SIGTERM/SIGHUP (`stop.rs`), `-c`, or an output error.
 
-use std::{io, time::Duration};
+use std::{io, path::PathBuf, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::{unix::AsyncFd, Interest};
@@ -85,6 +85,17 @@ pub(crate) fn run(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> 
         .block_on(capture(opts))
 }
 
+/// The packetizer for the capture `opts` describes.
+fn packetizer(opts: &CaptureOptions) -> Packetizer {
+    let packetizer = Packetizer::new(WallClock::new(), opts.count)
+        .with_filter(opts.filter.clone())
+        .with_ports(opts.ports.clone());
+    match &opts.host_root {
+        Some(root) => packetizer.with_host_root(root),
+        None => packetizer,
+    }
+}
+
 /// The ring buffer, registered with the runtime to wake the loop when records arrive.
 fn register<T: std::os::fd::AsRawFd>(ring: T) -> Result<AsyncFd<T>, Error> {
     // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as
@@ -109,12 +120,7 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
     announce(&tracer, opts);
 
     let start_ns = WallClock::now();
-    let mut packetizer = Packetizer::new(WallClock::new(), opts.count)
-        .with_filter(opts.filter.clone())
-        .with_ports(opts.ports.clone());
-    if let Some(root) = &opts.host_root {
-        packetizer = packetizer.with_host_root(root);
-    }
+    let mut packetizer = packetizer(opts);
     let mut summary = Summary::default();
     let mut ring = register(tracer.take_events())?;
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);
