@@ -847,7 +847,13 @@ fn container_to_container_by_path_and_by_container() {
         };
         let request = find(b"from the next container");
         let reply = find(b"pong:from the next container");
-        assert_eq!(request.meta("container"), Some(client_name.as_str()));
+        assert_eq!(
+            request.meta("container"),
+            Some(client_name.as_str()),
+            "{}: {}",
+            file.display(),
+            request.comment
+        );
         assert_eq!(request.meta("container_id"), Some(client_id.as_str()));
         assert_eq!(
             request.meta("peer_container"),

@@ -114,6 +114,8 @@ pub struct KernelLayout {
     pub css_set_dfl_cgrp: u32,
     pub cgroup_kn: u32,
     pub kernfs_node_id: u32,
+    /// `struct cgroup` -> `root` (`struct cgroup_root *`: which hierarchy it belongs to).
+    pub cgroup_root: u32,
 
     /// `struct unix_sock` -> `path.dentry` (the bound file's dentry; an accepted socket has
     /// its listener's); `struct dentry` -> `d_inode`.
@@ -183,6 +185,7 @@ impl KernelLayout {
         css_set_dfl_cgrp: 0,
         cgroup_kn: 0,
         kernfs_node_id: 0,
+        cgroup_root: 0,
         unix_path_dentry: 0,
         dentry_inode: 0,
     };
@@ -219,4 +222,4 @@ unsafe impl aya::Pod for DirectMap {}
 // valid.
 unsafe impl aya::Pod for KernelLayout {}
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 252);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 256);

@@ -14,4 +14,4 @@ pub mod maps;
 pub mod record;
 
 pub use layout::{DirectMap, KernelLayout};
-pub use record::{AncillaryRecord, FdInfo, SendRecord, SockType};
+pub use record::{AncillaryRecord, CgroupRecord, FdInfo, SendRecord, SockType};

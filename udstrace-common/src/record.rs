@@ -247,3 +247,37 @@ pub const ANCILLARY_RECORD_LEN: usize = core::mem::size_of::<AncillaryRecord>();
 
 const _: () = assert!(core::mem::size_of::<FdInfo>() == 200);
 const _: () = assert!(ANCILLARY_RECORD_LEN == 40 + 200 * FDS_MAX + CONTROL_MAX);
+
+/// Record kind of a [`CgroupRecord`].
+pub const KIND_CGROUP: u16 = 3;
+
+/// Bytes of a cgroup's path a [`CgroupRecord`] carries (the kernel's own trace buffer for it
+/// holds 256, `TRACE_CGROUP_PATH_LEN`).
+pub const CGROUP_PATH_MAX: usize = 256;
+
+/// A cgroup (v2) created during the capture: its id and path, so that a container whose
+/// processes sent a message and exited, its cgroup removed before userspace could look, is
+/// still named.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CgroupRecord {
+    /// [`KIND_CGROUP`].
+    pub kind: u16,
+    /// `size_of::<CgroupRecord>()`.
+    pub header_len: u16,
+    /// Reserved; zero.
+    pub flags: u32,
+    /// The cgroup's id (its directory's inode number), as `SendRecord::cgroup_id` gives it.
+    pub id: u64,
+    /// Bytes of `path` in use, its terminating NUL not counted.
+    pub path_len: u32,
+    /// Explicit padding, reserved; zero.
+    pub reserved: u32,
+    /// Its path from the root of the hierarchy (`/system.slice/docker-ID.scope`).
+    pub path: [u8; CGROUP_PATH_MAX],
+}
+
+/// Size of [`CgroupRecord`] on the wire.
+pub const CGROUP_RECORD_LEN: usize = core::mem::size_of::<CgroupRecord>();
+
+const _: () = assert!(CGROUP_RECORD_LEN == 24 + CGROUP_PATH_MAX);

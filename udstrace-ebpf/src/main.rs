@@ -1,7 +1,8 @@
 //! udstrace's kernel programs: one file per hook, and the capture logic they share.
 //!
 //! The hooks (`sock_send_length`, `sock_recv_length`, `unix_sendmsg_fentry`,
-//! `unix_sendmsg_kprobe`, `sched_process_fork`) find a message; `filter` says whether the
+//! `unix_sendmsg_kprobe`, `sched_process_fork`, `cgroup_mkdir`) find a message (or, the last
+//! two, keep the filters and the container names up to date); `filter` says whether the
 //! capture wants it, `record` fills its record header and `copy` copies its payload into the
 //! ring buffer. The maps are in `maps`, the run-time configuration (kernel field offsets,
 //! filters) in `config`, the system call ABI the tracepoint hooks read in `syscall`.
@@ -31,6 +32,7 @@
 )]
 
 mod ancillary;
+mod cgroup_mkdir;
 mod config;
 mod copy;
 mod counters;

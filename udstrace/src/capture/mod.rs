@@ -302,6 +302,10 @@ fn handle(
             packetizer.ancillary(a);
             Ok(())
         }
+        Ok(Record::Cgroup(c)) => {
+            packetizer.cgroup_created(c.id, c.path);
+            Ok(())
+        }
         Err(e) => {
             if summary.malformed == 0 {
                 eprintln!("udstrace: skipping a malformed record: {e}");

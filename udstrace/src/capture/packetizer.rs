@@ -205,6 +205,11 @@ impl Packetizer {
         self.pending.insert(a.tid, a);
     }
 
+    /// Learns the path of a cgroup created during the capture.
+    pub(crate) fn cgroup_created(&mut self, id: u64, path: &[u8]) {
+        self.containers.cgroup_created(id, path);
+    }
+
     /// Writes the packets of one record to `sink`.
     pub(crate) fn record(&mut self, seg: &SendSegment<'_>, sink: &mut dyn Sink) -> io::Result<()> {
         // The tables grow by one entry per socket ever seen: bound them on long captures.

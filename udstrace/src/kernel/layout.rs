@@ -111,6 +111,7 @@ pub(crate) fn kernel_layout(btf: &Btf) -> Result<KernelLayout, LayoutError> {
         css_set_dfl_cgrp: off("css_set", "dfl_cgrp")?,
         cgroup_kn: off("cgroup", "kn")?,
         kernfs_node_id: off("kernfs_node", "id")?,
+        cgroup_root: off("cgroup", "root")?,
         unix_path_dentry: off("unix_sock", "path.dentry")?,
         dentry_inode: off("dentry", "d_inode")?,
     })

@@ -18,8 +18,12 @@ const MAX_IDS: usize = 16_384;
 /// Directory levels walked below the cgroup2 root (Kubernetes nests four or five).
 const MAX_DEPTH: usize = 12;
 
-/// Time between two walks of the whole hierarchy for an id not seen yet.
-const WALK_SPACING: Duration = Duration::from_millis(500);
+/// Time between two walks of the whole hierarchy for an id not seen yet: ten times what the
+/// last walk took, within these bounds. A container that sent once and exited (its cgroup
+/// removed tens of milliseconds later) is only named if a walk finds its directory first,
+/// while a stream of ids that resolve nowhere must not keep udstrace walking.
+const MIN_WALK_SPACING: Duration = Duration::from_millis(20);
+const MAX_WALK_SPACING: Duration = Duration::from_millis(500);
 
 /// The cgroup2 mount points of a `mountinfo` text, in its order: `/sys/fs/cgroup` on a
 /// unified system, `/sys/fs/cgroup/unified` on a hybrid one, and whatever a container was
@@ -73,6 +77,7 @@ pub(crate) struct CgroupPaths {
     proc: PathBuf,
     paths: HashMap<u64, String>,
     last_walk: Option<Instant>,
+    walk_spacing: Duration,
 }
 
 impl CgroupPaths {
@@ -93,12 +98,13 @@ impl CgroupPaths {
             proc,
             paths: HashMap::new(),
             last_walk: None,
+            walk_spacing: MIN_WALK_SPACING,
         }
     }
 
     /// The path of cgroup `id`, which process `pid` was in: from the process's own cgroup
     /// file when it is still there and still in that cgroup, else from a walk of the
-    /// hierarchy (at most every half second), else unknown.
+    /// hierarchy (spaced by ten times what the last one took, 20 to 500 ms), else unknown.
     pub(crate) fn path(&mut self, id: u64, pid: u32) -> Option<&str> {
         if id == 0 {
             return None;
@@ -115,6 +121,17 @@ impl CgroupPaths {
         self.paths.get(&id).map(String::as_str)
     }
 
+    /// Learns that cgroup `id` is at `path` (from the root of the hierarchy).
+    pub(crate) fn learn(&mut self, id: u64, path: &str) {
+        if id == 0 {
+            return;
+        }
+        if self.paths.len() >= MAX_IDS {
+            self.paths.clear();
+        }
+        self.paths.insert(id, path.to_string());
+    }
+
     /// The cgroup of `pid` if its directory is `id`.
     fn via_process(&self, id: u64, pid: u32) -> Option<String> {
         let root = self.root.as_ref()?;
@@ -127,12 +144,17 @@ impl CgroupPaths {
     /// Walks the hierarchy, remembering every directory's id; the path of `id` if found.
     fn via_walk(&mut self, id: u64) -> Option<String> {
         let root = self.root.clone()?;
-        if self.last_walk.is_some_and(|t| t.elapsed() < WALK_SPACING) {
+        if self
+            .last_walk
+            .is_some_and(|t| t.elapsed() < self.walk_spacing)
+        {
             return None;
         }
-        self.last_walk = Some(Instant::now());
+        let start = Instant::now();
+        self.last_walk = Some(start);
         let mut found = Vec::new();
         walk(&root, &root, 0, &mut found);
+        self.walk_spacing = (start.elapsed() * 10).clamp(MIN_WALK_SPACING, MAX_WALK_SPACING);
         let mut result = None;
         for (ino, path) in found {
             if ino == id {

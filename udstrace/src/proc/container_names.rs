@@ -85,6 +85,14 @@ impl ContainerNames {
         }
     }
 
+    /// Learns the path of cgroup `id`, created during the capture (a path that is not UTF-8
+    /// names no container and is left to the usual lookups).
+    pub(crate) fn cgroup_created(&mut self, id: u64, path: &[u8]) {
+        if let (Some((cgroups, _)), Ok(path)) = (self.sources.as_mut(), std::str::from_utf8(path)) {
+            cgroups.learn(id, path);
+        }
+    }
+
     /// The container of the sender whose record says it was in cgroup `id` (process `pid`).
     pub(crate) fn of_sender(&mut self, id: Option<u64>, pid: u32) -> Option<&Named> {
         let id = id?;

@@ -24,6 +24,9 @@ use backend::BackendKind;
 
 /// The program that adds forked children to the process filter (`--follow`).
 const FORK: &str = "sched_process_fork";
+/// The program that tells userspace of each new cgroup, so that short-lived containers are
+/// named.
+const CGROUP_MKDIR: &str = "cgroup_mkdir";
 
 /// The kernel object, built by `build.rs` from `udstrace-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/udstrace"));
@@ -257,6 +260,7 @@ impl Tracer {
             fork.load().map_err(|e| Error::attach(FORK, e))?;
             fork.attach(FORK).map_err(|e| Error::attach(FORK, e))?;
         }
+        attach_cgroup_mkdir(&mut ebpf);
         let events = RingBuf::try_from(
             ebpf.take_map(maps::EVENTS)
                 .ok_or(Error::MissingMap(maps::EVENTS))?,
@@ -406,11 +410,30 @@ fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Re
         .map_err(|e| Error::Load(one_line(&e)))
 }
 
+/// Attaches the program that sends each new cgroup's path. Not needed to capture: where it
+/// cannot be attached, containers are named from the cgroup hierarchy as udstrace finds it
+/// (one that left before that is not named), and a line says so.
+fn attach_cgroup_mkdir(ebpf: &mut aya::Ebpf) {
+    let attached = ebpf
+        .program_mut(CGROUP_MKDIR)
+        .ok_or_else(|| "not in the object".to_string())
+        .and_then(|p| {
+            let p: &mut aya::programs::RawTracePoint = p.try_into().map_err(|e| one_line(&e))?;
+            p.load().map_err(|e| one_line(&e))?;
+            p.attach(CGROUP_MKDIR).map(|_| ()).map_err(|e| one_line(&e))
+        });
+    if let Err(e) = attached {
+        eprintln!(
+            "udstrace: cgroup_mkdir: {e}; a container that exits before udstrace looks may go unnamed"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use udstrace_common::maps::{self, global};
 
-    use super::{backend::BackendKind, FORK, OBJECT};
+    use super::{backend::BackendKind, CGROUP_MKDIR, FORK, OBJECT};
 
     /// Every map, global and program userspace names is in the built object: the names are
     /// shared through `udstrace_common::maps`, and the kernel crate declares them by name.
@@ -431,7 +454,7 @@ mod tests {
         for name in global::ALL {
             assert!(has_symbol(name), "global {name}");
         }
-        let mut programs = vec![FORK];
+        let mut programs = vec![FORK, CGROUP_MKDIR];
         for kind in BackendKind::ALL {
             programs.extend(kind.backend().programs());
         }

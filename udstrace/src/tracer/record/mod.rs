@@ -10,10 +10,11 @@ use std::{borrow::Cow, mem::offset_of};
 
 use udstrace_common::{
     record::{
-        flags, receiver, ANCILLARY_RECORD_LEN, COMM_LEN, CONTROL_MAX, FDS_MAX, FD_DIRS, FD_DIR_MAX,
-        FD_NAME_MAX, KIND_ANCILLARY, KIND_SEND, PATH_MAX, SEGMENT_MAX, SEND_RECORD_LEN,
+        flags, receiver, ANCILLARY_RECORD_LEN, CGROUP_PATH_MAX, CGROUP_RECORD_LEN, COMM_LEN,
+        CONTROL_MAX, FDS_MAX, FD_DIRS, FD_DIR_MAX, FD_NAME_MAX, KIND_ANCILLARY, KIND_CGROUP,
+        KIND_SEND, PATH_MAX, SEGMENT_MAX, SEND_RECORD_LEN,
     },
-    AncillaryRecord, FdInfo, SendRecord, SockType,
+    AncillaryRecord, CgroupRecord, FdInfo, SendRecord, SockType,
 };
 
 use crate::packet::{Bytes, Dir, Meta, PeerBy, Syscall};
@@ -44,6 +45,8 @@ pub(crate) enum DecodeError {
     SockType(u16),
     #[error("{0} passed descriptors exceed {FDS_MAX}")]
     Fds(u32),
+    #[error("cgroup path length {0} exceeds {CGROUP_PATH_MAX}")]
+    CgroupPathLen(u32),
 }
 
 /// One decoded record: a segment of a message sent (or, with `--recv`, read) on a Unix
@@ -123,6 +126,8 @@ fn check_header(b: &[u8], kind: u16, len: usize) -> Result<u16, DecodeError> {
 const _: () = assert!(
     offset_of!(SendRecord, kind) == offset_of!(AncillaryRecord, kind)
         && offset_of!(SendRecord, header_len) == offset_of!(AncillaryRecord, header_len)
+        && offset_of!(SendRecord, kind) == offset_of!(CgroupRecord, kind)
+        && offset_of!(SendRecord, header_len) == offset_of!(CgroupRecord, header_len)
 );
 
 fn trim_nul(b: &[u8]) -> &[u8] {
@@ -323,6 +328,32 @@ impl TryFrom<&[u8]> for Ancillary {
 pub(crate) enum Record<'a> {
     Send(SendSegment<'a>),
     Ancillary(Ancillary),
+    Cgroup(CgroupCreated<'a>),
+}
+
+/// A decoded [`udstrace_common::CgroupRecord`]: a cgroup (v2) created during the capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CgroupCreated<'a> {
+    pub(crate) id: u64,
+    /// Its path from the root of the hierarchy, as the kernel wrote it (not checked further).
+    pub(crate) path: &'a [u8],
+}
+
+impl<'a> TryFrom<&'a [u8]> for CgroupCreated<'a> {
+    type Error = DecodeError;
+
+    fn try_from(b: &'a [u8]) -> Result<Self, DecodeError> {
+        check_header(b, KIND_CGROUP, CGROUP_RECORD_LEN)?;
+        let len = u32_at(b, offset_of!(CgroupRecord, path_len));
+        if len as usize >= CGROUP_PATH_MAX {
+            return Err(DecodeError::CgroupPathLen(len));
+        }
+        let at = offset_of!(CgroupRecord, path);
+        Ok(Self {
+            id: u64_at(b, offset_of!(CgroupRecord, id)),
+            path: &b[at..at + len as usize],
+        })
+    }
 }
 
 impl<'a> TryFrom<&'a [u8]> for Record<'a> {
@@ -332,10 +363,10 @@ impl<'a> TryFrom<&'a [u8]> for Record<'a> {
         if b.len() < 2 {
             return Err(DecodeError::Short(b.len()));
         }
-        if u16_at(b, 0) == KIND_ANCILLARY {
-            Ancillary::try_from(b).map(Record::Ancillary)
-        } else {
-            SendSegment::try_from(b).map(Record::Send)
+        match u16_at(b, 0) {
+            KIND_ANCILLARY => Ancillary::try_from(b).map(Record::Ancillary),
+            KIND_CGROUP => CgroupCreated::try_from(b).map(Record::Cgroup),
+            _ => SendSegment::try_from(b).map(Record::Send),
         }
     }
 }

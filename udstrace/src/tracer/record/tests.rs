@@ -255,3 +255,60 @@ fn decodes_ancillary_records() {
         Ok(Record::Send(_))
     ));
 }
+
+/// A cgroup record: its id and path; a path length the record cannot hold, a short record and
+/// a header shorter than this version's are errors. The kernel's receiver fields decode too.
+#[test]
+fn decodes_cgroup_records_and_receivers() {
+    let path = b"/system.slice/docker-0123abcd.scope";
+    let mut b = vec![0u8; CGROUP_RECORD_LEN];
+    b[..2].copy_from_slice(&KIND_CGROUP.to_ne_bytes());
+    b[2..4].copy_from_slice(&(CGROUP_RECORD_LEN as u16).to_ne_bytes());
+    b[offset_of!(CgroupRecord, id)..][..8].copy_from_slice(&7302u64.to_ne_bytes());
+    b[offset_of!(CgroupRecord, path_len)..][..4]
+        .copy_from_slice(&(path.len() as u32).to_ne_bytes());
+    b[offset_of!(CgroupRecord, path)..][..path.len()].copy_from_slice(path);
+    match Record::try_from(b.as_slice()) {
+        Ok(Record::Cgroup(c)) => assert_eq!((c.id, c.path), (7302, &path[..])),
+        other => panic!("{other:?}"),
+    }
+    let mut long = b.clone();
+    long[offset_of!(CgroupRecord, path_len)..][..4]
+        .copy_from_slice(&(CGROUP_PATH_MAX as u32).to_ne_bytes());
+    assert_eq!(
+        CgroupCreated::try_from(long.as_slice()),
+        Err(DecodeError::CgroupPathLen(CGROUP_PATH_MAX as u32))
+    );
+    assert!(CgroupCreated::try_from(&b[..100]).is_err());
+
+    let raw = RawRecord {
+        receiver: (4242, receiver::CRED, b"dockerd", 99),
+        ..RawRecord::default()
+    };
+    let bytes = raw.encode();
+    let s = SendSegment::try_from(bytes.as_slice()).unwrap();
+    assert_eq!(
+        s.receiver,
+        Some(Receiver {
+            pid: 4242,
+            comm: b"dockerd",
+            cgroup: Some(99),
+            by: PeerBy::Cred,
+        })
+    );
+    // Unknown, or a pid of 0: no receiver.
+    for receiver in [
+        (4242, receiver::UNKNOWN, &b""[..], 0),
+        (0, receiver::SENT, b"x", 1),
+    ] {
+        let bytes = RawRecord {
+            receiver,
+            ..RawRecord::default()
+        }
+        .encode();
+        assert_eq!(
+            SendSegment::try_from(bytes.as_slice()).unwrap().receiver,
+            None
+        );
+    }
+}
