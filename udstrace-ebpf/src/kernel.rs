@@ -158,6 +158,9 @@ pub(crate) fn unix_path(sk: u64, layout: &KernelLayout, dst: &mut [u8; PATH_MAX]
     if n > max {
         n = max;
     }
+    // As for a destination address (`record::dest_path`): the bound, on the register passed.
+    // SAFETY: a read of a local.
+    let n = unsafe { core::ptr::read_volatile(&raw const n) } & 0x7f;
     let src = addr + u64::from(layout.unix_address_name) + 2;
     // SAFETY: dst is PATH_MAX bytes and n <= PATH_MAX; the source is checked by the helper.
     let rc = unsafe {

@@ -144,6 +144,8 @@ pub(crate) fn capture_send<const LOOP: bool, C: EbpfContext>(
     Ok(())
 }
 
+const _: () = assert!(PATH_MAX < 128);
+
 /// Copies the name in the destination address `dest` (a `struct sockaddr_un`) into `path`;
 /// returns how many bytes it holds, 0 when there is no Unix address.
 #[inline(always)]
@@ -156,6 +158,11 @@ fn dest_path(dest: Mem, path: &mut [u8; PATH_MAX]) -> u16 {
     if n > PATH_MAX as u64 {
         n = PATH_MAX as u64;
     }
+    // The verifier must see the bound on the register the helper gets, and the compiler may
+    // pass a copy taken before the comparison (5.10 and 6.1 rejected one such build): the
+    // value is read back opaquely and masked (n <= PATH_MAX < 128, so the mask keeps it).
+    // SAFETY: a read of a local.
+    let n = unsafe { core::ptr::read_volatile(&raw const n) } & 0x7f;
     // SAFETY: path is PATH_MAX bytes and n <= PATH_MAX.
     let rc = unsafe { dest.copy(dest.ptr + 2, path.as_mut_ptr().cast::<c_void>(), n as u32) };
     if rc == 0 {

@@ -125,6 +125,8 @@ enum Waited {
 pub(super) struct Stopped {
     at: Instant,
     progress: u64,
+    /// The output had written everything handed to it: it was keeping up.
+    idle: bool,
 }
 
 impl Stopped {
@@ -132,18 +134,25 @@ impl Stopped {
         Self {
             at: Instant::now(),
             progress: writer.progress(),
+            idle: writer.idle(),
         }
     }
 }
 
 /// Waits until the output thread has written everything, has failed, has taken nothing for
-/// [`OUTPUT_GRACE`] (counted from the stop, or from its last progress since), or a signal
+/// [`OUTPUT_GRACE`] (counted from the stop, or from its last progress since; from the last hand-off for an output that had written everything when the capture stopped), or a signal
 /// comes.
 async fn wait_for_output(writer: &Writer, stopped: Stopped, signals: &mut Signals) -> Waited {
     let Stopped {
         at: mut moved,
         mut progress,
+        idle,
     } = stopped;
+    // An output that was keeping up when the capture stopped is not blocked by the time the
+    // final drain took (long on a slow machine): its grace starts with the last hand-off.
+    if idle {
+        moved = Instant::now();
+    }
     let mut pause = Duration::ZERO;
     loop {
         // A signal first, even one that came while the last records were drained (the

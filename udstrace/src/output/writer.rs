@@ -207,6 +207,12 @@ impl Writer {
         self.shared.writes.load(Ordering::Acquire)
     }
 
+    /// Whether everything handed over so far has been written: the output is keeping up.
+    #[must_use]
+    pub(crate) fn idle(&self) -> bool {
+        self.shared.queued.load(Ordering::Acquire) == 0
+    }
+
     /// Packets written.
     #[must_use]
     pub(crate) fn written(&self) -> u64 {
