@@ -66,9 +66,18 @@ fn whole_capture(path: &Path) -> CaptureFile {
     let meta = std::fs::metadata(path).unwrap();
     assert_eq!(meta.mode() & 0o7777, 0o600, "{}", path.display());
     let cap = read_capture(path);
-    assert!(cap.ends_with_stats, "{} has no statistics block", path.display());
+    assert!(
+        cap.ends_with_stats,
+        "{} has no statistics block",
+        path.display()
+    );
     let (received, dropped) = cap.stats.unwrap();
-    assert_eq!(received - dropped, cap.packets.len() as u64, "{}", path.display());
+    assert_eq!(
+        received - dropped,
+        cap.packets.len() as u64,
+        "{}",
+        path.display()
+    );
     let out = Command::new("tshark")
         .args(["-n", "-r"])
         .arg(path)
@@ -93,7 +102,14 @@ fn whole_capture(path: &Path) -> CaptureFile {
 fn size_rotation_keeps_every_byte_in_order() {
     let dir = TempDir::new("rotate-size");
     let pattern_path = dir.path("cap.pcapng");
-    let ud = Udstrace::start(&["-p", &own_pid(), "-w", pattern_path.to_str().unwrap(), "-C", "1"]);
+    let ud = Udstrace::start(&[
+        "-p",
+        &own_pid(),
+        "-w",
+        pattern_path.to_str().unwrap(),
+        "-C",
+        "1",
+    ]);
     let (ino, sent) = send(5_000_000, 1);
     let done = ud.stop();
     assert!(done.success, "{:?}", done.stderr);
@@ -121,7 +137,10 @@ fn size_rotation_keeps_every_byte_in_order() {
         let path = dir.path(name);
         let cap = whole_capture(&path);
         let len = std::fs::metadata(&path).unwrap().len();
-        assert!(len <= 1_000_000 + CHUNK as u64 + 2_000, "{name}: {len} bytes");
+        assert!(
+            len <= 1_000_000 + CHUNK as u64 + 2_000,
+            "{name}: {len} bytes"
+        );
         if i + 1 < n {
             assert!(len > 1_000_000, "{name} ended early: {len} bytes");
         }
@@ -139,7 +158,10 @@ fn size_rotation_keeps_every_byte_in_order() {
     }
     let (stream, holes) = tcp_stream(&all, ino);
     assert!(holes.is_empty(), "{holes:?}");
-    assert!(stream == sent, "the bytes across the files are not those sent");
+    assert!(
+        stream == sent,
+        "the bytes across the files are not those sent"
+    );
 
     // -r of the set, in order: one line per packet.
     let paths: Vec<PathBuf> = expected.iter().map(|n| dir.path(n)).collect();
@@ -148,7 +170,11 @@ fn size_rotation_keeps_every_byte_in_order() {
         .args(&paths)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines = String::from_utf8(out.stdout).unwrap().lines().count() as u64;
     assert_eq!(lines, packets);
     // -c counts across files, with -r given again.
@@ -237,7 +263,10 @@ fn time_rotation_with_strftime_names_and_a_command() {
     let script = dir.path("record");
     std::fs::write(
         &script,
-        format!("#!/bin/sh\necho \"$1 $(stat -c %s \"$1\")\" >> {}\n", log.display()),
+        format!(
+            "#!/bin/sh\necho \"$1 $(stat -c %s \"$1\")\" >> {}\n",
+            log.display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&script, PermissionsExt::from_mode(0o755)).unwrap();
@@ -272,64 +301,85 @@ fn time_rotation_with_strftime_names_and_a_command() {
     let (packets, _) = done.summary();
     assert_eq!(packets, messages);
 
-    let names = std::fs::read_dir(&out_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect::<std::collections::BTreeSet<_>>();
+    let names: Vec<PathBuf> = files_in(&out_dir);
     assert!(names.len() >= 4, "{names:?}");
+    assert_eq!(packets_in_their_seconds(&names, ino), messages);
+    ran_once_on_each(&log, &names);
+}
+
+/// The files in `dir`, by name.
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Each file of a `-G 1` set is a whole capture named by its second (in UTC), in order, and
+/// holds packets sent in that second (or, for the first, in the 200 ms before it); the
+/// packets of socket `ino` in them all.
+fn packets_in_their_seconds(paths: &[PathBuf], ino: u64) -> u64 {
     let mut total = 0;
     let mut last_second = None;
-    for name in &names {
-        let cap = whole_capture(&out_dir.join(name));
+    for path in paths {
+        let cap = whole_capture(path);
+        let name = path.file_name().unwrap().to_str().unwrap();
         total += cap.packets.iter().filter(|p| p.src() == ino).count() as u64;
-        // Named by its second: its packets were sent in it (or, for the first packets,
-        // in the last 200 ms before it).
-        let second = cap.packets.first().map(|p| (p.ts_ns / 1_000_000_000) as i64);
-        if let Some(first) = second {
-            let named = (first..=first + 1)
-                .find(|s| utc_name(*s) == *name)
-                .unwrap_or_else(|| panic!("{name} is not the second of its packets ({first})"));
-            for p in &cap.packets {
-                let ns = p.ts_ns as i64;
-                assert!(ns >= named * 1_000_000_000 - 200_000_000, "{name}: {}", p.ts_ns);
-                assert!(ns < (named + 1) * 1_000_000_000, "{name}: {}", p.ts_ns);
-            }
-            if let Some(last) = last_second {
-                assert!(named > last, "{name}");
-            }
-            last_second = Some(named);
+        let Some(first) = cap
+            .packets
+            .first()
+            .map(|p| (p.ts_ns / 1_000_000_000) as i64)
+        else {
+            continue;
+        };
+        let named = (first..=first + 1)
+            .find(|s| utc_name(*s) == name)
+            .unwrap_or_else(|| panic!("{name} is not the second of its packets ({first})"));
+        for p in &cap.packets {
+            let ns = p.ts_ns as i64;
+            assert!(ns >= named * 1_000_000_000 - 200_000_000, "{name}: {ns}");
+            assert!(ns < (named + 1) * 1_000_000_000, "{name}: {ns}");
         }
+        if let Some(last) = last_second {
+            assert!(named > last, "{name}");
+        }
+        last_second = Some(named);
     }
-    assert_eq!(total, messages);
+    total
+}
 
-    // -z: once for each file, which was then complete (its size as it is now).
+/// The `-z` script's log (`FILE SIZE` lines) says it ran once on each of `paths`, each then
+/// complete (its size then is its size now). Waits up to 5 s for the last runs.
+fn ran_once_on_each(log: &Path, paths: &[PathBuf]) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut runs: Vec<String> = Vec::new();
+    let mut lines: Vec<String> = Vec::new();
     while Instant::now() < deadline {
-        runs = std::fs::read_to_string(&log)
+        lines = std::fs::read_to_string(log)
             .unwrap_or_default()
             .lines()
             .map(str::to_string)
             .collect();
-        if runs.len() >= names.len() {
+        if lines.len() >= paths.len() {
             break;
         }
         thread::sleep(Duration::from_millis(50));
     }
     let mut seen = std::collections::BTreeSet::new();
-    for line in &runs {
+    for line in &lines {
         let (path, size) = line.rsplit_once(' ').unwrap();
-        let path = Path::new(path);
-        assert!(seen.insert(path.to_path_buf()), "-z ran twice on {}", path.display());
+        let path = PathBuf::from(path);
+        let len = std::fs::metadata(&path).unwrap().len();
         assert_eq!(
             size.parse::<u64>().unwrap(),
-            std::fs::metadata(path).unwrap().len(),
+            len,
             "{} was not complete when -z ran",
             path.display()
         );
+        assert!(seen.insert(path), "-z ran twice on {line}");
     }
-    let expected: std::collections::BTreeSet<PathBuf> =
-        names.iter().map(|n| out_dir.join(n)).collect();
+    let expected: std::collections::BTreeSet<PathBuf> = paths.iter().cloned().collect();
     assert_eq!(seen, expected);
 }
 
@@ -345,8 +395,8 @@ fn zombie_children(pid: u32) -> usize {
             continue;
         };
         let mut fields = rest.split_whitespace();
-        let (state, ppid) = (fields.next(), fields.next());
-        if state == Some("Z") && ppid == Some(&pid.to_string()) {
+        let (state, parent) = (fields.next(), fields.next());
+        if state == Some("Z") && parent == Some(&pid.to_string()) {
             n += 1;
         }
     }
@@ -394,7 +444,10 @@ fn rotation_usage_errors() {
         ),
         (vec!["-G", "5"], "udstrace: -G needs -w FILE"),
         (vec!["-w", file, "-W", "3"], "udstrace: -W needs -C or -G"),
-        (vec!["-w", file, "-z", "gzip"], "udstrace: -z needs -C or -G"),
+        (
+            vec!["-w", file, "-z", "gzip"],
+            "udstrace: -z needs -C or -G",
+        ),
         (
             vec!["-w", file, "-C", "1", "-z", "/no/such/program"],
             "udstrace: -z /no/such/program: no such program (a path, or a name in $PATH)",

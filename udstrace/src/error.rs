@@ -100,16 +100,22 @@ impl Error {
     /// failure to write `path`.
     #[must_use]
     pub(crate) fn output(path: PathBuf, source: io::Error) -> Self {
-        if source.get_ref().is_some_and(|e| e.is::<Self>()) {
-            if let Some(Ok(e)) = source.into_inner().map(|e| e.downcast::<Self>()) {
-                return *e;
-            }
-            return Self::Output {
-                path,
-                source: io::Error::other("lost error"),
-            };
+        if !source
+            .get_ref()
+            .is_some_and(<dyn std::error::Error + Send + Sync>::is::<Self>)
+        {
+            return Self::Output { path, source };
         }
-        Self::Output { path, source }
+        match source
+            .into_inner()
+            .map(<dyn std::error::Error + Send + Sync>::downcast::<Self>)
+        {
+            Some(Ok(e)) => *e,
+            _ => Self::Output {
+                path,
+                source: io::Error::other("an error that was lost"),
+            },
+        }
     }
 
     /// A copy of an output's `io::Error`, with the error it carries (the output thread keeps

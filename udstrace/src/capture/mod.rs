@@ -11,12 +11,13 @@ use crate::{
     error::Error,
     output::{
         file::Destination,
-        pcapng::Stats,
+        pcapng::{CaptureInfo, Stats},
         ports::Ports,
         rotate::Rotation,
         section,
         sink::{self, Sink},
         text::PayloadStyle,
+        writer::Writer,
     },
     tracer::{record::Record, Tracer, TracerConfig},
 };
@@ -69,6 +70,18 @@ pub(crate) struct CaptureOptions {
     pub(crate) host_root: Option<PathBuf>,
 }
 
+impl CaptureOptions {
+    /// The sink `-w` (rotated or not) or the text view asks for, and its output thread.
+    fn output(&self, info: &CaptureInfo) -> Result<(Box<dyn Sink>, Writer), Error> {
+        sink::open(
+            self.write.as_ref(),
+            self.rotation.as_ref(),
+            info,
+            self.style,
+        )
+    }
+}
+
 /// What a capture did.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Summary {
@@ -115,12 +128,7 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
     // The output is opened once the programs are attached, so that a capture file is only
     // created when there will be a capture; nothing stays attached if it fails (Drop).
     let info = section::capture_info(opts.tracer.snaplen, tracer.backend.name());
-    let (mut sink, writer) = sink::open(
-        opts.write.as_ref(),
-        opts.rotation.as_ref(),
-        &info,
-        opts.style,
-    )?;
+    let (mut sink, writer) = opts.output(&info)?;
     let output_error =
         |source: io::Error| Error::output(Destination::name_of(opts.write.as_ref()), source);
 

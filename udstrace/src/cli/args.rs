@@ -69,8 +69,12 @@ pub(crate) struct Args {
 
     /// With -C or -G: run `COMMAND FILE` on each file once it is complete (no shell; not
     /// waited for), e.g. `-z gzip`.
-    #[arg(short = 'z', long = "postrotate-command", value_name = "COMMAND",
-          conflicts_with = "read")]
+    #[arg(
+        short = 'z',
+        long = "postrotate-command",
+        value_name = "COMMAND",
+        conflicts_with = "read"
+    )]
     pub(crate) postrotate: Option<std::ffi::OsString>,
 
     /// Exit after COUNT packets.
@@ -261,7 +265,11 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
         .ok()
         .filter(|&n| n > 0)
         .and_then(|n| n.checked_mul(unit))
-        .ok_or_else(|| format!("invalid file size `{s}` (a whole number of millions of bytes, or with k, m or g)"))
+        .ok_or_else(|| {
+            format!(
+                "invalid file size `{s}` (a whole number of millions of bytes, or with k, m or g)"
+            )
+        })
 }
 
 /// The user ids of every `--uid` value: numbers, or names from the user database; lists

@@ -53,7 +53,11 @@ fn explain(e: &PcapError, packets: u64) -> String {
 
 /// Prints every packet of `paths` (`-`: standard input), one file after the other, to standard
 /// output; returns how many there were.
-pub(crate) fn read(paths: &[PathBuf], style: PayloadStyle, count: Option<u64>) -> Result<u64, Error> {
+pub(crate) fn read(
+    paths: &[PathBuf],
+    style: PayloadStyle,
+    count: Option<u64>,
+) -> Result<u64, Error> {
     let mut out = Printer {
         out: BufWriter::new(io::stdout().lock()),
         each_packet: false,

@@ -139,7 +139,8 @@ pub(crate) fn runnable(command: &OsStr) -> bool {
         return executable(Path::new(command));
     }
     std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| !command.is_empty() && executable(&dir.join(command)))
+        std::env::split_paths(&path)
+            .any(|dir| !command.is_empty() && executable(&dir.join(command)))
     })
 }
 
@@ -416,30 +417,41 @@ mod tests {
 
     #[test]
     fn strftime_names() {
-        let r = Rotation {
+        let timed = Rotation {
             seconds: Some(60),
             ..Rotation::default()
         };
         // 2023-11-14 22:13:20 UTC: November 2023 in every time zone.
-        let t = 1_700_000_000;
-        let (h, m, s) = sys::local_time_of_day(t);
-        let got = r.name(Path::new("d/%Y%m-%H%M%S-%%.pcapng"), 0, t).unwrap();
+        let time = 1_700_000_000;
+        let (hour, minute, second) = sys::local_time_of_day(time);
+        let got = timed
+            .name(Path::new("d/%Y%m-%H%M%S-%%.pcapng"), 0, time)
+            .unwrap();
         assert_eq!(
             got,
-            PathBuf::from(format!("d/202311-{h:02}{m:02}{s:02}-%.pcapng"))
+            PathBuf::from(format!("d/202311-{hour:02}{minute:02}{second:02}-%.pcapng"))
         );
-        assert_eq!(r.name(Path::new("%s"), 0, t).unwrap(), Path::new("1700000000"));
+        assert_eq!(
+            timed.name(Path::new("%s"), 0, time).unwrap(),
+            Path::new("1700000000")
+        );
         // With -C too, numbers follow the time.
         let both = Rotation {
             size: Some(1),
-            ..r.clone()
+            ..timed.clone()
         };
-        assert_eq!(both.name(Path::new("c%s."), 2, t).unwrap(), Path::new("c1700000000.2"));
+        assert_eq!(
+            both.name(Path::new("c%s."), 2, time).unwrap(),
+            Path::new("c1700000000.2")
+        );
         // Without -G a % is a %.
-        assert_eq!(size(1, None).name(Path::new("%s"), 0, t).unwrap(), Path::new("%s"));
-        assert!(r.name(Path::new(""), 0, t).is_err());
+        assert_eq!(
+            size(1, None).name(Path::new("%s"), 0, time).unwrap(),
+            Path::new("%s")
+        );
+        assert!(timed.name(Path::new(""), 0, time).is_err());
         let long = "%Y".repeat(NAME_MAX);
-        assert!(r.name(Path::new(&long), 0, t).is_err());
+        assert!(timed.name(Path::new(&long), 0, time).is_err());
     }
 
     #[test]
@@ -455,8 +467,16 @@ mod tests {
         let c = size(1000, None);
         assert_eq!(c.due(&file(1), 1, 1000, 100, true), None);
         assert_eq!(c.due(&file(1), 1, 1001, 100, true), Some(Due::Size));
-        assert_eq!(c.due(&file(1), 1, 1001, 100, false), None, "only before a packet");
-        assert_eq!(c.due(&file(0), 1, 5000, 100, true), None, "never an empty file");
+        assert_eq!(
+            c.due(&file(1), 1, 1001, 100, false),
+            None,
+            "only before a packet"
+        );
+        assert_eq!(
+            c.due(&file(0), 1, 5000, 100, true),
+            None,
+            "never an empty file"
+        );
         let g = Rotation {
             seconds: Some(2),
             ..Rotation::default()
@@ -497,27 +517,40 @@ mod tests {
         let (mut shb, mut idb, mut epb, mut isb) = (0, 0, 0, Vec::new());
         loop {
             match reader.next() {
-                Ok((n, PcapBlockOwned::NG(b))) => {
-                    match b {
-                        Block::SectionHeader(_) => shb += 1,
-                        Block::InterfaceDescription(_) => idb += 1,
-                        Block::EnhancedPacket(_) => epb += 1,
-                        Block::InterfaceStatistics(s) => {
-                            let opt = |code| {
-                                s.options
-                                    .iter()
-                                    .find(|o| o.code == pcap_parser::pcapng::OptionCode(code))
-                                    .map(|o| u64::from_le_bytes(o.as_bytes().unwrap()[..8].try_into().unwrap()))
-                                    .unwrap()
-                            };
-                            isb.push((opt(4), opt(5)));
+                Ok((n, block)) => {
+                    if let PcapBlockOwned::NG(b) = block {
+                        match b {
+                            Block::SectionHeader(_) => shb += 1,
+                            Block::InterfaceDescription(_) => idb += 1,
+                            Block::EnhancedPacket(_) => epb += 1,
+                            Block::InterfaceStatistics(s) => {
+                                let opt = |code| {
+                                    s.options
+                                        .iter()
+                                        .find(|o| o.code == pcap_parser::pcapng::OptionCode(code))
+                                        .map(|o| {
+                                            u64::from_le_bytes(
+                                                o.as_bytes().unwrap()[..8].try_into().unwrap(),
+                                            )
+                                        })
+                                        .unwrap()
+                                };
+                                isb.push((opt(4), opt(5)));
+                            }
+                            _ => {}
                         }
-                        _ => {}
                     }
                     reader.consume(n);
                 }
                 Err(pcap_parser::PcapError::Eof) => break,
-                other => panic!("{}: {other:?}", path.display()),
+                // The reader learns of the end of its input by reading again.
+                Err(pcap_parser::PcapError::Incomplete(_)) => {
+                    reader.refill().unwrap();
+                    if let Err(pcap_parser::PcapError::Incomplete(_)) = reader.next() {
+                        panic!("{} ends with an incomplete block", path.display());
+                    }
+                }
+                Err(e) => panic!("{}: {e:?}", path.display()),
             }
         }
         (shb, idb, epb, isb)
@@ -531,8 +564,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir(&dir).unwrap();
         let pattern = dir.join("cap.pcapng");
-        let (mut sink, writer) =
-            open(&pattern, size(10_000, Some(3)), &capture_info(65_536, "test")).unwrap();
+        let (mut sink, writer) = open(
+            &pattern,
+            size(10_000, Some(3)),
+            &capture_info(65_536, "test"),
+        )
+        .unwrap();
         let payload = [7u8; 1000];
         for i in 0..50u64 {
             sink.packet(&Packet {
