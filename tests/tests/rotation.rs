@@ -464,3 +464,32 @@ fn rotation_usage_errors() {
     }
     assert!(files(&dir).is_empty());
 }
+
+/// Each file of the set is opened as `-w` opens one: a symbolic link planted at the second
+/// file's name is refused with one line, the capture ends (exit 1), what the link points to is
+/// left alone, and the first file is whole.
+#[test]
+fn a_link_at_a_later_name_is_refused() {
+    let dir = TempDir::new("rotate-link");
+    let target = dir.path("precious");
+    std::fs::write(&target, b"keep").unwrap();
+    let link = dir.path("cap.pcapng1");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let first = dir.path("cap.pcapng");
+    let ud = Udstrace::start(&["-p", &own_pid(), "-w", first.to_str().unwrap(), "-C", "1"]);
+    send(2_000_000, 3);
+    let done = ud.stop();
+    assert_eq!(done.code, Some(1), "{:?}", done.stderr);
+    let refusal = format!(
+        "udstrace: refusing to write {}: it is a symbolic link to {}; ",
+        link.display(),
+        target.display()
+    );
+    assert!(
+        done.stderr.iter().any(|l| l.starts_with(&refusal)),
+        "{:?}",
+        done.stderr
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+    assert!(whole_capture(&first).packets.len() > 50);
+}
