@@ -130,16 +130,15 @@ fn rotation(args: &Args, write: Option<&Destination>) -> Result<Option<Rotation>
         count: args.file_count,
         command: args.postrotate.clone(),
     };
-    let (option, rotates) = match (rotation.size, rotation.seconds) {
-        (Some(_), _) => ("-C", true),
-        (None, Some(_)) => ("-G", true),
-        (None, None) if rotation.count.is_some() => ("-W", false),
-        (None, None) if rotation.command.is_some() => ("-z", false),
-        (None, None) => return Ok(None),
+    let option = match (rotation.size, rotation.seconds, &rotation.command) {
+        (Some(_), _, _) => "-C",
+        (None, Some(_), _) => "-G",
+        (None, None, _) if rotation.count.is_some() => {
+            return Err(Failure::Usage("-W needs -C or -G".into()))
+        }
+        (None, None, Some(_)) => return Err(Failure::Usage("-z needs -C or -G".into())),
+        (None, None, None) => return Ok(None),
     };
-    if !rotates {
-        return Err(Failure::Usage(format!("{option} needs -C or -G")));
-    }
     let pattern = match write {
         Some(Destination::File(p)) => p,
         Some(Destination::Stdout) => {
