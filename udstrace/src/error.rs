@@ -84,6 +84,63 @@ impl Error {
     }
 }
 
+impl Error {
+    /// This error inside an `io::Error` (of the same kind), to travel where the output's
+    /// errors do: a file of a rotated set names itself, not `-w`'s pattern.
+    #[must_use]
+    pub(crate) fn into_io(self) -> io::Error {
+        let kind = match &self {
+            Self::Output { source, .. } => source.kind(),
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, self)
+    }
+
+    /// What an output's `io::Error` says: the error it carries ([`Error::into_io`]), or a
+    /// failure to write `path`.
+    #[must_use]
+    pub(crate) fn output(path: PathBuf, source: io::Error) -> Self {
+        if !source
+            .get_ref()
+            .is_some_and(<dyn std::error::Error + Send + Sync>::is::<Self>)
+        {
+            return Self::Output { path, source };
+        }
+        match source
+            .into_inner()
+            .map(<dyn std::error::Error + Send + Sync>::downcast::<Self>)
+        {
+            Some(Ok(e)) => *e,
+            _ => Self::Output {
+                path,
+                source: io::Error::other("an error that was lost"),
+            },
+        }
+    }
+
+    /// A copy of an output's `io::Error`, with the error it carries (the output thread keeps
+    /// its error and hands each caller a copy).
+    #[must_use]
+    pub(crate) fn copy_io(e: &io::Error) -> io::Error {
+        if let Some(code) = e.raw_os_error() {
+            return io::Error::from_raw_os_error(code);
+        }
+        match e.get_ref().and_then(|inner| inner.downcast_ref::<Self>()) {
+            Some(Self::Output { path, source }) => Self::Output {
+                path: path.clone(),
+                source: Self::copy_io(source),
+            }
+            .into_io(),
+            Some(Self::UnsafeOutput { path, reason }) => Self::UnsafeOutput {
+                path: path.clone(),
+                reason: reason.clone(),
+            }
+            .into_io(),
+            _ => io::Error::new(e.kind(), e.to_string()),
+        }
+    }
+}
+
 /// The error and its causes on one line, each cause's first line only.
 pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
     let mut out = first_line(&e.to_string()).to_string();

@@ -1,5 +1,5 @@
 //! The C library calls udstrace makes, each behind a safe function with its SAFETY argument:
-//! clocks, local time, the user database, memory limits, mounting tracefs, the netlink
+//! clocks, local time and strftime, the user database, memory limits, mounting tracefs, the netlink
 //! socket sock_diag answers on, entering another network namespace, opening the output file
 //! relative to its directory, and signal dispositions.
 
@@ -21,8 +21,8 @@ pub(crate) fn clock_ns(clock: libc::clockid_t) -> i128 {
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
-/// Local time of day of `secs` since the epoch: (hours, minutes, seconds).
-pub(crate) fn local_time_of_day(secs: i64) -> (i32, i32, i32) {
+/// The local broken-down time of `secs` since the epoch.
+fn local_tm(secs: i64) -> libc::tm {
     let secs = libc::time_t::from(secs);
     // SAFETY: `libc::tm` is plain data (integers and a pointer), for which all zeroes is a
     // valid value.
@@ -30,7 +30,35 @@ pub(crate) fn local_time_of_day(secs: i64) -> (i32, i32, i32) {
     // SAFETY: both pointers are valid for the call; localtime_r writes only into `tm` and
     // leaves it zeroed if it fails.
     unsafe { libc::localtime_r(&raw const secs, &raw mut tm) };
+    tm
+}
+
+/// Local time of day of `secs` since the epoch: (hours, minutes, seconds).
+pub(crate) fn local_time_of_day(secs: i64) -> (i32, i32, i32) {
+    let tm = local_tm(secs);
     (tm.tm_hour, tm.tm_min, tm.tm_sec)
+}
+
+/// `format` expanded by strftime(3) with the local time of `secs` since the epoch; `None`
+/// when the result is empty or longer than `max` bytes.
+pub(crate) fn strftime_local(format: &CStr, secs: i64, max: usize) -> Option<Vec<u8>> {
+    let tm = local_tm(secs);
+    let mut buf = vec![0u8; max + 1];
+    // SAFETY: `buf` is writable for `buf.len()` bytes, which strftime is told and never
+    // exceeds (it writes the terminating NUL within them, or returns 0); `format` is
+    // NUL-terminated and `tm` a valid broken-down time, both borrowed for the call.
+    let n = unsafe {
+        libc::strftime(
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            format.as_ptr(),
+            &raw const tm,
+        )
+    };
+    (n != 0).then(|| {
+        buf.truncate(n);
+        buf
+    })
 }
 
 /// The uid of user `name`, from the user database.

@@ -1,5 +1,6 @@
 //! The capture loop: drains the ring buffer, turns records into packets, hands them to the
-//! output, and stops cleanly on SIGINT/SIGTERM/SIGHUP (`stop.rs`), `-c`, or an output error.
+//! output, and stops cleanly on SIGINT/SIGTERM/SIGHUP (`stop.rs`), `-c`, the last file of
+//! `-G -W`, or an output error.
 
 use std::{io, path::PathBuf, time::Duration};
 
@@ -10,11 +11,13 @@ use crate::{
     error::Error,
     output::{
         file::Destination,
-        pcapng::Stats,
+        pcapng::{CaptureInfo, Stats},
         ports::Ports,
+        rotate::Rotation,
         section,
         sink::{self, Sink},
         text::PayloadStyle,
+        writer::Writer,
     },
     tracer::{record::Record, Tracer, TracerConfig},
 };
@@ -48,6 +51,8 @@ pub(crate) struct CaptureOptions {
     pub(crate) tracer: TracerConfig,
     /// `-w`: pcapng to a file or standard output; text view without it.
     pub(crate) write: Option<Destination>,
+    /// `-C`, `-G`, `-W`, `-z`: `-w`'s file rotated.
+    pub(crate) rotation: Option<Rotation>,
     /// `-c`: stop after this many packets.
     pub(crate) count: Option<u64>,
     pub(crate) style: PayloadStyle,
@@ -63,6 +68,18 @@ pub(crate) struct CaptureOptions {
     pub(crate) targets: Targets,
     /// `--host-root`: where the runtimes' state and the cgroup hierarchy are (else `/`).
     pub(crate) host_root: Option<PathBuf>,
+}
+
+impl CaptureOptions {
+    /// The sink `-w` (rotated or not) or the text view asks for, and its output thread.
+    fn output(&self, info: &CaptureInfo) -> Result<(Box<dyn Sink>, Writer), Error> {
+        sink::open(
+            self.write.as_ref(),
+            self.rotation.as_ref(),
+            info,
+            self.style,
+        )
+    }
 }
 
 /// What a capture did.
@@ -111,11 +128,9 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
     // The output is opened once the programs are attached, so that a capture file is only
     // created when there will be a capture; nothing stays attached if it fails (Drop).
     let info = section::capture_info(opts.tracer.snaplen, tracer.backend.name());
-    let (mut sink, writer) = sink::open(opts.write.as_ref(), &info, opts.style)?;
-    let output_error = |source: io::Error| Error::Output {
-        path: Destination::name_of(opts.write.as_ref()),
-        source,
-    };
+    let (mut sink, writer) = opts.output(&info)?;
+    let output_error =
+        |source: io::Error| Error::output(Destination::name_of(opts.write.as_ref()), source);
 
     announce(&tracer, opts);
 
@@ -132,7 +147,7 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
     let mut path_tick = later_ticks(PATH_REFRESH).await;
     let mut result: Result<(), io::Error> = Ok(());
 
-    'capture: while !packetizer.done() {
+    'capture: while !packetizer.done() && !sink.done() {
         tokio::select! {
             // While the output is behind, records wait in the ring buffer (drain_tick looks
             // again every 10 ms).
@@ -261,12 +276,13 @@ enum Drained {
     All,
     /// The batch is done; records remain.
     Batch,
-    /// The packet limit (`-c`) was reached.
+    /// The packet limit (`-c`) was reached, or the output takes no more (`-G -W`).
     Limit,
 }
 
 /// Handles records until the ring buffer is empty, `batch` records were handled or the output
-/// is behind (a bounded drain only), or the packet limit is reached.
+/// is behind (a bounded drain only), or the packet limit is reached or the output takes no
+/// more.
 fn drain(
     events: &mut RingBuf<MapData>,
     batch: Option<usize>,
@@ -276,7 +292,7 @@ fn drain(
 ) -> io::Result<Drained> {
     let mut handled = 0;
     loop {
-        if packetizer.done() {
+        if packetizer.done() || sink.done() {
             return Ok(Drained::Limit);
         }
         if batch.is_some_and(|b| handled >= b || sink.blocked()) {

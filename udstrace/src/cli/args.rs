@@ -43,10 +43,39 @@ pub(crate) struct Args {
     )]
     pub(crate) write: Option<PathBuf>,
 
-    /// Read packets from a pcapng file written by udstrace (`-` for standard input) and print
-    /// them.
-    #[arg(short = 'r', long = "read", value_name = "FILE")]
-    pub(crate) read: Option<PathBuf>,
+    /// Read packets from pcapng files written by udstrace (`-` for standard input) and print
+    /// them: several files (`-r A -r B`, or `-r A B C`, a rotated set) are read in the order
+    /// given.
+    #[arg(short = 'r', long = "read", value_name = "FILE", num_args = 1..)]
+    pub(crate) read: Vec<PathBuf>,
+
+    /// With -w FILE: before each packet, start a new file if the current one holds more than
+    /// SIZE million bytes (a suffix k, m or g: KiB, MiB, GiB): FILE, FILE1, FILE2, ...
+    #[arg(short = 'C', long = "file-size", value_name = "SIZE", value_parser = parse_size,
+          conflicts_with = "read")]
+    pub(crate) file_size: Option<u64>,
+
+    /// With -w FILE: start a new file every SECONDS; FILE is a strftime pattern
+    /// (`cap-%Y%m%d-%H%M%S.pcapng`) filled in with the local time each file begins.
+    #[arg(short = 'G', long = "rotate-seconds", value_name = "SECONDS",
+          value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "read")]
+    pub(crate) rotate_seconds: Option<u32>,
+
+    /// With -C: keep a ring of COUNT files (FILE0, FILE1, ..., each replaced in turn); with -G
+    /// alone: stop after COUNT files.
+    #[arg(short = 'W', long = "file-count", value_name = "COUNT",
+          value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "read")]
+    pub(crate) file_count: Option<u32>,
+
+    /// With -C or -G: run `COMMAND FILE` on each file once it is complete (no shell; not
+    /// waited for), e.g. `-z gzip`.
+    #[arg(
+        short = 'z',
+        long = "postrotate-command",
+        value_name = "COMMAND",
+        conflicts_with = "read"
+    )]
+    pub(crate) postrotate: Option<std::ffi::OsString>,
 
     /// Exit after COUNT packets.
     #[arg(short = 'c', long = "count", value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
@@ -223,6 +252,26 @@ pub(crate) fn parse_backend(s: &str) -> Result<BackendChoice, String> {
     }
 }
 
+/// `-C`: millions of bytes, or with a suffix k, m or g, KiB, MiB or GiB (as tcpdump).
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 1 << 10),
+        Some((i, 'm' | 'M')) => (&s[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&s[..i], 1 << 30),
+        _ => (s, 1_000_000),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .filter(|&n| n > 0)
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| {
+            format!(
+                "invalid file size `{s}` (a whole number of millions of bytes, or with k, m or g)"
+            )
+        })
+}
+
 /// The user ids of every `--uid` value: numbers, or names from the user database; lists
 /// separated by spaces or commas.
 pub(crate) fn parse_uids(values: &[String]) -> Result<Vec<u32>, String> {
@@ -311,5 +360,23 @@ mod tests {
         assert!(Args::try_parse_from(["udstrace", "--backend", "nope"]).is_err());
         assert!(Args::try_parse_from(["udstrace", "-c", "0"]).is_err());
         assert!(Args::try_parse_from(["udstrace", "-r", "a", "-w", "b"]).is_err());
+        assert!(Args::try_parse_from(["udstrace", "-r", "a", "-C", "1"]).is_err());
+        let a = Args::try_parse_from(["udstrace", "-r", "a", "b", "-r", "c", "-c", "2"]).unwrap();
+        assert_eq!(a.read, ["a", "b", "c"].map(PathBuf::from));
+        let a = Args::try_parse_from(["udstrace", "-w", "f", "-C", "2", "-W", "3", "-z", "gzip"])
+            .unwrap();
+        assert_eq!((a.file_size, a.file_count), (Some(2_000_000), Some(3)));
+        assert!(Args::try_parse_from(["udstrace", "-w", "f", "-G", "0"]).is_err());
+    }
+
+    #[test]
+    fn file_sizes() {
+        assert_eq!(parse_size("1"), Ok(1_000_000));
+        assert_eq!(parse_size("3k"), Ok(3072));
+        assert_eq!(parse_size("2M"), Ok(2 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        for bad in ["0", "", "k", "-1", "1.5", "1x", "99999999999999999999"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 }

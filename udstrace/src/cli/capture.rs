@@ -17,7 +17,12 @@ use crate::{
         CaptureOptions,
     },
     error::{one_line, Error},
-    output::{file::Destination, ports::Ports, reader},
+    output::{
+        file::Destination,
+        ports::Ports,
+        reader,
+        rotate::{self, Rotation},
+    },
     proc::{
         container_filter::{ContainerFilter, Selector},
         path_filter::PathFilter,
@@ -32,11 +37,11 @@ const EXIT_ABANDONED: u8 = 130;
 /// Runs a capture, or with `-r` prints a capture file.
 pub(super) fn run(args: Args) -> Result<(), Failure> {
     let style = args.style();
-    if let Some(path) = &args.read {
-        if path.as_os_str().is_empty() {
+    if !args.read.is_empty() {
+        if args.read.iter().any(|p| p.as_os_str().is_empty()) {
             return Err(Failure::Usage("-r: empty path".into()));
         }
-        reader::read(path, style, args.count)?;
+        reader::read(&args.read, style, args.count)?;
         return Ok(());
     }
     let write = match &args.write {
@@ -46,6 +51,7 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
         Some(p) if p == Path::new("-") => Some(Destination::Stdout),
         Some(p) => Some(Destination::File(p.clone())),
     };
+    let rotation = rotation(&args, write.as_ref())?;
     let pids = parse_pids(&args.pids).map_err(Failure::Usage)?;
     let snaplen = match args.snaplen {
         None | Some(0) => DEFAULT_SNAPLEN,
@@ -99,6 +105,7 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
     let opts = CaptureOptions {
         tracer,
         write,
+        rotation,
         count: args.count,
         style,
         verbose: args.verbose,
@@ -113,6 +120,59 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
     let failure = output_failure(end, opts.write.as_ref());
     report(&summary);
     failure.map_or(Ok(()), |code| Err(Failure::Exit(code)))
+}
+
+/// `-C`, `-G`, `-W` and `-z`: how `-w FILE` is rotated, if it is.
+fn rotation(args: &Args, write: Option<&Destination>) -> Result<Option<Rotation>, Failure> {
+    let rotation = Rotation {
+        size: args.file_size,
+        seconds: args.rotate_seconds,
+        count: args.file_count,
+        command: args.postrotate.clone(),
+    };
+    let option = match (rotation.size, rotation.seconds, &rotation.command) {
+        (Some(_), _, _) => "-C",
+        (None, Some(_), _) => "-G",
+        (None, None, _) if rotation.count.is_some() => {
+            return Err(Failure::Usage("-W needs -C or -G".into()))
+        }
+        (None, None, Some(_)) => return Err(Failure::Usage("-z needs -C or -G".into())),
+        (None, None, None) => return Ok(None),
+    };
+    let pattern = match write {
+        Some(Destination::File(p)) => p,
+        Some(Destination::Stdout) => {
+            return Err(Failure::Usage(format!(
+                "{option} rotates files: it cannot rotate standard output (-w -)"
+            )))
+        }
+        Some(Destination::ExtcapFifo(_)) => {
+            return Err(Failure::Usage(format!(
+                "{option} rotates files: Wireshark's capture cannot be rotated by udstrace"
+            )))
+        }
+        None => return Err(Failure::Usage(format!("{option} needs -w FILE"))),
+    };
+    if let Some(command) = &rotation.command {
+        if !rotate::runnable(command) {
+            return Err(Failure::Usage(format!(
+                "-z {}: no such program (a path, or a name in $PATH)",
+                Path::new(command).display()
+            )));
+        }
+    }
+    // A name strftime cannot fill in is said now, not at the first file.
+    rotation
+        .name(pattern, 0, 0)
+        .map_err(|reason| Failure::Usage(format!("-w {}: {reason}", pattern.display())))?;
+    if rotation.seconds.is_some() && !pattern.as_os_str().as_encoded_bytes().contains(&b'%') {
+        eprintln!(
+            "udstrace: warning: -w {} has no time in it (%H, %M, %S, ...): each file of -G \
+             replaces the one before",
+            pattern.display()
+        );
+    }
+    Ok(Some(rotation))
 }
 
 /// What became of the output at the end, said in one line when it did not take everything;

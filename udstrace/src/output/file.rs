@@ -7,8 +7,8 @@
 //!   a path looked up again: a symbolic link, a directory, a device (but `/dev/null`), a
 //!   socket, a file or FIFO of another user, a file with other hard links are refused with one
 //!   line. An own regular file is then reopened for writing through the same descriptor
-//!   (`/proc/self/fd/N`: the same inode), truncated and set to 0600, as tcpdump replaces its
-//!   file; an own FIFO is written as it is.
+//!   (`/proc/self/fd/N`: the same inode), set to 0600 and truncated (by the output thread,
+//!   when it takes the file), as tcpdump replaces its file; an own FIFO is written as it is.
 //! - Wireshark's extcap FIFO (`--fifo`), which Wireshark made and may belong to the user
 //!   running Wireshark, must be a FIFO, of any owner.
 //!
@@ -58,6 +58,9 @@ impl Destination {
 pub(crate) enum Opened {
     /// Open for writing.
     Ready(File),
+    /// An own regular file, open for writing, emptied when the output thread takes it (a
+    /// file of a rotated set may be written under the same name until then: `-W`, `-G`).
+    Replaced(File),
     /// A FIFO, held by an `O_PATH` descriptor: opening it for writing waits for a reader.
     Fifo(OwnedFd),
 }
@@ -67,6 +70,10 @@ impl Opened {
     pub(crate) fn into_file(self) -> io::Result<File> {
         match self {
             Self::Ready(f) => Ok(f),
+            Self::Replaced(f) => {
+                f.set_len(0)?;
+                Ok(f)
+            }
             Self::Fifo(fd) => reopen(&fd),
         }
     }
@@ -146,10 +153,10 @@ fn open_path(path: &Path, extcap: bool) -> Result<Opened, Error> {
         }
         let file = reopen(&fd).map_err(io_error)?;
         if meta.is_file() {
-            // As tcpdump replaces its file: emptied, and readable by its owner only.
-            file.set_len(0).map_err(io_error)?;
+            // As tcpdump replaces its file: readable by its owner only, and emptied.
             file.set_permissions(PermissionsExt::from_mode(0o600))
                 .map_err(io_error)?;
+            return Ok(Opened::Replaced(file));
         }
         return Ok(Opened::Ready(file));
     }

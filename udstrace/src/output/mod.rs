@@ -1,6 +1,6 @@
 //! Where packets go: synthesised headers and their checksum, the ports that pick Wireshark's
 //! dissectors, the pcapng writer and its section text, the text view, the output file opened
-//! safely and the thread that writes it, and `-r`.
+//! safely and the thread that writes it, rotated sets of files, and `-r`.
 
 pub(crate) mod checksum;
 pub(crate) mod file;
@@ -10,6 +10,7 @@ pub(crate) mod headers;
 pub(crate) mod pcapng;
 pub(crate) mod ports;
 pub(crate) mod reader;
+pub(crate) mod rotate;
 pub(crate) mod section;
 pub(crate) mod sink;
 pub(crate) mod text;

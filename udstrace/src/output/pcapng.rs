@@ -227,6 +227,28 @@ impl<W: Output> PcapngWriter<W> {
         }
     }
 
+    /// Starts a new section (its header and interface blocks) in the next file of a rotated
+    /// set; what was buffered must have been flushed.
+    pub(crate) fn new_section(&mut self, info: &CaptureInfo) {
+        debug_assert!(self.buf.is_empty(), "the last file was flushed");
+        self.buf.clear();
+        self.buffered_packets = 0;
+        self.written = 0;
+        self.section_header(info);
+        self.interface(info);
+    }
+
+    /// Bytes of this section so far, written or buffered.
+    #[must_use]
+    pub(crate) fn len(&self) -> u64 {
+        self.written + self.buf.len() as u64
+    }
+
+    /// The output, to tell it of a new file.
+    pub(crate) fn output_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     /// Whether the output is behind (see [`Output::blocked`]).
     pub(crate) fn blocked(&self) -> bool {
         self.out.blocked()

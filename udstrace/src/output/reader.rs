@@ -1,4 +1,5 @@
-//! `-r FILE` (`-r -`: standard input): reads a udstrace capture back into the text view.
+//! `-r FILE` (`-r -`: standard input): reads a udstrace capture back into the text view;
+//! several files (a rotated set) one after the other, `-c` counting over all of them.
 //!
 //! A file cut short says so, after the packets it held; a packet whose metadata comment cannot
 //! be read is shown without it, and a line at the end counts such packets.
@@ -50,9 +51,58 @@ fn explain(e: &PcapError, packets: u64) -> String {
     }
 }
 
-/// Prints every packet of `path` (`-`: standard input) to standard output; returns how many
-/// there were.
-pub(crate) fn read(path: &Path, style: PayloadStyle, count: Option<u64>) -> Result<u64, Error> {
+/// Prints every packet of `paths` (`-`: standard input), one file after the other, to standard
+/// output; returns how many there were.
+pub(crate) fn read(
+    paths: &[PathBuf],
+    style: PayloadStyle,
+    count: Option<u64>,
+) -> Result<u64, Error> {
+    let mut out = Printer {
+        out: BufWriter::new(io::stdout().lock()),
+        each_packet: false,
+    };
+    let mut view = View {
+        style,
+        line: String::new(),
+        unit: 1,
+        packets: 0,
+        unreadable: 0,
+        first_unreadable: String::new(),
+    };
+    let mut result = Ok(());
+    for path in paths {
+        if count.is_some_and(|c| view.packets >= c) {
+            break;
+        }
+        match read_one(path, &mut view, &mut out, count) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    let flushed = out.finish();
+    if view.unreadable != 0 {
+        eprintln!(
+            "udstrace: warning: {} of {} packets had no readable udstrace metadata and are shown \
+             without it (the first, {})",
+            view.unreadable, view.packets, view.first_unreadable
+        );
+    }
+    result.and(flushed).map(|()| view.packets)
+}
+
+/// Prints the packets of one file (up to `count` in all); `Ok(false)` when standard output's
+/// reader has gone.
+fn read_one<W: Write>(
+    path: &Path,
+    view: &mut View,
+    out: &mut Printer<W>,
+    count: Option<u64>,
+) -> Result<bool, Error> {
     let stdin = path == Path::new("-");
     let name = if stdin {
         PathBuf::from("standard input")
@@ -74,27 +124,18 @@ pub(crate) fn read(path: &Path, style: PayloadStyle, count: Option<u64>) -> Resu
         }
         e => bad(format!("not a pcapng file: {e}")),
     })?;
-    let mut out = Printer {
-        out: BufWriter::new(io::stdout().lock()),
-        // A live pipe (`udstrace -w - | udstrace -r -`): each packet shown as it comes.
-        each_packet: stdin,
-    };
-    let mut view = View {
-        style,
-        line: String::new(),
-        unit: 1,
-        packets: 0,
-        unreadable: 0,
-        first_unreadable: String::new(),
-    };
-    let result = loop {
+    // A live pipe (`udstrace -w - | udstrace -r -`): each packet shown as it comes.
+    out.each_packet = stdin;
+    // Packets before this file: its messages count its own.
+    let before = view.packets;
+    loop {
         if count.is_some_and(|c| view.packets >= c) {
-            break Ok(());
+            return Ok(true);
         }
         let block = match reader.next_block() {
-            None => break Ok(()),
+            None => return Ok(true),
             Some(Ok(block)) => block,
-            Some(Err(e)) => break Err(bad(explain(&e, view.packets))),
+            Some(Err(e)) => return Err(bad(explain(&e, view.packets - before))),
         };
         match block {
             Block::InterfaceDescription(idb) => {
@@ -108,27 +149,14 @@ pub(crate) fn read(path: &Path, style: PayloadStyle, count: Option<u64>) -> Resu
                 }
             }
             Block::EnhancedPacket(epb) => {
-                if let Err(reason) = view.packet(&epb) {
-                    break Err(bad(reason));
-                }
-                match out.print(&view.line) {
-                    Ok(true) => {}
-                    Ok(false) => break Ok(()),
-                    Err(e) => break Err(e),
+                view.packet(&epb, before).map_err(bad)?;
+                if !out.print(&view.line)? {
+                    return Ok(false);
                 }
             }
             _ => {}
         }
-    };
-    let flushed = out.finish();
-    if view.unreadable != 0 {
-        eprintln!(
-            "udstrace: warning: {} of {} packets had no readable udstrace metadata and are shown \
-             without it (the first, {})",
-            view.unreadable, view.packets, view.first_unreadable
-        );
     }
-    result.and(flushed).map(|()| view.packets)
 }
 
 /// The text view of the packets read so far.
@@ -146,9 +174,10 @@ struct View {
 
 impl View {
     /// Puts the text of one packet in `line`; a packet that is not udstrace's is an error.
-    fn packet(&mut self, epb: &EnhancedPacketBlock<'_>) -> Result<(), String> {
+    /// `before`: packets of the files before this one (messages number this file's).
+    fn packet(&mut self, epb: &EnhancedPacketBlock<'_>, before: u64) -> Result<(), String> {
         let data: &[u8] = &epb.data;
-        let n = self.packets + 1;
+        let n = self.packets + 1 - before;
         let header_len = match data.get(6) {
             Some(6) => IPV6_LEN + TCP_LEN,
             Some(17) => IPV6_LEN + UDP_LEN,
@@ -187,7 +216,7 @@ impl View {
                 write_unlabelled(&mut self.line, ts_ns, orig_len, payload, self.style);
             }
         }
-        self.packets = n;
+        self.packets += 1;
         Ok(())
     }
 }

@@ -1,10 +1,12 @@
-//! Where captured packets go: a pcapng file or stream, or the text view.
+//! Where captured packets go: a pcapng file or stream (or a rotated set of files:
+//! `rotate.rs`), or the text view.
 
 use std::io;
 
 use super::{
     file::{self, Destination},
     pcapng::{CaptureInfo, Output, PcapngWriter, Stats},
+    rotate::{self, Rotation},
     text::{write_packet, PayloadStyle},
     writer::{self, Handoff, Writer},
 };
@@ -19,6 +21,11 @@ pub(crate) trait Sink {
     fn finish(&mut self, stats: &Stats) -> io::Result<()>;
     /// Whether the output is behind: the capture waits before handing it more.
     fn blocked(&self) -> bool {
+        false
+    }
+    /// Whether the output takes no more packets (`-G` with `-W`: its last file is complete):
+    /// the capture ends.
+    fn done(&self) -> bool {
         false
     }
 }
@@ -116,17 +123,22 @@ impl Sink for TextSink {
     }
 }
 
-/// The sink for `-w` (pcapng) or, without it, the text view on standard output, and the
-/// thread that writes its bytes. The output is checked and opened here (`file.rs`).
+/// The sink for `-w` (pcapng; with `rotation`, to a rotated set of files: `rotate.rs`) or,
+/// without it, the text view on standard output, and the thread that writes its bytes. The
+/// output is checked and opened here (`file.rs`).
 pub(crate) fn open(
     write: Option<&Destination>,
+    rotation: Option<&Rotation>,
     info: &CaptureInfo,
     style: PayloadStyle,
 ) -> Result<(Box<dyn Sink>, Writer), Error> {
+    if let (Some(rotation), Some(Destination::File(pattern))) = (rotation, write) {
+        return rotate::open(pattern, rotation.clone(), info);
+    }
     let dest = write.cloned().unwrap_or(Destination::Stdout);
     let opened = file::open(&dest)?;
     let ours = matches!(dest, Destination::File(_));
-    let (handoff, writer) = writer::start(opened, ours).map_err(|source| Error::Output {
+    let (handoff, writer) = writer::start(opened, ours, None).map_err(|source| Error::Output {
         path: Destination::name_of(write),
         source,
     })?;

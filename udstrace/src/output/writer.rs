@@ -13,10 +13,15 @@
 //!
 //! A write that fails (disk full) cuts a regular file back to the whole blocks it held, and
 //! the thread ends with that error, which the next hand-off returns.
+//!
+//! A rotated set (`rotate.rs`) hands over its files in the same queue: [`Handoff::close`] ends
+//! the file being written (the thread then runs what `-z` asks), [`Handoff::open`] goes on in
+//! the next, so every file is closed only once all its blocks are in it.
 
 use std::{
     fs::File,
     io::{self, Write},
+    path::PathBuf,
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         mpsc, Arc, Mutex,
@@ -25,6 +30,7 @@ use std::{
 };
 
 use super::{file::Opened, pcapng::Output};
+use crate::error::Error;
 
 /// Bytes waiting for the thread beyond which the capture loop pauses.
 pub(crate) const QUEUE_LIMIT: usize = 8 << 20;
@@ -32,10 +38,17 @@ pub(crate) const QUEUE_LIMIT: usize = 8 << 20;
 /// Spent buffers the thread hands back for reuse.
 const SPARE_BUFFERS: usize = 4;
 
-/// One hand-off: whole blocks (or text lines) holding `packets` packets.
-struct Chunk {
-    bytes: Vec<u8>,
-    packets: u64,
+/// What the thread runs once it has closed a file of a rotated set (`-z`).
+pub(crate) type Then = Box<dyn FnOnce() + Send>;
+
+/// One hand-off, done in order.
+enum Chunk {
+    /// Whole blocks (or text lines) holding `packets` packets.
+    Blocks { bytes: Vec<u8>, packets: u64 },
+    /// The file is complete: close it, then run this.
+    Close(Option<Then>),
+    /// Go on in the next file of a rotated set, called `name`.
+    Open { out: Opened, name: PathBuf },
 }
 
 /// What the loop and the thread both see.
@@ -67,32 +80,36 @@ impl Shared {
             .error
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        guard.as_ref().map(|e| match e.raw_os_error() {
-            Some(code) => io::Error::from_raw_os_error(code),
-            None => io::Error::new(e.kind(), e.to_string()),
-        })
+        guard.as_ref().map(Error::copy_io)
     }
 }
 
 /// Starts the thread that opens `out` (for a FIFO, waiting for its reader) and writes what the
 /// [`Handoff`] gives it. `ours`: udstrace created or emptied the file, so a failed write may
 /// cut it back (not standard output redirected to a file, which may hold more than ours).
-pub(crate) fn start(out: Opened, ours: bool) -> io::Result<(Handoff, Writer)> {
+/// `name`: the first file of a rotated set, named in its errors.
+pub(crate) fn start(
+    out: Opened,
+    ours: bool,
+    name: Option<PathBuf>,
+) -> io::Result<(Handoff, Writer)> {
     let shared = Arc::new(Shared::default());
     let (tx, rx) = mpsc::channel::<Chunk>();
     let (spare_tx, spare_rx) = mpsc::sync_channel(SPARE_BUFFERS);
     let thread_shared = shared.clone();
     thread::Builder::new()
         .name("udstrace-output".into())
-        .spawn(move || match out.into_file() {
-            Ok(file) => {
-                if write_all(&file, ours, &rx, &spare_tx, &thread_shared) {
-                    // Closed first: a reader sees the end of the file once `finished` says so.
-                    drop(file);
-                    thread_shared.finished.store(true, Ordering::Release);
-                }
+        .spawn(move || {
+            let mut current = Current::default();
+            if let Err(e) = current.open(out, ours, name) {
+                thread_shared.fail(e);
+                return;
             }
-            Err(e) => thread_shared.fail(e),
+            if write_all(&mut current, &rx, &spare_tx, &thread_shared) {
+                // Closed first: a reader sees the end of the file once `finished` says so.
+                drop(current);
+                thread_shared.finished.store(true, Ordering::Release);
+            }
         })?;
     Ok((
         Handoff {
@@ -104,33 +121,90 @@ pub(crate) fn start(out: Opened, ours: bool) -> io::Result<(Handoff, Writer)> {
     ))
 }
 
+/// The file the thread writes.
+#[derive(Default)]
+struct Current {
+    file: Option<File>,
+    /// A file of a rotated set, named in its errors.
+    name: Option<PathBuf>,
+    /// A regular file udstrace created or emptied: a failed write cuts it back.
+    regular: bool,
+    /// Bytes written to it.
+    written: u64,
+}
+
+impl Current {
+    fn open(&mut self, out: Opened, ours: bool, name: Option<PathBuf>) -> io::Result<()> {
+        self.name = name;
+        let file = out.into_file().map_err(|e| self.named(e))?;
+        self.regular = ours && file.metadata().is_ok_and(|m| m.is_file());
+        self.written = 0;
+        self.file = Some(file);
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let Some(mut file) = self.file.as_ref() else {
+            return Ok(());
+        };
+        if let Err(e) = file.write_all(bytes) {
+            if self.regular {
+                // Back to the last whole block: the file stays valid pcapng.
+                let _ = file.set_len(self.written);
+            }
+            return Err(self.named(e));
+        }
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// `e`, naming the file when it is one of a rotated set.
+    fn named(&self, e: io::Error) -> io::Error {
+        match &self.name {
+            Some(path) => Error::Output {
+                path: path.clone(),
+                source: e,
+            }
+            .into_io(),
+            None => e,
+        }
+    }
+}
+
 /// The thread's loop: each chunk in order, until the hand-off is dropped (`true`) or a write
 /// fails (`false`).
 fn write_all(
-    mut file: &File,
-    ours: bool,
+    current: &mut Current,
     rx: &mpsc::Receiver<Chunk>,
     spare: &mpsc::SyncSender<Vec<u8>>,
     shared: &Shared,
 ) -> bool {
-    let regular = ours && file.metadata().is_ok_and(|m| m.is_file());
-    let mut written = 0u64;
     for chunk in rx {
-        if let Err(e) = file.write_all(&chunk.bytes) {
-            if regular {
-                // Back to the last whole block: the file stays valid pcapng.
-                let _ = file.set_len(written);
+        match chunk {
+            Chunk::Blocks { bytes, packets } => {
+                if let Err(e) = current.write(&bytes) {
+                    shared.fail(e);
+                    return false;
+                }
+                shared.queued.fetch_sub(bytes.len(), Ordering::Relaxed);
+                shared.written.fetch_add(packets, Ordering::Relaxed);
+                shared.writes.fetch_add(1, Ordering::Release);
+                let _ = spare.try_send(bytes);
             }
-            shared.fail(e);
-            return false;
+            Chunk::Close(then) => {
+                current.file = None;
+                if let Some(then) = then {
+                    then();
+                }
+            }
+            Chunk::Open { out, name } => {
+                if let Err(e) = current.open(out, true, Some(name)) {
+                    shared.fail(e);
+                    return false;
+                }
+                shared.writes.fetch_add(1, Ordering::Release);
+            }
         }
-        written += chunk.bytes.len() as u64;
-        shared
-            .queued
-            .fetch_sub(chunk.bytes.len(), Ordering::Relaxed);
-        shared.written.fetch_add(chunk.packets, Ordering::Relaxed);
-        shared.writes.fetch_add(1, Ordering::Release);
-        let _ = spare.try_send(chunk.bytes);
     }
     true
 }
@@ -140,6 +214,30 @@ pub(crate) struct Handoff {
     tx: mpsc::Sender<Chunk>,
     spare: mpsc::Receiver<Vec<u8>>,
     shared: Arc<Shared>,
+}
+
+impl Handoff {
+    /// Ends the file being written: the thread closes it once all its blocks are written,
+    /// then runs `then`.
+    pub(crate) fn close(&mut self, then: Option<Then>) -> io::Result<()> {
+        self.send(Chunk::Close(then))
+    }
+
+    /// Goes on in `out`, the next file of a rotated set, called `name`.
+    pub(crate) fn open(&mut self, out: Opened, name: PathBuf) -> io::Result<()> {
+        self.send(Chunk::Open { out, name })
+    }
+
+    fn send(&mut self, chunk: Chunk) -> io::Result<()> {
+        if let Some(e) = self.shared.error() {
+            return Err(e);
+        }
+        self.tx.send(chunk).map_err(|_| {
+            self.shared
+                .error()
+                .unwrap_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe))
+        })
+    }
 }
 
 impl Output for Handoff {
@@ -156,11 +254,7 @@ impl Output for Handoff {
         self.shared
             .queued
             .fetch_add(blocks.len(), Ordering::Relaxed);
-        self.tx.send(Chunk { bytes, packets }).map_err(|_| {
-            self.shared
-                .error()
-                .unwrap_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe))
-        })
+        self.send(Chunk::Blocks { bytes, packets })
     }
 
     /// The thread cuts a failed file back itself.
@@ -234,6 +328,7 @@ mod tests {
         start(
             Opened::Ready(File::from(std::os::fd::OwnedFd::from(w))),
             false,
+            None,
         )
         .unwrap()
     }
