@@ -35,6 +35,15 @@ use udstrace_tests::{
 const NOBODY: u32 = 65_534;
 
 /// Runs `args` as `nobody`; they must succeed.
+
+/// The tests capture this process's own traffic (`-p` of the test binary), whose threads run
+/// the tests side by side: one at a time, or each would see the others' messages.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn as_nobody(args: &[&str]) {
     let status = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
@@ -123,6 +132,7 @@ fn assert_refused(out: &Finished, path: &Path, why: &str) {
 /// refuse to follow it (`fs.protected_symlinks`), and in `nobody`'s own, where it never does.
 #[test]
 fn symlink_planted_by_another_user_is_refused() {
+    let _serial = serial();
     let dir = TempDir::new("safety-symlink");
     let target = dir.path("root-owned");
     std::fs::write(&target, b"precious").unwrap();
@@ -143,6 +153,7 @@ fn symlink_planted_by_another_user_is_refused() {
 /// not write a capture another user can read.
 #[test]
 fn file_planted_by_another_user_is_refused() {
+    let _serial = serial();
     let dir = TempDir::new("safety-file");
     for place in [sticky_dir(&dir), nobodys_dir(&dir)] {
         let planted = place.join("capture.pcapng");
@@ -158,6 +169,7 @@ fn file_planted_by_another_user_is_refused() {
 /// one byte comes out of it.
 #[test]
 fn fifo_planted_by_another_user_is_refused() {
+    let _serial = serial();
     let dir = TempDir::new("safety-fifo");
     let fifo = sticky_dir(&dir).join("capture.pcapng");
     as_nobody(&["mkfifo", "-m", "0666", fifo.to_str().unwrap()]);
@@ -196,6 +208,7 @@ fn some_traffic() -> u64 {
 /// a directory and a device are refused.
 #[test]
 fn own_files_are_replaced_others_refused() {
+    let _serial = serial();
     let dir = TempDir::new("safety-own");
     let new = dir.path("new.pcapng");
     let ud = Udstrace::start(&["-p", &own_pid(), "-w", new.to_str().unwrap()]);
@@ -285,6 +298,7 @@ fn count_before(done: &Finished, words: &str) -> u64 {
 /// Two SIGINTs end it at once, with 130.
 #[test]
 fn stops_with_a_blocked_pipe() {
+    let _serial = serial();
     let cases: &[(&str, &[libc::c_int], i32, &str)] = &[
         (
             "SIGINT",
@@ -364,6 +378,7 @@ fn stops_with_a_blocked_pipe() {
 /// does, yet SIGTERM still ends it, saying nothing could be written.
 #[test]
 fn stops_with_a_fifo_nobody_reads() {
+    let _serial = serial();
     let dir = TempDir::new("safety-unread-fifo");
     let fifo = dir.path("capture.fifo");
     let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
@@ -392,6 +407,7 @@ fn stops_with_a_fifo_nobody_reads() {
 /// ignored.
 #[test]
 fn sighup_ends_a_capture_like_sigterm() {
+    let _serial = serial();
     let dir = TempDir::new("safety-hup");
     let file = dir.path("capture.pcapng");
     let mut ud = Udstrace::start(&["-p", &own_pid(), "-w", file.to_str().unwrap()]);
@@ -429,6 +445,7 @@ fn sighup_ends_a_capture_like_sigterm() {
 /// `udstrace -w - | udstrace -r -`: the second shows what the first captures.
 #[test]
 fn round_trip_through_a_pipe() {
+    let _serial = serial();
     let mut writer = Udstrace::start(&["-p", &own_pid(), "-w", "-"]);
     let pcapng = writer.take_stdout();
     let reader = Command::new(udstrace_bin())
@@ -492,6 +509,7 @@ fn three_packet_file(dir: &TempDir) -> (PathBuf, Vec<(u32, usize)>) {
 /// the file ends in the middle of a block, after how many packets.
 #[test]
 fn cut_short_file_says_so() {
+    let _serial = serial();
     let dir = TempDir::new("safety-cut");
     let (file, blocks) = three_packet_file(&dir);
     let third = blocks.iter().filter(|(t, _)| *t == 6).nth(2).unwrap().1;
@@ -514,6 +532,7 @@ fn cut_short_file_says_so() {
 /// line at the end counts it.
 #[test]
 fn damaged_comment_does_not_stop_reading() {
+    let _serial = serial();
     let dir = TempDir::new("safety-comment");
     let (file, blocks) = three_packet_file(&dir);
     let second = blocks.iter().filter(|(t, _)| *t == 6).nth(1).unwrap().1;
@@ -565,6 +584,7 @@ impl Drop for Mount {
 /// written, then the summary; the file holds whole blocks, exactly the packets written.
 #[test]
 fn full_disk_still_prints_the_summary() {
+    let _serial = serial();
     let dir = TempDir::new("safety-full");
     let small = dir.path("small");
     std::fs::create_dir(&small).unwrap();
