@@ -34,8 +34,6 @@ use udstrace_tests::{
 /// The user that plants things.
 const NOBODY: u32 = 65_534;
 
-/// Runs `args` as `nobody`; they must succeed.
-
 /// The tests capture this process's own traffic (`-p` of the test binary), whose threads run
 /// the tests side by side: one at a time, or each would see the others' messages.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -44,6 +42,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Runs `args` as `nobody`; they must succeed.
 fn as_nobody(args: &[&str]) {
     let status = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
