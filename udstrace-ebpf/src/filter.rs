@@ -99,12 +99,23 @@ fn path_wanted(sk: u64, layout: &KernelLayout) -> bool {
         return true;
     }
     // One key for both names: the stack is the programs' scarcest resource.
-    let mut name = PathName::ZERO;
+    let mut name = NameOnStack {
+        key: PathName::ZERO,
+        slack: [0; kernel::NAME_SLACK],
+    };
     if name_wanted(sk, layout, &mut name) {
         return true;
     }
-    name = PathName::ZERO;
+    name.key = PathName::ZERO;
     name_wanted(peer, layout, &mut name)
+}
+
+/// A name key on the stack, with the room after it that the verifier counts a name's copy
+/// may use (`kernel::unix_path`).
+#[repr(C)]
+struct NameOnStack {
+    key: PathName,
+    slack: [u8; kernel::NAME_SLACK],
 }
 
 /// Whether Unix socket `sk`'s bound file is in `PATH_FILTER`.
@@ -117,8 +128,9 @@ fn file_wanted(sk: u64, layout: &KernelLayout) -> bool {
 /// Whether Unix socket `sk`'s bound name is in `PATH_NAME_FILTER`, read into `name` (all
 /// zeroes).
 #[inline(always)]
-fn name_wanted(sk: u64, layout: &KernelLayout, name: &mut PathName) -> bool {
-    name.len = u32::from(kernel::unix_path(sk, layout, &mut name.name));
+fn name_wanted(sk: u64, layout: &KernelLayout, name: &mut NameOnStack) -> bool {
+    let key = &mut name.key;
+    key.len = u32::from(kernel::unix_path(sk, layout, &mut key.name));
     // SAFETY: the map value is only tested for presence.
-    name.len != 0 && unsafe { PATH_NAME_FILTER.get(name) }.is_some()
+    key.len != 0 && unsafe { PATH_NAME_FILTER.get(key) }.is_some()
 }

@@ -136,6 +136,9 @@ pub(crate) fn unix_file(sk: u64, layout: &KernelLayout) -> Option<PathKey> {
     })
 }
 
+/// Bytes past a name's `PATH_MAX` the verifier may see a copy write (see `unix_path`).
+pub(crate) const NAME_SLACK: usize = 128 - PATH_MAX;
+
 /// Copies the bound name of Unix socket `sk` (its `sun_path`, abstract names with their
 /// leading NUL) into `dst`; returns how many bytes it holds, 0 for an unbound socket.
 #[inline(always)]
@@ -158,22 +161,24 @@ pub(crate) fn unix_path(sk: u64, layout: &KernelLayout, dst: &mut [u8; PATH_MAX]
     if n > max {
         n = max;
     }
-    // As for a destination address (`record::dest_path`): the bound, on the register passed.
+    // As for a destination address (`record::dest_path`): the bound, masked into the value
+    // passed. The verifier allows for 127 bytes: `dst` must have [`NAME_SLACK`] bytes of room
+    // after it (the record's names do; a name read onto the stack needs `NameOnStack`).
     // SAFETY: a read of a local.
-    let n = unsafe { core::ptr::read_volatile(&raw const n) } & 0x7f;
+    let n = unsafe { core::ptr::read_volatile(&raw const n) }.cast_unsigned() & 0x7f;
     let src = addr + u64::from(layout.unix_address_name) + 2;
     // SAFETY: dst is PATH_MAX bytes and n <= PATH_MAX; the source is checked by the helper.
     let rc = unsafe {
         generated::bpf_probe_read_kernel(
             dst.as_mut_ptr().cast::<c_void>(),
-            n.cast_unsigned() as u32,
+            n as u32,
             src as *const c_void,
         )
     };
     if rc != 0 {
         return 0;
     }
-    n.cast_unsigned() as u16
+    n as u16
 }
 
 /// The kernel address of a page's bytes (`page_address()` on x86_64: the page's index in the

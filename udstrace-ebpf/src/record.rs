@@ -159,8 +159,10 @@ fn dest_path(dest: Mem, path: &mut [u8; PATH_MAX]) -> u16 {
         n = PATH_MAX as u64;
     }
     // The verifier must see the bound on the register the helper gets, and the compiler may
-    // pass a copy taken before the comparison (5.10 and 6.1 rejected one such build): the
-    // value is read back opaquely and masked (n <= PATH_MAX < 128, so the mask keeps it).
+    // pass a copy spilled before the comparison, without its bound (5.10 and 6.1 rejected such
+    // builds): the length is read back opaquely and masked, a bound that is part of the value
+    // and survives a spill. n <= PATH_MAX < 128 keeps it whole; the verifier allows for 127
+    // bytes, which `peer_path` (followed by the rest of the record) has room for.
     // SAFETY: a read of a local.
     let n = unsafe { core::ptr::read_volatile(&raw const n) } & 0x7f;
     // SAFETY: path is PATH_MAX bytes and n <= PATH_MAX.
