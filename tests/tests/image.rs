@@ -198,8 +198,9 @@ fn socketpair_exchange(request: &[u8], reply: &[u8]) -> u32 {
 }
 
 /// A host client of the server in a container: sends `request` once the server has
-/// accepted, reads the reply, and keeps both ends open for half a second (receivers are
-/// found in /proc when udstrace writes the packet). The client's pid.
+/// accepted, reads the reply, and keeps both ends open for half a second (so that a receiver
+/// the kernel cannot name is still in /proc when udstrace writes the packet). The client's
+/// pid.
 fn client_exchange(socket: &Path, request: &[u8]) -> u32 {
     let child = Command::new("/usr/bin/python3")
         .args([

@@ -110,26 +110,24 @@ impl CgroupPaths {
             return None;
         }
         if !self.paths.contains_key(&id) {
-            if self.paths.len() >= MAX_IDS {
-                self.paths.clear();
-            }
             let found = self.via_process(id, pid).or_else(|| self.via_walk(id));
             if let Some(path) = found {
-                self.paths.insert(id, path);
+                self.learn(id, path);
             }
         }
         self.paths.get(&id).map(String::as_str)
     }
 
     /// Learns that cgroup `id` is at `path` (from the root of the hierarchy).
-    pub(crate) fn learn(&mut self, id: u64, path: &str) {
+    /// The table is bounded: full, it is emptied first.
+    pub(crate) fn learn(&mut self, id: u64, path: String) {
         if id == 0 {
             return;
         }
         if self.paths.len() >= MAX_IDS {
             self.paths.clear();
         }
-        self.paths.insert(id, path.to_string());
+        self.paths.insert(id, path);
     }
 
     /// The cgroup of `pid` if its directory is `id`.

@@ -89,7 +89,7 @@ impl ContainerNames {
     /// names no container and is left to the usual lookups).
     pub(crate) fn cgroup_created(&mut self, id: u64, path: &[u8]) {
         if let (Some((cgroups, _)), Ok(path)) = (self.sources.as_mut(), std::str::from_utf8(path)) {
-            cgroups.learn(id, path);
+            cgroups.learn(id, path.to_string());
         }
     }
 

@@ -73,7 +73,7 @@ pub(crate) struct SendSegment<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Receiver<'a> {
     pub(crate) pid: u32,
-    /// Empty when the process had exited... or never ran a command the kernel could read.
+    /// Empty when the kernel could not read it.
     pub(crate) comm: &'a [u8],
     pub(crate) cgroup: Option<u64>,
     /// `Sent`, `Read` or `Cred`.
