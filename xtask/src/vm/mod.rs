@@ -54,8 +54,8 @@ pub(crate) struct Options {
     /// Skip the host kernel's row.
     #[arg(long)]
     no_host: bool,
-    /// Seconds each kernel's job may take (a guest's boot included) before it is killed and
-    /// counted as failed: 5.10 under emulation, the slowest, took 26 min in the full run.
+    /// Seconds each guest may take (a guest's boot included) before it is killed and
+    /// counted as failed: 5.10's fentry tests, the slowest, took 18 min.
     #[arg(long, value_name = "SECS", default_value_t = 2000)]
     timeout: u64,
     /// Test the debug build of udstrace (overflow checks on) instead of the release build;
@@ -127,8 +127,9 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
     Ok(())
 }
 
-/// Every kernel's guest, `jobs` at a time, the slowest first; rows come back in `kernels`
-/// order.
+/// Every kernel's guests, `jobs` at a time, the slowest first; one row per kernel, in
+/// `kernels` order. A kernel's `apart` backends run in guests of their own, at the same time as
+/// the guest that runs its other backends; their results make one row.
 fn run_guests(
     job: &Job,
     kernels: Vec<(&KernelSpec, Result<Kernel>)>,
@@ -137,20 +138,37 @@ fn run_guests(
     jobs: usize,
 ) -> Vec<Row> {
     let count = kernels.len();
+    let mut parts = Vec::new();
+    for (i, (spec, kernel)) in kernels.into_iter().enumerate() {
+        let kernel = kernel.map_err(|e| format!("{e:#}"));
+        for (part, backends) in guest_parts(spec, &job.backends).into_iter().enumerate() {
+            let dir = if part == 0 {
+                out.join(spec.name)
+            } else {
+                out.join(format!("{}-{}", spec.name, backends.join("-")))
+            };
+            let part_job = Job {
+                backends,
+                ..job.clone()
+            };
+            parts.push((i, spec, kernel.clone(), part_job, dir, part));
+        }
+    }
     // Popped from the end: the slowest guest first, so that it runs on one worker while the
     // others share the rest.
-    let mut queue = kernels.into_iter().enumerate().collect::<Vec<_>>();
-    queue.sort_by_key(|(_, (spec, _))| slowness(spec.name));
-    let queue = Mutex::new(queue);
-    let rows = Mutex::new(Vec::with_capacity(count));
+    parts.sort_by_key(|(_, spec, _, _, _, part)| (slowness(spec.name), *part > 0));
+    let work = parts.len();
+    let queue = Mutex::new(parts);
+    let rows = Mutex::new(Vec::with_capacity(work));
     thread::scope(|scope| {
-        for _ in 0..jobs.min(count) {
+        for _ in 0..jobs.min(work) {
             scope.spawn(|| {
-                while let Some((i, (spec, kernel))) = queue.lock().ok().and_then(|mut q| q.pop()) {
-                    let dir = out.join(spec.name);
+                while let Some((i, spec, kernel, part_job, dir, _)) =
+                    queue.lock().ok().and_then(|mut q| q.pop())
+                {
                     let row = kernel
-                        .context("cannot fetch the kernel")
-                        .and_then(|k| run_guest(job, &k, &dir, timeout))
+                        .map_err(|e| anyhow::anyhow!("cannot fetch the kernel: {e}"))
+                        .and_then(|k| run_guest(&part_job, &k, &dir, timeout))
                         .unwrap_or_else(|e| Row::broken(spec.name, &dir, &e));
                     if let Ok(mut rows) = rows.lock() {
                         rows.push((i, row));
@@ -161,7 +179,28 @@ fn run_guests(
     });
     let mut rows = rows.into_inner().unwrap_or_default();
     rows.sort_by_key(|(i, _)| *i);
-    rows.into_iter().map(|(_, row)| row).collect()
+    let mut merged: Vec<Vec<Row>> = (0..count).map(|_| Vec::new()).collect();
+    for (i, row) in rows {
+        merged[i].push(row);
+    }
+    merged
+        .into_iter()
+        .filter_map(|parts| Row::merge(parts, &job.backends))
+        .collect()
+}
+
+/// The backends of each guest a kernel boots: the rest of `backends` first (it also runs when
+/// all are apart, to keep one guest per kernel at least), then each apart one alone.
+fn guest_parts(spec: &KernelSpec, backends: &[&'static str]) -> Vec<Vec<&'static str>> {
+    let (apart, rest): (Vec<&'static str>, Vec<&'static str>) =
+        backends.iter().partition(|b| spec.apart.contains(b));
+    if rest.is_empty() {
+        // Nothing shares: one guest per backend, the first standing for the kernel.
+        return apart.into_iter().map(|b| vec![b]).collect();
+    }
+    std::iter::once(rest)
+        .chain(apart.into_iter().map(|b| vec![b]))
+        .collect()
 }
 
 /// Rank of a guest's measured wall time (docs/VM.md): 5.10 takes more than twice as long as
@@ -180,6 +219,7 @@ fn slowness(kernel: &str) -> u8 {
 // What runs: the binaries and the job script.
 
 /// The binaries under test, built on the host.
+#[derive(Clone)]
 struct Artifacts {
     udstrace: PathBuf,
     capture_tests: PathBuf,
@@ -252,6 +292,7 @@ fn json_string(line: &str, key: &str) -> Option<String> {
 }
 
 /// What every kernel runs.
+#[derive(Clone)]
 struct Job {
     artifacts: Artifacts,
     /// Backends to test (columns of the table).
@@ -328,6 +369,24 @@ mod tests {
         );
         assert_eq!(json_string(line, "missing"), None);
         assert_eq!(json_string(r#"{"executable":null}"#, "executable"), None);
+    }
+
+    #[test]
+    fn apart_backends_get_guests_of_their_own() {
+        let spec = |apart| KernelSpec {
+            name: "x",
+            suite: "s",
+            apart,
+        };
+        assert_eq!(
+            guest_parts(&spec(&["fentry"]), &BACKENDS),
+            vec![vec!["kprobe", "tracepoint"], vec!["fentry"]]
+        );
+        assert_eq!(guest_parts(&spec(&[]), &BACKENDS), vec![BACKENDS.to_vec()]);
+        assert_eq!(
+            guest_parts(&spec(&["fentry"]), &["fentry"]),
+            vec![vec!["fentry"]]
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::{
     time::Duration,
 };
 
+#[cfg(test)]
+use super::BACKENDS;
 use super::{guest::Supervised, Job, FALLBACK_BACKEND};
 
 /// Lines of a failing log shown in the report.
@@ -147,6 +149,48 @@ impl Row {
             dir: dir.to_path_buf(),
             log: Some(log.to_path_buf()),
         }
+    }
+
+    /// One kernel's row from the rows of its guests (each testing some of `backends`): each
+    /// backend's cell from the guest that tested it, the earliest boot, the longest wall time,
+    /// and every guest's problem. None for no guest at all.
+    pub(super) fn merge(parts: Vec<Self>, backends: &[&'static str]) -> Option<Self> {
+        let mut parts = parts.into_iter();
+        let mut row = parts.next()?;
+        for part in parts {
+            row.release = row.release.or(part.release);
+            row.btf = row.btf.or(part.btf);
+            row.boot = match (row.boot, part.boot) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            row.wall = row.wall.max(part.wall);
+            if let Some(problem) = part.problem {
+                let guest = part
+                    .dir
+                    .file_name()
+                    .map_or_else(|| part.label.clone(), |n| n.to_string_lossy().into_owned());
+                let problem = format!("guest {guest}: {problem}");
+                if row.problem.is_none() {
+                    // The failing guest's console is the one to show.
+                    row.log = part.log;
+                }
+                row.problem = Some(match row.problem.take() {
+                    Some(p) => format!("{p}; {problem}"),
+                    None => problem,
+                });
+            }
+            row.cells.extend(part.cells);
+        }
+        let mut cells = std::mem::take(&mut row.cells);
+        row.cells = backends
+            .iter()
+            .map(|&b| match cells.iter().position(|(c, _, _)| *c == b) {
+                Some(at) => cells.swap_remove(at),
+                None => (b, Cell::Missing("its guest did not run".into()), None),
+            })
+            .collect();
+        Some(row)
     }
 
     pub(super) fn failed(&self) -> bool {
@@ -441,6 +485,56 @@ mod tests {
             panic!("a run cut short passed");
         };
         assert_eq!((passed, total), (1, 13));
+    }
+
+    #[test]
+    fn guests_of_one_kernel_make_one_row() {
+        let part =
+            |dir: &str, cells: Vec<(&'static str, Cell)>, wall: u64, problem: Option<&str>| Row {
+                label: "5.10".into(),
+                host: false,
+                release: Some("5.10.0-32-amd64".into()),
+                btf: Some(true),
+                cells: cells.into_iter().map(|(b, c)| (b, c, None)).collect(),
+                boot: Some(Duration::from_secs(wall / 100)),
+                wall: Some(Duration::from_secs(wall)),
+                problem: problem.map(String::from),
+                dir: PathBuf::from(dir),
+                log: Some(PathBuf::from(format!("{dir}/console.log"))),
+            };
+        let rest = part(
+            "vm/5.10",
+            vec![
+                ("kprobe", Cell::Pass { passed: 20 }),
+                ("tracepoint", Cell::Unsupported("6.3+".into())),
+            ],
+            500,
+            None,
+        );
+        let fentry = part(
+            "vm/5.10-fentry",
+            vec![("fentry", Cell::Pass { passed: 20 })],
+            1100,
+            Some("timed out"),
+        );
+        let row = Row::merge(vec![rest, fentry], &BACKENDS).unwrap();
+        let order: Vec<&str> = row.cells.iter().map(|(b, _, _)| *b).collect();
+        assert_eq!(order, BACKENDS);
+        assert!(matches!(row.cells[0].1, Cell::Pass { passed: 20 }));
+        assert_eq!(row.wall, Some(Duration::from_secs(1100)));
+        assert_eq!(row.boot, Some(Duration::from_secs(5)));
+        assert_eq!(row.problem.as_deref(), Some("guest 5.10-fentry: timed out"));
+        assert_eq!(row.log, Some(PathBuf::from("vm/5.10-fentry/console.log")));
+        assert!(row.failed());
+        let alone = part(
+            "vm/6.1",
+            vec![("kprobe", Cell::Pass { passed: 1 })],
+            9,
+            None,
+        );
+        let row = Row::merge(vec![alone], &BACKENDS).unwrap();
+        assert!(matches!(row.cells[0].1, Cell::Missing(_)));
+        assert!(Row::merge(Vec::new(), &BACKENDS).is_none());
     }
 
     #[test]
