@@ -11,7 +11,8 @@ use crate::util::{output, require_root, sh};
 /// util-linux for setpriv and runuser; iproute2 for `ss` (checks `udstrace ls`); bpftool to
 /// inspect programs; qemu-system-x86, busybox-static and xz-utils to boot other kernels
 /// (`cargo xtask vm-test`); docker.io (dockerd, containerd, runc) for the container tests,
-/// which start dockerd themselves.
+/// which start dockerd themselves; dbus (dbus-daemon, dbus-send, dbus-monitor) and systemd
+/// (busctl) for D-Bus.
 const APT_PACKAGES: &[&str] = &[
     "tshark",
     "curl",
@@ -27,6 +28,9 @@ const APT_PACKAGES: &[&str] = &[
     "busybox-static",
     "xz-utils",
     "docker.io",
+    "dbus",
+    "dbus-bin",
+    "systemd",
 ];
 
 /// The bpf-linker release that works with the toolchains here (see docs/DESIGN.md).

@@ -10,6 +10,8 @@ use tokio::io::{unix::AsyncFd, Interest};
 use crate::{
     error::Error,
     output::{
+        dbus::BusNames,
+        dbus_sink::DbusSink,
         file::Destination,
         pcapng::{CaptureInfo, Stats},
         ports::Ports,
@@ -60,6 +62,8 @@ pub(crate) struct CaptureOptions {
     /// Records to keep (beyond the kernel's process filter).
     pub(crate) filter: Filter,
     pub(crate) ports: Ports,
+    /// The sockets that speak D-Bus (`--decode PATH=dbus`, and the bus sockets).
+    pub(crate) dbus: BusNames,
     /// Print capture statistics on stderr every second.
     pub(crate) stats: bool,
     /// Ring buffer size, for the statistics.
@@ -73,12 +77,13 @@ pub(crate) struct CaptureOptions {
 impl CaptureOptions {
     /// The sink `-w` (rotated or not) or the text view asks for, and its output thread.
     fn output(&self, info: &CaptureInfo) -> Result<(Box<dyn Sink>, Writer), Error> {
-        sink::open(
+        let (sink, writer) = sink::open(
             self.write.as_ref(),
             self.rotation.as_ref(),
             info,
             self.style,
-        )
+        )?;
+        Ok((Box::new(DbusSink::new(sink, self.dbus.clone())), writer))
     }
 }
 

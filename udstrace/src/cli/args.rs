@@ -138,7 +138,8 @@ pub(crate) struct Args {
 
     /// Tell Wireshark that sockets named PATH (a path, `@name` or glob) speak PROTOCOL: http,
     /// pgsql, x11, or a TCP/UDP port number. PostgreSQL, X11 and Docker-style HTTP sockets
-    /// are known without it.
+    /// are known without it. `dbus`: each D-Bus message also as a packet of a D-Bus interface
+    /// (bus sockets, and streams seen from their authentication, are known without it).
     #[arg(long = "decode", value_name = "PATH=PROTOCOL")]
     pub(crate) decode: Vec<String>,
 

@@ -18,6 +18,7 @@ use crate::{
     },
     error::{one_line, Error},
     output::{
+        dbus::BusNames,
         file::Destination,
         ports::Ports,
         reader,
@@ -111,6 +112,7 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
         verbose: args.verbose,
         filter,
         ports,
+        dbus: BusNames::new(&args.decode),
         stats: args.stats,
         ring_bytes,
         targets: Targets::new(containers, paths),

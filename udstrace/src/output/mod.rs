@@ -3,6 +3,8 @@
 //! safely and the thread that writes it, rotated sets of files, and `-r`.
 
 pub(crate) mod checksum;
+pub(crate) mod dbus;
+pub(crate) mod dbus_sink;
 pub(crate) mod file;
 #[cfg(test)]
 mod golden;

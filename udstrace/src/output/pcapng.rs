@@ -9,6 +9,7 @@
 
 use std::io::{self, Write};
 
+use super::dbus::{BUFFER_CAP, LINKTYPE_DBUS};
 use crate::packet::Packet;
 
 /// `LINKTYPE_RAW`: packets begin with an IPv4 or IPv6 header.
@@ -108,6 +109,8 @@ pub(crate) struct PcapngWriter<W: Output> {
     buffered_packets: u64,
     /// Bytes of whole blocks the output holds.
     written: u64,
+    /// Whether this section has its D-Bus interface yet (written before its first packet).
+    dbus_interface: bool,
 }
 
 impl<W: Output> PcapngWriter<W> {
@@ -118,6 +121,7 @@ impl<W: Output> PcapngWriter<W> {
             buf: Vec::with_capacity(FLUSH_AT + 128 * 1024),
             buffered_packets: 0,
             written: 0,
+            dbus_interface: false,
         };
         w.section_header(info);
         w.interface(info);
@@ -150,9 +154,33 @@ impl<W: Output> PcapngWriter<W> {
         self.finish(start);
     }
 
+    /// The second interface, of whole D-Bus messages (`dbus_sink.rs`), written before the
+    /// section's first D-Bus message.
+    fn dbus_interface(&mut self) {
+        let start = self.begin(BLOCK_IDB);
+        self.put_u16(LINKTYPE_DBUS);
+        self.put_u16(0);
+        self.put_u32(BUFFER_CAP as u32);
+        self.option(IF_NAME, b"udstrace-dbus");
+        self.option(
+            IF_DESCRIPTION,
+            b"D-Bus messages reassembled from Unix socket streams (their bytes are also in \
+              the packets of interface 0)",
+        );
+        self.option(IF_TSRESOL, &[9]);
+        self.end_options();
+        self.finish(start);
+        self.dbus_interface = true;
+    }
+
     /// Appends a packet (its headers, then its payload) with `comment`, its direction and
-    /// its sender's pid and tid as options.
+    /// its sender's pid and tid as options. A D-Bus message (`dbus=`) goes on the D-Bus
+    /// interface.
     pub(crate) fn packet(&mut self, p: &Packet<'_>, comment: &str) -> io::Result<()> {
+        let dbus = !p.meta.dbus.0.is_empty();
+        if dbus && !self.dbus_interface {
+            self.dbus_interface();
+        }
         let parts = [p.headers, p.payload];
         let caplen: usize = parts.iter().map(|x| x.len()).sum();
         let orig_len = p.headers.len() as u32 + p.orig_len;
@@ -162,7 +190,7 @@ impl<W: Output> PcapngWriter<W> {
             DIRECTION_OUTBOUND
         };
         let start = self.begin(BLOCK_EPB);
-        self.put_u32(0);
+        self.put_u32(u32::from(dbus));
         self.put_u32((p.ts_ns >> 32) as u32);
         self.put_u32(p.ts_ns as u32);
         self.put_u32(caplen as u32);
@@ -234,6 +262,7 @@ impl<W: Output> PcapngWriter<W> {
         self.buf.clear();
         self.buffered_packets = 0;
         self.written = 0;
+        self.dbus_interface = false;
         self.section_header(info);
         self.interface(info);
     }

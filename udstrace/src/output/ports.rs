@@ -12,6 +12,8 @@ pub(crate) enum Protocol {
     Pgsql,
     /// X11 display N: port 6000 + N.
     X11,
+    /// D-Bus: no port; whole messages on the D-Bus interface (`dbus.rs`).
+    Dbus,
     /// Any other TCP/UDP port.
     Port(u16),
 }
@@ -23,6 +25,7 @@ impl Protocol {
             "http" => Ok(Self::Http),
             "pgsql" | "postgresql" => Ok(Self::Pgsql),
             "x11" => Ok(Self::X11),
+            "dbus" => Ok(Self::Dbus),
             _ => s
                 .parse::<u16>()
                 .ok()
@@ -81,6 +84,7 @@ impl Ports {
             Protocol::Http => Some(80),
             Protocol::Pgsql => Some(5432),
             Protocol::Port(p) => Some(p),
+            Protocol::Dbus => None,
             Protocol::X11 => {
                 // Display number: the digits after the last "X".
                 let n: u16 = name.rsplit_once('X')?.1.parse().ok()?;

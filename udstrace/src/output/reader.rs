@@ -18,7 +18,7 @@ use pcap_file::{
         },
         Block, PcapNgReader,
     },
-    PcapError,
+    DataLink, PcapError,
 };
 
 use super::{
@@ -65,7 +65,7 @@ pub(crate) fn read(
     let mut view = View {
         style,
         line: String::new(),
-        unit: 1,
+        interfaces: Vec::new(),
         packets: 0,
         unreadable: 0,
         first_unreadable: String::new(),
@@ -138,15 +138,17 @@ fn read_one<W: Write>(
             Some(Err(e)) => return Err(bad(explain(&e, view.packets - before))),
         };
         match block {
+            Block::SectionHeader(_) => view.interfaces.clear(),
             Block::InterfaceDescription(idb) => {
                 // pcapng's default resolution is microseconds.
-                view.unit = 1000;
+                let mut unit = 1000;
                 for opt in &idb.options {
                     if let InterfaceDescriptionOption::IfTsResol(r) = opt {
-                        view.unit = unit_ns(*r)
+                        unit = unit_ns(*r)
                             .ok_or_else(|| bad(format!("unsupported time resolution {r}")))?;
                     }
                 }
+                view.interfaces.push((idb.linktype == DataLink::DBUS, unit));
             }
             Block::EnhancedPacket(epb) => {
                 view.packet(&epb, before).map_err(bad)?;
@@ -164,8 +166,9 @@ struct View {
     style: PayloadStyle,
     /// The last packet's line(s).
     line: String,
-    /// Nanoseconds per timestamp unit of the interface.
-    unit: u64,
+    /// Each interface of the section: whether it is the D-Bus one, and its nanoseconds per
+    /// timestamp unit.
+    interfaces: Vec<(bool, u64)>,
     packets: u64,
     /// Packets whose metadata could not be read, and the first one's reason.
     unreadable: u64,
@@ -178,14 +181,26 @@ impl View {
     fn packet(&mut self, epb: &EnhancedPacketBlock<'_>, before: u64) -> Result<(), String> {
         let data: &[u8] = &epb.data;
         let n = self.packets + 1 - before;
+        let (dbus, unit) = self
+            .interfaces
+            .get(epb.interface_id as usize)
+            .copied()
+            .ok_or_else(|| {
+                format!(
+                    "packet {n} names interface {}, which is not described",
+                    epb.interface_id
+                )
+            })?;
+        // A D-Bus message (`dbus_sink.rs`) has no header of its own.
         let header_len = match data.get(6) {
+            _ if dbus => 0,
             Some(6) => IPV6_LEN + TCP_LEN,
             Some(17) => IPV6_LEN + UDP_LEN,
             _ => return Err(format!("packet {n} is not a udstrace packet")),
         };
         let ts_ns = u64::try_from(epb.timestamp.as_nanos())
             .unwrap_or(0)
-            .saturating_mul(self.unit);
+            .saturating_mul(unit);
         let orig_len = epb.original_len.saturating_sub(header_len as u32);
         let payload = data.get(header_len..).unwrap_or(&[]);
         let comment = epb.options.iter().find_map(|o| match o {

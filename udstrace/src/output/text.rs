@@ -43,6 +43,13 @@ pub(crate) fn write_packet(out: &mut String, p: &Packet<'_>, style: PayloadStyle
     let v = &p.meta;
     write_time(out, p.ts_ns);
     out.push(' ');
+    if let Some(line) = super::dbus::summary(p) {
+        out.push_str(&line);
+        v.write_text_fields(out);
+        out.push('\n');
+        write_payload(out, p.payload, style);
+        return;
+    }
     escape_into(out, &v.comm, false);
     let _ = write!(out, "[{}", v.pid);
     if v.tid != v.pid {

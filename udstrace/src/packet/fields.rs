@@ -173,6 +173,9 @@ packet_fields! { <'a>
     cmsg: Raw<'a>, suffix { "cmsg": String "Other control messages" };
     /// `cut:N`: the control data was longer than the `N` bytes kept.
     control: Raw<'a>, suffix { "control": String "Control data cut" };
+    /// A D-Bus message reassembled from its stream (written on the D-Bus interface; its
+    /// bytes are also in the stream's packets): `msg`, `resync:N`, `skipped:N`.
+    dbus: Raw<'a>, line { "dbus": String "D-Bus message from the stream (msg, resync:N, skipped:N)" };
 }
 
 /// Why a comment is not udstrace metadata.
