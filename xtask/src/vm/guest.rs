@@ -48,11 +48,16 @@ pub(super) fn run_guest(job: &Job, kernel: &Kernel, dir: &Path, timeout: Duratio
     let initrd = dir.join("initrd.cpio");
     fs::write(&initrd, initramfs(kernel)?).with_context(|| initrd.display().to_string())?;
     let console = dir.join("console.log");
+    // Progress lines name the guest (`5.10-fentry`) when a kernel has several.
+    let guest = dir.file_name().map_or_else(
+        || kernel.name.to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let run = supervise(
         qemu(kernel, &initrd, dir, &script)?,
         &console,
         timeout,
-        kernel.name,
+        &guest,
     )?;
     Ok(Row::collect(
         kernel.name,
