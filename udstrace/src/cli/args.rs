@@ -137,8 +137,8 @@ pub(crate) struct Args {
     pub(crate) sock_type: Option<String>,
 
     /// Tell Wireshark that sockets named PATH (a path, `@name` or glob) speak PROTOCOL: http,
-    /// pgsql, x11, or a TCP/UDP port number. PostgreSQL, X11 and Docker-style HTTP sockets
-    /// are known without it.
+    /// pgsql, x11, redis, mysql (mariadb), memcached, http2 (grpc), or a TCP/UDP port number.
+    /// The usual sockets of these are known without it (README: Protocols).
     #[arg(long = "decode", value_name = "PATH=PROTOCOL")]
     pub(crate) decode: Vec<String>,
 
