@@ -11,7 +11,8 @@ use crate::util::{output, require_root, sh};
 /// util-linux for setpriv and runuser; iproute2 for `ss` (checks `udstrace ls`); bpftool to
 /// inspect programs; qemu-system-x86, busybox-static and xz-utils to boot other kernels
 /// (`cargo xtask vm-test`); docker.io (dockerd, containerd, runc) for the container tests,
-/// which start dockerd themselves.
+/// which start dockerd themselves; containerd's `ctr`, redis-server and redis-tools,
+/// mariadb-server and mariadb-client for the protocol tests, which start their own servers.
 const APT_PACKAGES: &[&str] = &[
     "tshark",
     "curl",
@@ -27,6 +28,11 @@ const APT_PACKAGES: &[&str] = &[
     "busybox-static",
     "xz-utils",
     "docker.io",
+    "containerd",
+    "redis-server",
+    "redis-tools",
+    "mariadb-server",
+    "mariadb-client",
 ];
 
 /// The bpf-linker release that works with the toolchains here (see docs/DESIGN.md).
