@@ -1,7 +1,7 @@
 //! Sockets known by their name, decoded by stock tshark from captures of real clients and
 //! servers: Redis (redis-cli against redis-server), MariaDB (the mariadb client against
 //! mariadbd), gRPC (ctr against containerd, with the Lua plugin), X11 on a display above 63
-//! (xdpyinfo against Xvfb :77); and the text view's protocol summaries (Redis, HTTP). Every
+//! (xdpyinfo against Xvfb :77); and the text view's protocol summaries (Redis, MySQL, HTTP). Every
 //! capture is limited to the test's own socket (`--path`): other captures run at the same time.
 
 use std::{
@@ -172,7 +172,7 @@ fn redis_is_decoded_and_summarised() {
 }
 
 /// The mariadb client against mariadbd on a private data directory and socket `mysqld.sock`:
-/// tshark decodes MySQL, the query as the client sent it.
+/// tshark decodes MySQL, the query as the client sent it; the text view summarises it.
 #[test]
 fn mariadb_query_is_decoded() {
     let dir = TempDir::new("mariadb");
@@ -226,6 +226,28 @@ fn mariadb_query_is_decoded() {
     );
     assert_eq!(greeting.len(), 1, "{greeting:?}");
     assert!(greeting[0][0].contains("MariaDB"), "{greeting:?}");
+
+    // The text view: the greeting with the version tshark read, the login, the query as sent,
+    // its one-column result, the client's goodbye.
+    let lines: Vec<String> = summaries(&file).into_iter().flatten().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&format!("MySQL: Greeting {}", greeting[0][0])),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines.get(1).map(String::as_str),
+        Some("MySQL: Login user=root")
+    );
+    let at = lines
+        .iter()
+        .position(|l| *l == format!("MySQL: Query \"{query}\""))
+        .unwrap_or_else(|| panic!("no query line in {lines:?}"));
+    assert!(
+        lines[at + 1].starts_with("MySQL: ResultSet columns=1 "),
+        "{lines:?}"
+    );
+    assert_eq!(lines.last().map(String::as_str), Some("MySQL: Quit"));
 }
 
 /// Installs udstrace's Lua plugin into the Wireshark configuration under `home`.

@@ -1,6 +1,7 @@
 //! One-line protocol summaries for the text view, where tcpdump prints a protocol line: the
 //! HTTP request or status line, PostgreSQL's messages (the query of a simple Query, the
-//! statement of a Parse), Redis's commands and replies.
+//! statement of a Parse), Redis's commands and replies, MySQL's commands (the query) and the
+//! kind of each answer.
 //!
 //! The protocol is the one the synthesised port says ([`Protocol::of_port`], the rules of
 //! `ports.rs`), to the server's port (a request) or from it (a reply); then the bytes must
@@ -52,6 +53,7 @@ fn summary(src: u16, dst: u16, payload: &[u8]) -> Option<String> {
         Protocol::Http => format!("HTTP: {}", http(payload, request)?),
         Protocol::Pgsql => format!("PGSQL: {}", pgsql(payload, request)?),
         Protocol::Redis => format!("RESP: {}", resp(payload, request)?),
+        Protocol::Mysql => format!("MySQL: {}", mysql(payload, request)?),
         _ => return None,
     };
     if s.len() > MAX_LEN {
@@ -556,6 +558,89 @@ fn resp_value<'a>(
     }
 }
 
+// ---------------------------------------------------------------- MySQL / MariaDB
+
+/// The first packet of a write: a command (`Query "SELECT 1"`, `Quit`, ...), the login
+/// (`Login user=root`), or an answer (`Greeting VERSION`, `OK`, `Error 1064 "..."`, `EOF`,
+/// `ResultSet columns=N`); `(+N more)` when the write holds more packets.
+fn mysql(payload: &[u8], request: bool) -> Option<String> {
+    let header = payload.get(..4)?;
+    let len = usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
+    let seq = header[3];
+    let body = payload.get(4..)?;
+    let (&first, rest) = body.split_first()?;
+    if len == 0 || (len > body.len() && body.len() < 64) {
+        // Not a packet header, or a short write that is not a whole packet.
+        return None;
+    }
+    let whole = body.get(..len).unwrap_or(body);
+    let mut s = String::new();
+    if request {
+        if seq > 0 {
+            // The handshake response: capabilities, max packet, charset, 23 bytes, user.
+            let user = whole.get(32..)?.split(|&b| b == 0).next()?;
+            s.push_str("Login user=");
+            push_word(&mut s, user);
+        } else {
+            let name = match first {
+                0x01 => "Quit",
+                0x02 => "InitDB",
+                0x03 => "Query",
+                0x0e => "Ping",
+                0x11 => "ChangeUser",
+                0x16 => "Prepare",
+                0x17 => "Execute",
+                0x19 => "StmtClose",
+                0x1f => "ResetConnection",
+                _ => return None,
+            };
+            s.push_str(name);
+            if matches!(first, 0x02 | 0x03 | 0x16) {
+                s.push_str(" \"");
+                push_text(&mut s, &whole[1..]);
+                s.push('"');
+            }
+        }
+    } else {
+        match first {
+            0x0a if seq == 0 => {
+                s.push_str("Greeting ");
+                push_word(&mut s, rest.split(|&b| b == 0).next()?);
+            }
+            0x00 => s.push_str("OK"),
+            0xfe if len < 9 => s.push_str("EOF"),
+            0xff => {
+                let code = u16::from_le_bytes(rest.get(..2)?.try_into().ok()?);
+                let message = rest.get(2..len - 1)?;
+                // `#` and a five-character SQL state, then the message.
+                let message = match message.split_first() {
+                    Some((b'#', m)) => m.get(5..).unwrap_or_default(),
+                    _ => message,
+                };
+                let _ = write!(s, "Error {code} \"");
+                push_text(&mut s, message);
+                s.push('"');
+            }
+            0x01..=0xfa if len <= 9 => {
+                let _ = write!(s, "ResultSet columns={first}");
+            }
+            _ => return None,
+        }
+    }
+    // Whole packets after the first, counted.
+    let mut more = 0;
+    let mut next = body.get(len..).unwrap_or_default();
+    while let Some(h) = next.get(..4) {
+        let n = usize::from(h[0]) | usize::from(h[1]) << 8 | usize::from(h[2]) << 16;
+        more += 1;
+        next = next.get(4 + n..).unwrap_or_default();
+    }
+    if more > 0 {
+        let _ = write!(s, " (+{more} more)");
+    }
+    Some(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -755,6 +840,52 @@ mod tests {
         );
         assert_eq!(from(6379, b"hello\r\n"), None);
         assert_eq!(from(6379, b":4x2\r\n"), None);
+    }
+
+    fn my(seq: u8, body: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(body.len()).unwrap().to_le_bytes();
+        let mut p = vec![len[0], len[1], len[2], seq];
+        p.extend(body);
+        p
+    }
+
+    #[test]
+    fn mysql_commands_and_answers() {
+        assert_eq!(
+            to(3306, &my(0, b"\x03SELECT 1+1 AS x")).as_deref(),
+            Some("MySQL: Query \"SELECT 1+1 AS x\"")
+        );
+        assert_eq!(to(3306, &my(0, b"\x01")).as_deref(), Some("MySQL: Quit"));
+        let mut login = vec![0u8; 32];
+        login.extend(b"root\0\x14");
+        assert_eq!(
+            to(3306, &my(1, &login)).as_deref(),
+            Some("MySQL: Login user=root")
+        );
+        assert_eq!(
+            from(3306, &my(0, b"\x0a10.11.19-MariaDB\0\x01\0\0\0")).as_deref(),
+            Some("MySQL: Greeting 10.11.19-MariaDB")
+        );
+        assert_eq!(
+            from(3306, &my(2, b"\0\0\0\x02\0\0\0")).as_deref(),
+            Some("MySQL: OK")
+        );
+        assert_eq!(
+            from(3306, &my(1, b"\xff\x28\x04#42000You have an error")).as_deref(),
+            Some("MySQL: Error 1064 \"You have an error\"")
+        );
+        let mut rows = my(1, b"\x01");
+        rows.extend(my(2, b"\x03def\0\0\0\x01x"));
+        rows.extend(my(3, b"\x012"));
+        rows.extend(my(4, b"\xfe\0\0\x02\0"));
+        assert_eq!(
+            from(3306, &rows).as_deref(),
+            Some("MySQL: ResultSet columns=1 (+3 more)")
+        );
+        // Not a command start, or not a packet.
+        assert_eq!(to(3306, &my(0, b"\x99")), None);
+        assert_eq!(to(3306, b"\x50\0\0\0\x03SELECT"), None);
+        assert_eq!(to(3306, b"\x03\0"), None);
     }
 
     #[test]
