@@ -1,6 +1,6 @@
 //! Sockets known by their name, decoded by stock tshark from captures of real clients and
 //! servers: Redis (redis-cli against redis-server), MariaDB (the mariadb client against
-//! mariadbd), gRPC (ctr against containerd, with the Lua plugin), X11 on a display above 63
+//! mariadbd), memcached, gRPC (ctr against containerd, with the Lua plugin), X11 on a display above 63
 //! (xdpyinfo against Xvfb :77); and the text view's protocol summaries (Redis, MySQL, HTTP). Every
 //! capture is limited to the test's own socket (`--path`): other captures run at the same time.
 
@@ -77,8 +77,12 @@ fn fields(home: &Path, file: &Path, filter: &str, fields: &[&str]) -> Vec<Vec<St
 fn summaries(file: &Path) -> Vec<Option<String>> {
     let out = run(&["-r", file.to_str().unwrap()]);
     assert!(out.success, "{:?}", out.stderr);
-    out.stdout
-        .lines()
+    summaries_of(&out.stdout)
+}
+
+/// The protocol summaries of text-view lines.
+fn summaries_of(text: &str) -> Vec<Option<String>> {
+    text.lines()
         .map(|l| {
             let after = l.split_once(", length ").expect("a packet line").1;
             after.split_once(": ").map(|(_, s)| s.to_string())
@@ -119,6 +123,8 @@ fn redis_is_decoded_and_summarised() {
             .trim_end()
             .to_string()
     };
+    // The live text view too, beside the file.
+    let live = Udstrace::start(&["--path", sock.to_str().unwrap()]);
     let replies = capture(&file, sock.to_str().unwrap(), || {
         [
             cli(&["SET", "udstrace:key", "hello world"]),
@@ -156,18 +162,71 @@ fn redis_is_decoded_and_summarised() {
         [["OK", "", ""], ["", &hex("hello world"), ""], ["", "", "5"],]
     );
 
-    let lines = summaries(&file);
+    let want = [
+        "RESP: SET udstrace:key \"hello world\"",
+        "RESP: +OK",
+        "RESP: GET udstrace:key",
+        "RESP: $11 \"hello world\"",
+        "RESP: INCRBY udstrace:counter 5",
+        "RESP: :5",
+    ]
+    .map(|s| Some(s.to_string()));
+    assert_eq!(summaries(&file), want);
+    let live = live.stop();
+    assert!(live.success, "{:?}", live.stderr);
+    assert_eq!(summaries_of(&live.stdout), want, "{}", live.stdout);
+}
+
+/// A memcached client (its text protocol, from Python) against memcached on `memcached.sock`:
+/// tshark decodes the commands and answers.
+#[test]
+fn memcached_is_decoded() {
+    let dir = TempDir::new("memcached");
+    let sock = dir.path("memcached.sock");
+    let _server = Guard(
+        Command::new("memcached")
+            .args(["-u", "root", "-s"])
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("memcached"),
+    );
+    wait_for(&sock, "memcached");
+    let file = dir.path("memcached.pcapng");
+    let script = "import socket, sys\n\
+        s = socket.socket(socket.AF_UNIX)\n\
+        s.connect(sys.argv[1])\n\
+        def ask(b, end):\n\
+        \x20   s.sendall(b)\n\
+        \x20   got = b''\n\
+        \x20   while not got.endswith(end): got += s.recv(4096)\n\
+        \x20   return got\n\
+        print(ask(b'set udstrace 0 0 5\\r\\nhello\\r\\n', b'\\r\\n').decode().strip())\n\
+        print(ask(b'get udstrace\\r\\n', b'END\\r\\n').decode().split()[:4])\n";
+    let printed = capture(&file, sock.to_str().unwrap(), || {
+        client(Command::new("python3").args(["-c", script]).arg(&sock))
+    });
+    assert_eq!(printed, "STORED\n['VALUE', 'udstrace', '0', '5']\n");
+
+    let home = dir.path("home");
+    let commands = fields(
+        &home,
+        &file,
+        "memcache.command && tcp.dstport == 11211",
+        &["memcache.command", "memcache.key"],
+    );
+    assert_eq!(commands, [["set", "udstrace"], ["get", "udstrace"]]);
+    let answers = fields(
+        &home,
+        &file,
+        "memcache.response && tcp.srcport == 11211",
+        &["memcache.response"],
+    );
     assert_eq!(
-        lines,
-        [
-            "RESP: SET udstrace:key \"hello world\"",
-            "RESP: +OK",
-            "RESP: GET udstrace:key",
-            "RESP: $11 \"hello world\"",
-            "RESP: INCRBY udstrace:counter 5",
-            "RESP: :5",
-        ]
-        .map(|s| Some(s.to_string()))
+        answers.first().map(|a| a[0].as_str()),
+        Some("STORED"),
+        "{answers:?}"
     );
 }
 

@@ -11,8 +11,9 @@ use crate::util::{output, require_root, sh};
 /// util-linux for setpriv and runuser; iproute2 for `ss` (checks `udstrace ls`); bpftool to
 /// inspect programs; qemu-system-x86, busybox-static and xz-utils to boot other kernels
 /// (`cargo xtask vm-test`); docker.io (dockerd, containerd, runc) for the container tests,
-/// which start dockerd themselves; containerd's `ctr`, redis-server and redis-tools,
-/// mariadb-server and mariadb-client for the protocol tests, which start their own servers.
+/// which start dockerd themselves; containerd (its `ctr`), redis-server, redis-tools,
+/// mariadb-server, mariadb-client and memcached for the protocol tests, which start their
+/// own servers.
 const APT_PACKAGES: &[&str] = &[
     "tshark",
     "curl",
@@ -33,6 +34,7 @@ const APT_PACKAGES: &[&str] = &[
     "redis-tools",
     "mariadb-server",
     "mariadb-client",
+    "memcached",
 ];
 
 /// The bpf-linker release that works with the toolchains here (see docs/DESIGN.md).
