@@ -52,7 +52,18 @@ fn capture<T>(file: &Path, sock: &str, traffic: impl FnOnce() -> T) -> T {
     let result = traffic();
     let done = ud.stop();
     assert!(done.success, "{:?}", done.stderr);
+    assert_eq!(done.summary().1, 0, "nothing lost: {:?}", done.stderr);
     result
+}
+
+/// tshark's one-line view of a capture, for a failure's message.
+fn listing(home: &Path, file: &Path) -> String {
+    client(
+        Command::new("tshark")
+            .env("HOME", home)
+            .args(["-n", "-r"])
+            .arg(file),
+    )
 }
 
 /// tshark's fields of the packets `filter` keeps; `home` holds its configuration (and the Lua
@@ -372,7 +383,9 @@ fn containerd_grpc_is_decoded_with_the_plugin() {
         calls
             .iter()
             .any(|c| c[0] == "/containerd.services.version.v1.Version/Version"),
-        "{calls:?}"
+        "{calls:?}\n{}\n{}",
+        listing(&home, &file),
+        run(&["-r", file.to_str().unwrap()]).stdout
     );
     let replies = fields(
         &home,
