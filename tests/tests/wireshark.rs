@@ -332,6 +332,19 @@ fn postgresql_is_decoded() {
         &["pgsql.val.data"],
     );
     assert_eq!(rows.len(), 1, "one data row");
+    // The text view's summaries: the query as psql sent it, the server's one row.
+    let text = udstrace_tests::run(&["-r", file.to_str().unwrap()]).stdout;
+    assert!(
+        text.lines()
+            .any(|l| l.ends_with(&format!(": PGSQL: Query \"{query}\""))),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.ends_with(
+            ": PGSQL: RowDescription, DataRow, CommandComplete \"SELECT 1\", ReadyForQuery"
+        )),
+        "{text}"
+    );
 }
 
 /// An X client against Xvfb: the display socket is decoded as X11.

@@ -3,7 +3,7 @@
 -- Installed by `udstrace extcap install`, which puts the field declarations in place of the
 -- @FIELDS@ line below, from udstrace's one table of packet fields (udstrace/src/packet/fields.rs):
 -- number_fields and string_fields (key -> ProtoField), wide_fields (64-bit numbers) and order
--- (the comment's order). Without the plugin, everything is still in the comment.
+-- (the comment's order), and http2_port. Without the plugin, everything is still in the comment.
 
 local proto = Proto("udstrace", "udstrace Unix socket metadata")
 
@@ -51,3 +51,10 @@ function proto.dissector(tvb, pinfo, tree)
 end
 
 register_postdissector(proto)
+
+-- HTTP/2 (gRPC) sockets get http2_port (udstrace/src/output/ports.rs): Wireshark has neither
+-- a port nor a TCP heuristic for HTTP/2 in clear text, so the plugin hands it that one.
+local ok, http2 = pcall(Dissector.get, "http2")
+if ok and http2 ~= nil then
+    DissectorTable.get("tcp.port"):add(http2_port, http2)
+end

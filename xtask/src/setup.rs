@@ -12,7 +12,9 @@ use crate::util::{output, require_root, sh};
 /// inspect programs; qemu-system-x86, busybox-static and xz-utils to boot other kernels
 /// (`cargo xtask vm-test`); docker.io (dockerd, containerd, runc) for the container tests,
 /// which start dockerd themselves; dbus (dbus-daemon, dbus-send, dbus-monitor) and systemd
-/// (busctl) for D-Bus.
+/// (busctl) for D-Bus; containerd (its `ctr`), redis-server, redis-tools,
+/// mariadb-server, mariadb-client and memcached for the protocol tests, which start their
+/// own servers.
 const APT_PACKAGES: &[&str] = &[
     "tshark",
     "curl",
@@ -31,6 +33,12 @@ const APT_PACKAGES: &[&str] = &[
     "dbus",
     "dbus-bin",
     "systemd",
+    "containerd",
+    "redis-server",
+    "redis-tools",
+    "mariadb-server",
+    "mariadb-client",
+    "memcached",
 ];
 
 /// The bpf-linker release that works with the toolchains here (see docs/DESIGN.md).

@@ -137,9 +137,10 @@ pub(crate) struct Args {
     pub(crate) sock_type: Option<String>,
 
     /// Tell Wireshark that sockets named PATH (a path, `@name` or glob) speak PROTOCOL: http,
-    /// pgsql, x11, or a TCP/UDP port number. PostgreSQL, X11 and Docker-style HTTP sockets
-    /// are known without it. `dbus`: each D-Bus message also as a packet of a D-Bus interface
-    /// (bus sockets, and streams seen from their authentication, are known without it).
+    /// pgsql, x11, redis, mysql (mariadb), memcached, http2 (grpc), dbus, or a TCP/UDP port
+    /// number. The usual sockets of these are known without it (README: Protocols). `dbus`:
+    /// each D-Bus message also as a packet of a D-Bus interface (bus sockets, and streams seen
+    /// from their authentication, are known without it).
     #[arg(long = "decode", value_name = "PATH=PROTOCOL")]
     pub(crate) decode: Vec<String>,
 

@@ -15,5 +15,6 @@ pub(crate) mod reader;
 pub(crate) mod rotate;
 pub(crate) mod section;
 pub(crate) mod sink;
+pub(crate) mod summary;
 pub(crate) mod text;
 pub(crate) mod writer;

@@ -1,5 +1,6 @@
-//! The readable view: one line per packet, like tcpdump's, optionally with the payload as
-//! hex and ASCII (`-X`) or ASCII (`-A`).
+//! The readable view: one line per packet, like tcpdump's, ending in a protocol summary where
+//! one applies (`summary.rs`), optionally with the payload as hex and ASCII (`-X`) or ASCII
+//! (`-A`).
 
 use std::fmt::Write as _;
 
@@ -88,6 +89,10 @@ pub(crate) fn write_packet(out: &mut String, p: &Packet<'_>, style: PayloadStyle
         None => {}
     }
     v.write_text_fields(out);
+    // Only a message's first segment starts a protocol message.
+    if v.seg_offset.unwrap_or(0) == 0 {
+        super::summary::write_summary(out, p.headers, p.payload);
+    }
     out.push('\n');
     write_payload(out, p.payload, style);
 }
