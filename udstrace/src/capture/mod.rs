@@ -68,6 +68,8 @@ pub(crate) struct CaptureOptions {
     pub(crate) targets: Targets,
     /// `--host-root`: where the runtimes' state and the cgroup hierarchy are (else `/`).
     pub(crate) host_root: Option<PathBuf>,
+    /// `-Z`: the user to become once attached, before the output is opened.
+    pub(crate) user: Option<crate::sys::User>,
 }
 
 impl CaptureOptions {
@@ -125,6 +127,13 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
     let mut signals = Signals::new()?;
 
     let mut tracer = Tracer::start(&opts.tracer)?;
+    let mut ring = register(tracer.take_events())?;
+    if let Some(user) = &opts.user {
+        crate::sys::become_user(user).map_err(|source| Error::BecomeUser {
+            user: user.name.to_string_lossy().into_owned(),
+            source,
+        })?;
+    }
     // The output is opened once the programs are attached, so that a capture file is only
     // created when there will be a capture; nothing stays attached if it fails (Drop).
     let info = section::capture_info(opts.tracer.snaplen, tracer.backend.name());
@@ -137,7 +146,6 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
     let start_ns = WallClock::now();
     let mut packetizer = packetizer(opts);
     let mut summary = Summary::default();
-    let mut ring = register(tracer.take_events())?;
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -77,6 +77,17 @@ pub(crate) struct Args {
     )]
     pub(crate) postrotate: Option<std::ffi::OsString>,
 
+    /// Once the kernel programs are attached, run as USER (a name or number): its uid, gid and
+    /// groups, with no capability left; files are then written as USER (with -C/-G/-z too),
+    /// in directories USER may write to.
+    #[arg(
+        short = 'Z',
+        long = "relinquish-privileges",
+        value_name = "USER",
+        conflicts_with = "read"
+    )]
+    pub(crate) user: Option<String>,
+
     /// Exit after COUNT packets.
     #[arg(short = 'c', long = "count", value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) count: Option<u64>,
