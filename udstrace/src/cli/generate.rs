@@ -1,5 +1,6 @@
-//! `udstrace generate DIR` (hidden, for packages): the manual page and the bash, zsh and fish
-//! completions, from the same clap definitions as `--help`.
+//! `udstrace generate DIR` (hidden, for packages): the manual page (section 8: udstrace is
+//! run by administrators, as tcpdump) and the bash, zsh and fish completions, from the same
+//! clap definitions as `--help`, and Wireshark's Lua plugin.
 
 use std::path::{Path, PathBuf};
 
@@ -7,8 +8,8 @@ use clap_complete::Shell;
 
 use crate::error::Error;
 
-/// Writes `udstrace.1`, `udstrace.bash`, `_udstrace` (zsh) and `udstrace.fish` into `dir`;
-/// the files written.
+/// Writes `udstrace.8`, `udstrace.bash`, `_udstrace` (zsh), `udstrace.fish` and
+/// `udstrace.lua` into `dir`; the files written.
 pub(super) fn write(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let failed = |path: &Path, source: std::io::Error| Error::Output {
         path: path.to_path_buf(),
@@ -16,9 +17,10 @@ pub(super) fn write(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     };
     std::fs::create_dir_all(dir).map_err(|e| failed(dir, e))?;
     let mut written = Vec::new();
-    let man = dir.join("udstrace.1");
+    let man = dir.join("udstrace.8");
     let mut page = Vec::new();
     clap_mangen::Man::new(super::args::command())
+        .section("8")
         .render(&mut page)
         .map_err(|e| failed(&man, e))?;
     std::fs::write(&man, page).map_err(|e| failed(&man, e))?;
@@ -29,6 +31,9 @@ pub(super) fn write(dir: &Path) -> Result<Vec<PathBuf>, Error> {
             .map_err(|e| failed(dir, e))?;
         written.push(path);
     }
+    let lua = dir.join("udstrace.lua");
+    std::fs::write(&lua, super::extcap::lua_plugin()).map_err(|e| failed(&lua, e))?;
+    written.push(lua);
     Ok(written)
 }
 
@@ -52,8 +57,9 @@ mod tests {
     fn manual_and_completions_name_every_option() {
         let dir = std::env::temp_dir().join(format!("udstrace-generate-{}", std::process::id()));
         let written = super::write(&dir).unwrap();
-        assert_eq!(written.len(), 4);
-        let man = std::fs::read_to_string(dir.join("udstrace.1")).unwrap();
+        assert_eq!(written.len(), 5);
+        let man = std::fs::read_to_string(dir.join("udstrace.8")).unwrap();
+        assert!(man.contains(".TH udstrace 8"));
         assert!(man.starts_with(".ie \\n(.g .ds Aq"), "{}", &man[..40]);
         for option in ["relinquish\\-privileges", "file\\-size", "\\-\\-recv"] {
             assert!(man.contains(option), "{option}");
