@@ -101,7 +101,14 @@ fn relinquished_to_nobody_while_capturing() {
     // Every thread, not only the first.
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let text = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
-        assert!(text.contains("CapEff:\t0000000000000000"), "{text}");
+        for line in [
+            "CapEff:\t0000000000000000",
+            "CapPrm:\t0000000000000000",
+            "CapBnd:\t0000000000000000",
+            "NoNewPrivs:\t1",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
         assert!(text.contains("Uid:\t65534\t65534\t65534\t65534"), "{text}");
     }
     let (ino, sent) = known_traffic(3);
