@@ -10,6 +10,7 @@ use std::{
     os::unix::{fs::MetadataExt, net::UnixStream},
     path::{Path, PathBuf},
     process::Command,
+    time::Duration,
 };
 
 use udstrace_tests::{
@@ -122,7 +123,8 @@ fn relinquished_to_nobody_while_capturing() {
     assert_eq!(tcp_stream(&cap.packets, ino).0, sent);
 }
 
-/// `-Z` with rotation: every file of a `-C` ring is written as nobody.
+/// `-Z` with rotation: every file of a `-C` ring is written as nobody, and `-z` runs as nobody
+/// on each (gzip's files are nobody's too).
 #[test]
 fn relinquished_rotation_writes_as_the_user() {
     let _serial = serial();
@@ -140,16 +142,34 @@ fn relinquished_rotation_writes_as_the_user() {
         "1k",
         "-W",
         "3",
+        "-z",
+        "gzip",
     ]);
     let (_, sent) = known_traffic(12);
     let out = ud.stop();
     assert!(out.success, "{:?}", out.stderr);
-    let files: Vec<_> = std::fs::read_dir(&own)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    // -z is not waited for: give gzip a moment.
+    let mut files = Vec::new();
+    for _ in 0..50 {
+        files = std::fs::read_dir(&own)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        if files.len() == 3
+            && files
+                .iter()
+                .all(|f| f.extension().is_some_and(|e| e == "gz"))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(files.len(), 3, "{files:?} for {} bytes", sent.len());
     for f in &files {
+        assert!(
+            f.extension().is_some_and(|e| e == "gz"),
+            "{f:?} not gzipped"
+        );
         let meta = std::fs::metadata(f).unwrap();
         assert_eq!((meta.uid(), meta.mode() & 0o7777), (NOBODY, 0o600), "{f:?}");
     }
