@@ -59,6 +59,8 @@ pub(crate) enum Error {
     Install(String),
     #[error("cannot set up the signal handlers: {0}")]
     Signals(io::Error),
+    #[error("cannot become user {user} (-Z): {source}")]
+    BecomeUser { user: String, source: io::Error },
 }
 
 impl Error {

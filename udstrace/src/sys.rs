@@ -1,7 +1,8 @@
 //! The C library calls udstrace makes, each behind a safe function with its SAFETY argument:
 //! clocks, local time and strftime, the user database, memory limits, mounting tracefs, the netlink
 //! socket sock_diag answers on, entering another network namespace, opening the output file
-//! relative to its directory, and signal dispositions.
+//! relative to its directory, signal dispositions, and becoming another user without
+//! capabilities (`-Z`).
 
 use std::{
     ffi::{CStr, CString},
@@ -214,6 +215,148 @@ pub(crate) fn enter_net_namespace(ns: &impl AsFd) -> io::Result<()> {
     // but a network namespace is refused with EINVAL.
     if unsafe { libc::setns(ns.as_fd().as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A user to run as (`-Z`), from the user database: the name (for its supplementary
+/// groups), the uid and the primary gid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct User {
+    pub(crate) name: CString,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+}
+
+/// User `name` (or a number the user database knows) from the user database.
+pub(crate) fn user(name: &str) -> Option<User> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: `c` is NUL-terminated and outlives the call; the record is read at once, before
+    // any other call could reuse getpwnam's static record.
+    let mut pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    if pw.is_null() {
+        if let Ok(uid) = name.parse::<u32>() {
+            // SAFETY: getpwuid takes an integer; the result is read at once, as above.
+            pw = unsafe { libc::getpwuid(uid) };
+        }
+    }
+    if pw.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null result points at a valid passwd record whose `pw_name` is a
+    // NUL-terminated string, copied out here before anything can overwrite it.
+    let (name, uid, gid) = unsafe { (CStr::from_ptr((*pw).pw_name), (*pw).pw_uid, (*pw).pw_gid) };
+    Some(User {
+        name: name.to_owned(),
+        uid,
+        gid,
+    })
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit capability sets, as two 32-bit halves.
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// `struct __user_cap_header_struct`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// `struct __user_cap_data_struct`: one 32-bit half of each set.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// The calling thread's (effective, permitted) capability sets.
+pub(crate) fn capabilities() -> io::Result<(u64, u64)> {
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget reads the header and, for version 3, writes two CapData records into
+    // `data`, both valid and borrowed for the call.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let join = |f: fn(&CapData) -> u32| u64::from(f(&data[0])) | u64::from(f(&data[1])) << 32;
+    Ok((join(|d| d.effective), join(|d| d.permitted)))
+}
+
+/// `prctl(2)` with an option and up to two arguments (the rest zero).
+fn prctl(option: libc::c_int, arg2: libc::c_ulong, arg3: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: the options used here take integers only and touch no memory of ours.
+    if unsafe { libc::prctl(option, arg2, arg3, 0 as libc::c_ulong, 0 as libc::c_ulong) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Becomes `user` for good (`-Z`): its supplementary groups, gid and uid (real, effective
+/// and saved), no capability left in any set, and no way back through a set-user-ID program
+/// (no_new_privs). Descriptors already open (the ring buffer, the attached programs) stay
+/// usable. The uid and gid change in every thread (the C library passes them on); the
+/// capability sets and no_new_privs are the calling thread's and those it starts afterwards.
+pub(crate) fn become_user(user: &User) -> io::Result<()> {
+    prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0)?;
+    // Ambient capabilities exist since 4.3; EINVAL before (nothing to clear).
+    match prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+        0,
+    ) {
+        Err(e) if e.raw_os_error() != Some(libc::EINVAL) => return Err(e),
+        _ => {}
+    }
+    // The bounding set needs CAP_SETPCAP to shrink; without it, no_new_privs already keeps
+    // any program run from gaining what the set allows.
+    for cap in 0..64 {
+        if let Err(e) = prctl(libc::PR_CAPBSET_DROP, cap, 0) {
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                break; // past the kernel's last capability
+            }
+        }
+    }
+    // SAFETY: `user.name` is NUL-terminated and outlives the call; initgroups reads the group
+    // database and sets this process's supplementary groups.
+    if unsafe { libc::initgroups(user.name.as_ptr(), user.gid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: plain integer arguments.
+    if unsafe { libc::setresgid(user.gid, user.gid, user.gid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: plain integer arguments. Leaving uid 0 this way clears the permitted and
+    // effective sets (no SECBIT_KEEP_CAPS is set).
+    if unsafe { libc::setresuid(user.uid, user.uid, user.uid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // A process that was not root (capabilities of its own, or ambient ones) keeps its sets
+    // through setresuid: empty them.
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let empty = [CapData::default(); 2];
+    // SAFETY: capset reads the header and two CapData records, valid and borrowed for the
+    // call; empty sets are always allowed.
+    if unsafe { libc::syscall(libc::SYS_capset, &raw mut header, empty.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let (effective, permitted) = capabilities()?;
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    // SAFETY: the three pointers are valid, writable u32s borrowed for the call.
+    unsafe { libc::getresuid(&raw mut r, &raw mut e, &raw mut s) };
+    if (r, e, s) != (user.uid, user.uid, user.uid) || effective != 0 || permitted != 0 {
+        return Err(io::Error::other(
+            "the kernel kept privileges after the switch",
+        ));
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! Project tasks: `cargo xtask setup | test | demo | bench | vm-test | image`.
+//! Project tasks: `cargo xtask setup | test | demo | bench | vm-test | image | deb`.
 
 mod bench;
+mod deb;
 mod demo;
 mod image;
 mod setup;
@@ -38,6 +39,10 @@ enum Command {
     /// Build udstrace's container image (udstrace:VERSION and udstrace:latest) with docker:
     /// the release binary and the libraries it loads, nothing else.
     Image(image::Options),
+    /// Build the Debian package (target/deb/udstrace_VERSION_ARCH.deb) from the release
+    /// binary: the binary, manual page, completions, systemd unit, Wireshark's Lua plugin and
+    /// extcap link.
+    Deb(deb::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench => bench::run(),
         Command::VmTest(options) => vm::run(&options),
         Command::Image(options) => image::run(&options),
+        Command::Deb(options) => deb::run(&options),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

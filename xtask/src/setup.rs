@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::util::{output, require_root, sh};
 
@@ -46,14 +46,52 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub(crate) fn run() -> Result<()> {
     require_root("setup")?;
-    apt()?;
+    let skipped = apt()?;
     rust()?;
     bpf_linker()?;
+    if !skipped.is_empty() {
+        bail!(
+            "setup incomplete: not installed, as each would remove installed packages: {}",
+            skipped.join("; ")
+        );
+    }
     eprintln!("setup done");
     Ok(())
 }
 
-fn apt() -> Result<()> {
+/// The installed packages that `apt-get install` of `packages` would remove, as its
+/// simulation (`-s`) says: `name [version]` each.
+fn removals(packages: &[&str]) -> Result<Vec<String>> {
+    let out = Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-s", "--no-install-recommends"])
+        .args(packages)
+        .output()
+        .context("apt-get install -s")?;
+    if !out.status.success() {
+        bail!(
+            "apt-get cannot install {}: {}",
+            packages.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(removed(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The `Remv NAME [VERSION]` lines of an apt-get simulation, as `NAME [VERSION]`.
+fn removed(simulation: &str) -> Vec<String> {
+    simulation
+        .lines()
+        .filter_map(|l| l.strip_prefix("Remv "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Installs the packages missing; never removes one the machine has: a package whose
+/// installation would (a version conflict with one installed from elsewhere, such as
+/// qemu-utils from backports against bookworm's qemu-system-x86) is left out and returned,
+/// with what it would remove.
+fn apt() -> Result<Vec<String>> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
         .copied()
@@ -63,7 +101,7 @@ fn apt() -> Result<()> {
         })
         .collect();
     if missing.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     // tshark asks whether non-root users may capture: answer no, without a prompt.
     let mut debconf = Command::new("debconf-set-selections");
@@ -76,10 +114,37 @@ fn apt() -> Result<()> {
     }
     child.wait()?;
     sh(Command::new("apt-get").arg("update"))?;
+    let mut skipped = Vec::new();
+    let mut install = Vec::new();
+    for package in missing {
+        let removes = removals(&[package])?;
+        if removes.is_empty() {
+            install.push(package);
+        } else {
+            eprintln!(
+                "setup: not installing {package}: it would remove {}",
+                removes.join(", ")
+            );
+            skipped.push(format!("{package} (would remove {})", removes.join(", ")));
+        }
+    }
+    if !install.is_empty() && !removals(&install)?.is_empty() {
+        // Each alone removes nothing, together they would: install them one by one.
+        for package in &install {
+            apt_install(&[package])?;
+        }
+    } else if !install.is_empty() {
+        apt_install(&install)?;
+    }
+    Ok(skipped)
+}
+
+/// `apt-get install`, told to fail rather than remove anything.
+fn apt_install(packages: &[&str]) -> Result<()> {
     sh(Command::new("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "--no-install-recommends"])
-        .args(&missing))
+        .args(["install", "-y", "--no-install-recommends", "--no-remove"])
+        .args(packages))
 }
 
 fn rust() -> Result<()> {
@@ -145,4 +210,39 @@ fn bpf_linker() -> Result<()> {
             "--no-default-features",
         ])
         .args(["--features", &format!("llvm-{major},no-llvm-linking")]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removals_read_from_the_simulation() {
+        let text = "NOTE: This is only a simulation!\nRemv qemu-utils [1:10.0.2+ds-2+deb13u1~bpo12+1]\n\
+                    Inst qemu-system-common (1:7.2+dfsg-7+deb12u18+b3 Debian:12.15/oldstable [amd64])\n";
+        assert_eq!(
+            removed(text),
+            ["qemu-utils [1:10.0.2+ds-2+deb13u1~bpo12+1]"]
+        );
+        assert!(removed("Inst curl (7.88)\nConf curl (7.88)\n").is_empty());
+    }
+
+    /// A real simulation (nothing is installed): chrony replaces systemd-timesyncd on Debian
+    /// 12, and an installed package removes nothing.
+    #[test]
+    fn removals_of_a_real_conflict() {
+        if Command::new("apt-get").arg("-v").output().is_err()
+            || output(Command::new("dpkg-query").args(["-W", "-f=${Status}", "systemd-timesyncd"]))
+                .is_none_or(|s| !s.contains("install ok installed"))
+        {
+            eprintln!("no apt-get or no systemd-timesyncd here: skipped");
+            return;
+        }
+        let removes = removals(&["chrony"]).unwrap();
+        assert!(
+            removes.iter().any(|r| r.starts_with("systemd-timesyncd [")),
+            "{removes:?}"
+        );
+        assert!(removals(&["util-linux"]).unwrap().is_empty());
+    }
 }

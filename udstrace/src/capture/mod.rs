@@ -27,12 +27,14 @@ use crate::{
 pub(crate) mod clock;
 mod control;
 pub(crate) mod filter;
+mod notify;
 pub(crate) mod packetizer;
 pub(crate) mod stop;
 pub(crate) mod targets;
 
 use clock::WallClock;
 use filter::Filter;
+use notify::Notifier;
 pub(crate) use packetizer::Packetizer;
 use stop::{OutputEnd, Signals};
 use targets::{Targets, CONTAINER_REFRESH, PATH_REFRESH};
@@ -72,6 +74,8 @@ pub(crate) struct CaptureOptions {
     pub(crate) targets: Targets,
     /// `--host-root`: where the runtimes' state and the cgroup hierarchy are (else `/`).
     pub(crate) host_root: Option<PathBuf>,
+    /// `-Z`: the user to become once attached, before the output is opened.
+    pub(crate) user: Option<crate::sys::User>,
 }
 
 impl CaptureOptions {
@@ -126,23 +130,42 @@ fn register<T: std::os::fd::AsRawFd>(ring: T) -> Result<AsyncFd<T>, Error> {
         .map_err(|e| Error::Ring(e.into()))
 }
 
-async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
-    let mut signals = Signals::new()?;
+/// What a running capture holds.
+type Started = (Tracer, AsyncFd<RingBuf<MapData>>, Box<dyn Sink>, Writer);
 
+/// Attaches the programs and opens the ring buffer, becomes `-Z`'s user, opens the output, and
+/// says the capture has started (to systemd too).
+fn start(opts: &CaptureOptions, notifier: Option<&Notifier>) -> Result<Started, Error> {
     let mut tracer = Tracer::start(&opts.tracer)?;
+    let ring = register(tracer.take_events())?;
+    if let Some(user) = &opts.user {
+        crate::sys::become_user(user).map_err(|source| Error::BecomeUser {
+            user: user.name.to_string_lossy().into_owned(),
+            source,
+        })?;
+    }
     // The output is opened once the programs are attached, so that a capture file is only
     // created when there will be a capture; nothing stays attached if it fails (Drop).
     let info = section::capture_info(opts.tracer.snaplen, tracer.backend.name());
-    let (mut sink, writer) = opts.output(&info)?;
+    let (sink, writer) = opts.output(&info)?;
+    announce(&tracer, opts);
+    if let Some(n) = notifier {
+        n.send("READY=1");
+    }
+    Ok((tracer, ring, sink, writer))
+}
+
+async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
+    let mut signals = Signals::new()?;
+    // Made before -Z: the socket may be one only root can reach.
+    let notifier = Notifier::from_env();
+    let (mut tracer, mut ring, mut sink, writer) = start(opts, notifier.as_ref())?;
     let output_error =
         |source: io::Error| Error::output(Destination::name_of(opts.write.as_ref()), source);
-
-    announce(&tracer, opts);
 
     let start_ns = WallClock::now();
     let mut packetizer = packetizer(opts);
     let mut summary = Summary::default();
-    let mut ring = register(tracer.take_events())?;
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -198,6 +221,9 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
 
     // The output's grace after the stop counts from here.
     let stopped = stop::Stopped::now(&writer);
+    if let Some(n) = &notifier {
+        n.send("STOPPING=1");
+    }
     // Stop capturing, then write what the kernel had already recorded.
     // Before detaching: while the programs come off one by one, calls may enter without
     // leaving, and those are not lost messages.

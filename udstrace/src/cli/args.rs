@@ -12,13 +12,21 @@ pub(crate) const DEFAULT_SNAPLEN: u32 = 4 << 20;
 /// Ring buffer size unless `-B` says otherwise, in KiB.
 pub(crate) const DEFAULT_BUFFER_KIB: u32 = 16 << 10;
 
+/// `--version`: the package's version and the source revision it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("UDSTRACE_REVISION"),
+    ")"
+);
+
 /// tcpdump for Unix domain sockets: captures what processes send over AF_UNIX sockets,
 /// systemwide or for chosen processes, as text or as pcapng for Wireshark.
 #[derive(Debug, Parser)]
 #[allow(clippy::struct_excessive_bools, reason = "command-line flags")]
 #[command(
     name = "udstrace",
-    version,
+    version = VERSION,
     about,
     max_term_width = 100,
     args_conflicts_with_subcommands = true
@@ -76,6 +84,17 @@ pub(crate) struct Args {
         conflicts_with = "read"
     )]
     pub(crate) postrotate: Option<std::ffi::OsString>,
+
+    /// Once the kernel programs are attached, run as USER (a name or number): its uid, gid and
+    /// groups, with no capability left; files are then written as USER (with -C/-G/-z too),
+    /// in directories USER may write to.
+    #[arg(
+        short = 'Z',
+        long = "relinquish-privileges",
+        value_name = "USER",
+        conflicts_with = "read"
+    )]
+    pub(crate) user: Option<String>,
 
     /// Exit after COUNT packets.
     #[arg(short = 'c', long = "count", value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
@@ -227,6 +246,18 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: ExtcapAction,
     },
+    /// Write the manual page and the shell completions (bash, zsh, fish) into DIR (for
+    /// packages).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// The command line's definition (for the manual page and the completions).
+pub(crate) fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
 }
 
 #[derive(Debug, Subcommand)]

@@ -53,6 +53,14 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
         Some(p) => Some(Destination::File(p.clone())),
     };
     let rotation = rotation(&args, write.as_ref())?;
+    // Said before anything is attached.
+    let user = match args.user.as_deref() {
+        None => None,
+        Some(name) => Some(
+            crate::sys::user(name)
+                .ok_or_else(|| Failure::Usage(format!("-Z: no such user: {name}")))?,
+        ),
+    };
     let pids = parse_pids(&args.pids).map_err(Failure::Usage)?;
     let snaplen = match args.snaplen {
         None | Some(0) => DEFAULT_SNAPLEN,
@@ -117,6 +125,7 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
         ring_bytes,
         targets: Targets::new(containers, paths),
         host_root: args.host_root,
+        user,
     };
     let (summary, end) = capture::run(&opts)?;
     let failure = output_failure(end, opts.write.as_ref());

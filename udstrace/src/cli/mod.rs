@@ -13,6 +13,7 @@ pub(crate) mod args;
 mod backends;
 mod capture;
 pub(crate) mod extcap;
+mod generate;
 pub(crate) mod ls;
 
 use args::{Args, Command, ExtcapAction};
@@ -105,6 +106,12 @@ fn run(mut args: Args) -> Result<(), Failure> {
             sock_type,
         }) => return ls::run(json, &pids, comms, paths, sock_type.as_deref()),
         Some(Command::Backends) => return backends::run(),
+        Some(Command::Generate { dir }) => {
+            for path in generate::write(&dir)? {
+                println!("{}", path.display());
+            }
+            return Ok(());
+        }
         None => {}
     }
     if extcap::query(&args.extcap)? {
