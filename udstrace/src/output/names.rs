@@ -14,7 +14,7 @@
 use std::{collections::HashMap, fmt::Write as _};
 
 use super::headers::{ADDRESS_PREFIX, IPV6_LEN};
-use crate::packet::{Holder, Packet};
+use crate::packet::Packet;
 
 /// The longest name Wireshark 4.0 keeps (`MAXNAMELEN` 64, with its terminating NUL).
 pub(crate) const MAX_NAME_LEN: usize = 63;
@@ -62,34 +62,25 @@ impl AddressNames {
         } else {
             (src, dst)
         };
-        let own_holder = Holder {
-            pid: meta.pid,
-            comm: String::from_utf8_lossy(&meta.comm).into_owned(),
-            fd: 0,
-            container: String::new(),
-        };
-        self.offer(own, Some(&own_holder), 0, &meta.path, true);
-        self.offer(
-            peer,
-            meta.peers.first(),
-            meta.peers.len().saturating_sub(1),
-            &meta.peer_path,
-            false,
-        );
+        self.offer(own, Some((meta.pid, &meta.comm)), 0, &meta.path, true);
+        let others = meta.peers.len().saturating_sub(1);
+        let first = meta.peers.first().map(|h| (h.pid, h.comm.as_bytes()));
+        self.offer(peer, first, others, &meta.peer_path, false);
         &self.due
     }
 
-    /// Names `address` after `holder` (and `others` more holders) and the socket name
-    /// `sock_name`, if it is due; `own`: the holder is the socket's own sender or reader.
+    /// Names `address` after `holder` (pid and command; `others` more processes hold the
+    /// socket) and the socket name `sock_name`, if it is due; `own`: the holder is the
+    /// socket's own sender or reader.
     fn offer(
         &mut self,
         address: [u8; 16],
-        holder: Option<&Holder>,
+        holder: Option<(u32, &[u8])>,
         others: usize,
         sock_name: &[u8],
         own: bool,
     ) {
-        let Some(holder) = holder else { return };
+        let Some((pid, comm)) = holder else { return };
         if address[8..] == [0; 8] {
             // `fd75:6473::`: every unconnected datagram's destination, no one socket.
             return;
@@ -98,7 +89,7 @@ impl AddressNames {
         if known == Some(Named::Own) || (known.is_some() && !own) {
             return;
         }
-        let name = name(holder, others, sock_name);
+        let name = name(pid, comm, others, sock_name);
         let hash = hash(&name);
         if known == Some(Named::StandIn(hash)) {
             self.named.insert(address, Named::Own);
@@ -132,18 +123,19 @@ fn hash(name: &str) -> u64 {
     h.finish()
 }
 
-/// The name of a socket used by `holder` (and `others` more processes) with the name
+/// The name of a socket used by process `pid`, command `comm` (and `others` more processes),
+/// with the name
 /// `sock_name`: `comm[pid]`, `comm[pid]+N` when N more processes hold it, then
 /// `:path` (`:@name` for an abstract name) when it has one. Printable ASCII and space; any
 /// other byte, and `\`, is written `\xNN` (a path that begins with `@` begins `\x40`). At most [`MAX_NAME_LEN`] bytes: a long socket name keeps its end, after
 /// `...`, and a long command is cut.
 #[must_use]
-pub(crate) fn name(holder: &Holder, others: usize, sock_name: &[u8]) -> String {
+pub(crate) fn name(pid: u32, comm: &[u8], others: usize, sock_name: &[u8]) -> String {
     let mut out = String::with_capacity(MAX_NAME_LEN + 8);
-    printable(&mut out, holder.comm.as_bytes());
+    printable(&mut out, comm);
     // The command alone may take at most half the room.
     cut_at_char(&mut out, MAX_NAME_LEN / 2);
-    let _ = write!(out, "[{}]", holder.pid);
+    let _ = write!(out, "[{pid}]");
     if others > 0 {
         let _ = write!(out, "+{others}");
     }
@@ -208,7 +200,7 @@ mod tests {
     use super::*;
     use crate::{
         output::headers::{address as synthesised, write_headers, Flow, MAX_HEADER_LEN},
-        packet::{Bytes, Dir, Meta, Peers},
+        packet::{Bytes, Dir, Holder, Meta, Peers},
     };
     use udstrace_common::SockType;
 
@@ -223,19 +215,19 @@ mod tests {
 
     #[test]
     fn names_are_short_printable_and_keep_the_end_of_paths() {
-        assert_eq!(name(&holder(30233, "docker"), 0, b""), "docker[30233]");
+        assert_eq!(name(30233, b"docker", 0, b""), "docker[30233]");
         assert_eq!(
-            name(&holder(29238, "dockerd"), 0, b"/var/run/docker.sock"),
+            name(29238, b"dockerd", 0, b"/var/run/docker.sock"),
             "dockerd[29238]:/var/run/docker.sock"
         );
-        assert_eq!(name(&holder(7, "a b"), 2, b"\0x"), "a b[7]+2:@x");
-        assert_eq!(name(&holder(7, "t\u{1}"), 0, b"@p"), "t\\x01[7]:\\x40p");
+        assert_eq!(name(7, b"a b", 2, b"\0x"), "a b[7]+2:@x");
+        assert_eq!(name(7, b"t\x01", 0, b"@p"), "t\\x01[7]:\\x40p");
         let long = format!("/run/{}/end.sock", "d".repeat(100));
-        let n = name(&holder(1, "server"), 0, long.as_bytes());
+        let n = name(1, b"server", 0, long.as_bytes());
         assert_eq!(n.len(), MAX_NAME_LEN);
         assert!(n.starts_with("server[1]:..."), "{n}");
         assert!(n.ends_with("ddd/end.sock"), "{n}");
-        let n = name(&holder(1, &"c".repeat(40)), 0, b"");
+        let n = name(1, "c".repeat(40).as_bytes(), 0, b"");
         assert_eq!(n, format!("{}[1]", "c".repeat(31)));
     }
 
