@@ -136,7 +136,7 @@ fn extcap_live_capture_with_http_and_fields() {
         "{list}"
     );
 
-    let (_server, sock) = http_server(&dir);
+    let (server, sock) = http_server(&dir);
     let file = dir.path("live.pcapng");
     let sock_str = sock.to_str().unwrap().to_string();
     let mut capture = tshark(&home)
@@ -218,6 +218,37 @@ fn extcap_live_capture_with_http_and_fields() {
         &["udstrace.pid"],
     );
     assert_eq!(by_comm.len(), requests.len());
+    requests_named(&home, &file, server.0.id(), &sock_str, requests.len());
+}
+
+/// The names of the addresses came through the extcap pipe into tshark's `file`: each of its
+/// `count` requests from a curl to the server (`server_pid`, from outside, on `sock`).
+fn requests_named(home: &Path, file: &Path, server_pid: u32, sock: &str, count: usize) {
+    let out = tshark(home)
+        .args(["-N", "n", "-r"])
+        .arg(file)
+        .args(["-Y", "http.request", "-T", "fields"])
+        .args([
+            "-e",
+            "ipv6.src_host",
+            "-e",
+            "ipv6.dst_host",
+            "-e",
+            "udstrace.pid",
+        ])
+        .output()
+        .unwrap();
+    let server_name = format!("python3[{server_pid}]:{sock}");
+    let named = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(named.lines().count(), count);
+    for line in named.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(
+            f[..2],
+            [&format!("curl[{}]", f[2]), &server_name],
+            "{named}"
+        );
+    }
 }
 
 /// A fatal error reaches tshark as an error message; tshark does not hang.
