@@ -328,4 +328,75 @@ mod tests {
         }
         assert!(names.named.len() <= MAX_NAMED);
     }
+
+    /// In the pcapng: the name resolution block comes just before the first packet that uses
+    /// its addresses, and none before the next packet between the same sockets.
+    #[test]
+    fn names_precede_the_first_packet() {
+        use crate::output::{
+            section::capture_info,
+            sink::{PcapngSink, Sink},
+        };
+        use pcap_parser::pcapng::Block;
+
+        let mut headers = [0u8; MAX_HEADER_LEN];
+        let flow = Flow {
+            sock_type: SockType::Stream,
+            src_id: 10,
+            dst_id: 20,
+            src_port: 1,
+            dst_port: 2,
+        };
+        let len = write_headers(&mut headers, &flow, 0, 0, b"", None);
+        let p = Packet {
+            ts_ns: 1,
+            meta: Meta {
+                pid: 42,
+                comm: Bytes(Cow::Borrowed(b"curl")),
+                peer_path: Bytes(Cow::Borrowed(b"/run/docker.sock")),
+                peers: Peers(Cow::Owned(vec![holder(7, "dockerd")])),
+                ..Meta::default()
+            },
+            orig_len: 0,
+            payload: b"",
+            headers: &headers[..len],
+            drops: 0,
+        };
+        let mut sink = PcapngSink::new(Vec::new(), &capture_info(65_536, "test"));
+        sink.packet(&p).unwrap();
+        sink.packet(&p).unwrap();
+        let bytes = sink.into_output().unwrap();
+        let mut rest = &bytes[..];
+        let mut kinds = Vec::new();
+        let mut names = Vec::new();
+        while !rest.is_empty() {
+            let (next, block) = pcap_parser::pcapng::parse_block_le(rest).unwrap();
+            rest = next;
+            kinds.push(match block {
+                Block::SectionHeader(_) => "SHB",
+                Block::InterfaceDescription(_) => "IDB",
+                Block::NameResolution(nrb) => {
+                    for r in nrb.nr.iter().filter(|r| r.record_type.0 == 2) {
+                        let v = r.record_value;
+                        let end = 16 + v[16..].iter().position(|&b| b == 0).unwrap();
+                        names.push((
+                            u64::from_be_bytes(v[8..16].try_into().unwrap()),
+                            String::from_utf8(v[16..end].to_vec()).unwrap(),
+                        ));
+                    }
+                    "NRB"
+                }
+                Block::EnhancedPacket(_) => "EPB",
+                _ => "other",
+            });
+        }
+        assert_eq!(kinds, ["SHB", "IDB", "NRB", "EPB", "EPB"]);
+        assert_eq!(
+            names,
+            [
+                (10, "curl[42]".to_string()),
+                (20, "dockerd[7]:/run/docker.sock".to_string())
+            ]
+        );
+    }
 }
