@@ -1,7 +1,8 @@
 //! Wireshark integration with real tshark and real clients and servers: the extcap interface
 //! (listed, live capture with options, errors), the Lua fields, and protocols decoded by stock
 //! tshark: HTTP (curl against a server on a Unix socket), PostgreSQL (psql against a real
-//! server) and X11 (xdpyinfo against Xvfb).
+//! server) and X11 (xdpyinfo against Xvfb); the processes named in place of the addresses
+//! (`tshark -N n`) and the `udstrace` configuration profile.
 
 use std::{
     path::Path,
