@@ -7,7 +7,8 @@
 
 //! Rotation as tcpdump rotates: `-C` by size (FILE, FILE1, ...), `-W` a ring of files, `-G`
 //! by time with strftime names, `-z` run on each finished file. Every file must be a whole
-//! capture of its own (our parser, and tshark), 0600, with its statistics block; the bytes
+//! capture of its own (our parser, and tshark), 0600, with its statistics block and the names
+//! of its addresses; the bytes
 //! sent must all be there, in order across the files; `-r` reads the set back.
 
 use std::{
@@ -95,6 +96,25 @@ fn whole_capture(path: &Path) -> CaptureFile {
     cap
 }
 
+/// Each file names its own addresses (name resolution blocks): tshark with name resolution
+/// shows this process (`COMM[PID]`, the thread's command) as the source and destination of
+/// each of the file's `packets`.
+fn named_in_itself(path: &Path, packets: usize) {
+    let out = Command::new("tshark")
+        .args(["-N", "n", "-r"])
+        .arg(path)
+        .args(["-T", "fields", "-e", "ipv6.src_host", "-e", "ipv6.dst_host"])
+        .output()
+        .expect("run tshark");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let ours = format!("[{}]", own_pid());
+    let named = text
+        .lines()
+        .filter(|l| l.split('\t').all(|host| host.ends_with(&ours)))
+        .count();
+    assert_eq!(named, packets, "{}: {text}", path.display());
+}
+
 /// `-C 1` with 5 MB of traffic: FILE, FILE1, ... each over a million bytes before it ends and
 /// at most a packet and its statistics block beyond; every byte sent in them, in order; `-r`
 /// of the set prints every packet.
@@ -145,6 +165,7 @@ fn size_rotation_keeps_every_byte_in_order() {
             assert!(len > 1_000_000, "{name} ended early: {len} bytes");
         }
         assert!(!cap.packets.is_empty(), "{name}");
+        named_in_itself(&path, cap.packets.len());
         all.extend(cap.packets);
     }
     assert_eq!(all.len() as u64, packets);

@@ -1,7 +1,8 @@
 //! Wireshark integration with real tshark and real clients and servers: the extcap interface
 //! (listed, live capture with options, errors), the Lua fields, and protocols decoded by stock
 //! tshark: HTTP (curl against a server on a Unix socket), PostgreSQL (psql against a real
-//! server) and X11 (xdpyinfo against Xvfb).
+//! server) and X11 (xdpyinfo against Xvfb); the processes named in place of the addresses
+//! (`tshark -N n`) and the `udstrace` configuration profile.
 
 use std::{
     path::Path,
@@ -136,7 +137,7 @@ fn extcap_live_capture_with_http_and_fields() {
         "{list}"
     );
 
-    let (_server, sock) = http_server(&dir);
+    let (server, sock) = http_server(&dir);
     let file = dir.path("live.pcapng");
     let sock_str = sock.to_str().unwrap().to_string();
     let mut capture = tshark(&home)
@@ -218,6 +219,37 @@ fn extcap_live_capture_with_http_and_fields() {
         &["udstrace.pid"],
     );
     assert_eq!(by_comm.len(), requests.len());
+    requests_named(&home, &file, server.0.id(), &sock_str, requests.len());
+}
+
+/// The names of the addresses came through the extcap pipe into tshark's `file`: each of its
+/// `count` requests from a curl to the server (`server_pid`, from outside, on `sock`).
+fn requests_named(home: &Path, file: &Path, server_pid: u32, sock: &str, count: usize) {
+    let out = tshark(home)
+        .args(["-N", "n", "-r"])
+        .arg(file)
+        .args(["-Y", "http.request", "-T", "fields"])
+        .args([
+            "-e",
+            "ipv6.src_host",
+            "-e",
+            "ipv6.dst_host",
+            "-e",
+            "udstrace.pid",
+        ])
+        .output()
+        .unwrap();
+    let server_name = format!("python3[{server_pid}]:{sock}");
+    let named = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(named.lines().count(), count);
+    for line in named.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(
+            f[..2],
+            [&format!("curl[{}]", f[2]), &server_name],
+            "{named}"
+        );
+    }
 }
 
 /// A fatal error reaches tshark as an error message; tshark does not hang.
@@ -518,4 +550,172 @@ fn control_data_and_receives_as_fields() {
             "61207069706520666f7220796f75".to_string()
         ]]
     );
+}
+
+/// Name resolution blocks name the processes at both ends of curl's conversations with a
+/// server, in tshark's packet fields (one pass: each name arrives before its first packet)
+/// and conversation statistics; the `udstrace` profile that `extcap install` writes loads in
+/// tshark with its columns, and a profile folder planted as a link is refused.
+#[test]
+fn processes_named_in_place_of_addresses() {
+    let dir = TempDir::new("names");
+    let (server, sock) = http_server(&dir);
+    let server_pid = server.0.id();
+    let sock_str = sock.to_str().unwrap().to_string();
+    let file = dir.path("names.pcapng");
+    let ud = Udstrace::start(&["-w", file.to_str().unwrap(), "--path", &sock_str]);
+    let mut curl_pids = Vec::new();
+    for url in ["http://localhost/one", "http://localhost/two"] {
+        let child = Command::new("curl")
+            .args(["-sS", "--unix-socket", &sock_str, url])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("curl");
+        curl_pids.push(child.id());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, b"{\"hello\": \"from a Unix socket\"}\n");
+    }
+    assert!(ud.stop().success);
+
+    let server_name = format!("python3[{server_pid}]:{sock_str}");
+    assert!(server_name.len() <= 63, "{server_name} is cut by Wireshark");
+    let home = dir.path("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = tshark(&home)
+        .args(["-N", "n", "-r"])
+        .arg(&file)
+        .args(["-T", "fields", "-e", "ipv6.src_host", "-e", "ipv6.dst_host"])
+        .args(["-e", "tcp.srcport", "-e", "tcp.len"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rows: Vec<Vec<String>> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect();
+    // Each curl sends one request and reads the answer: packets both ways, all named.
+    for pid in &curl_pids {
+        let curl = format!("curl[{pid}]");
+        let sent = rows
+            .iter()
+            .filter(|r| r[0] == curl && r[1] == server_name)
+            .count();
+        let answered = rows
+            .iter()
+            .filter(|r| r[0] == server_name && r[1] == curl)
+            .count();
+        assert_eq!(sent, 1, "{curl}: {rows:?}");
+        assert!(answered >= 1, "{curl}: {rows:?}");
+    }
+    let cap = read_capture(&file);
+    assert_eq!(rows.len(), cap.packets.len(), "{rows:?}");
+
+    // Conversations statistics: one per curl, between the two processes.
+    let out = tshark(&home)
+        .args(["-N", "n", "-q", "-z", "conv,ipv6", "-r"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let conv = String::from_utf8(out.stdout).unwrap();
+    for pid in &curl_pids {
+        assert!(
+            conv.lines().any(|l| {
+                let l: Vec<&str> = l.split_whitespace().collect();
+                l.len() > 3 && l[..3] == [&format!("curl[{pid}]"), "<->", &server_name]
+            }),
+            "{conv}"
+        );
+    }
+
+    let curl_ino = cap.packets[0].meta("ino").unwrap();
+    install(&home);
+    profile_shows_processes(&home, &file, curl_pids[0], curl_ino, &server_name);
+    linked_profile_is_refused(&dir, &home);
+}
+
+/// The `udstrace` profile installed in `home`: its columns, name resolution on, and its
+/// packet list of `file` with the request of curl `curl_pid` from socket `curl_ino`.
+fn profile_shows_processes(
+    home: &Path,
+    file: &Path,
+    curl_pid: u32,
+    curl_ino: &str,
+    server_name: &str,
+) {
+    use std::os::unix::fs::PermissionsExt;
+    let prefs = home.join(".config/wireshark/profiles/udstrace/preferences");
+    let mode = std::fs::metadata(&prefs).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644);
+    let out = tshark(home)
+        .args(["-G", "currentprefs", "-C", "udstrace"])
+        .output()
+        .unwrap();
+    let current = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        current.contains("\nnameres.network_name: TRUE\n"),
+        "{current}"
+    );
+    let columns = current
+        .split("\ngui.column.format: \n")
+        .nth(1)
+        .expect("the profile's columns")
+        .split("\n\n")
+        .next()
+        .unwrap();
+    let titles: Vec<&str> = columns
+        .lines()
+        .map(|l| l.trim().split('"').nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        titles,
+        ["Time", "Sender", "Receiver", "Socket", "Type", "Protocol", "Info"]
+    );
+    // Its packet list: sender, receiver, socket inode, type, protocol.
+    let out = tshark(home)
+        .args(["-C", "udstrace", "-r"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let list = String::from_utf8(out.stdout).unwrap();
+    let request = list
+        .lines()
+        .find(|l| l.contains(&format!("curl[{curl_pid}] ")))
+        .unwrap_or_else(|| panic!("{list}"));
+    let words: Vec<&str> = request.split_whitespace().collect();
+    assert_eq!(
+        words[1..8],
+        [
+            &format!("curl[{curl_pid}]"),
+            "→",
+            server_name,
+            curl_ino,
+            "stream",
+            "HTTP",
+            "GET"
+        ],
+        "{list}"
+    );
+}
+
+/// A profile folder that is a link elsewhere is refused, its target left alone.
+fn linked_profile_is_refused(dir: &TempDir, home: &Path) {
+    let prefs = home.join(".config/wireshark/profiles/udstrace/preferences");
+    let elsewhere = dir.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let profile = prefs.parent().unwrap();
+    std::fs::remove_dir_all(profile).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, profile).unwrap();
+    let out = Command::new(udstrace_bin())
+        .args(["extcap", "install"])
+        .env("HOME", home)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(std::fs::read_dir(&elsewhere).unwrap().next().is_none());
 }

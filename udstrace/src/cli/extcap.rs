@@ -1,7 +1,8 @@
 //! Wireshark's extcap interface: Wireshark and tshark list udstrace as a capture interface,
 //! ask for its options, and run it with `--capture --fifo PIPE`; udstrace writes pcapng into
 //! the pipe until Wireshark stops it with SIGTERM. Also the `extcap install` command that
-//! links udstrace into Wireshark's extcap folder and installs the Lua plugin.
+//! links udstrace into Wireshark's extcap folder and installs the Lua plugin and the `udstrace`
+//! configuration profile.
 
 use std::{
     fmt::Write as _,
@@ -13,8 +14,10 @@ use std::{
 use super::{args::ExtcapArgs, stdout_error, Failure};
 use crate::{
     error::Error,
+    output::file::{self, Destination, Opened},
     output::ports::HTTP2_PORT,
     packet::{Lua, FIELDS},
+    sys,
 };
 
 /// The one interface udstrace offers.
@@ -59,6 +62,31 @@ pub(crate) fn lua_plugin() -> String {
     let _ = writeln!(decls, "local http2_port = {HTTP2_PORT}");
     LUA_TEMPLATE.replacen(LUA_FIELDS_LINE, &decls, 1)
 }
+
+/// The configuration profile `extcap install` writes (`wireshark -C udstrace`).
+pub(crate) const PROFILE: &str = "udstrace";
+
+/// The profile's `preferences`: the columns time, sender, receiver, socket, type, protocol,
+/// info, the sender and receiver being the source and destination addresses as the capture's
+/// name resolution blocks name them (docs/FORMAT.md), and network name resolution on, from
+/// those blocks and hosts files only (no DNS lookups of the made-up addresses).
+pub(crate) const PROFILE_PREFERENCES: &str = "\
+# Wireshark preferences of the udstrace profile, written by `udstrace extcap install`:
+# processes named in place of the synthesised addresses, the udstrace Lua plugin's fields as
+# columns. Pick it in Edit > Configuration Profiles, or run `wireshark -C udstrace`.
+
+gui.column.format:
+\t\"Time\", \"%t\",
+\t\"Sender\", \"%rs\",
+\t\"Receiver\", \"%rd\",
+\t\"Socket\", \"%Cus:udstrace.ino:0:R\",
+\t\"Type\", \"%Cus:udstrace.type:0:R\",
+\t\"Protocol\", \"%p\",
+\t\"Info\", \"%i\"
+
+nameres.network_name: TRUE
+nameres.use_external_name_resolver: FALSE
+";
 
 /// `--extcap-interfaces`.
 pub(crate) fn interfaces(out: &mut impl Write) -> std::io::Result<()> {
@@ -167,15 +195,18 @@ fn folder(folders: &[(String, PathBuf)], key: &str) -> Result<PathBuf, Error> {
 /// what it installed, for the user.
 pub(crate) fn install(global: bool) -> Result<Vec<String>, Error> {
     let folders = folders()?;
-    let (extcap_dir, lua_dir) = if global {
+    let (extcap_dir, lua_dir, config_dir) = if global {
         (
             folder(&folders, "Extcap path")?,
             folder(&folders, "Global Lua Plugins")?,
+            folder(&folders, "Global configuration")?,
         )
     } else {
+        let config = folder(&folders, "Personal configuration")?;
         (
-            folder(&folders, "Personal configuration")?.join("extcap"),
+            config.join("extcap"),
             folder(&folders, "Personal Lua Plugins")?,
+            config,
         )
     };
     let exe = std::env::current_exe()
@@ -191,10 +222,73 @@ pub(crate) fn install(global: bool) -> Result<Vec<String>, Error> {
     std::fs::create_dir_all(&lua_dir).map_err(|e| io(&lua_dir, e))?;
     let plugin = lua_dir.join("udstrace.lua");
     std::fs::write(&plugin, lua_plugin()).map_err(|e| io(&plugin, e))?;
+    let profile = install_profile(&config_dir)?;
     Ok(vec![
         format!("extcap interface: {} -> {}", link.display(), exe.display()),
         format!("Lua plugin (udstrace.* fields): {}", plugin.display()),
+        format!(
+            "configuration profile {PROFILE} (wireshark -C {PROFILE}): {}",
+            profile.display()
+        ),
     ])
+}
+
+/// Writes the profile's preferences under `config_dir/profiles/`; returns the file's path.
+/// Neither folder may be a symbolic link or another user's, and the file is opened as `-w`
+/// opens its file (`output/file.rs`): no link, no other user's file; it is then made readable
+/// by all (0644), as Wireshark's own files are, since a global profile serves every user.
+fn install_profile(config_dir: &Path) -> Result<PathBuf, Error> {
+    let io = |what: &Path, e: std::io::Error| Error::Install(format!("{}: {e}", what.display()));
+    std::fs::create_dir_all(config_dir).map_err(|e| io(config_dir, e))?;
+    let mut dir = config_dir.to_path_buf();
+    for part in ["profiles", PROFILE] {
+        dir.push(part);
+        if let Err(e) = std::fs::create_dir(&dir) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(io(&dir, e));
+            }
+        }
+        own_directory(&dir)?;
+    }
+    let path = dir.join("preferences");
+    let opened =
+        file::open(&Destination::File(path.clone())).map_err(|e| Error::Install(e.to_string()))?;
+    if let Opened::Fifo(_) = opened {
+        return Err(Error::Install(format!(
+            "{}: a FIFO, not a preferences file",
+            path.display()
+        )));
+    }
+    let mut f = opened.into_file().map_err(|e| io(&path, e))?;
+    f.write_all(PROFILE_PREFERENCES.as_bytes())
+        .and_then(|()| {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(0o644))
+        })
+        .map_err(|e| io(&path, e))?;
+    Ok(path)
+}
+
+/// Refuses `dir` unless it is a directory (not a symbolic link to one) owned by this user.
+fn own_directory(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = dir
+        .symlink_metadata()
+        .map_err(|e| Error::Install(format!("{}: {e}", dir.display())))?;
+    if !meta.file_type().is_dir() {
+        return Err(Error::Install(format!(
+            "{}: not a directory (a symbolic link is not followed)",
+            dir.display()
+        )));
+    }
+    if meta.uid() != sys::effective_uid() {
+        return Err(Error::Install(format!(
+            "{}: belongs to another user (uid {})",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    Ok(())
 }
 
 /// Wireshark's questions (`--extcap-interfaces`, `--extcap-dlts`, `--extcap-config`);
@@ -271,5 +365,20 @@ mod tests {
         ] {
             assert!(c.contains(&format!("{{call={call}}}")), "{call}");
         }
+    }
+
+    /// The profile's custom columns name fields the plugin declares.
+    #[test]
+    fn profile_columns_are_plugin_fields() {
+        let custom: Vec<&str> = PROFILE_PREFERENCES
+            .split("%Cus:udstrace.")
+            .skip(1)
+            .map(|rest| rest.split(':').next().unwrap())
+            .collect();
+        assert_eq!(custom, ["ino", "type"]);
+        for key in custom {
+            assert!(FIELDS.iter().any(|f| f.key == key), "{key}");
+        }
+        assert!(PROFILE_PREFERENCES.contains("\nnameres.network_name: TRUE\n"));
     }
 }

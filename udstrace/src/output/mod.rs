@@ -1,6 +1,7 @@
 //! Where packets go: synthesised headers and their checksum, the ports that pick Wireshark's
-//! dissectors, the pcapng writer and its section text, the text view, the output file opened
-//! safely and the thread that writes it, rotated sets of files, and `-r`.
+//! dissectors, the names of the addresses, the pcapng writer and its section text, the text
+//! view, the output file opened safely and the thread that writes it, rotated sets of files,
+//! and `-r`.
 
 pub(crate) mod checksum;
 pub(crate) mod dbus;
@@ -9,6 +10,7 @@ pub(crate) mod file;
 #[cfg(test)]
 mod golden;
 pub(crate) mod headers;
+pub(crate) mod names;
 pub(crate) mod pcapng;
 pub(crate) mod ports;
 pub(crate) mod reader;

@@ -19,6 +19,9 @@ const BLOCK_SHB: u32 = 0x0A0D_0D0A;
 const BLOCK_IDB: u32 = 1;
 const BLOCK_ISB: u32 = 5;
 const BLOCK_EPB: u32 = 6;
+const BLOCK_NRB: u32 = 4;
+const NRB_RECORD_END: u16 = 0;
+const NRB_RECORD_IPV6: u16 = 2;
 const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
 
 const OPT_END: u16 = 0;
@@ -215,6 +218,27 @@ impl<W: Output> PcapngWriter<W> {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Appends a name resolution block with one `nrb_record_ipv6` per address and name (no
+    /// options); nothing when there are none. A name is cut to fit a record.
+    pub(crate) fn name_resolution(&mut self, records: &[([u8; 16], String)]) {
+        if records.is_empty() {
+            return;
+        }
+        let start = self.begin(BLOCK_NRB);
+        for (address, name) in records {
+            let name = &name.as_bytes()[..name.len().min(usize::from(u16::MAX) - 17)];
+            self.put_u16(NRB_RECORD_IPV6);
+            self.put_u16((16 + name.len() + 1) as u16);
+            self.buf.extend_from_slice(address);
+            self.buf.extend_from_slice(name);
+            self.buf.push(0);
+            self.pad();
+        }
+        self.put_u16(NRB_RECORD_END);
+        self.put_u16(0);
+        self.finish(start);
     }
 
     /// Appends the interface statistics block.
@@ -471,5 +495,53 @@ mod tests {
             header_len,
             "cut back to the last whole block"
         );
+    }
+
+    /// Name resolution records parse back: address, name, NUL, padding; no block when empty.
+    #[test]
+    fn name_resolution_block() {
+        let mut w = PcapngWriter::new(Vec::new(), &info());
+        let header_len = w.len();
+        w.name_resolution(&[]);
+        assert_eq!(w.len(), header_len);
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&[0xfd, 0x75, 0x64, 0x73]);
+        a[15] = 9;
+        let records = [
+            (a, "curl[12]".to_string()),
+            ([7; 16], "dockerd[3]:/d.sock".into()),
+        ];
+        w.name_resolution(&records);
+        let bytes = w.into_inner().unwrap();
+        let nrb_bytes = &bytes[header_len as usize..];
+        // 4+4 header, (4+16+9 -> 32) + (4+16+19 -> 40), end record 4, total 4.
+        assert_eq!(nrb_bytes.len(), 8 + 32 + 40 + 4 + 4);
+        assert_eq!(&nrb_bytes[..4], &4u32.to_le_bytes());
+        let (rest, nrb) = pcap_parser::pcapng::parse_block_le(nrb_bytes).unwrap();
+        assert!(rest.is_empty());
+        let Block::NameResolution(nrb) = nrb else {
+            panic!("expected NRB, got {nrb:?}")
+        };
+        let got: Vec<(u16, Vec<u8>)> = nrb
+            .nr
+            .iter()
+            .map(|r| (r.record_type.0, r.record_value.to_vec()))
+            .collect();
+        // The parser's values run to the padding.
+        let value = |a: &[u8; 16], n: &str| {
+            let mut v = a.to_vec();
+            v.extend_from_slice(n.as_bytes());
+            v.push(0);
+            v.resize(v.len().next_multiple_of(4), 0);
+            v
+        };
+        assert_eq!(
+            got[..2],
+            [
+                (2, value(&a, "curl[12]")),
+                (2, value(&[7; 16], "dockerd[3]:/d.sock"))
+            ]
+        );
+        assert!(nrb.options.is_empty());
     }
 }

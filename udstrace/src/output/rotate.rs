@@ -34,6 +34,7 @@ use std::{
 
 use super::{
     file::{self, Destination},
+    names::AddressNames,
     pcapng::{CaptureInfo, PcapngWriter, Stats},
     sink::Sink,
     writer::{self, Handoff, Then, Writer},
@@ -190,6 +191,8 @@ fn secs(ns: u64) -> i64 {
 pub(crate) struct RotatingSink {
     writer: PcapngWriter<Handoff>,
     comment: String,
+    /// The addresses named in the file being written.
+    names: AddressNames,
     info: CaptureInfo,
     rotation: Rotation,
     /// `-w`'s name.
@@ -226,6 +229,7 @@ pub(crate) fn open(
     let sink = RotatingSink {
         writer: PcapngWriter::new(handoff, info),
         comment: String::with_capacity(512),
+        names: AddressNames::default(),
         info: info.clone(),
         pattern: pattern.to_path_buf(),
         file: Span {
@@ -296,6 +300,7 @@ impl RotatingSink {
         let opened = file::open(&Destination::File(name.clone())).map_err(Error::into_io)?;
         self.writer.output_mut().open(opened, name.clone())?;
         self.writer.new_section(&self.info);
+        self.names.new_section();
         self.files = self.files.saturating_add(1);
         self.file = Span {
             name,
@@ -326,6 +331,7 @@ impl Sink for RotatingSink {
         if let Some(due @ (Due::Size | Due::Time(_))) = due {
             self.rotate(due)?;
         }
+        self.writer.name_resolution(self.names.learn(p));
         p.meta.write_comment(&mut self.comment);
         self.writer.packet(p, &self.comment)?;
         self.file.packets += 1;

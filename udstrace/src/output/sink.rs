@@ -5,6 +5,7 @@ use std::io;
 
 use super::{
     file::{self, Destination},
+    names::AddressNames,
     pcapng::{CaptureInfo, Output, PcapngWriter, Stats},
     rotate::{self, Rotation},
     text::{write_packet, PayloadStyle},
@@ -34,6 +35,8 @@ pub(crate) trait Sink {
 pub(crate) struct PcapngSink<W: Output> {
     writer: PcapngWriter<W>,
     comment: String,
+    /// The addresses named so far.
+    names: AddressNames,
 }
 
 impl<W: Output> PcapngSink<W> {
@@ -41,6 +44,7 @@ impl<W: Output> PcapngSink<W> {
         Self {
             writer: PcapngWriter::new(out, info),
             comment: String::with_capacity(512),
+            names: AddressNames::default(),
         }
     }
 }
@@ -55,6 +59,7 @@ impl<W: Output> PcapngSink<W> {
 
 impl<W: Output> Sink for PcapngSink<W> {
     fn packet(&mut self, p: &Packet<'_>) -> io::Result<()> {
+        self.writer.name_resolution(self.names.learn(p));
         p.meta.write_comment(&mut self.comment);
         self.writer.packet(p, &self.comment)
     }
