@@ -236,8 +236,30 @@ fn against_monitor(home: &Path, monitor_file: &Path, ours: &[Vec<String>]) {
         .iter()
         .map(|r| (r[3].clone(), r[4].clone(), r[5].clone()))
         .collect();
-    assert_eq!(seen, expected, "ours against dbus-monitor's");
+    // Each direction in order; the two directions may interleave differently (a client's call
+    // and the bus's signal to it cross), so they are compared apart: calls (type 1) go from the
+    // clients to the bus, replies and signals from the bus to the clients.
+    let direction =
+        |rows: &[(String, String, String)], calls: bool| -> Vec<(String, String, String)> {
+            rows.iter()
+                .filter(|r| (r.0 == "1") == calls)
+                .cloned()
+                .collect()
+        };
+    for calls in [true, false] {
+        assert_eq!(
+            direction(&seen, calls),
+            direction(&expected, calls),
+            "ours against dbus-monitor's ({})",
+            if calls {
+                "calls"
+            } else {
+                "replies and signals"
+            }
+        );
+    }
     assert_eq!(seen.len(), 10);
+    assert_eq!(expected.len(), 10);
 }
 
 /// `-r` of `file`: one line per message of the D-Bus interface.
