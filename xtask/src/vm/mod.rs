@@ -42,8 +42,9 @@ const MARK: &str = "udstrace-vm: ";
 /// `cargo xtask vm-test` options.
 #[derive(clap::Args)]
 pub(crate) struct Options {
-    /// Only this kernel (repeatable); default: all of them.
-    #[arg(long = "kernel", value_name = "VERSION", value_parser = ["5.10", "6.1", "6.12"])]
+    /// Only this kernel (repeatable); default: 5.10, 6.1 and 6.12 (`sid`, Debian unstable's
+    /// newest kernel, only when named).
+    #[arg(long = "kernel", value_name = "VERSION", value_parser = ["5.10", "6.1", "6.12", "sid"])]
     kernels: Vec<String>,
     /// Only this backend's column.
     #[arg(long, value_name = "NAME", value_parser = ["fentry", "kprobe", "tracepoint"])]
@@ -95,7 +96,13 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
     };
     let specs: Vec<&KernelSpec> = KERNELS
         .iter()
-        .filter(|k| opts.kernels.is_empty() || opts.kernels.iter().any(|n| n == k.name))
+        .filter(|k| {
+            if opts.kernels.is_empty() {
+                k.default
+            } else {
+                opts.kernels.iter().any(|n| n == k.name)
+            }
+        })
         .collect();
     let kernels: Vec<(&KernelSpec, Result<Kernel>)> =
         specs.into_iter().map(|s| (s, fetch_kernel(s))).collect();
@@ -377,6 +384,8 @@ mod tests {
             name: "x",
             suite: "s",
             apart,
+            default: true,
+            version: None,
         };
         assert_eq!(
             guest_parts(&spec(&["fentry"]), &BACKENDS),
