@@ -28,10 +28,11 @@ pub struct KernelLayout {
     pub unix_address_len: u32,
     /// `struct unix_address` -> `name` (`struct sockaddr_un`).
     pub unix_address_name: u32,
-    /// `struct pt_regs` -> `orig_ax` (the system call number).
+    /// `struct pt_regs` -> the saved system call number (`orig_ax` on x86_64, `syscallno` on
+    /// arm64: the members come from the per-architecture table).
     pub regs_syscall_nr: u32,
     /// `struct pt_regs` -> the six system call argument registers
-    /// (`di`, `si`, `dx`, `r10`, `r8`, `r9` on `x86_64`).
+    /// (`di`, `si`, `dx`, `r10`, `r8`, `r9` on x86_64; `orig_x0`, `regs[1]`..`regs[5]` on arm64).
     pub regs_args: [u32; 6],
 
     /// `struct socket` -> `sk` (`struct sock *`).
@@ -191,10 +192,12 @@ impl KernelLayout {
     };
 }
 
-/// Where the kernel's direct map and `struct page` array are (x86_64), so that the programs
-/// can read a page's bytes (`page_address()`): each is the address of the kernel variable
-/// holding the base when the layout is randomised (`page_offset_base`, `vmemmap_base` in
-/// `/proc/kallsyms`), else 0 and the fixed base is given.
+/// Where the kernel's direct map and `struct page` array are, so that the programs can read a
+/// page's bytes (`page_address()`: the page's index in the array, as pages into the direct
+/// map): each is the address of the kernel variable holding the base when the layout is
+/// randomised (x86_64's `page_offset_base`, `vmemmap_base` in `/proc/kallsyms`), else 0 and the
+/// fixed base is given (arm64's `PAGE_OFFSET` and `VMEMMAP_START`). `page_size` is the
+/// kernel's page size.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DirectMap {
@@ -202,6 +205,7 @@ pub struct DirectMap {
     pub page_offset_base: u64,
     pub vmemmap_base_addr: u64,
     pub vmemmap_base: u64,
+    pub page_size: u64,
 }
 
 impl DirectMap {
@@ -210,12 +214,70 @@ impl DirectMap {
         page_offset_base: 0,
         vmemmap_base_addr: 0,
         vmemmap_base: 0,
+        page_size: 0,
     };
 }
 
 #[cfg(feature = "user")]
 // SAFETY: u64 fields only: no padding, every bit pattern valid.
 unsafe impl aya::Pod for DirectMap {}
+
+/// The system call ABI of the running architecture, from udstrace's per-architecture table:
+/// the numbers of the calls the tracepoint backend decodes, how wide the saved number is, and
+/// how a 32-bit (compat) task is told apart (its calls have other numbers and another
+/// `msghdr`, so they are not decoded).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallAbi {
+    pub read: i64,
+    pub write: i64,
+    pub readv: i64,
+    pub writev: i64,
+    pub sendto: i64,
+    pub recvfrom: i64,
+    pub sendmsg: i64,
+    pub recvmsg: i64,
+    pub preadv: i64,
+    pub pwritev: i64,
+    pub sendmmsg: i64,
+    pub preadv2: i64,
+    pub pwritev2: i64,
+    /// Bytes of the saved system call number (8: `orig_ax` on x86_64; 4: the `s32
+    /// syscallno` on arm64), read little-endian and sign-extended.
+    pub nr_size: u64,
+    /// `struct pt_regs` offset of the register that tells a 32-bit task (`cs` on x86_64,
+    /// `pstate` on arm64), and the bits of it that say so: `(reg & mask) == value`.
+    pub compat_reg: u64,
+    pub compat_mask: u64,
+    pub compat_value: u64,
+}
+
+impl SyscallAbi {
+    /// No call matches (-1 is never a system call the programs see).
+    pub const ZERO: Self = Self {
+        read: -1,
+        write: -1,
+        readv: -1,
+        writev: -1,
+        sendto: -1,
+        recvfrom: -1,
+        sendmsg: -1,
+        recvmsg: -1,
+        preadv: -1,
+        pwritev: -1,
+        sendmmsg: -1,
+        preadv2: -1,
+        pwritev2: -1,
+        nr_size: 8,
+        compat_reg: 0,
+        compat_mask: 0,
+        compat_value: 1,
+    };
+}
+
+#[cfg(feature = "user")]
+// SAFETY: i64 and u64 fields only: no padding, every bit pattern valid.
+unsafe impl aya::Pod for SyscallAbi {}
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: u32 fields only, so there is no padding and every bit pattern is

@@ -13,5 +13,5 @@ pub mod layout;
 pub mod maps;
 pub mod record;
 
-pub use layout::{DirectMap, KernelLayout};
+pub use layout::{DirectMap, KernelLayout, SyscallAbi};
 pub use record::{AncillaryRecord, CgroupRecord, FdInfo, SendRecord, SockType};

@@ -68,6 +68,8 @@ pub mod global {
     pub const LAYOUT: &str = "LAYOUT";
     /// `DirectMap`: where the kernel's direct map and page array are.
     pub const DIRECT_MAP: &str = "DIRECT_MAP";
+    /// `SyscallAbi`: the running architecture's system call numbers and registers.
+    pub const SYSCALL_ABI: &str = "SYSCALL_ABI";
     /// udstrace's own process, never captured.
     pub const SELF_TGID: &str = "SELF_TGID";
     /// `-s`: bytes kept of each message.
@@ -82,9 +84,10 @@ pub mod global {
     pub const TYPE_MASK: &str = "TYPE_MASK";
 
     /// Every global, for the check that the object has them.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         LAYOUT,
         DIRECT_MAP,
+        SYSCALL_ABI,
         SELF_TGID,
         SNAPLEN,
         WAKEUP_BYTES,

@@ -21,6 +21,11 @@ pub const PATH_MAX: usize = 108;
 /// Length of a task's command name (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
 
+/// `SendRecord::syscall` of a 32-bit (compat) task: its system calls have the numbers of the
+/// 32-bit ABI and its `msghdr` another layout, so the tracepoint backend does not decode them
+/// (the payload is missing); the function hooks read the kernel's own copy and capture it.
+pub const SYSCALL_COMPAT: i32 = -2;
+
 /// Bits of [`SendRecord::flags`].
 pub mod flags {
     /// The last record of its message.
@@ -115,7 +120,8 @@ pub struct SendRecord {
     pub cgroup_id: u64,
     /// Payload bytes that follow this header.
     pub cap_len: u32,
-    /// System call the send came from (`x86_64` numbers), or -1 when not in a known one.
+    /// System call the send came from (the running architecture's numbers), -1 when it
+    /// cannot be read, [`SYSCALL_COMPAT`] when the task is a 32-bit one.
     pub syscall: i32,
     /// `sk_type` of the sending socket.
     pub sock_type: u16,
@@ -238,7 +244,8 @@ pub struct AncillaryRecord {
     /// Explicit padding, reserved; zero.
     pub reserved: u32,
     pub fds: [FdInfo; FDS_MAX],
-    /// The control messages (`struct cmsghdr` and data, 8-byte aligned, `x86_64` ABI).
+    /// The control messages (`struct cmsghdr` and data, 8-byte aligned: the LP64 ABI of x86_64
+    /// and arm64).
     pub control: [u8; CONTROL_MAX],
 }
 

@@ -29,7 +29,8 @@ use crate::{
     maps::{BPF_RB_NO_WAKEUP, EVENTS},
 };
 
-/// `struct cmsghdr` (`x86_64`): `size_t cmsg_len; int cmsg_level; int cmsg_type;`, data at 16.
+/// `struct cmsghdr` (LP64: x86_64 and arm64): `size_t cmsg_len; int cmsg_level; int cmsg_type;`,
+/// data at 16.
 const CMSG_HDR: u64 = 16;
 const SOL_SOCKET: u32 = 1;
 const SCM_RIGHTS: u32 = 1;

@@ -1,6 +1,6 @@
 //! Run-time configuration, written by userspace into the object's globals before loading.
 
-use udstrace_common::{DirectMap, KernelLayout};
+use udstrace_common::{DirectMap, KernelLayout, SyscallAbi};
 
 /// Offsets of the kernel fields the programs read, from the running kernel's BTF.
 #[unsafe(no_mangle)]
@@ -9,6 +9,10 @@ static LAYOUT: KernelLayout = KernelLayout::ZERO;
 /// Where the direct map and the `struct page` array are (see `DirectMap`).
 #[unsafe(no_mangle)]
 static DIRECT_MAP: DirectMap = DirectMap::ZERO;
+
+/// The running architecture's system call numbers and registers (see `SyscallAbi`).
+#[unsafe(no_mangle)]
+static SYSCALL_ABI: SyscallAbi = SyscallAbi::ZERO;
 
 /// Process id of udstrace itself: its own traffic is never captured.
 #[unsafe(no_mangle)]
@@ -42,6 +46,13 @@ static TYPE_MASK: u32 = 0;
 pub(crate) fn layout() -> &'static KernelLayout {
     // SAFETY: a pointer to a global that lives as long as the program.
     unsafe { &*core::ptr::read_volatile(&(&raw const LAYOUT)) }
+}
+
+/// The system call ABI, read in place like the layout.
+#[inline(always)]
+pub(crate) fn syscall_abi() -> &'static SyscallAbi {
+    // SAFETY: a pointer to a global that lives as long as the program.
+    unsafe { &*core::ptr::read_volatile(&(&raw const SYSCALL_ABI)) }
 }
 
 #[inline(always)]

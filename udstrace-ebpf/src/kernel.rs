@@ -3,7 +3,11 @@
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_user, generated};
-use udstrace_common::{filter::PathKey, record::PATH_MAX, KernelLayout};
+use udstrace_common::{
+    filter::PathKey,
+    record::{PATH_MAX, SYSCALL_COMPAT},
+    KernelLayout,
+};
 
 use crate::config;
 
@@ -181,8 +185,8 @@ pub(crate) fn unix_path(sk: u64, layout: &KernelLayout, dst: &mut [u8; PATH_MAX]
     n as u16
 }
 
-/// The kernel address of a page's bytes (`page_address()` on x86_64: the page's index in the
-/// `vmemmap` array, as an offset into the direct map).
+/// The kernel address of a page's bytes (`page_address()` on x86_64 and arm64: the page's
+/// index in the `vmemmap` array, as an offset into the direct map).
 #[inline(always)]
 pub(crate) fn page_address(page: u64) -> Result<u64, i64> {
     let map = config::direct_map();
@@ -199,13 +203,27 @@ pub(crate) fn page_address(page: u64) -> Result<u64, i64> {
     if stride == 0 || page < vmemmap {
         return Err(-1);
     }
-    Ok(direct + (page - vmemmap) / stride * PAGE_SIZE)
+    Ok(direct + (page - vmemmap) / stride * map.page_size)
 }
 
-/// x86_64 page size.
-const PAGE_SIZE: u64 = 4096;
+/// The system call number saved in the user registers at `regs` (the architecture's own
+/// numbering), or `SYSCALL_COMPAT` for a 32-bit task, whose numbers are another table.
+#[inline(always)]
+pub(crate) fn regs_syscall(regs: u64) -> Result<i64, i64> {
+    let abi = config::syscall_abi();
+    let mode = read::<u64>(regs, abi.compat_reg as u32)?;
+    if mode & abi.compat_mask == abi.compat_value {
+        return Ok(i64::from(SYSCALL_COMPAT));
+    }
+    let nr = read::<i64>(regs, config::layout().regs_syscall_nr)?;
+    Ok(if abi.nr_size == 4 {
+        i64::from(nr as i32)
+    } else {
+        nr
+    })
+}
 
-/// The number of the system call the current task is in (its saved `orig_ax`), -1 if none
+/// The number of the system call the current task is in (see [`regs_syscall`]), -1 if none
 /// can be read.
 #[inline(always)]
 pub(crate) fn current_syscall() -> i64 {
@@ -225,5 +243,5 @@ pub(crate) fn current_syscall() -> i64 {
         };
         stack + u64::from(layout.thread_size) - u64::from(layout.regs_size)
     };
-    read::<i64>(regs, layout.regs_syscall_nr).unwrap_or(-1)
+    regs_syscall(regs).unwrap_or(-1)
 }

@@ -45,21 +45,22 @@ fn try_sock_recv_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let regs = Regs::current();
     let nr = regs.number()?;
     let mut received = i64::from(ret);
-    let payload = match nr {
-        syscall::READ | syscall::RECVFROM => {
-            let len = regs.arg(2)?;
-            // A datagram longer than the buffer (MSG_TRUNC) returns its full length.
-            if received.cast_unsigned() > len {
-                received = len.cast_signed();
-            }
-            Payload::buf(regs.arg(1)?, len, false)
+    let abi = config::syscall_abi();
+    let payload = if nr == abi.read || nr == abi.recvfrom {
+        let len = regs.arg(2)?;
+        // A datagram longer than the buffer (MSG_TRUNC) returns its full length.
+        if received.cast_unsigned() > len {
+            received = len.cast_signed();
         }
-        syscall::READV | syscall::PREADV | syscall::PREADV2 => {
-            Payload::segments(regs.arg(1)?, regs.arg(2)?, 0, SEG_USER_IOVEC)
-        }
-        syscall::RECVMSG => syscall::msghdr_iovecs(regs.arg(1)?)?,
-        // recvmmsg: which message of the vector this is is not known here.
-        _ => Payload::MISSING,
+        Payload::buf(regs.arg(1)?, len, false)
+    } else if nr == abi.readv || nr == abi.preadv || nr == abi.preadv2 {
+        Payload::segments(regs.arg(1)?, regs.arg(2)?, 0, SEG_USER_IOVEC)
+    } else if nr == abi.recvmsg {
+        syscall::msghdr_iovecs(regs.arg(1)?)?
+    } else {
+        // recvmmsg: which message of the vector this is is not known here; a 32-bit task's
+        // calls are not decoded.
+        Payload::MISSING
     };
     record::capture_send::<true, _>(
         ctx,

@@ -50,25 +50,31 @@ fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let nr = regs.number()?;
     let user_buf =
         || -> Result<Payload, i64> { Ok(Payload::buf(regs.arg(1)?, regs.arg(2)?, false)) };
-    let (payload, dest, control) = match nr {
-        syscall::WRITE => (user_buf()?, Mem::NONE, Mem::NONE),
-        syscall::SENDTO => (
+    let abi = config::syscall_abi();
+    // The numbers are the table's, not constants: an if chain (the verifier prunes it, the
+    // table being read-only data). A 32-bit task's number matches none.
+    let (payload, dest, control) = if nr == abi.write {
+        (user_buf()?, Mem::NONE, Mem::NONE)
+    } else if nr == abi.sendto {
+        (
             user_buf()?,
             Mem::user(regs.arg(4)?, regs.arg(5)? & 0xffff_ffff),
             Mem::NONE,
-        ),
-        syscall::WRITEV | syscall::PWRITEV | syscall::PWRITEV2 => (
+        )
+    } else if nr == abi.writev || nr == abi.pwritev || nr == abi.pwritev2 {
+        (
             Payload::segments(regs.arg(1)?, regs.arg(2)?, 0, SEG_USER_IOVEC),
             Mem::NONE,
             Mem::NONE,
-        ),
-        syscall::SENDMSG => msghdr_send(regs.arg(1)?)?,
-        syscall::SENDMMSG => {
-            let vector = regs.arg(1)?;
-            let index = mmsg_index(pid_tgid as u32, vector, regs.arg(2)?, ret);
-            msghdr_send(vector + index * syscall::MMSGHDR_SIZE)?
-        }
-        _ => (Payload::MISSING, Mem::NONE, Mem::NONE),
+        )
+    } else if nr == abi.sendmsg {
+        msghdr_send(regs.arg(1)?)?
+    } else if nr == abi.sendmmsg {
+        let vector = regs.arg(1)?;
+        let index = mmsg_index(pid_tgid as u32, vector, regs.arg(2)?, ret);
+        msghdr_send(vector + index * syscall::MMSGHDR_SIZE)?
+    } else {
+        (Payload::MISSING, Mem::NONE, Mem::NONE)
     };
     // Kernels with this tracepoint (6.3+) all have bpf_loop.
     record::capture_send::<true, _>(

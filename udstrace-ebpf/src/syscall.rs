@@ -1,8 +1,8 @@
-//! The `x86_64` system call ABI the tracepoint backend reads: call numbers, registers, `msghdr`.
+//! The 64-bit system call ABI the tracepoint backend reads: registers and `msghdr`.
 //!
-//! The running call's number and arguments (the task's saved user registers), the calls that
-//! send and receive on a socket (arch/x86/entry/syscalls/syscall_64.tbl), and the user
-//! `struct msghdr`.
+//! The running call's number and arguments (the task's saved user registers, where the
+//! layout says), and the user `struct msghdr` (the same on x86_64 and arm64, LP64). The call
+//! numbers come from the running architecture's table (`config::syscall_abi()`).
 
 use aya_ebpf::helpers::generated;
 
@@ -11,20 +11,6 @@ use crate::{
     kernel::{self, read_user, Mem},
     payload::{Payload, SEG_USER_IOVEC},
 };
-
-pub(crate) const READ: i64 = 0;
-pub(crate) const WRITE: i64 = 1;
-pub(crate) const READV: i64 = 19;
-pub(crate) const WRITEV: i64 = 20;
-pub(crate) const SENDTO: i64 = 44;
-pub(crate) const RECVFROM: i64 = 45;
-pub(crate) const SENDMSG: i64 = 46;
-pub(crate) const RECVMSG: i64 = 47;
-pub(crate) const PREADV: i64 = 295;
-pub(crate) const PWRITEV: i64 = 296;
-pub(crate) const SENDMMSG: i64 = 307;
-pub(crate) const PREADV2: i64 = 327;
-pub(crate) const PWRITEV2: i64 = 328;
 
 /// `MSG_PEEK`: a read that leaves the bytes queued; not a receive.
 pub(crate) const MSG_PEEK: i32 = 2;
@@ -56,10 +42,10 @@ impl Regs {
         )
     }
 
-    /// The system call number (`orig_ax`).
+    /// The system call number (`SYSCALL_COMPAT` for a 32-bit task).
     #[inline(always)]
     pub(crate) fn number(self) -> Result<i64, i64> {
-        kernel::read(self.0, config::layout().regs_syscall_nr)
+        kernel::regs_syscall(self.0)
     }
 
     /// Argument `i` (0-5).

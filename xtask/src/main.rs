@@ -1,6 +1,7 @@
-//! Project tasks: `cargo xtask setup | test | demo | bench | vm-test | image | deb`.
+//! Project tasks: `cargo xtask setup | test | demo | bench | vm-test | image | deb | cross`.
 
 mod bench;
+mod cross;
 mod deb;
 mod demo;
 mod image;
@@ -43,6 +44,9 @@ enum Command {
     /// binary: the binary, manual page, completions, systemd unit, Wireshark's Lua plugin and
     /// extcap link.
     Deb(deb::Options),
+    /// Build udstrace for another architecture (arm64: target/aarch64-unknown-linux-gnu/
+    /// release/udstrace), with the same kernel programs.
+    Cross(cross::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +58,7 @@ fn main() -> std::process::ExitCode {
         Command::VmTest(options) => vm::run(&options),
         Command::Image(options) => image::run(&options),
         Command::Deb(options) => deb::run(&options),
+        Command::Cross(options) => cross::run(&options),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

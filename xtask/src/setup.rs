@@ -14,7 +14,8 @@ use crate::util::{output, require_root, sh};
 /// which start dockerd themselves; dbus (dbus-daemon, dbus-send, dbus-monitor) and systemd
 /// (busctl) for D-Bus; containerd (its `ctr`), redis-server, redis-tools,
 /// mariadb-server, mariadb-client and memcached for the protocol tests, which start their
-/// own servers.
+/// own servers; gcc-aarch64-linux-gnu and libc6-dev-arm64-cross to link udstrace for arm64
+/// (`cargo xtask cross`), qemu-system-arm to boot arm64 kernels.
 const APT_PACKAGES: &[&str] = &[
     "tshark",
     "curl",
@@ -39,6 +40,9 @@ const APT_PACKAGES: &[&str] = &[
     "mariadb-server",
     "mariadb-client",
     "memcached",
+    "gcc-aarch64-linux-gnu",
+    "libc6-dev-arm64-cross",
+    "qemu-system-arm",
 ];
 
 /// The bpf-linker release that works with the toolchains here (see docs/DESIGN.md).
@@ -157,6 +161,10 @@ fn rust() -> Result<()> {
             "--profile",
             "minimal",
         ]))?;
+    }
+    // The standard libraries of the cross targets (`cargo xtask cross`).
+    for target in crate::cross::TARGETS {
+        sh(Command::new("rustup").args(["target", "add", target.triple]))?;
     }
     // rust-src: the kernel programs are built with -Z build-std=core; clippy: they are linted
     // for their own target (`cargo xtask test`).

@@ -5,7 +5,7 @@
 
 use udstrace_common::KernelLayout;
 
-use crate::kernel::btf::Btf;
+use crate::kernel::{arch::Arch, btf::Btf};
 
 /// Why a field could not be located.
 #[derive(Debug, thiserror::Error)]
@@ -22,8 +22,8 @@ pub(crate) enum LayoutError {
     NotComposite(String),
 }
 
-/// The layout of the running kernel, from `btf`.
-pub(crate) fn kernel_layout(btf: &Btf) -> Result<KernelLayout, LayoutError> {
+/// The layout of the running kernel, from `btf`; the registers are those `arch` names.
+pub(crate) fn kernel_layout(btf: &Btf, arch: &Arch) -> Result<KernelLayout, LayoutError> {
     let off = |s: &str, path: &str| offset_of(btf, s, path);
     let struct_size = |name: &str| size_of_struct(btf, name);
     let kind = |name: &str| btf.enum_value(name).and_then(|v| u32::try_from(v).ok());
@@ -41,12 +41,13 @@ pub(crate) fn kernel_layout(btf: &Btf) -> Result<KernelLayout, LayoutError> {
         return Err(LayoutError::BitField("iov_iter.iter_type".into()));
     }
     let tgid = kind("PIDTYPE_TGID").ok_or(LayoutError::NoEnum("PIDTYPE_TGID"))?;
-    // THREAD_SIZE is 16 KiB on x86_64, doubled by KASAN.
+    // THREAD_SIZE is 16 KiB on x86_64 and on arm64 (4 KiB pages), doubled by KASAN.
     let thread_size = if btf.has_name("kasan_cache") {
         32 << 10
     } else {
         16 << 10
     };
+    let (regs_syscall_nr, regs_args) = arch.regs_offsets(btf)?;
     Ok(KernelLayout {
         sock_family: off("sock", "__sk_common.skc_family")?,
         sock_type: off("sock", "sk_type")?,
@@ -57,15 +58,8 @@ pub(crate) fn kernel_layout(btf: &Btf) -> Result<KernelLayout, LayoutError> {
         unix_peer: off("unix_sock", "peer")?,
         unix_address_len: off("unix_address", "len")?,
         unix_address_name: off("unix_address", "name")?,
-        regs_syscall_nr: off("pt_regs", "orig_ax")?,
-        regs_args: [
-            off("pt_regs", "di")?,
-            off("pt_regs", "si")?,
-            off("pt_regs", "dx")?,
-            off("pt_regs", "r10")?,
-            off("pt_regs", "r8")?,
-            off("pt_regs", "r9")?,
-        ],
+        regs_syscall_nr,
+        regs_args,
         socket_sk: off("socket", "sk")?,
         msghdr_iter: off("msghdr", "msg_iter")?,
         iter_type,
@@ -188,16 +182,23 @@ mod tests {
     use super::*;
 
     /// Reads the running kernel's BTF: every field the programs need is found, at an offset
-    /// inside its struct, and `pt_regs` matches the x86_64 ABI it describes.
+    /// inside its struct, and `pt_regs` matches the architecture's ABI.
     #[test]
     fn finds_every_field_in_this_kernel() {
         let Ok(btf) = Btf::from_file(std::path::Path::new("/sys/kernel/btf/vmlinux")) else {
             panic!("this test needs /sys/kernel/btf/vmlinux");
         };
-        let l = kernel_layout(&btf).unwrap();
-        // x86_64 struct pt_regs is ABI: orig_ax is the 16th 8-byte slot, di the 15th.
-        assert_eq!(l.regs_syscall_nr, 15 * 8);
-        assert_eq!(l.regs_args, [14 * 8, 13 * 8, 12 * 8, 7 * 8, 9 * 8, 8 * 8]);
+        let arch = Arch::running().unwrap();
+        let l = kernel_layout(&btf, arch).unwrap();
+        if arch.name == "x86_64" {
+            // x86_64 struct pt_regs is ABI: orig_ax is the 16th 8-byte slot, di the 15th.
+            assert_eq!(l.regs_syscall_nr, 15 * 8);
+            assert_eq!(l.regs_args, [14 * 8, 13 * 8, 12 * 8, 7 * 8, 9 * 8, 8 * 8]);
+        } else {
+            // arm64: regs[31], sp, pc, pstate, then orig_x0 and syscallno.
+            assert_eq!(l.regs_syscall_nr, 35 * 8);
+            assert_eq!(l.regs_args, [34 * 8, 8, 16, 24, 32, 40]);
+        }
         // The userspace ABI's struct msghdr starts with msg_name too.
         assert_eq!(l.msghdr_name, 0);
         // __sk_common comes first in struct sock.

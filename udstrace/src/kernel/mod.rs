@@ -2,14 +2,16 @@
 
 use std::{fs, path::Path};
 
-use udstrace_common::DirectMap;
+use udstrace_common::{DirectMap, SyscallAbi};
 
 use crate::sys;
 
+pub(crate) mod arch;
 pub(crate) mod btf;
 pub(crate) mod hooks;
 pub(crate) mod layout;
 
+use arch::{Arch, UnknownArch};
 use hooks::SendFunctions;
 use layout::LayoutError;
 
@@ -27,6 +29,8 @@ pub(crate) enum KernelError {
     Btf(String),
     #[error(transparent)]
     Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Arch(#[from] UnknownArch),
 }
 
 /// Where the kernel publishes its BTF.
@@ -55,6 +59,8 @@ pub(crate) struct KernelFacts {
     pub(crate) btf_functions: Vec<&'static str>,
     /// Where the direct map and the page array are.
     pub(crate) direct_map: DirectMap,
+    /// The architecture's system call numbers and registers.
+    pub(crate) syscall_abi: SyscallAbi,
 }
 
 impl KernelFacts {
@@ -66,6 +72,12 @@ impl KernelFacts {
         let has_bpf_loop = btf.has_name("bpf_loop");
         let has_task_pt_regs = btf.has_name("bpf_task_pt_regs");
         let has_sendpage = btf.has_name("unix_stream_sendpage");
+        let arch = Arch::running()?;
+        let direct_map = arch.direct_map(
+            &fs::read_to_string("/proc/kallsyms").unwrap_or_default(),
+            &release,
+        );
+        let syscall_abi = arch.syscall_abi(&btf)?;
         let btf_functions = SendFunctions::SENDMSG
             .into_iter()
             .chain(SendFunctions::RECVMSG)
@@ -83,33 +95,9 @@ impl KernelFacts {
             has_kprobes: Path::new("/sys/bus/event_source/devices/kprobe").exists(),
             has_sendpage,
             btf_functions,
-            direct_map: direct_map(&fs::read_to_string("/proc/kallsyms").unwrap_or_default()),
+            direct_map,
+            syscall_abi,
         })
-    }
-}
-
-/// The x86_64 direct map and `struct page` array bases: the variables that hold them when the
-/// kernel randomises its memory layout (addresses from `/proc/kallsyms`), else the fixed
-/// bases of 4-level paging.
-#[must_use]
-pub(crate) fn direct_map(kallsyms: &str) -> DirectMap {
-    const PAGE_OFFSET_BASE_L4: u64 = 0xffff_8880_0000_0000;
-    const VMEMMAP_BASE_L4: u64 = 0xffff_ea00_0000_0000;
-    let symbol = |name: &str| {
-        kallsyms.lines().find_map(|line| {
-            let mut words = line.split_whitespace();
-            let (addr, _, sym) = (words.next()?, words.next()?, words.next()?);
-            (sym == name)
-                .then(|| u64::from_str_radix(addr, 16).ok())
-                .flatten()
-                .filter(|&a| a != 0)
-        })
-    };
-    DirectMap {
-        page_offset_base_addr: symbol("page_offset_base").unwrap_or(0),
-        page_offset_base: PAGE_OFFSET_BASE_L4,
-        vmemmap_base_addr: symbol("vmemmap_base").unwrap_or(0),
-        vmemmap_base: VMEMMAP_BASE_L4,
     }
 }
 
@@ -153,25 +141,5 @@ pub(crate) fn check_btf() -> Result<(), KernelError> {
         Ok(())
     } else {
         Err(KernelError::NoBtf)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn direct_map_from_kallsyms() {
-        let randomised = "ffffffff82a1b2c8 D page_offset_base\nffffffff82a1b2c0 D vmemmap_base\n\
-                          ffffffff820cc4a0 t unix_stream_sendmsg\n";
-        let m = direct_map(randomised);
-        assert_eq!(m.page_offset_base_addr, 0xffff_ffff_82a1_b2c8);
-        assert_eq!(m.vmemmap_base_addr, 0xffff_ffff_82a1_b2c0);
-        // Hidden addresses (kptr_restrict) and kernels without the variables: fixed bases.
-        let hidden = "0000000000000000 D page_offset_base\n";
-        let m = direct_map(hidden);
-        assert_eq!(m.page_offset_base_addr, 0);
-        assert_eq!(m.vmemmap_base_addr, 0);
-        assert_eq!(m.page_offset_base, 0xffff_8880_0000_0000);
     }
 }

@@ -216,10 +216,13 @@ impl Default for Syscall {
 }
 
 impl Syscall {
-    /// Name of an `x86_64` system call that sends or receives on a socket.
+    /// Name of a system call that sends or receives on a socket, by udstrace's numbering
+    /// (x86_64's; the tracer translates other architectures' numbers), or `compat` for a
+    /// 32-bit task's call (not decoded).
     #[must_use]
     pub(crate) fn name(self) -> Option<&'static str> {
         Some(match self.0 {
+            udstrace_common::record::SYSCALL_COMPAT => "compat",
             0 => "read",
             1 => "write",
             19 => "readv",
@@ -248,7 +251,7 @@ impl Value for Syscall {
     }
     fn read(&mut self, _: &str, text: &str) -> Result<(), String> {
         *self = Syscall(
-            (0..512)
+            (udstrace_common::record::SYSCALL_COMPAT..512)
                 .find(|&nr| Syscall(nr).name() == Some(text))
                 .unwrap_or(-1),
         );

@@ -335,7 +335,8 @@ fn prepare() -> Result<(KernelLayout, KernelFacts), Error> {
     crate::sys::raise_memlock();
     let btf = kernel::btf::Btf::from_file(std::path::Path::new(kernel::VMLINUX_BTF))
         .map_err(|e| KernelError::Btf(e.to_string()))?;
-    let layout = layout::kernel_layout(&btf).map_err(KernelError::from)?;
+    let arch = kernel::arch::Arch::running().map_err(KernelError::from)?;
+    let layout = layout::kernel_layout(&btf, arch).map_err(KernelError::from)?;
     let facts = KernelFacts::read(btf)?;
     Ok((layout, facts))
 }
@@ -403,6 +404,7 @@ fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Re
         .override_global(global::TYPE_MASK, &type_mask, true)
         .override_global(global::USE_TASK_PT_REGS, &use_task_pt_regs, true)
         .override_global(global::DIRECT_MAP, &facts.direct_map, true)
+        .override_global(global::SYSCALL_ABI, &facts.syscall_abi, true)
         .override_global(global::WAKEUP_BYTES, &wakeup_bytes, true)
         .map_max_entries(maps::SCRATCH, u32::try_from(cpus).unwrap_or(u32::MAX))
         .map_max_entries(maps::EVENTS, config.ring_bytes)

@@ -22,9 +22,11 @@ const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 /// A Debian kernel to test on.
 pub(super) struct KernelSpec {
-    /// Major.minor, as `--kernel` names it.
+    /// Major.minor (`arm64-` first for an arm64 kernel), as `--kernel` names it.
     pub(super) name: &'static str,
-    /// The Debian suite whose `linux-image-amd64` depends on it.
+    /// Debian's architecture: `amd64` or `arm64`.
+    pub(super) arch: &'static str,
+    /// The Debian suite whose `linux-image-ARCH` depends on it.
     pub(super) suite: &'static str,
     /// Backends tested in a guest of their own, beside the guest that tests the others, so
     /// that the two run at once: 5.10's fentry tests alone took 18 min under emulation, its
@@ -41,6 +43,7 @@ pub(super) struct KernelSpec {
 pub(super) const KERNELS: &[KernelSpec] = &[
     KernelSpec {
         name: "5.10",
+        arch: "amd64",
         suite: "bullseye",
         apart: &["fentry"],
         default: true,
@@ -48,6 +51,7 @@ pub(super) const KERNELS: &[KernelSpec] = &[
     },
     KernelSpec {
         name: "6.1",
+        arch: "amd64",
         suite: "bookworm",
         apart: &[],
         default: true,
@@ -55,6 +59,7 @@ pub(super) const KERNELS: &[KernelSpec] = &[
     },
     KernelSpec {
         name: "6.12",
+        arch: "amd64",
         suite: "bookworm-backports",
         apart: &[],
         default: true,
@@ -63,10 +68,36 @@ pub(super) const KERNELS: &[KernelSpec] = &[
     // Debian unstable: the newest release Debian packages, whatever its version.
     KernelSpec {
         name: "sid",
+        arch: "amd64",
         suite: "sid",
         apart: &[],
         default: false,
         version: None,
+    },
+    // arm64, booted by qemu-system-aarch64 (chosen by name or by `--arch arm64`).
+    KernelSpec {
+        name: "arm64-5.10",
+        arch: "arm64",
+        suite: "bullseye",
+        apart: &[],
+        default: false,
+        version: Some("5.10"),
+    },
+    KernelSpec {
+        name: "arm64-6.1",
+        arch: "arm64",
+        suite: "bookworm",
+        apart: &[],
+        default: false,
+        version: Some("6.1"),
+    },
+    KernelSpec {
+        name: "arm64-6.12",
+        arch: "arm64",
+        suite: "bookworm-backports",
+        apart: &[],
+        default: false,
+        version: Some("6.12"),
     },
 ];
 
@@ -74,6 +105,8 @@ pub(super) const KERNELS: &[KernelSpec] = &[
 #[derive(Clone)]
 pub(super) struct Kernel {
     pub(super) name: &'static str,
+    /// Debian's architecture name.
+    pub(super) arch: &'static str,
     /// What `uname -r` says.
     pub(super) release: String,
     pub(super) vmlinuz: PathBuf,
@@ -110,6 +143,7 @@ fn cached_kernel(spec: &KernelSpec, dir: &Path) -> Option<Kernel> {
     let modules = dir.join("lib/modules").join(&release);
     (vmlinuz.exists() && modules.is_dir()).then_some(Kernel {
         name: spec.name,
+        arch: spec.arch,
         release,
         vmlinuz,
         modules,
@@ -162,11 +196,16 @@ impl CacheLock {
 /// untouched.
 struct Apt {
     dir: PathBuf,
+    arch: String,
 }
 
 impl Apt {
-    fn new(suite: &str) -> Result<Self> {
-        let dir = Path::new(CACHE).join("apt").join(suite);
+    fn new(suite: &str, arch: &str) -> Result<Self> {
+        let dir = if arch == "amd64" {
+            Path::new(CACHE).join("apt").join(suite)
+        } else {
+            Path::new(CACHE).join("apt").join(format!("{suite}-{arch}"))
+        };
         for sub in ["lists/partial", "cache/archives/partial"] {
             fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
@@ -174,7 +213,10 @@ impl Apt {
         let sources = format!("deb [signed-by={KEYRING}] {MIRROR} {suite} main\n");
         fs::write(dir.join("sources.list"), sources)
             .with_context(|| dir.join("sources.list").display().to_string())?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            arch: arch.to_string(),
+        })
     }
 
     /// `program` (apt-get, apt-cache) with this configuration.
@@ -187,6 +229,8 @@ impl Apt {
             format!("Dir::State::Lists={d}/lists"),
             format!("Dir::Cache={d}/cache"),
             "Dir::State::status=/dev/null".into(),
+            format!("APT::Architecture={}", self.arch),
+            format!("APT::Architectures={}", self.arch),
             "APT::Sandbox::User=root".into(),
             "Acquire::Languages=none".into(),
             "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false".into(),
@@ -196,24 +240,25 @@ impl Apt {
         cmd
     }
 
-    /// The kernel image package (name, version) the suite's `linux-image-amd64` depends on.
+    /// The kernel image package (name, version) the suite's `linux-image-ARCH` depends on.
     fn image_package(&self, spec: &KernelSpec) -> Result<(String, String)> {
+        let meta = format!("linux-image-{}", self.arch);
         let mut cmd = self.command("apt-cache");
-        cmd.args(["show", "--no-all-versions", "linux-image-amd64"]);
+        cmd.args(["show", "--no-all-versions", &meta]);
         let text = output(&mut cmd).with_context(|| format!("{} failed", show(&cmd)))?;
         let depends = text
             .lines()
             .find_map(|l| l.strip_prefix("Depends: "))
-            .context("linux-image-amd64 has no Depends")?;
+            .with_context(|| format!("{meta} has no Depends"))?;
         let first = depends.split([',', '|']).next().unwrap_or_default().trim();
         let (name, version) = first
             .split_once(" (= ")
             .and_then(|(n, v)| Some((n, v.strip_suffix(')')?)))
-            .with_context(|| format!("unexpected dependency of linux-image-amd64: {first}"))?;
+            .with_context(|| format!("unexpected dependency of {meta}: {first}"))?;
         if let Some(version) = spec.version {
             ensure!(
                 name.starts_with(&format!("linux-image-{version}.")),
-                "{}'s linux-image-amd64 depends on {name}, not a {version} kernel",
+                "{}'s {meta} depends on {name}, not a {version} kernel",
                 spec.suite,
             );
         }
@@ -223,7 +268,7 @@ impl Apt {
 
 /// Downloads the kernel image package of `spec` into `debs`.
 fn download(spec: &KernelSpec, debs: &Path) -> Result<PathBuf> {
-    let apt = Apt::new(spec.suite)?;
+    let apt = Apt::new(spec.suite, spec.arch)?;
     sh(apt.command("apt-get").args(["-q", "update"]))?;
     let (name, version) = apt.image_package(spec)?;
     fs::create_dir_all(debs).with_context(|| format!("cannot create {}", debs.display()))?;
@@ -268,4 +313,40 @@ fn extract(deb: &Path, dir: &Path) -> Result<()> {
         fs::remove_dir_all(dir).with_context(|| dir.display().to_string())?;
     }
     fs::rename(&partial, dir).with_context(|| format!("cannot rename to {}", dir.display()))
+}
+
+/// busybox for the initramfs of a guest of architecture `arch`: the host's
+/// (busybox-static) for amd64, else Debian 12's busybox-static of that architecture, fetched
+/// into the cache like the kernels.
+pub(super) fn busybox(arch: &str) -> Result<PathBuf> {
+    if arch == "amd64" {
+        return Ok(PathBuf::from("/bin/busybox"));
+    }
+    let dir = Path::new(CACHE).join("busybox").join(arch);
+    let binary = dir.join("bin/busybox");
+    if binary.exists() {
+        return Ok(binary);
+    }
+    let _lock = CacheLock::take()?;
+    let debs = Path::new(CACHE)
+        .join("debs")
+        .join(format!("busybox-{arch}"));
+    let deb = if let Some(deb) = find_deb(&debs)? {
+        deb
+    } else {
+        let apt = Apt::new("bookworm", arch)?;
+        sh(apt.command("apt-get").args(["-q", "update"]))?;
+        fs::create_dir_all(&debs).with_context(|| format!("cannot create {}", debs.display()))?;
+        sh(apt
+            .command("apt-get")
+            .current_dir(&debs)
+            .args(["-q", "download", "busybox-static"]))?;
+        find_deb(&debs)?.with_context(|| format!("apt-get put no package in {}", debs.display()))?
+    };
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| dir.display().to_string())?;
+    }
+    sh(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir))?;
+    ensure!(binary.exists(), "{} holds no bin/busybox", deb.display());
+    Ok(binary)
 }

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{ensure, Context, Result};
 
 use super::{
-    debian::Kernel,
+    debian::{busybox, Kernel},
     initramfs::initramfs,
     report::{duration, Row},
     Job, MARK,
@@ -46,7 +46,11 @@ pub(super) fn run_host(job: &Job, dir: &Path, timeout: Duration) -> Result<Row> 
 pub(super) fn run_guest(job: &Job, kernel: &Kernel, dir: &Path, timeout: Duration) -> Result<Row> {
     let script = prepare(job, dir)?;
     let initrd = dir.join("initrd.cpio");
-    fs::write(&initrd, initramfs(kernel)?).with_context(|| initrd.display().to_string())?;
+    let loader = job
+        .foreign
+        .map(|f| format!("{}/ld-linux-aarch64.so.1", f.libraries));
+    let bytes = initramfs(kernel, &busybox(kernel.arch)?, loader.as_deref())?;
+    fs::write(&initrd, bytes).with_context(|| initrd.display().to_string())?;
     let console = dir.join("console.log");
     // Progress lines name the guest (`5.10-fentry`) when a kernel has several.
     let guest = dir.file_name().map_or_else(
@@ -87,12 +91,25 @@ fn qemu(kernel: &Kernel, initrd: &Path, results: &Path, script: &Path) -> Result
     }
     // QEMU's option syntax doubles commas inside values.
     let escape = |p: &Path| p.to_string_lossy().replace(',', ",,");
-    let mut cmd = Command::new("qemu-system-x86_64");
+    // arm64: the `virt` board; QEMU boots Debian's vmlinuz (a gzip'd Image) itself.
+    // `pauth-impdef`: QEMU's own pointer authentication, much cheaper to emulate.
+    let (qemu, machine, cpu, console) = match kernel.arch {
+        "arm64" => (
+            "qemu-system-aarch64",
+            "virt",
+            "max,pauth-impdef=on",
+            "ttyAMA0",
+        ),
+        _ => ("qemu-system-x86_64", "pc", "max", "ttyS0"),
+    };
+    let mut cmd = Command::new(qemu);
     cmd.args([
+        "-M",
+        machine,
         "-accel",
         "tcg,thread=single",
         "-cpu",
-        "max",
+        cpu,
         "-smp",
         "2",
         "-m",
@@ -105,7 +122,7 @@ fn qemu(kernel: &Kernel, initrd: &Path, results: &Path, script: &Path) -> Result
     .arg(initrd)
     .arg("-append")
     .arg(format!(
-        "console=ttyS0 panic=-1 vmjob={} vmresults={}",
+        "console={console} panic=-1 vmjob={} vmresults={}",
         script.display(),
         results.display()
     ))

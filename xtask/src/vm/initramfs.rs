@@ -50,21 +50,36 @@ mount -t bpf bpf /newroot/sys/fs/bpf || stop "bpffs"
 mount -t tracefs tracefs /newroot/sys/kernel/tracing || stop "tracefs"
 mount -t debugfs debugfs /newroot/sys/kernel/debug || stop "debugfs"
 mount -t 9p -o "$opts" results "/newroot$results" || stop "mount results"
-chroot /newroot /bin/sh "$job"
+@FOREIGN@
+chroot /newroot @SHELL@ "$job"
 echo "udstrace-vm: job exited with $?"
 sync
 umount "/newroot$results"
 poweroff -f
 "#;
 
-/// The guest's initramfs: busybox, /init and the modules (`MODULES`) in load order.
-pub(super) fn initramfs(kernel: &Kernel) -> Result<Vec<u8>> {
-    let busybox_path = Path::new("/bin/busybox");
-    let busybox = fs::read(busybox_path)
-        .context("no /bin/busybox: install busybox-static (cargo xtask setup)")?;
+/// What init adds to the host's root (in the guest's overlay, not on the host) when the guest
+/// cannot run the host's programs: its own busybox, with its applets in `/udstrace-vm/bin`,
+/// and the cross C library's loader (libc6-dev-arm64-cross) where the cross-built binaries
+/// look for it.
+const FOREIGN: &str = r#"cp /bin/busybox /newroot/udstrace-vm-busybox || stop "busybox"
+mkdir -p /newroot/udstrace-vm/bin
+chroot /newroot /udstrace-vm-busybox --install -s /udstrace-vm/bin || stop "busybox --install"
+ln -sf @LOADER@ /newroot/lib/ || stop "loader""#;
+
+/// The guest's initramfs: busybox (`busybox`, of the kernel's architecture), /init and the
+/// modules (`MODULES`) in load order. `loader`: the cross C library's loader for a guest that
+/// cannot run the host's programs.
+pub(super) fn initramfs(kernel: &Kernel, busybox: &Path, loader: Option<&str>) -> Result<Vec<u8>> {
+    let busybox = fs::read(busybox).with_context(|| {
+        format!(
+            "no {}: install busybox-static (cargo xtask setup)",
+            busybox.display()
+        )
+    })?;
     ensure!(
         elf_is_static(&busybox)?,
-        "/bin/busybox is dynamically linked: install busybox-static (cargo xtask setup)"
+        "busybox is dynamically linked: install busybox-static (cargo xtask setup)"
     );
     let modules = ModuleTree::load(&kernel.modules)?.resolve(MODULES)?;
     let mut cpio = Cpio::default();
@@ -75,11 +90,14 @@ pub(super) fn initramfs(kernel: &Kernel) -> Result<Vec<u8>> {
     }
     cpio.char_device("dev/console", 5, 1);
     cpio.file("bin/busybox", 0o755, &busybox);
-    cpio.file(
-        "init",
-        0o755,
-        INIT.replace("@MSIZE@", &MSIZE.to_string()).as_bytes(),
-    );
+    let init = INIT.replace("@MSIZE@", &MSIZE.to_string());
+    let init = match loader {
+        Some(loader) => init
+            .replace("@FOREIGN@", &FOREIGN.replace("@LOADER@", loader))
+            .replace("@SHELL@", "/udstrace-vm/bin/sh"),
+        None => init.replace("@FOREIGN@", "").replace("@SHELL@", "/bin/sh"),
+    };
+    cpio.file("init", 0o755, init.as_bytes());
     let mut order = String::new();
     for (name, bytes) in &modules {
         cpio.file(&format!("modules/{name}.ko"), 0o644, bytes);

@@ -43,9 +43,15 @@ const MARK: &str = "udstrace-vm: ";
 #[derive(clap::Args)]
 pub(crate) struct Options {
     /// Only this kernel (repeatable); default: 5.10, 6.1 and 6.12 (`sid`, Debian unstable's
-    /// newest kernel, only when named).
-    #[arg(long = "kernel", value_name = "VERSION", value_parser = ["5.10", "6.1", "6.12", "sid"])]
+    /// newest kernel, and the arm64 ones only when named).
+    #[arg(long = "kernel", value_name = "VERSION", value_parser = [
+        "5.10", "6.1", "6.12", "sid", "arm64-5.10", "arm64-6.1", "arm64-6.12",
+    ])]
     kernels: Vec<String>,
+    /// Every kernel of this architecture (Debian's name), with the kernels named by
+    /// `--kernel`: `arm64` boots them under qemu-system-aarch64 with a cross-built udstrace.
+    #[arg(long, value_name = "ARCH", value_parser = ["amd64", "arm64"])]
+    arch: Option<String>,
     /// Only this backend's column.
     #[arg(long, value_name = "NAME", value_parser = ["fentry", "kprobe", "tracepoint"])]
     backend: Option<String>,
@@ -73,6 +79,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             kernels: Vec::new(),
+            arch: None,
             backend: None,
             test: None,
             no_host: false,
@@ -86,24 +93,31 @@ impl Default for Options {
 pub(crate) fn run(opts: &Options) -> Result<()> {
     require_root("cargo xtask vm-test")?;
     let started = Instant::now();
+    let specs: Vec<&KernelSpec> = KERNELS
+        .iter()
+        .filter(|k| {
+            if opts.kernels.is_empty() && opts.arch.is_none() {
+                k.default
+            } else {
+                opts.kernels.iter().any(|n| n == k.name) || opts.arch.as_deref() == Some(k.arch)
+            }
+        })
+        .collect();
+    let foreign = specs.iter().any(|k| k.arch != "amd64");
     let job = Job {
-        artifacts: build(opts.debug)?,
+        artifacts: build(opts.debug, None)?,
         backends: match &opts.backend {
             Some(b) => BACKENDS.iter().copied().filter(|n| n == b).collect(),
             None => BACKENDS.to_vec(),
         },
         filter: opts.test.clone(),
+        foreign: None,
     };
-    let specs: Vec<&KernelSpec> = KERNELS
-        .iter()
-        .filter(|k| {
-            if opts.kernels.is_empty() {
-                k.default
-            } else {
-                opts.kernels.iter().any(|n| n == k.name)
-            }
-        })
-        .collect();
+    let arm64 = if foreign {
+        Some(build(opts.debug, Some(crate::cross::target("arm64")?))?)
+    } else {
+        None
+    };
     let kernels: Vec<(&KernelSpec, Result<Kernel>)> =
         specs.into_iter().map(|s| (s, fetch_kernel(s))).collect();
     let out = root().join("target/vm");
@@ -115,6 +129,7 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
     }
     rows.extend(run_guests(
         &job,
+        arm64.as_ref(),
         kernels,
         &out,
         timeout,
@@ -139,6 +154,7 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
 /// the guest that runs its other backends; their results make one row.
 fn run_guests(
     job: &Job,
+    arm64: Option<&Artifacts>,
     kernels: Vec<(&KernelSpec, Result<Kernel>)>,
     out: &Path,
     timeout: Duration,
@@ -154,9 +170,17 @@ fn run_guests(
             } else {
                 out.join(format!("{}-{}", spec.name, backends.join("-")))
             };
-            let part_job = Job {
-                backends,
-                ..job.clone()
+            let part_job = match (spec.arch, arm64) {
+                ("arm64", Some(artifacts)) => Job {
+                    backends,
+                    artifacts: artifacts.clone(),
+                    foreign: Some(FOREIGN_ARM64),
+                    ..job.clone()
+                },
+                _ => Job {
+                    backends,
+                    ..job.clone()
+                },
             };
             parts.push((i, spec, kernel.clone(), part_job, dir, part));
         }
@@ -237,17 +261,27 @@ struct Artifacts {
 /// The release build by default: under emulation most of the tests' time goes to starting
 /// udstrace (reading the kernel's BTF), which the debug build does five times slower; the
 /// capture tests took 205 s with the debug build and 67 s with the release one in a 6.12 guest.
-fn build(debug: bool) -> Result<Artifacts> {
+/// `cross`: for another architecture (`cargo xtask cross`), else for the host.
+fn build(debug: bool, cross: Option<&crate::cross::Target>) -> Result<Artifacts> {
     let profile = if debug { "debug" } else { "release" };
-    let mut build = cargo();
-    build.args(["build", "-p", "udstrace"]);
-    if !debug {
-        build.arg("--release");
-    }
-    sh(&mut build)?;
+    let udstrace = if let Some(target) = cross {
+        crate::cross::build(target, debug)?
+    } else {
+        let mut build = cargo();
+        build.args(["build", "-p", "udstrace"]);
+        if !debug {
+            build.arg("--release");
+        }
+        sh(&mut build)?;
+        root().join("target").join(profile).join("udstrace")
+    };
     let mut cmd = cargo();
+    if let Some(target) = cross {
+        cmd.args(["test", "--target", target.triple]);
+    } else {
+        cmd.arg("test");
+    }
     cmd.args([
-        "test",
         "-p",
         "udstrace-tests",
         "--test",
@@ -273,7 +307,6 @@ fn build(debug: bool) -> Result<Artifacts> {
         })
         .find_map(|l| json_string(l, "executable"))
         .context("cargo named no executable for the capture tests")?;
-    let udstrace = root().join("target").join(profile).join("udstrace");
     ensure!(udstrace.exists(), "{} was not built", udstrace.display());
     Ok(Artifacts {
         udstrace,
@@ -306,7 +339,29 @@ struct Job {
     backends: Vec<&'static str>,
     /// libtest filter.
     filter: Option<String>,
+    /// For a guest of another architecture than the host's: how its job runs.
+    foreign: Option<Foreign>,
 }
+
+/// How a job runs in a guest whose architecture is not the host's: the host's root has no
+/// programs it can run, so its init puts the guest's own busybox in front of the host's
+/// (`/udstrace-vm/bin` on `PATH`) and the cross C library's loader where the binaries look
+/// for it; the capture tests that start host programs (Python, tshark, setpriv) are skipped.
+#[derive(Clone, Copy)]
+struct Foreign {
+    /// Where the cross-built binaries' C library is on the host.
+    libraries: &'static str,
+    /// Capture tests that need host programs (libtest `--skip` filters).
+    skip: &'static [&'static str],
+}
+
+const FOREIGN_ARM64: Foreign = Foreign {
+    libraries: "/usr/aarch64-linux-gnu/lib",
+    skip: SKIP_FOREIGN,
+};
+
+/// The capture tests that run programs of the host (python3, tshark, setpriv).
+const SKIP_FOREIGN: &[&str] = &[];
 
 impl Job {
     /// The job as a POSIX shell script writing its results to `results`. It prints
@@ -323,6 +378,17 @@ impl Job {
             s,
             "export HOME=/tmp/udstrace-vm-home PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         );
+        let mut skip = String::new();
+        if let Some(foreign) = self.foreign {
+            let _ = writeln!(
+                s,
+                "export PATH=/udstrace-vm/bin:$PATH LD_LIBRARY_PATH={}",
+                quote(foreign.libraries)
+            );
+            for test in foreign.skip {
+                let _ = write!(skip, " --skip {}", quote(test));
+            }
+        }
         let _ = writeln!(s, "mkdir -p \"$HOME\"");
         // Where cargo runs the tests from.
         let _ = writeln!(s, "cd {} || exit 1", q(&root().join("tests")));
@@ -348,7 +414,7 @@ impl Job {
         let _ = writeln!(s, "  echo \"{MARK}test $b start\"");
         let _ = writeln!(
             s,
-            "  UDSTRACE_BIN=\"$BIN\" UDSTRACE_BACKEND=$b \"$TESTS\" --test-threads=1 {filter} > \"$R/test-$b.log\" 2>&1"
+            "  UDSTRACE_BIN=\"$BIN\" UDSTRACE_BACKEND=$b \"$TESTS\" --test-threads=1 {filter}{skip} > \"$R/test-$b.log\" 2>&1"
         );
         let _ = writeln!(s, "  echo \"{MARK}test $b end $?\"");
         let _ = writeln!(s, "done\necho '{MARK}job end'");
@@ -382,6 +448,7 @@ mod tests {
     fn apart_backends_get_guests_of_their_own() {
         let spec = |apart| KernelSpec {
             name: "x",
+            arch: "amd64",
             suite: "s",
             apart,
             default: true,
@@ -407,6 +474,7 @@ mod tests {
             },
             backends: BACKENDS.to_vec(),
             filter: Some("stream".into()),
+            foreign: Some(FOREIGN_ARM64),
         };
         let script = job.script(Path::new("/tmp/results"));
         let status = Command::new("sh")

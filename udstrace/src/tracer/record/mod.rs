@@ -17,7 +17,15 @@ use udstrace_common::{
     AncillaryRecord, CgroupRecord, FdInfo, SendRecord, SockType,
 };
 
-use crate::packet::{Bytes, Dir, Meta, PeerBy, Syscall};
+use crate::{
+    kernel::arch::Arch,
+    packet::{Bytes, Dir, Meta, PeerBy, Syscall},
+};
+
+/// udstrace's number (`Syscall`'s) of the running architecture's system call `nr`.
+fn own_syscall(nr: i32) -> i32 {
+    Arch::running().map_or(nr, |arch| arch.canonical(nr))
+}
 
 mod control;
 pub(crate) use control::{control_messages, ControlMessage};
@@ -215,7 +223,9 @@ impl<'a> TryFrom<&'a [u8]> for SendSegment<'a> {
                     offset_of!(SendRecord, peer_path_len),
                     offset_of!(SendRecord, peer_path),
                 )?)),
-                syscall: Syscall(u32_at(b, offset_of!(SendRecord, syscall)).cast_signed()),
+                syscall: Syscall(own_syscall(
+                    u32_at(b, offset_of!(SendRecord, syscall)).cast_signed(),
+                )),
                 msg_len,
                 dir: if record_flags & flags::RECV == 0 {
                     Dir::Send
