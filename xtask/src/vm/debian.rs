@@ -125,12 +125,27 @@ pub(super) fn fetch_kernel(spec: &KernelSpec) -> Result<Kernel> {
         return Ok(k);
     }
     let debs = Path::new(CACHE).join("debs").join(spec.name);
-    let deb = match find_deb(&debs)? {
-        Some(deb) => deb,
-        None => download(spec, &debs)?,
-    };
-    extract(&deb, &dir)?;
-    cached_kernel(spec, &dir).with_context(|| format!("{} holds no kernel", deb.display()))
+    let mut packages = all_debs(&debs)?;
+    if packages.is_empty() {
+        packages = download(spec, &debs)?;
+    }
+    extract(&packages, &dir)?;
+    cached_kernel(spec, &dir).with_context(|| format!("{} holds no kernel", debs.display()))
+}
+
+/// Every `.deb` in `dir` (none if it does not exist).
+fn all_debs(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut debs = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| dir.display().to_string())? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "deb") {
+            debs.push(path);
+        }
+    }
+    Ok(debs)
 }
 
 /// The kernel extracted in `dir`, if extraction finished there.
@@ -139,9 +154,18 @@ fn cached_kernel(spec: &KernelSpec, dir: &Path) -> Option<Kernel> {
         .ok()?
         .trim()
         .to_string();
-    let vmlinuz = dir.join("boot").join(format!("vmlinuz-{release}"));
-    let modules = dir.join("lib/modules").join(&release);
-    (vmlinuz.exists() && modules.is_dir()).then_some(Kernel {
+    let modules = ["lib/modules", "usr/lib/modules"]
+        .iter()
+        .map(|d| dir.join(d).join(&release))
+        .find(|p| p.is_dir())?;
+    // boot/vmlinuz-RELEASE, or (sid's linux-binary package) in the modules' directory.
+    let vmlinuz = [
+        dir.join("boot").join(format!("vmlinuz-{release}")),
+        modules.join("vmlinuz"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())?;
+    Some(Kernel {
         name: spec.name,
         arch: spec.arch,
         release,
@@ -250,7 +274,12 @@ impl Apt {
             .lines()
             .find_map(|l| l.strip_prefix("Depends: "))
             .with_context(|| format!("{meta} has no Depends"))?;
-        let first = depends.split([',', '|']).next().unwrap_or_default().trim();
+        // The image itself: newer suites list other packages first (sid's `linux-base-amd64`).
+        let first = depends
+            .split([',', '|'])
+            .map(str::trim)
+            .find(|d| d.starts_with("linux-image-"))
+            .with_context(|| format!("{meta} depends on no linux-image package: {depends}"))?;
         let (name, version) = first
             .split_once(" (= ")
             .and_then(|(n, v)| Some((n, v.strip_suffix(')')?)))
@@ -266,33 +295,60 @@ impl Apt {
     }
 }
 
-/// Downloads the kernel image package of `spec` into `debs`.
-fn download(spec: &KernelSpec, debs: &Path) -> Result<PathBuf> {
+/// Downloads the kernel image package of `spec` into `debs`, with the packages that hold the
+/// kernel and its modules when the image package is only their meta package (sid splits the
+/// image into `linux-binary-*` and `linux-modules-*`).
+fn download(spec: &KernelSpec, debs: &Path) -> Result<Vec<PathBuf>> {
     let apt = Apt::new(spec.suite, spec.arch)?;
     sh(apt.command("apt-get").args(["-q", "update"]))?;
     let (name, version) = apt.image_package(spec)?;
+    let mut packages = vec![format!("{name}={version}")];
+    let mut cmd = apt.command("apt-cache");
+    cmd.args(["show", "--no-all-versions", &name]);
+    let text = output(&mut cmd).with_context(|| format!("{} failed", show(&cmd)))?;
+    let depends = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Depends: "))
+        .unwrap_or_default();
+    for dep in depends.split([',', '|']).map(str::trim) {
+        if let Some((dep_name, dep_version)) = dep
+            .split_once(" (= ")
+            .and_then(|(n, v)| Some((n, v.strip_suffix(')')?)))
+            .filter(|(n, _)| n.starts_with("linux-binary-") || n.starts_with("linux-modules-"))
+        {
+            packages.push(format!("{dep_name}={dep_version}"));
+        }
+    }
     fs::create_dir_all(debs).with_context(|| format!("cannot create {}", debs.display()))?;
     let started = Instant::now();
-    sh(apt.command("apt-get").current_dir(debs).args([
-        "-q",
-        "download",
-        &format!("{name}={version}"),
-    ]))?;
-    let deb =
-        find_deb(debs)?.with_context(|| format!("apt-get put no package in {}", debs.display()))?;
-    let size = fs::metadata(&deb)?.len();
+    sh(apt
+        .command("apt-get")
+        .current_dir(debs)
+        .args(["-q", "download"])
+        .args(&packages))?;
+    let downloaded = all_debs(debs)?;
+    ensure!(
+        !downloaded.is_empty(),
+        "apt-get put no package in {}",
+        debs.display()
+    );
+    let size: u64 = downloaded
+        .iter()
+        .filter_map(|d| fs::metadata(d).ok())
+        .map(|m| m.len())
+        .sum();
     eprintln!(
         "downloaded {} ({} MB) in {}",
-        deb.display(),
+        packages.join(" "),
         size / 1_000_000,
         duration(started.elapsed())
     );
-    Ok(deb)
+    Ok(downloaded)
 }
 
-/// Extracts `deb` into `dir` (through a temporary directory, so that `dir` is whole or absent)
-/// and records the kernel release there.
-fn extract(deb: &Path, dir: &Path) -> Result<()> {
+/// Extracts `debs` into `dir` (through a temporary directory, so that `dir` is whole or
+/// absent) and records the kernel release there.
+fn extract(debs: &[PathBuf], dir: &Path) -> Result<()> {
     let mut partial = dir.as_os_str().to_owned();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
@@ -300,14 +356,21 @@ fn extract(deb: &Path, dir: &Path) -> Result<()> {
         fs::remove_dir_all(&partial).with_context(|| partial.display().to_string())?;
     }
     fs::create_dir_all(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
-    sh(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&partial))?;
-    let modules = partial.join("lib/modules");
+    for deb in debs {
+        sh(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&partial))?;
+    }
+    // Newer packages put the modules under usr/lib (merged /usr).
+    let modules = ["lib/modules", "usr/lib/modules"]
+        .iter()
+        .map(|m| partial.join(m))
+        .find(|m| m.is_dir())
+        .with_context(|| format!("{} holds no lib/modules", debs[0].display()))?;
     let release = fs::read_dir(&modules)
-        .with_context(|| format!("{} has no lib/modules", deb.display()))?
+        .with_context(|| modules.display().to_string())?
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .next()
-        .with_context(|| format!("{} has an empty lib/modules", deb.display()))?;
+        .with_context(|| format!("{} is empty", modules.display()))?;
     fs::write(partial.join("release"), format!("{release}\n"))?;
     if dir.exists() {
         fs::remove_dir_all(dir).with_context(|| dir.display().to_string())?;

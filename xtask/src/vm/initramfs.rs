@@ -177,7 +177,9 @@ impl Cpio {
 /// A kernel's loadable modules by name, and the names built into it.
 struct ModuleTree {
     files: HashMap<String, PathBuf>,
-    builtin: HashSet<String>,
+    /// None: the package has no `modules.builtin` (sid's split packages): a module that is
+    /// not a file is taken to be built in.
+    builtin: Option<HashSet<String>>,
 }
 
 impl ModuleTree {
@@ -190,11 +192,11 @@ impl ModuleTree {
             .filter_map(|p| Some((module_name(&p)?, p)))
             .collect();
         let builtin_list = dir.join("modules.builtin");
-        let builtin = fs::read_to_string(&builtin_list)
-            .with_context(|| builtin_list.display().to_string())?
-            .lines()
-            .filter_map(|l| module_name(Path::new(l)))
-            .collect();
+        let builtin = fs::read_to_string(&builtin_list).ok().map(|text| {
+            text.lines()
+                .filter_map(|l| module_name(Path::new(l)))
+                .collect()
+        });
         Ok(Self { files, builtin })
     }
 
@@ -216,7 +218,11 @@ impl ModuleTree {
         order: &mut Vec<(String, Vec<u8>)>,
     ) -> Result<()> {
         let name = name.replace('-', "_");
-        if self.builtin.contains(&name) || !seen.insert(name.clone()) {
+        let built_in = match &self.builtin {
+            Some(list) => list.contains(&name),
+            None => !self.files.contains_key(&name),
+        };
+        if built_in || !seen.insert(name.clone()) {
             return Ok(());
         }
         let path = self
