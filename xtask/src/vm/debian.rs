@@ -379,21 +379,26 @@ fn extract(debs: &[PathBuf], dir: &Path) -> Result<()> {
 }
 
 /// busybox for the initramfs of a guest of architecture `arch`: the host's
-/// (busybox-static) for amd64, else Debian 12's busybox-static of that architecture, fetched
-/// into the cache like the kernels.
+/// (busybox-static) for amd64, else Debian 12's busybox-static of that architecture.
 pub(super) fn busybox(arch: &str) -> Result<PathBuf> {
     if arch == "amd64" {
         return Ok(PathBuf::from("/bin/busybox"));
     }
-    let dir = Path::new(CACHE).join("busybox").join(arch);
-    let binary = dir.join("bin/busybox");
-    if binary.exists() {
-        return Ok(binary);
+    package_file(arch, "busybox-static", "bin/busybox")
+}
+
+/// `path` of Debian 12's package `package` for architecture `arch`, fetched into the cache
+/// like the kernels (and extracted there) the first time.
+pub(super) fn package_file(arch: &str, package: &str, path: &str) -> Result<PathBuf> {
+    let dir = Path::new(CACHE).join("tools").join(arch).join(package);
+    let file = dir.join(path);
+    if file.exists() {
+        return Ok(file);
     }
     let _lock = CacheLock::take()?;
     let debs = Path::new(CACHE)
         .join("debs")
-        .join(format!("busybox-{arch}"));
+        .join(format!("{package}-{arch}"));
     let deb = if let Some(deb) = find_deb(&debs)? {
         deb
     } else {
@@ -403,13 +408,14 @@ pub(super) fn busybox(arch: &str) -> Result<PathBuf> {
         sh(apt
             .command("apt-get")
             .current_dir(&debs)
-            .args(["-q", "download", "busybox-static"]))?;
+            .args(["-q", "download", package]))?;
         find_deb(&debs)?.with_context(|| format!("apt-get put no package in {}", debs.display()))?
     };
     if dir.exists() {
         fs::remove_dir_all(&dir).with_context(|| dir.display().to_string())?;
     }
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     sh(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir))?;
-    ensure!(binary.exists(), "{} holds no bin/busybox", deb.display());
-    Ok(binary)
+    ensure!(file.exists(), "{} holds no {path}", deb.display());
+    Ok(file)
 }

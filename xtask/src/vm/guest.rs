@@ -14,8 +14,8 @@ use std::{
 use anyhow::{ensure, Context, Result};
 
 use super::{
-    debian::{busybox, Kernel},
-    initramfs::initramfs,
+    debian::{busybox, package_file, Kernel},
+    initramfs::{initramfs, ForeignRoot},
     report::{duration, Row},
     Job, MARK,
 };
@@ -46,10 +46,22 @@ pub(super) fn run_host(job: &Job, dir: &Path, timeout: Duration) -> Result<Row> 
 pub(super) fn run_guest(job: &Job, kernel: &Kernel, dir: &Path, timeout: Duration) -> Result<Row> {
     let script = prepare(job, dir)?;
     let initrd = dir.join("initrd.cpio");
-    let loader = job
-        .foreign
-        .map(|f| format!("{}/ld-linux-aarch64.so.1", f.libraries));
-    let bytes = initramfs(kernel, &busybox(kernel.arch)?, loader.as_deref())?;
+    let bytes = match job.foreign {
+        Some(f) => {
+            let loader = format!("{}/{}", f.libraries, f.loader);
+            let emulator = package_file(
+                kernel.arch,
+                "qemu-user-static",
+                "usr/bin/qemu-x86_64-static",
+            )?;
+            let root = ForeignRoot {
+                loader: &loader,
+                emulator: &emulator,
+            };
+            initramfs(kernel, &busybox(kernel.arch)?, Some(&root))?
+        }
+        None => initramfs(kernel, &busybox(kernel.arch)?, None)?,
+    };
     fs::write(&initrd, bytes).with_context(|| initrd.display().to_string())?;
     let console = dir.join("console.log");
     // Progress lines name the guest (`5.10-fentry`) when a kernel has several.

@@ -60,17 +60,33 @@ poweroff -f
 
 /// What init adds to the host's root (in the guest's overlay, not on the host) when the guest
 /// cannot run the host's programs: its own busybox, with its applets in `/udstrace-vm/bin`,
-/// and the cross C library's loader (libc6-dev-arm64-cross) where the cross-built binaries
-/// look for it.
-const FOREIGN: &str = r#"cp /bin/busybox /newroot/udstrace-vm-busybox || stop "busybox"
-mkdir -p /newroot/udstrace-vm/bin
-chroot /newroot /udstrace-vm-busybox --install -s /udstrace-vm/bin || stop "busybox --install"
-ln -sf @LOADER@ /newroot/lib/ || stop "loader""#;
+/// the cross C library's loader (libc6-dev-arm64-cross) where the cross-built binaries look
+/// for it, and QEMU's user-mode x86_64 emulator (Debian's qemu-user-static of the guest's
+/// architecture) registered with binfmt_misc, so that the host's programs the tests start
+/// (python3, tshark, setpriv) run too, emulated. `F`: the emulator is opened now, outside the
+/// chroot.
+const FOREIGN: &str = r#"mkdir -p /newroot/udstrace-vm/bin && cp /bin/busybox /newroot/udstrace-vm/ || stop "busybox"
+chroot /newroot /udstrace-vm/busybox --install -s /udstrace-vm/bin || stop "busybox --install"
+ln -sf @LOADER@ /newroot/lib/ || stop "loader"
+mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || stop "binfmt_misc"
+echo ':qemu-x86_64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x3e\x00:\xff\xff\xff\xff\xff\xfe\xfe\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/lower@EMULATOR@:F' \
+  > /proc/sys/fs/binfmt_misc/register || stop "register the x86_64 emulator""#;
+
+/// What a guest that cannot run the host's programs needs (see `FOREIGN`).
+pub(super) struct ForeignRoot<'a> {
+    /// The cross C library's loader, a host path.
+    pub(super) loader: &'a str,
+    /// The x86_64 user-mode emulator for the guest's architecture, a host path.
+    pub(super) emulator: &'a Path,
+}
 
 /// The guest's initramfs: busybox (`busybox`, of the kernel's architecture), /init and the
-/// modules (`MODULES`) in load order. `loader`: the cross C library's loader for a guest that
-/// cannot run the host's programs.
-pub(super) fn initramfs(kernel: &Kernel, busybox: &Path, loader: Option<&str>) -> Result<Vec<u8>> {
+/// modules (`MODULES`, and binfmt_misc for a `foreign` guest) in load order.
+pub(super) fn initramfs(
+    kernel: &Kernel,
+    busybox: &Path,
+    foreign: Option<&ForeignRoot>,
+) -> Result<Vec<u8>> {
     let busybox = fs::read(busybox).with_context(|| {
         format!(
             "no {}: install busybox-static (cargo xtask setup)",
@@ -81,7 +97,11 @@ pub(super) fn initramfs(kernel: &Kernel, busybox: &Path, loader: Option<&str>) -
         elf_is_static(&busybox)?,
         "busybox is dynamically linked: install busybox-static (cargo xtask setup)"
     );
-    let modules = ModuleTree::load(&kernel.modules)?.resolve(MODULES)?;
+    let mut wanted = MODULES.to_vec();
+    if foreign.is_some() {
+        wanted.push("binfmt_misc");
+    }
+    let modules = ModuleTree::load(&kernel.modules)?.resolve(&wanted)?;
     let mut cpio = Cpio::default();
     for dir in [
         "bin", "dev", "proc", "sys", "lower", "rw", "newroot", "modules",
@@ -91,9 +111,14 @@ pub(super) fn initramfs(kernel: &Kernel, busybox: &Path, loader: Option<&str>) -
     cpio.char_device("dev/console", 5, 1);
     cpio.file("bin/busybox", 0o755, &busybox);
     let init = INIT.replace("@MSIZE@", &MSIZE.to_string());
-    let init = match loader {
-        Some(loader) => init
-            .replace("@FOREIGN@", &FOREIGN.replace("@LOADER@", loader))
+    let init = match foreign {
+        Some(f) => init
+            .replace(
+                "@FOREIGN@",
+                &FOREIGN
+                    .replace("@LOADER@", f.loader)
+                    .replace("@EMULATOR@", &f.emulator.to_string_lossy()),
+            )
             .replace("@SHELL@", "/udstrace-vm/bin/sh"),
         None => init.replace("@FOREIGN@", "").replace("@SHELL@", "/bin/sh"),
     };

@@ -344,24 +344,24 @@ struct Job {
 }
 
 /// How a job runs in a guest whose architecture is not the host's: the host's root has no
-/// programs it can run, so its init puts the guest's own busybox in front of the host's
-/// (`/udstrace-vm/bin` on `PATH`) and the cross C library's loader where the binaries look
-/// for it; the capture tests that start host programs (Python, tshark, setpriv) are skipped.
+/// programs it can run natively, so its init puts the guest's own busybox in front of the
+/// host's (`/udstrace-vm/bin` on `PATH`), the cross C library's loader where the binaries look
+/// for it, and an x86_64 emulator for the host programs the tests start (initramfs.rs).
 #[derive(Clone, Copy)]
 struct Foreign {
     /// Where the cross-built binaries' C library is on the host.
     libraries: &'static str,
-    /// Capture tests that need host programs (libtest `--skip` filters).
+    /// Its loader's file name (the binaries' `PT_INTERP`, in `/lib`).
+    loader: &'static str,
+    /// Capture tests left out (libtest `--skip` filters).
     skip: &'static [&'static str],
 }
 
 const FOREIGN_ARM64: Foreign = Foreign {
     libraries: "/usr/aarch64-linux-gnu/lib",
-    skip: SKIP_FOREIGN,
+    loader: "ld-linux-aarch64.so.1",
+    skip: &[],
 };
-
-/// The capture tests that run programs of the host (python3, tshark, setpriv).
-const SKIP_FOREIGN: &[&str] = &[];
 
 impl Job {
     /// The job as a POSIX shell script writing its results to `results`. It prints
