@@ -1,4 +1,5 @@
-//! Bytes sent without a send call on the process's own buffer: sendfile, splice, io_uring.
+//! Bytes sent without a send call on the process's own buffer: sendfile, splice, io_uring;
+//! and sends of a 32-bit task, whose system calls the tracepoint backend does not decode.
 
 use super::*;
 
@@ -119,5 +120,78 @@ fn io_uring_send() {
             stream == received,
             "{backend}: the io_uring payload is captured"
         );
+    }
+}
+
+/// A 32-bit (compat) x86 task: a program without a C library, built here with `gcc -m32
+/// -nostdlib`, that writes "compat-hello" three times on a socketpair through `int 0x80`.
+/// Every send is recorded with its length and `syscall=compat`; the function hooks read the
+/// kernel's own copy of the bytes, the tracepoint backend (which would decode the 32-bit
+/// ABI's registers) records `payload=missing`. x86_64 only: an arm64 kernel runs no i386
+/// programs.
+#[test]
+fn compat_task_sends() {
+    if std::env::consts::ARCH != "x86_64" {
+        eprintln!("32-bit x86 tasks run on x86_64 kernels only: skipped");
+        return;
+    }
+    let dir = TempDir::new("compat");
+    let source = dir.path("c32.c");
+    // i386 system calls: socketpair 360, write 4, read 3, exit 1.
+    std::fs::write(
+        &source,
+        r#"
+static long sys(long n, long a, long b, long c, long d) {
+    long r;
+    __asm__ volatile("int $0x80" : "=a"(r) : "a"(n), "b"(a), "c"(b), "d"(c), "S"(d) : "memory");
+    return r;
+}
+void _start(void) {
+    int sv[2];
+    char buf[64];
+    if (sys(360, 1, 1, 0, (long)sv) < 0) sys(1, 2, 0, 0, 0);
+    for (int i = 0; i < 3; i++) {
+        if (sys(4, sv[0], (long)"compat-hello", 12, 0) != 12) sys(1, 3, 0, 0, 0);
+        sys(3, sv[1], (long)buf, sizeof buf, 0);
+    }
+    sys(1, 0, 0, 0, 0);
+}
+"#,
+    )
+    .unwrap();
+    let program = dir.path("udst-compat32");
+    let built = std::process::Command::new("gcc")
+        .args([
+            "-m32",
+            "-nostdlib",
+            "-static",
+            "-fno-pie",
+            "-no-pie",
+            "-O1",
+            "-o",
+        ])
+        .arg(&program)
+        .arg(&source)
+        .status()
+        .expect("gcc");
+    assert!(built.success(), "gcc -m32 -nostdlib");
+    let file = dir.path("capture.pcapng");
+    let ud = Udstrace::start(&["--comm", "udst-compat32", "-w", file.to_str().unwrap()]);
+    let status = std::process::Command::new(&program).status().unwrap();
+    assert!(status.success(), "the 32-bit program: {status}");
+    let backend = ud.backend().to_string();
+    let done = ud.stop();
+    assert!(done.success);
+    let cap = read_capture(&file);
+    assert_eq!(cap.packets.len(), 3, "one packet per write");
+    for p in &cap.packets {
+        assert_eq!(p.meta("syscall"), Some("compat"), "{}", p.comment);
+        assert_eq!(p.meta("msg_len"), Some("12"), "{}", p.comment);
+        if backend == "tracepoint" {
+            assert_eq!(p.meta("payload"), Some("missing"), "{}", p.comment);
+            assert!(p.payload().is_empty());
+        } else {
+            assert_eq!(p.payload(), b"compat-hello", "{}", p.comment);
+        }
     }
 }

@@ -58,6 +58,9 @@ pub(crate) struct Options {
     /// Only the capture tests whose names contain this (a libtest filter).
     #[arg(long = "test", value_name = "NAME")]
     test: Option<String>,
+    /// Leave out the capture tests whose names contain this (libtest's `--skip`; repeatable).
+    #[arg(long = "skip", value_name = "NAME")]
+    skip: Vec<String>,
     /// Skip the host kernel's row.
     #[arg(long)]
     no_host: bool,
@@ -82,6 +85,7 @@ impl Default for Options {
             arch: None,
             backend: None,
             test: None,
+            skip: Vec::new(),
             no_host: false,
             timeout: 2000,
             debug: false,
@@ -111,6 +115,7 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
             None => BACKENDS.to_vec(),
         },
         filter: opts.test.clone(),
+        skip: opts.skip.clone(),
         foreign: None,
     };
     let arm64 = if foreign {
@@ -339,6 +344,8 @@ struct Job {
     backends: Vec<&'static str>,
     /// libtest filter.
     filter: Option<String>,
+    /// libtest `--skip` filters.
+    skip: Vec<String>,
     /// For a guest of another architecture than the host's: how its job runs.
     foreign: Option<Foreign>,
 }
@@ -388,6 +395,9 @@ impl Job {
             for test in foreign.skip {
                 let _ = write!(skip, " --skip {}", quote(test));
             }
+        }
+        for test in &self.skip {
+            let _ = write!(skip, " --skip {}", quote(test));
         }
         let _ = writeln!(s, "mkdir -p \"$HOME\"");
         // Where cargo runs the tests from.
@@ -474,6 +484,7 @@ mod tests {
             },
             backends: BACKENDS.to_vec(),
             filter: Some("stream".into()),
+            skip: vec!["large".into()],
             foreign: Some(FOREIGN_ARM64),
         };
         let script = job.script(Path::new("/tmp/results"));
