@@ -25,8 +25,9 @@ pub(crate) struct Arch {
     pub(crate) regs_args: [(&'static str, u32); 6],
     /// The member that tells a 32-bit task, and the mask and value it has then.
     compat: (&'static str, u64, u64),
-    /// The direct map of a kernel of this architecture, from `/proc/kallsyms` and its release.
-    direct_map: fn(&str, &str) -> DirectMap,
+    /// The direct map of a kernel of this architecture, from `/proc/kallsyms`, its release and
+    /// `sizeof(struct page)`.
+    direct_map: fn(&str, &str, u64) -> DirectMap,
 }
 
 /// The system calls udstrace names, with their numbers on each architecture (x86_64:
@@ -163,10 +164,11 @@ impl Arch {
         })
     }
 
-    /// Where the direct map and the page array are, from `/proc/kallsyms` and the release.
+    /// Where the direct map and the page array are, from `/proc/kallsyms`, the release and
+    /// `sizeof(struct page)` (from the BTF).
     #[must_use]
-    pub(crate) fn direct_map(&self, kallsyms: &str, release: &str) -> DirectMap {
-        (self.direct_map)(kallsyms, release)
+    pub(crate) fn direct_map(&self, kallsyms: &str, release: &str, page_struct: u64) -> DirectMap {
+        (self.direct_map)(kallsyms, release, page_struct)
     }
 }
 
@@ -184,7 +186,7 @@ fn symbol(kallsyms: &str, name: &str) -> Option<u64> {
 
 /// x86_64: the variables that hold the bases when the kernel randomises its memory layout
 /// (addresses from `/proc/kallsyms`), else the fixed bases of 4-level paging.
-fn direct_map_x86_64(kallsyms: &str, _release: &str) -> DirectMap {
+fn direct_map_x86_64(kallsyms: &str, _release: &str, _page_struct: u64) -> DirectMap {
     DirectMap {
         page_offset_base_addr: symbol(kallsyms, "page_offset_base").unwrap_or(0),
         page_offset_base: 0xffff_8880_0000_0000,
@@ -194,28 +196,45 @@ fn direct_map_x86_64(kallsyms: &str, _release: &str) -> DirectMap {
     }
 }
 
-/// arm64 with 4 KiB pages and 48-bit virtual addresses (Debian's, and most distributions'
-/// kernels): `PAGE_OFFSET` and `VMEMMAP_START` are fixed (randomisation moves the physical
-/// side), and `page_to_virt()` is `PAGE_OFFSET + (page - VMEMMAP_START) / sizeof(struct page)
-/// * PAGE_SIZE`. Where the `vmemmap` region starts moved twice (arch/arm64/include/asm/memory.h):
-///   `-VMEMMAP_SIZE - 2 MiB` before 5.11, `-(1 << (VA_BITS - 6))` from 5.11, `-1 GiB -
-///   VMEMMAP_SIZE` from 6.9; `VMEMMAP_SIZE` is 2^41 with these parameters.
-fn direct_map_aarch64(_kallsyms: &str, release: &str) -> DirectMap {
+/// arm64 with 4 KiB pages: `page_to_virt()` is `PAGE_OFFSET + (page - VMEMMAP_START) /
+/// sizeof(struct page) * PAGE_SIZE`, both bases fixed at build time (randomisation moves the
+/// physical side, `memstart_addr`). They depend on `VA_BITS`, 48 or 52 (Debian's 6.12 is
+/// built with 52; the kernel keeps the 52-bit `PAGE_OFFSET` on 48-bit hardware): since 5.11
+/// a kernel built with more than 48 has the variable `vabits_actual`, one with 48 does not.
+/// Where the `vmemmap` region starts moved twice (arch/arm64/include/asm/memory.h): `-2^41 -
+/// 2 MiB` in 5.10 (48 bits), `-(1 << (VA_BITS - 6))` from 5.11, `-1 GiB - VMEMMAP_SIZE` from
+/// 6.9, `VMEMMAP_SIZE` being `(_PAGE_END(48) - PAGE_OFFSET) / PAGE_SIZE * sizeof(struct page)`.
+fn direct_map_aarch64(kallsyms: &str, release: &str, page_struct: u64) -> DirectMap {
     let version = release_version(release);
+    let va_bits = if version >= (5, 11) && has_symbol(kallsyms, "vabits_actual") {
+        52
+    } else {
+        48
+    };
+    let page_offset = 0u64.wrapping_sub(1 << va_bits);
+    let linear_pages = ((1u64 << va_bits) - (1 << 47)) >> 12;
     let vmemmap = if version < (5, 11) {
         0xffff_fdff_ffe0_0000
     } else if version < (6, 9) {
-        0xffff_fc00_0000_0000
+        0u64.wrapping_sub(1 << (va_bits - 6))
     } else {
-        0xffff_fdff_c000_0000
+        0u64.wrapping_sub(1 << 30)
+            .wrapping_sub(linear_pages * page_struct.max(1))
     };
     DirectMap {
         page_offset_base_addr: 0,
-        page_offset_base: 0xffff_0000_0000_0000,
+        page_offset_base: page_offset,
         vmemmap_base_addr: 0,
         vmemmap_base: vmemmap,
         page_size: 4096,
     }
+}
+
+/// Whether `/proc/kallsyms` text names `name` (its address may be hidden).
+fn has_symbol(kallsyms: &str, name: &str) -> bool {
+    kallsyms
+        .lines()
+        .any(|line| line.split_whitespace().nth(2) == Some(name))
 }
 
 /// (major, minor) of a kernel release (`6.12.48+deb13-arm64`); (0, 0) if unreadable.
@@ -251,11 +270,11 @@ mod tests {
         let x86 = Arch::named("x86_64").unwrap();
         let randomised = "ffffffff82a1b2c8 D page_offset_base\nffffffff82a1b2c0 D vmemmap_base\n\
                           ffffffff820cc4a0 t unix_stream_sendmsg\n";
-        let m = x86.direct_map(randomised, "6.1.0");
+        let m = x86.direct_map(randomised, "6.1.0", 64);
         assert_eq!(m.page_offset_base_addr, 0xffff_ffff_82a1_b2c8);
         assert_eq!(m.vmemmap_base_addr, 0xffff_ffff_82a1_b2c0);
         // Hidden addresses (kptr_restrict) and kernels without the variables: fixed bases.
-        let m = x86.direct_map("0000000000000000 D page_offset_base\n", "6.1.0");
+        let m = x86.direct_map("0000000000000000 D page_offset_base\n", "6.1.0", 64);
         assert_eq!(m.page_offset_base_addr, 0);
         assert_eq!(m.vmemmap_base_addr, 0);
         assert_eq!(m.page_offset_base, 0xffff_8880_0000_0000);
@@ -264,10 +283,31 @@ mod tests {
     #[test]
     fn arm64_vmemmap_moves_with_the_release() {
         let arm = Arch::named("aarch64").unwrap();
-        let at = |release| arm.direct_map("", release).vmemmap_base;
-        assert_eq!(at("5.10.0-32-arm64"), 0xffff_fdff_ffe0_0000);
-        assert_eq!(at("6.1.0-50-arm64"), 0xffff_fc00_0000_0000);
-        assert_eq!(at("6.12.48+deb13-arm64"), 0xffff_fdff_c000_0000);
+        let at = |kallsyms, release| {
+            let m = arm.direct_map(kallsyms, release, 64);
+            (m.page_offset_base, m.vmemmap_base)
+        };
+        let va52 = "0000000000000000 D vabits_actual\n";
+        assert_eq!(
+            at("", "5.10.0-32-arm64"),
+            (0xffff_0000_0000_0000, 0xffff_fdff_ffe0_0000)
+        );
+        assert_eq!(
+            at("", "6.1.0-50-arm64"),
+            (0xffff_0000_0000_0000, 0xffff_fc00_0000_0000)
+        );
+        assert_eq!(
+            at(va52, "6.1.0-50-arm64"),
+            (0xfff0_0000_0000_0000, 0xffff_c000_0000_0000)
+        );
+        assert_eq!(
+            at("", "6.12.95+deb12-arm64"),
+            (0xffff_0000_0000_0000, 0xffff_fdff_c000_0000)
+        );
+        assert_eq!(
+            at(va52, "6.12.95+deb12-arm64"),
+            (0xfff0_0000_0000_0000, 0xffff_c1ff_c000_0000)
+        );
         assert_eq!(release_version("6.12.48+deb13-arm64"), (6, 12));
     }
 }

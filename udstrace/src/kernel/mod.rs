@@ -73,9 +73,14 @@ impl KernelFacts {
         let has_task_pt_regs = btf.has_name("bpf_task_pt_regs");
         let has_sendpage = btf.has_name("unix_stream_sendpage");
         let arch = Arch::running()?;
+        let page_struct = btf
+            .struct_id("page")
+            .and_then(|id| btf.size_of(id))
+            .unwrap_or(64);
         let direct_map = arch.direct_map(
             &fs::read_to_string("/proc/kallsyms").unwrap_or_default(),
             &release,
+            u64::from(page_struct),
         );
         let syscall_abi = arch.syscall_abi(&btf)?;
         let btf_functions = SendFunctions::SENDMSG
