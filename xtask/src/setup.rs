@@ -37,6 +37,7 @@ pub(crate) fn run() -> Result<()> {
     apt()?;
     rust()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     eprintln!("setup done");
     Ok(())
 }
@@ -91,6 +92,14 @@ fn rust() -> Result<()> {
         "--toolchain",
         "nightly",
     ]))
+}
+
+/// cargo-fuzz, for the fuzz targets (`cargo xtask test` runs each briefly), unless installed.
+fn cargo_fuzz() -> Result<()> {
+    if output(Command::new("cargo").args(["fuzz", "--version"])).is_some() {
+        return Ok(());
+    }
+    sh(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
 }
 
 /// bpf-linker, built against the nightly toolchain's own LLVM (Debian 12's LLVM is too old).
