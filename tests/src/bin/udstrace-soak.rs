@@ -102,6 +102,16 @@ fn listed(kind: &str) -> BTreeSet<u64> {
         .collect()
 }
 
+/// Those of `ours` that `bpftool` still lists.
+fn still_loaded(ours: &BTreeSet<(&'static str, u64)>) -> Vec<(&'static str, u64)> {
+    let mut left = Vec::new();
+    for kind in ["prog", "link", "map"] {
+        let now = listed(kind);
+        left.extend(ours.iter().filter(|(k, id)| *k == kind && now.contains(id)));
+    }
+    left
+}
+
 /// Short connections to a server on `path` until `stop`: each connects, sends 64 bytes,
 /// reads them back and closes.
 fn load(
@@ -253,22 +263,31 @@ fn main() {
     if ours.is_empty() {
         failures.push("udstrace held no BPF object to look for".to_string());
     }
-    let mut left = Vec::new();
+    // The kernel frees a program after its last reference goes, in deferred work: what
+    // udstrace held may show for a moment after it exits. Gone within 10 s, or left behind.
+    let exited = Instant::now();
+    let mut left = still_loaded(&ours);
+    while !left.is_empty() && exited.elapsed() < Duration::from_secs(10) {
+        thread::sleep(Duration::from_millis(100));
+        left = still_loaded(&ours);
+    }
     for kind in ["prog", "link", "map"] {
-        let now = listed(kind);
         let held: Vec<u64> = ours
             .iter()
             .filter(|(k, _)| *k == kind)
             .map(|(_, id)| *id)
             .collect();
-        let still: Vec<u64> = held.iter().copied().filter(|id| now.contains(id)).collect();
+        let still = left.iter().filter(|(k, _)| *k == kind).count();
         println!(
-            "bpf {kind}s held: {} (ids {held:?}), listed by bpftool after exit: {}",
+            "bpf {kind}s held: {} (ids {held:?}), listed by bpftool after exit: {still}",
             held.len(),
-            still.len()
         );
-        left.extend(still.iter().map(|id| format!("{kind} {id}")));
     }
+    println!(
+        "looked for until {:.1} s after exit",
+        exited.elapsed().as_secs_f64()
+    );
+    let left: Vec<String> = left.iter().map(|(k, id)| format!("{k} {id}")).collect();
     if !left.is_empty() {
         failures.push(format!("still loaded after exit: {}", left.join(", ")));
     }
