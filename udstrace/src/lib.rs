@@ -14,6 +14,8 @@
 mod capture;
 pub mod cli;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod kernel;
 mod output;
 mod packet;

@@ -29,6 +29,7 @@ mod control;
 pub(crate) mod filter;
 mod notify;
 pub(crate) mod packetizer;
+mod recent;
 pub(crate) mod stop;
 pub(crate) mod targets;
 
@@ -48,6 +49,9 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 
 /// How often buffered output is made visible (pipes, Wireshark, the terminal).
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often the loop looks whether freed memory should go back to the system.
+const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A capture's settings.
 #[derive(Debug, Clone)]
@@ -173,6 +177,7 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
     let mut targets = opts.targets.clone();
     let mut container_tick = later_ticks(CONTAINER_REFRESH).await;
     let mut path_tick = later_ticks(PATH_REFRESH).await;
+    let mut trim_tick = later_ticks(TRIM_INTERVAL).await;
     let mut result: Result<(), io::Error> = Ok(());
 
     'capture: while !packetizer.done() && !sink.done() {
@@ -209,6 +214,7 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
             _ = stats_tick.tick(), if opts.stats => print_stats(&mut tracer, &packetizer, opts.ring_bytes),
             _ = container_tick.tick(), if targets.has_containers() => targets.refresh_containers(&mut tracer),
             _ = path_tick.tick(), if targets.has_paths() => targets.refresh_paths(&mut tracer, &mut packetizer),
+            _ = trim_tick.tick() => packetizer.trim(),
             () = signals.recv() => break,
             _ = tick.tick() => {
                 if let Err(e) = sink.flush() {

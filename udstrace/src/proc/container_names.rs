@@ -102,7 +102,7 @@ impl ContainerNames {
             let path = cgroups.path(id, pid)?;
             let named = containers.of_cgroup(path).map(Named::from);
             if self.by_cgroup.len() >= MAX_ENTRIES {
-                self.by_cgroup.clear();
+                self.by_cgroup = HashMap::new();
             }
             self.by_cgroup.insert(id, named);
         }
@@ -125,7 +125,7 @@ impl ContainerNames {
                 .map(|info| info.label())
                 .unwrap_or_default();
             if self.by_pid.len() >= MAX_ENTRIES {
-                self.by_pid.clear();
+                self.by_pid = HashMap::new();
             }
             self.by_pid.insert(pid, (label, now));
         }

@@ -434,7 +434,7 @@ impl Containers {
             return info.clone();
         }
         if self.by_cgroup.len() >= CACHE_LIMIT {
-            self.by_cgroup.clear();
+            self.by_cgroup = HashMap::new();
         }
         let info = describe(&self.root, container);
         self.by_cgroup.insert(path.to_owned(), info.clone());

@@ -147,8 +147,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-pub(crate) fn run() -> Result<()> {
-    require_root("cargo xtask bench")?;
+/// Builds the release binaries the benchmarks run.
+fn build() -> Result<()> {
     sh(cargo().args([
         "build",
         "--release",
@@ -157,7 +157,33 @@ pub(crate) fn run() -> Result<()> {
         "-p",
         "udstrace-tests",
         "--bins",
-    ]))?;
+    ]))
+}
+
+/// `cargo xtask bench --soak SECONDS`: the soak of tests/tests/soak.rs
+/// (tests/src/bin/udstrace-soak.rs) for `seconds`, with the release build; its figures go
+/// into docs/BENCHMARKS.md (between the `soak` markers).
+pub(crate) fn soak(seconds: u64) -> Result<()> {
+    require_root("cargo xtask bench --soak")?;
+    build()?;
+    let bin = root().join("target/release");
+    let out = std::process::Command::new(bin.join("udstrace-soak"))
+        .arg(seconds.to_string())
+        .arg(bin.join("udstrace"))
+        .output()
+        .context("udstrace-soak")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    print!("{text}");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    let section = report::soak_section(seconds, &text);
+    report::write_section(&root().join("docs/BENCHMARKS.md"), "soak", &section)?;
+    anyhow::ensure!(out.status.success(), "the soak failed");
+    Ok(())
+}
+
+pub(crate) fn run() -> Result<()> {
+    require_root("cargo xtask bench")?;
+    build()?;
     let bin = root().join("target/release");
     let mut rows = Vec::new();
     let mut measured = Vec::new();

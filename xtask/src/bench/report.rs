@@ -313,3 +313,73 @@ pub(super) fn write_report(path: &Path, report: &str) -> anyhow::Result<()> {
     std::fs::write(path, page)?;
     Ok(())
 }
+
+/// Puts `text` between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in the page at `path`,
+/// appending the markers at the end when the page has none.
+pub(super) fn write_section(path: &Path, name: &str, text: &str) -> anyhow::Result<()> {
+    let begin = format!("<!-- {name}:begin -->");
+    let end = format!("<!-- {name}:end -->");
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let page = match (old.find(&begin), old.find(&end)) {
+        (Some(b), Some(e)) if b < e => format!("{}{begin}\n{text}{}", &old[..b], &old[e..]),
+        _ => format!("{old}\n{begin}\n{text}{end}\n"),
+    };
+    std::fs::write(path, page)?;
+    Ok(())
+}
+
+/// The soak's section of the page, from udstrace-soak's output: its resident memory and
+/// descriptors over time (about 15 samples of the per-second ones), and its verdict lines.
+pub(super) fn soak_section(seconds: u64, output: &str) -> String {
+    let samples: Vec<Vec<(&str, &str)>> = output
+        .lines()
+        .filter(|l| l.starts_with("t="))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|w| w.split_once('='))
+                .collect()
+        })
+        .collect();
+    let field = |s: &[(&str, &str)], key: &str| {
+        s.iter()
+            .find(|(k, _)| *k == key)
+            .map_or("", |(_, v)| *v)
+            .to_string()
+    };
+    let mut page = format!(
+        "### Soak: {seconds} s of short connections at full rate\n\n\
+         `cargo xtask bench --soak {seconds}` (tests/src/bin/udstrace-soak.rs, release build): \
+         two threads connect to a named socket, send 64 bytes, read them back and close, as \
+         fast as they can, while udstrace captures every process to /dev/null. Its resident \
+         memory (VmRSS) and descriptors, sampled every second:\n\n\
+         | seconds | RSS (MB) | peak so far (MB) | fds | connections |\n\
+         |--:|--:|--:|--:|--:|\n"
+    );
+    let step = (samples.len() / 15).max(1);
+    for (i, s) in samples.iter().enumerate() {
+        if i % step != 0 && i + 1 != samples.len() {
+            continue;
+        }
+        let mb = |key| {
+            field(s, key)
+                .parse::<f64>()
+                .map_or(String::new(), |kb| format!("{:.1}", kb / 1024.0))
+        };
+        let _ = writeln!(
+            page,
+            "| {} | {} | {} | {} | {} |",
+            field(s, "t"),
+            mb("rss_kb"),
+            mb("hwm_kb"),
+            field(s, "fds"),
+            field(s, "connections"),
+        );
+    }
+    page.push_str("\nAfter udstrace exited:\n\n```text\n");
+    for line in output.lines().filter(|l| !l.starts_with("t=")) {
+        page.push_str(line);
+        page.push('\n');
+    }
+    page.push_str("```\n");
+    page
+}
