@@ -105,7 +105,7 @@ pub(crate) fn read_bytes(bytes: &[u8], style: PayloadStyle) -> Result<u64, Error
     let mut view = View {
         style,
         line: String::new(),
-        unit: 1,
+        interfaces: Vec::new(),
         packets: 0,
         unreadable: 0,
         first_unreadable: String::new(),
