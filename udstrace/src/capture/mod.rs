@@ -286,7 +286,8 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
 /// after each that found none, at most `IDLE_DRAIN_INTERVAL`; a timerfd, not a runtime timer,
 /// because the runtime's timer wheel wakes twice for a wait of 200 ms (once to move the timer
 /// to a finer level), a timerfd once. The flush timer: armed at the first record not yet
-/// flushed, `FLUSH_INTERVAL` later; with nothing waiting, nothing is flushed.
+/// flushed, `FLUSH_INTERVAL` later (at once when the drain that found it came after an idle
+/// wait); with nothing waiting, nothing is flushed.
 struct Timers {
     drain: AsyncFd<std::os::fd::OwnedFd>,
     drain_wait: Duration,
@@ -321,6 +322,7 @@ impl Timers {
     /// A drain handled `handled` records (with the output `blocked`, records wait for it):
     /// sets the next drain, and arms the flush timer if records came.
     fn drained(&mut self, handled: usize, blocked: bool) -> Result<(), Error> {
+        let waited = self.drain_wait;
         self.drain_wait = if handled > 0 || blocked {
             DRAIN_INTERVAL
         } else {
@@ -328,9 +330,15 @@ impl Timers {
         };
         if handled > 0 && !self.flush_pending {
             self.flush_pending = true;
+            // Records found after an idle wait may have waited that long already: out at once.
+            let delay = if waited > DRAIN_INTERVAL {
+                Duration::ZERO
+            } else {
+                FLUSH_INTERVAL
+            };
             self.flush
                 .as_mut()
-                .reset(tokio::time::Instant::now() + FLUSH_INTERVAL);
+                .reset(tokio::time::Instant::now() + delay);
         }
         crate::sys::arm_timer(self.drain.get_ref(), self.drain_wait).map_err(Error::Ring)
     }
