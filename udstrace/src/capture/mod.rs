@@ -177,7 +177,8 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
     let start_ns = WallClock::now();
     let mut packetizer = packetizer(opts);
     let mut summary = Summary::default();
-    let mut timers = Timers::new()?;
+    // `-G` ends files at the flush, with the wall clock: quiet spans need it too.
+    let mut timers = Timers::new(opts.rotation.as_ref().is_some_and(|r| r.seconds.is_some()))?;
     let mut stats_tick = later_ticks(Duration::from_secs(1)).await;
     let mut targets = opts.targets.clone();
     let mut container_tick = later_ticks(CONTAINER_REFRESH).await;
@@ -287,23 +288,27 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
 /// because the runtime's timer wheel wakes twice for a wait of 200 ms (once to move the timer
 /// to a finer level), a timerfd once. The flush timer: armed at the first record not yet
 /// flushed, `FLUSH_INTERVAL` later (at once when the drain that found it came after an idle
-/// wait); with nothing waiting, nothing is flushed.
+/// wait); with nothing waiting, nothing is flushed, except under `-G`, whose files end at a
+/// flush.
 struct Timers {
     drain: AsyncFd<std::os::fd::OwnedFd>,
     drain_wait: Duration,
     flush: std::pin::Pin<Box<tokio::time::Sleep>>,
     flush_pending: bool,
+    /// Flush every `FLUSH_INTERVAL` whether or not records wait (`-G`).
+    always_flush: bool,
 }
 
 impl Timers {
-    fn new() -> Result<Self, Error> {
+    fn new(always_flush: bool) -> Result<Self, Error> {
         let fd = crate::sys::timer_fd().map_err(Error::Ring)?;
         crate::sys::arm_timer(&fd, DRAIN_INTERVAL).map_err(Error::Ring)?;
         Ok(Self {
             drain: register(fd)?,
             drain_wait: DRAIN_INTERVAL,
             flush: Box::pin(tokio::time::sleep(FLUSH_INTERVAL)),
-            flush_pending: false,
+            flush_pending: always_flush,
+            always_flush,
         })
     }
 
@@ -345,7 +350,12 @@ impl Timers {
 
     /// The output was flushed.
     fn flushed(&mut self) {
-        self.flush_pending = false;
+        self.flush_pending = self.always_flush;
+        if self.always_flush {
+            self.flush
+                .as_mut()
+                .reset(tokio::time::Instant::now() + FLUSH_INTERVAL);
+        }
     }
 }
 

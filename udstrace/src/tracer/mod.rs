@@ -429,8 +429,9 @@ fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Re
     // Wake userspace once an eighth of the buffer waits; below that it drains on its timer.
     let wakeup_bytes = u64::from(config.ring_bytes / 8);
     let phase = Phase::start();
+    // `new()` parses the kernel's BTF again (aya 0.14 has no loader without): one more parse,
+    // but once per start since a refused backend leaves its object to the next.
     let ebpf = EbpfLoader::new()
-        .btf(Some(&facts.btf))
         .override_global(global::LAYOUT, layout, true)
         .override_global(global::SELF_TGID, &self_tgid, true)
         .override_global(global::SNAPLEN, &config.snaplen, true)
@@ -443,7 +444,7 @@ fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Re
         .map_max_entries(maps::EVENTS, config.ring_bytes)
         .load(OBJECT)
         .map_err(|e| Error::Load(one_line(&e)))?;
-    phase.done("loaded the object (relocations, maps)");
+    phase.done("loaded the object (its own BTF parse, relocations, maps)");
     Ok(ebpf)
 }
 
