@@ -89,12 +89,12 @@ impl KernelFacts {
     }
 }
 
-/// The kernel's BTF as aya's loader needs it (every type built in memory), parsed once for
+/// The kernel's BTF as aya's program loads need it (every type built in memory), parsed once for
 /// every program of a start.
 pub(crate) fn loader_btf() -> Result<aya::Btf, KernelError> {
     let phase = Phase::start();
     let btf = aya::Btf::from_sys_fs().map_err(|e| KernelError::Btf(e.to_string()))?;
-    phase.done("parsed the kernel's BTF for the loader");
+    phase.done("parsed the kernel's BTF for the program loads");
     Ok(btf)
 }
 
