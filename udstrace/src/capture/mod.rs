@@ -170,6 +170,33 @@ fn start(opts: &CaptureOptions, notifier: Option<&Notifier>) -> Result<Started, 
     Ok((tracer, ring, sink, writer))
 }
 
+/// Stops capturing, then writes what the kernel had already recorded (unless the output had
+/// failed), and fills the summary's counts.
+fn detach_and_drain(
+    tracer: &mut Tracer,
+    ring: &mut AsyncFd<RingBuf<MapData>>,
+    packetizer: &mut Packetizer,
+    sink: &mut dyn Sink,
+    summary: &mut Summary,
+    mut result: Result<(), io::Error>,
+) -> Result<(), io::Error> {
+    // Stop capturing, then write what the kernel had already recorded.
+    // Before detaching: while the programs come off one by one, calls may enter without
+    // leaving, and those are not lost messages.
+    let missed_returns = tracer.missed_returns();
+    tracer.detach();
+    if result.is_ok() {
+        let all = drain(ring.get_mut(), None, packetizer, sink, summary);
+        result = all.map(|_| ());
+    }
+    let (lost_segments, lost_bytes) = tracer.lost();
+    summary.packets = packetizer.packets;
+    summary.lost_segments = lost_segments;
+    summary.lost_bytes = lost_bytes;
+    summary.missed_returns = missed_returns;
+    result
+}
+
 async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
     let mut signals = Signals::new()?;
     // Made before -Z: the socket may be one only root can reach.
@@ -247,31 +274,19 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
     if let Some(n) = &notifier {
         n.send("STOPPING=1");
     }
-    // Stop capturing, then write what the kernel had already recorded.
-    // Before detaching: while the programs come off one by one, calls may enter without
-    // leaving, and those are not lost messages.
-    let missed_returns = tracer.missed_returns();
-    tracer.detach();
-    if result.is_ok() {
-        let all = drain(
-            ring.get_mut(),
-            None,
-            &mut packetizer,
-            sink.as_mut(),
-            &mut summary,
-        );
-        result = all.map(|_| ());
-    }
-    let (lost_segments, lost_bytes) = tracer.lost();
-    summary.packets = packetizer.packets;
-    summary.lost_segments = lost_segments;
-    summary.lost_bytes = lost_bytes;
-    summary.missed_returns = missed_returns;
+    let result = detach_and_drain(
+        &mut tracer,
+        &mut ring,
+        &mut packetizer,
+        sink.as_mut(),
+        &mut summary,
+        result,
+    );
     let stats = Stats {
         start_ns,
         end_ns: WallClock::now(),
-        received: summary.packets + lost_segments + summary.missed_returns,
-        dropped: lost_segments + summary.missed_returns,
+        received: summary.packets + summary.lost_segments + summary.missed_returns,
+        dropped: summary.lost_segments + summary.missed_returns,
     };
     // Closing the hand-off lets the output thread end once it has written the rest.
     let result = result.and_then(|()| sink.finish(&stats));
