@@ -185,8 +185,7 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) stats: bool,
 
-    /// Say more: which backend and why, full kernel error messages, and how long each step of
-    /// the start took (also with UDSTRACE_TIMING=1).
+    /// Say more: which backend and why, and full kernel error messages.
     #[arg(short = 'v', long)]
     pub(crate) verbose: bool,
 }

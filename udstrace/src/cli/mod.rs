@@ -35,7 +35,6 @@ pub fn main() -> ExitCode {
         }
     };
     let verbose = args.verbose;
-    crate::timing::init(verbose);
     let fifo = args
         .extcap
         .capture

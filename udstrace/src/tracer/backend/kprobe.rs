@@ -5,7 +5,7 @@
 use aya::{programs::KProbe, Ebpf};
 use udstrace_common::maps;
 
-use super::{program, refused_or, set_continuation, timed, AttachBackend, SendFunctions};
+use super::{program, refused_or, set_continuation, AttachBackend, SendFunctions};
 use crate::{error::Error, kernel::KernelFacts};
 
 pub(crate) struct KprobeBackend;
@@ -69,36 +69,26 @@ impl AttachBackend for KprobeBackend {
                 continue;
             }
             let probe: &mut KProbe = program(ebpf, name)?;
-            timed("loaded", name, || probe.load()).map_err(|e| refused_or(name, e))?;
+            probe.load().map_err(|e| refused_or(name, e))?;
             for function in SendFunctions::of(kernel) {
                 if sendpage == (function == "unix_stream_sendpage") {
-                    timed("attached", &format!("{name} to {function}"), || {
-                        probe.attach(function, 0)
-                    })
-                    .map_err(|e| refused_or(name, e))?;
+                    probe.attach(function, 0).map_err(|e| refused_or(name, e))?;
                 }
             }
             // The receive functions return an int too: the same return probe.
             if recv && name == sendmsg_return {
                 for function in SendFunctions::RECVMSG {
-                    timed("attached", &format!("{name} to {function}"), || {
-                        probe.attach(function, 0)
-                    })
-                    .map_err(|e| refused_or(name, e))?;
+                    probe.attach(function, 0).map_err(|e| refused_or(name, e))?;
                 }
             }
         }
         if recv {
             let probe: &mut KProbe = program(ebpf, RECVMSG_ENTRY)?;
-            timed("loaded", RECVMSG_ENTRY, || probe.load())
-                .map_err(|e| refused_or(RECVMSG_ENTRY, e))?;
+            probe.load().map_err(|e| refused_or(RECVMSG_ENTRY, e))?;
             for function in SendFunctions::RECVMSG {
-                timed(
-                    "attached",
-                    &format!("{RECVMSG_ENTRY} to {function}"),
-                    || probe.attach(function, 0),
-                )
-                .map_err(|e| refused_or(RECVMSG_ENTRY, e))?;
+                probe
+                    .attach(function, 0)
+                    .map_err(|e| refused_or(RECVMSG_ENTRY, e))?;
             }
         }
         Ok(())
