@@ -58,7 +58,7 @@ pub(crate) const FUZZ_TARGETS: [&str; 3] = ["record", "comment", "read"];
 const FUZZ_TARGET_DIR: &str = "/var/cache/udstrace-fuzz/target";
 
 /// Seconds each fuzz target runs in the suite.
-const FUZZ_SECONDS: u64 = 20;
+const FUZZ_SECONDS: u64 = 10;
 
 /// Runs each fuzz target for `seconds` from its corpus in fuzz/corpus (new inputs it finds go
 /// to a scratch folder, not the repository's corpus); a crash fails the suite and leaves its
