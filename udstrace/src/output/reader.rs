@@ -62,14 +62,7 @@ pub(crate) fn read(
         out: BufWriter::new(io::stdout().lock()),
         each_packet: false,
     };
-    let mut view = View {
-        style,
-        line: String::new(),
-        interfaces: Vec::new(),
-        packets: 0,
-        unreadable: 0,
-        first_unreadable: String::new(),
-    };
+    let mut view = View::new(style);
     let mut result = Ok(());
     for path in paths {
         if count.is_some_and(|c| view.packets >= c) {
@@ -102,14 +95,7 @@ pub(crate) fn read_bytes(bytes: &[u8], style: PayloadStyle) -> Result<u64, Error
         out: BufWriter::new(io::sink()),
         each_packet: false,
     };
-    let mut view = View {
-        style,
-        line: String::new(),
-        interfaces: Vec::new(),
-        packets: 0,
-        unreadable: 0,
-        first_unreadable: String::new(),
-    };
+    let mut view = View::new(style);
     read_input(
         Box::new(bytes),
         Path::new("input"),
@@ -215,6 +201,19 @@ struct View {
     /// Packets whose metadata could not be read, and the first one's reason.
     unreadable: u64,
     first_unreadable: String,
+}
+
+impl View {
+    fn new(style: PayloadStyle) -> Self {
+        Self {
+            style,
+            line: String::new(),
+            interfaces: Vec::new(),
+            packets: 0,
+            unreadable: 0,
+            first_unreadable: String::new(),
+        }
+    }
 }
 
 impl View {
