@@ -27,7 +27,7 @@ const MAX_STEPS: u32 = 4_096;
 /// tail calls chain up to 33 programs.
 const FALLBACK_STEPS: u32 = 256;
 
-/// `cont` for a program type without a continuation program.
+/// `cont` for a program type without a continuation program (only with `bpf_loop`).
 pub(crate) const NO_CONTINUATION: u32 = u32::MAX;
 
 /// Masks that let the verifier see every copy stays inside `Scratch::data` (see there).
@@ -103,10 +103,14 @@ pub(crate) fn copy_segments<const LOOP: bool, C: EbpfContext>(
                     0,
                 );
             }
-        } else if !fallback_steps(cpu) && cont != NO_CONTINUATION {
+        } else {
             // Kernels without bpf_loop (before 5.17): what one program may copy is bounded by
-            // what the verifier can walk; the rest is copied by a chain of tail calls.
-            // SAFETY: a tail call; it returns only when it could not be made.
+            // what the verifier can walk, so the copy is a chain of tail calls to the
+            // continuation, from its first step: the steps are then verified once, in the
+            // continuation, not again in every hook (under emulation each walk of the steps
+            // took seconds, for each of up to 7 hooks, at every start).
+            // SAFETY: a tail call; it returns only when it could not be made (the message
+            // is then flagged `iov-limit` by `finish`).
             unsafe { COPY_CONTINUE.tail_call(ctx, cont) };
         }
     }
