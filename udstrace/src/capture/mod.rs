@@ -21,6 +21,7 @@ use crate::{
         text::PayloadStyle,
         writer::Writer,
     },
+    timing::Phase,
     tracer::{record::Record, Tracer, TracerConfig},
 };
 
@@ -43,11 +44,17 @@ use targets::{Targets, CONTAINER_REFRESH, PATH_REFRESH};
 /// Records handled before the loop looks at signals and timers again.
 const BATCH: usize = 4096;
 
-/// How often the ring buffer is drained without a wakeup from the kernel (which wakes
-/// userspace only when an eighth of the buffer is waiting).
+/// How soon the ring buffer is drained again, without a wakeup from the kernel (which wakes
+/// userspace only when an eighth of the buffer is waiting), after a drain that found records.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 
-/// How often buffered output is made visible (pipes, Wireshark, the terminal).
+/// The longest wait between drains: each drain that finds nothing doubles the wait, from
+/// `DRAIN_INTERVAL` up to this, so that an idle capture wakes the machine a few times a
+/// second, not a hundred.
+const IDLE_DRAIN_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long buffered output waits before it is made visible (pipes, Wireshark, the
+/// terminal), counted from the first record not yet flushed; nothing waits, nothing is flushed.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How often the loop looks whether freed memory should go back to the system.
@@ -126,11 +133,12 @@ fn packetizer(opts: &CaptureOptions) -> Packetizer {
     }
 }
 
-/// The ring buffer, registered with the runtime to wake the loop when records arrive.
-fn register<T: std::os::fd::AsRawFd>(ring: T) -> Result<AsyncFd<T>, Error> {
-    // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as
-    // the AsyncFd owns the ring buffer.
-    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+/// The ring buffer (or the drain timer), registered with the runtime to wake the loop when
+/// records arrive (when it expires).
+fn register<T: std::os::fd::AsRawFd>(owner: T) -> Result<AsyncFd<T>, Error> {
+    // SAFETY: both the ring buffer and the timer own their fd, which stays open and the same
+    // for as long as the AsyncFd owns them.
+    unsafe { AsyncFd::register_with_interest(owner, Interest::READABLE) }
         .map_err(|e| Error::Ring(e.into()))
 }
 
@@ -151,7 +159,10 @@ fn start(opts: &CaptureOptions, notifier: Option<&Notifier>) -> Result<Started, 
     // The output is opened once the programs are attached, so that a capture file is only
     // created when there will be a capture; nothing stays attached if it fails (Drop).
     let info = section::capture_info(opts.tracer.snaplen, tracer.backend.name());
+    let phase = Phase::start();
     let (sink, writer) = opts.output(&info)?;
+    phase.done("opened the output");
+    crate::timing::since_start("listening");
     announce(&tracer, opts);
     if let Some(n) = notifier {
         n.send("READY=1");
@@ -197,9 +208,8 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
     let start_ns = WallClock::now();
     let mut packetizer = packetizer(opts);
     let mut summary = Summary::default();
-    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
-    let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
-    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // `-G` ends files at the flush, with the wall clock: quiet spans need it too.
+    let mut timers = Timers::new(opts.rotation.as_ref().is_some_and(|r| r.seconds.is_some()))?;
     let mut stats_tick = later_ticks(Duration::from_secs(1)).await;
     let mut targets = opts.targets.clone();
     let mut container_tick = later_ticks(CONTAINER_REFRESH).await;
@@ -209,8 +219,8 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
 
     'capture: while !packetizer.done() && !sink.done() {
         tokio::select! {
-            // While the output is behind, records wait in the ring buffer (drain_tick looks
-            // again every 10 ms).
+            // While the output is behind, records wait in the ring buffer (the drain timer
+            // looks again every 10 ms).
             guard = ring.readable_mut(), if !sink.blocked() => {
                 let mut guard = guard.map_err(Error::Ring)?;
                 match drain(guard.get_inner_mut(), Some(BATCH), &mut packetizer, sink.as_mut(), &mut summary) {
@@ -218,20 +228,26 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
                         result = Err(e);
                         break 'capture;
                     }
-                    Ok(Drained::All) => guard.clear_ready(),
-                    Ok(Drained::Limit) => break 'capture,
-                    Ok(Drained::Batch) => {
-                        // Records remain: let the runtime poll its drivers (signals, timers)
-                        // before the next batch; the fd stays ready.
-                        drop(guard);
-                        tokio::task::yield_now().await;
+                    Ok((Drained::Limit, _)) => break 'capture,
+                    // The kernel woke the loop: records came, more may follow.
+                    Ok((how, handled)) => {
+                        timers.drained(handled.max(1), false)?;
+                        if matches!(how, Drained::All) {
+                            guard.clear_ready();
+                        } else {
+                            // Records remain: let the runtime poll its drivers (signals,
+                            // timers) before the next batch; the fd stays ready.
+                            drop(guard);
+                            tokio::task::yield_now().await;
+                        }
                     }
                 }
             }
-            _ = drain_tick.tick() => {
+            expired = Timers::expired(&timers.drain) => {
+                expired.map_err(Error::Ring)?;
                 match drain(ring.get_mut(), Some(BATCH), &mut packetizer, sink.as_mut(), &mut summary) {
-                    Ok(Drained::All | Drained::Batch) => {}
-                    Ok(Drained::Limit) => break 'capture,
+                    Ok((Drained::Limit, _)) => break 'capture,
+                    Ok((_, handled)) => timers.drained(handled, sink.blocked())?,
                     Err(e) => {
                         result = Err(e);
                         break 'capture;
@@ -243,7 +259,8 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
             _ = path_tick.tick(), if targets.has_paths() => targets.refresh_paths(&mut tracer, &mut packetizer),
             _ = trim_tick.tick() => packetizer.trim(),
             () = signals.recv() => break,
-            _ = tick.tick() => {
+            () = timers.flush.as_mut(), if timers.flush_pending => {
+                timers.flushed();
                 if let Err(e) = sink.flush() {
                     result = Err(e);
                     break;
@@ -284,6 +301,83 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
     )
     .await;
     Ok((summary, end))
+}
+
+/// The capture loop's two timers. The drain timer: the ring buffer is drained again without
+/// a wakeup from the kernel `DRAIN_INTERVAL` after a drain that found records, twice as long
+/// after each that found none, at most `IDLE_DRAIN_INTERVAL`; a timerfd, not a runtime timer,
+/// because the runtime's timer wheel wakes twice for a wait of 200 ms (once to move the timer
+/// to a finer level), a timerfd once. The flush timer: armed at the first record not yet
+/// flushed, `FLUSH_INTERVAL` later (at once when the drain that found it came after an idle
+/// wait); with nothing waiting, nothing is flushed, except under `-G`, whose files end at a
+/// flush.
+struct Timers {
+    drain: AsyncFd<std::os::fd::OwnedFd>,
+    drain_wait: Duration,
+    flush: std::pin::Pin<Box<tokio::time::Sleep>>,
+    flush_pending: bool,
+    /// Flush every `FLUSH_INTERVAL` whether or not records wait (`-G`).
+    always_flush: bool,
+}
+
+impl Timers {
+    fn new(always_flush: bool) -> Result<Self, Error> {
+        let fd = crate::sys::timer_fd().map_err(Error::Ring)?;
+        crate::sys::arm_timer(&fd, DRAIN_INTERVAL).map_err(Error::Ring)?;
+        Ok(Self {
+            drain: register(fd)?,
+            drain_wait: DRAIN_INTERVAL,
+            flush: Box::pin(tokio::time::sleep(FLUSH_INTERVAL)),
+            flush_pending: always_flush,
+            always_flush,
+        })
+    }
+
+    /// Until the drain timer `drain` expires.
+    async fn expired(drain: &AsyncFd<std::os::fd::OwnedFd>) -> io::Result<()> {
+        loop {
+            let mut guard = drain.readable().await?;
+            let expired = crate::sys::timer_expiries(guard.get_inner()) > 0;
+            guard.clear_ready();
+            if expired {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A drain handled `handled` records (with the output `blocked`, records wait for it):
+    /// sets the next drain, and arms the flush timer if records came.
+    fn drained(&mut self, handled: usize, blocked: bool) -> Result<(), Error> {
+        let waited = self.drain_wait;
+        self.drain_wait = if handled > 0 || blocked {
+            DRAIN_INTERVAL
+        } else {
+            (self.drain_wait * 2).min(IDLE_DRAIN_INTERVAL)
+        };
+        if handled > 0 && !self.flush_pending {
+            self.flush_pending = true;
+            // Records found after an idle wait may have waited that long already: out at once.
+            let delay = if waited > DRAIN_INTERVAL {
+                Duration::ZERO
+            } else {
+                FLUSH_INTERVAL
+            };
+            self.flush
+                .as_mut()
+                .reset(tokio::time::Instant::now() + delay);
+        }
+        crate::sys::arm_timer(self.drain.get_ref(), self.drain_wait).map_err(Error::Ring)
+    }
+
+    /// The output was flushed.
+    fn flushed(&mut self) {
+        self.flush_pending = self.always_flush;
+        if self.always_flush {
+            self.flush
+                .as_mut()
+                .reset(tokio::time::Instant::now() + FLUSH_INTERVAL);
+        }
+    }
 }
 
 /// A timer whose first tick is one `period` from now; late ticks are not made up for.
@@ -334,24 +428,24 @@ enum Drained {
 
 /// Handles records until the ring buffer is empty, `batch` records were handled or the output
 /// is behind (a bounded drain only), or the packet limit is reached or the output takes no
-/// more.
+/// more; how it ended, and how many records it handled.
 fn drain(
     events: &mut RingBuf<MapData>,
     batch: Option<usize>,
     packetizer: &mut Packetizer,
     sink: &mut dyn Sink,
     summary: &mut Summary,
-) -> io::Result<Drained> {
+) -> io::Result<(Drained, usize)> {
     let mut handled = 0;
     loop {
         if packetizer.done() || sink.done() {
-            return Ok(Drained::Limit);
+            return Ok((Drained::Limit, handled));
         }
         if batch.is_some_and(|b| handled >= b || sink.blocked()) {
-            return Ok(Drained::Batch);
+            return Ok((Drained::Batch, handled));
         }
         let Some(item) = events.next() else {
-            return Ok(Drained::All);
+            return Ok((Drained::All, handled));
         };
         handle(&item, packetizer, sink, summary)?;
         handled += 1;

@@ -4,7 +4,7 @@ use std::{fs, path::Path};
 
 use udstrace_common::DirectMap;
 
-use crate::sys;
+use crate::{sys, timing::Phase};
 
 pub(crate) mod btf;
 pub(crate) mod hooks;
@@ -58,8 +58,10 @@ pub(crate) struct KernelFacts {
 }
 
 impl KernelFacts {
-    /// Reads the facts; `btf` is the parsed BTF the layout was taken from, dropped here.
-    pub(crate) fn read(btf: btf::Btf) -> Result<Self, KernelError> {
+    /// Reads the facts; `btf` is the parsed BTF the layout was taken from, dropped here;
+    /// `loader_btf` ([`loader_btf`]) and `direct_map` ([`read_direct_map`]) were read
+    /// meanwhile on other threads.
+    pub(crate) fn read(btf: btf::Btf, loader_btf: aya::Btf, direct_map: DirectMap) -> Self {
         let release = fs::read_to_string("/proc/sys/kernel/osrelease")
             .map_or_else(|_| "unknown".into(), |s| s.trim().to_string());
         let has_sock_send_length = btf.has_name("btf_trace_sock_send_length");
@@ -72,20 +74,38 @@ impl KernelFacts {
             .filter(|f| btf.has_name(f))
             .collect();
         drop(btf);
-        let aya_btf = aya::Btf::from_sys_fs().map_err(|e| KernelError::Btf(e.to_string()))?;
         ensure_tracefs();
-        Ok(Self {
+        Self {
             release,
-            btf: aya_btf,
+            btf: loader_btf,
             has_sock_send_length,
             has_bpf_loop,
             has_task_pt_regs,
             has_kprobes: Path::new("/sys/bus/event_source/devices/kprobe").exists(),
             has_sendpage,
             btf_functions,
-            direct_map: direct_map(&fs::read_to_string("/proc/kallsyms").unwrap_or_default()),
-        })
+            direct_map,
+        }
     }
+}
+
+/// The kernel's BTF as aya's program loads need it (every type built in memory), parsed once for
+/// every program of a start.
+pub(crate) fn loader_btf() -> Result<aya::Btf, KernelError> {
+    let phase = Phase::start();
+    let btf = aya::Btf::from_sys_fs().map_err(|e| KernelError::Btf(e.to_string()))?;
+    phase.done("parsed the kernel's BTF for the program loads");
+    Ok(btf)
+}
+
+/// [`direct_map`] of the running kernel, from `/proc/kallsyms` (which the kernel takes tens of
+/// milliseconds to write out).
+#[must_use]
+pub(crate) fn read_direct_map() -> DirectMap {
+    let phase = Phase::start();
+    let map = direct_map(&fs::read_to_string("/proc/kallsyms").unwrap_or_default());
+    phase.done("read /proc/kallsyms");
+    map
 }
 
 /// The x86_64 direct map and `struct page` array bases: the variables that hold them when the

@@ -15,6 +15,7 @@ use udstrace_common::{
 use crate::{
     error::{one_line, Error},
     kernel::{self, layout, KernelError, KernelFacts},
+    timing::Phase,
 };
 
 pub(crate) mod backend;
@@ -180,14 +181,31 @@ impl Tracer {
         };
         let mut skipped = Vec::new();
         let mut last_log = String::new();
+        // The loaded object, kept for the next backend when one failed with none of its
+        // programs loaded (so none attached: the maps are as new). Loading it costs tens of
+        // milliseconds, most of them the ring buffer's memory.
+        let mut unused: Option<Ebpf> = None;
         for kind in candidates {
             let backend = kind.backend();
             if let Some(reason) = backend.unsupported(&facts) {
                 skipped.push(format!("{kind}: {reason}"));
                 continue;
             }
-            let mut ebpf = load(config, &layout, &facts)?;
-            match backend.attach(&mut ebpf, &facts, config.recv) {
+            let phase = Phase::start();
+            let mut ebpf = match unused.take() {
+                Some(ebpf) => ebpf,
+                None => load(config, &layout, &facts)?,
+            };
+            let attached = backend.attach(&mut ebpf, &facts, config.recv);
+            phase.done(format_args!(
+                "{} the {kind} backend",
+                if attached.is_ok() {
+                    "attached"
+                } else {
+                    "tried"
+                }
+            ));
+            match attached {
                 Ok(()) => {
                     drop(facts);
                     // The kernel's parsed BTF (tens of MB) is gone: hand the memory back.
@@ -199,6 +217,9 @@ impl Tracer {
                         last_log.clone_from(log);
                     }
                     skipped.push(format!("{kind}: {e}"));
+                    if ebpf.programs().all(|(_, p)| p.fd().is_err()) {
+                        unused = Some(ebpf);
+                    }
                 }
             }
         }
@@ -257,8 +278,9 @@ impl Tracer {
                 .ok_or(Error::MissingProgram(FORK))?
                 .try_into()
                 .map_err(|e| Error::attach(FORK, e))?;
-            fork.load().map_err(|e| Error::attach(FORK, e))?;
-            fork.attach(FORK).map_err(|e| Error::attach(FORK, e))?;
+            backend::timed("loaded", FORK, || fork.load()).map_err(|e| Error::attach(FORK, e))?;
+            backend::timed("attached", FORK, || fork.attach(FORK))
+                .map_err(|e| Error::attach(FORK, e))?;
         }
         attach_cgroup_mkdir(&mut ebpf);
         let events = RingBuf::try_from(
@@ -333,10 +355,21 @@ fn prepare() -> Result<(KernelLayout, KernelFacts), Error> {
     kernel::check_privileges()?;
     kernel::check_btf()?;
     crate::sys::raise_memlock();
+    // Three independent reads, each tens of milliseconds, at once: the loader's BTF and
+    // /proc/kallsyms on threads of their own, the layout here.
+    let loader_btf = std::thread::spawn(kernel::loader_btf);
+    let direct_map = std::thread::spawn(kernel::read_direct_map);
+    let phase = Phase::start();
     let btf = kernel::btf::Btf::from_file(std::path::Path::new(kernel::VMLINUX_BTF))
         .map_err(|e| KernelError::Btf(e.to_string()))?;
     let layout = layout::kernel_layout(&btf).map_err(KernelError::from)?;
-    let facts = KernelFacts::read(btf)?;
+    phase.done("read the kernel layout from BTF");
+    let joined = |what: &str| KernelError::Btf(format!("the thread reading {what} failed"));
+    let loader_btf = loader_btf
+        .join()
+        .map_err(|_| joined("the kernel's BTF"))??;
+    let direct_map = direct_map.join().map_err(|_| joined("/proc/kallsyms"))?;
+    let facts = KernelFacts::read(btf, loader_btf, direct_map);
     Ok((layout, facts))
 }
 
@@ -395,7 +428,10 @@ fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Re
     let use_task_pt_regs = u32::from(facts.has_task_pt_regs);
     // Wake userspace once an eighth of the buffer waits; below that it drains on its timer.
     let wakeup_bytes = u64::from(config.ring_bytes / 8);
-    EbpfLoader::new()
+    let phase = Phase::start();
+    // `new()` parses the kernel's BTF again (aya 0.14 has no loader without): one more parse,
+    // but once per start since a refused backend leaves its object to the next.
+    let ebpf = EbpfLoader::new()
         .override_global(global::LAYOUT, layout, true)
         .override_global(global::SELF_TGID, &self_tgid, true)
         .override_global(global::SNAPLEN, &config.snaplen, true)
@@ -407,7 +443,9 @@ fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Re
         .map_max_entries(maps::SCRATCH, u32::try_from(cpus).unwrap_or(u32::MAX))
         .map_max_entries(maps::EVENTS, config.ring_bytes)
         .load(OBJECT)
-        .map_err(|e| Error::Load(one_line(&e)))
+        .map_err(|e| Error::Load(one_line(&e)))?;
+    phase.done("loaded the object (its own BTF parse, relocations, maps)");
+    Ok(ebpf)
 }
 
 /// Attaches the program that sends each new cgroup's path. Not needed to capture: where it
@@ -419,8 +457,10 @@ fn attach_cgroup_mkdir(ebpf: &mut aya::Ebpf) {
         .ok_or_else(|| "not in the object".to_string())
         .and_then(|p| {
             let p: &mut aya::programs::RawTracePoint = p.try_into().map_err(|e| one_line(&e))?;
-            p.load().map_err(|e| one_line(&e))?;
-            p.attach(CGROUP_MKDIR).map(|_| ()).map_err(|e| one_line(&e))
+            backend::timed("loaded", CGROUP_MKDIR, || p.load()).map_err(|e| one_line(&e))?;
+            backend::timed("attached", CGROUP_MKDIR, || p.attach(CGROUP_MKDIR))
+                .map(|_| ())
+                .map_err(|e| one_line(&e))
         });
     if let Err(e) = attached {
         eprintln!(

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use self::measure::{disk_write_rate, run_one, Run};
+use self::measure::{disk_write_rate, idle_wakeups, run_one, Run};
 use crate::util::{cargo, require_root, root, sh};
 
 const ROUNDS: usize = 3;
@@ -197,11 +197,13 @@ pub(crate) fn run() -> Result<()> {
         }
     }
     let lossless = lossless_search(&bin)?;
+    let idle = idle_wakeups(&bin)?;
+    eprintln!("idle capture: {:.1} wakeups/s", idle.0);
 
     let disk = disk_write_rate()?;
     eprintln!("file system write rate: {:.0} MB/s", disk / 1e6);
 
-    let report = report::page(&rows, &lossless, disk, &measured);
+    let report = report::page(&rows, &lossless, disk, &measured, idle.0);
     println!("{report}");
     report::write_report(&root().join("docs/BENCHMARKS.md"), &report)?;
     let _ = std::fs::remove_file(CAPTURE);
