@@ -13,8 +13,8 @@ use crate::{
     counters::count,
     kernel::{self, Mem},
     maps::{
-        CopyState, Scratch, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
-        COPY_CONTINUE, COUNTERS, EVENTS, SCRATCH,
+        wakeup_flag, CopyState, Scratch, BPF_RB_AVAIL_DATA, COPY_CONTINUE, COUNTERS, EVENTS,
+        SCRATCH,
     },
     payload::{Payload, SEG_BVEC, SEG_IOVEC, SEG_KBUF, SEG_KVEC, SEG_UBUF, SEG_USER_IOVEC},
 };
@@ -325,14 +325,8 @@ fn emit(
     let record = unsafe {
         core::slice::from_raw_parts((&raw const (*scratch).header).cast::<u8>(), size as usize)
     };
-    // Wake userspace only when the buffer is filling up; it drains on a short timer anyway.
     let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
-    let wakeup = if waiting >= config::wakeup_bytes() {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
-    let sent = EVENTS.output::<[u8]>(record, wakeup);
+    let sent = EVENTS.output::<[u8]>(record, wakeup_flag(waiting));
     if let Some(peak) = COUNTERS.get_ptr_mut(counter::RING_PEAK) {
         // SAFETY: a map value; a lost race only understates the peak for one interval.
         unsafe {

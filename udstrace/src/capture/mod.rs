@@ -49,9 +49,11 @@ const BATCH: usize = 4096;
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The longest wait between drains: each drain that finds nothing doubles the wait, from
-/// `DRAIN_INTERVAL` up to this, so that an idle capture wakes the machine a few times a
-/// second, not a hundred.
-const IDLE_DRAIN_INTERVAL: Duration = Duration::from_millis(200);
+/// `DRAIN_INTERVAL` up to this, so that an idle capture wakes the machine about once a
+/// second, not a hundred times. An idle loop has asked the kernel programs to wake it at their
+/// next record (`WAKE_REQUEST`), so the first message after a quiet spell is not delayed by
+/// this wait.
+const IDLE_DRAIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long buffered output waits before it is made visible (pipes, Wireshark, the
 /// terminal), counted from the first record not yet flushed; nothing waits, nothing is flushed.
@@ -231,6 +233,7 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
                     Ok((Drained::Limit, _)) => break 'capture,
                     // The kernel woke the loop: records came, more may follow.
                     Ok((how, handled)) => {
+                        timers.wake_requested = false;
                         timers.drained(handled.max(1), false)?;
                         if matches!(how, Drained::All) {
                             guard.clear_ready();
@@ -245,7 +248,7 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
             }
             expired = Timers::expired(&timers.drain) => {
                 expired.map_err(Error::Ring)?;
-                match drain(ring.get_mut(), Some(BATCH), &mut packetizer, sink.as_mut(), &mut summary) {
+                match timed_drain(&mut tracer, &mut timers, ring.get_mut(), &mut packetizer, sink.as_mut(), &mut summary) {
                     Ok((Drained::Limit, _)) => break 'capture,
                     Ok((_, handled)) => timers.drained(handled, sink.blocked())?,
                     Err(e) => {
@@ -318,6 +321,9 @@ struct Timers {
     flush_pending: bool,
     /// Flush every `FLUSH_INTERVAL` whether or not records wait (`-G`).
     always_flush: bool,
+    /// The kernel programs were asked to wake the loop at their next record, and have not
+    /// yet been seen to.
+    wake_requested: bool,
 }
 
 impl Timers {
@@ -330,6 +336,7 @@ impl Timers {
             flush: Box::pin(tokio::time::sleep(FLUSH_INTERVAL)),
             flush_pending: always_flush,
             always_flush,
+            wake_requested: false,
         })
     }
 
@@ -414,6 +421,31 @@ fn print_stats(tracer: &mut Tracer, packetizer: &Packetizer, ring_bytes: u32) {
         "udstrace: {} packets, {} bytes, {lost} lost, ring buffer peak {peak_percent}% full",
         packetizer.packets, packetizer.bytes
     );
+}
+
+/// A drain at the drain timer. One that finds nothing, with the output keeping up, makes the
+/// loop idle: the kernel programs are asked to wake it at their next record (the timer then
+/// only backs that up, waiting longer each time), and the ring buffer is looked at once more,
+/// for a record sent just before the request, which woke nobody.
+fn timed_drain(
+    tracer: &mut Tracer,
+    timers: &mut Timers,
+    events: &mut RingBuf<MapData>,
+    packetizer: &mut Packetizer,
+    sink: &mut dyn Sink,
+    summary: &mut Summary,
+) -> io::Result<(Drained, usize)> {
+    let (how, handled) = drain(events, Some(BATCH), packetizer, sink, summary)?;
+    if handled > 0 || sink.blocked() || matches!(how, Drained::Limit) {
+        timers.wake_requested = false;
+        return Ok((how, handled));
+    }
+    if timers.wake_requested {
+        return Ok((how, handled));
+    }
+    tracer.request_wakeup();
+    timers.wake_requested = true;
+    drain(events, Some(BATCH), packetizer, sink, summary)
 }
 
 /// How a drain ended.

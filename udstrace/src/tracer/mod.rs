@@ -2,7 +2,7 @@
 //! them with a backend, and hands out the maps the capture loop reads.
 
 use aya::{
-    maps::{Array, MapData, RingBuf},
+    maps::{MapData, RingBuf},
     Ebpf, EbpfLoader,
 };
 use udstrace_common::{
@@ -19,9 +19,11 @@ use crate::{
 };
 
 pub(crate) mod backend;
+mod mapped;
 pub(crate) mod record;
 
 use backend::BackendKind;
+use mapped::MappedArray;
 
 /// The program that adds forked children to the process filter (`--follow`).
 const FORK: &str = "sched_process_fork";
@@ -163,7 +165,9 @@ pub(crate) struct Tracer {
     /// Why other backends were passed over, for the user.
     pub(crate) skipped: Vec<String>,
     events: Option<RingBuf<MapData>>,
-    counters: Array<MapData, u64>,
+    counters: MappedArray,
+    /// `WAKE_REQUEST`: set when the capture loop goes idle.
+    wake: MappedArray,
 }
 
 impl Tracer {
@@ -288,17 +292,19 @@ impl Tracer {
                 .ok_or(Error::MissingMap(maps::EVENTS))?,
         )
         .map_err(|_| Error::MissingMap(maps::EVENTS))?;
-        let counters = Array::try_from(
-            ebpf.take_map(maps::COUNTERS)
-                .ok_or(Error::MissingMap(maps::COUNTERS))?,
-        )
-        .map_err(|_| Error::MissingMap(maps::COUNTERS))?;
+        let counters = MappedArray::new(
+            ebpf.take_map(maps::COUNTERS),
+            maps::COUNTERS,
+            counter::COUNT,
+        )?;
+        let wake = MappedArray::new(ebpf.take_map(maps::WAKE_REQUEST), maps::WAKE_REQUEST, 1)?;
         Ok(Self {
             ebpf: Some(ebpf),
             backend,
             skipped,
             events: Some(events),
             counters,
+            wake,
         })
     }
 
@@ -323,6 +329,12 @@ impl Tracer {
         }
     }
 
+    /// Asks the programs to wake the capture loop at the next record they send, rather than
+    /// leave it for the drain timer (see `maps::WAKE_REQUEST`).
+    pub(crate) fn request_wakeup(&mut self) {
+        self.wake.set(0, 1);
+    }
+
     /// Detaches every program. Records already in the ring buffer stay readable.
     pub(crate) fn detach(&mut self) {
         self.ebpf = None;
@@ -330,15 +342,17 @@ impl Tracer {
 
     /// The most bytes waiting in the ring buffer since the last call; resets it.
     pub(crate) fn ring_peak(&mut self) -> u64 {
-        let peak = self.counters.get(&counter::RING_PEAK, 0).unwrap_or(0);
-        let _ = self.counters.set(counter::RING_PEAK, 0, 0);
+        // Not atomic with the programs' updates: a peak noted in between is missed, for one
+        // interval.
+        let peak = self.counters.get(counter::RING_PEAK);
+        self.counters.set(counter::RING_PEAK, 0);
         peak
     }
 
     /// Segments and payload bytes the kernel programs could not deliver (ring buffer full).
     #[must_use]
     pub(crate) fn lost(&self) -> (u64, u64) {
-        let get = |i| self.counters.get(&i, 0).unwrap_or(0);
+        let get = |i| self.counters.get(i);
         (get(counter::LOST_SEGMENTS), get(counter::LOST_BYTES))
     }
 
@@ -346,7 +360,7 @@ impl Tracer {
     /// backend: the kernel ran out of kretprobe instances for calls in flight).
     #[must_use]
     pub(crate) fn missed_returns(&self) -> u64 {
-        self.counters.get(&counter::MISSED_RETURNS, 0).unwrap_or(0)
+        self.counters.get(counter::MISSED_RETURNS)
     }
 }
 
