@@ -36,9 +36,12 @@ pub const PATH_NAME_FILTER: &str = "PATH_NAME_FILTER";
 /// The copy loop's continuation programs (kernels without `bpf_loop`), indexed by
 /// [`CONTINUE_FEXIT`] and [`CONTINUE_KRETPROBE`].
 pub const COPY_CONTINUE: &str = "COPY_CONTINUE";
+/// One flag userspace sets when it goes idle: the next record sent wakes it at once (and
+/// clears the flag); otherwise records wait for its drain timer.
+pub const WAKE_REQUEST: &str = "WAKE_REQUEST";
 
 /// Every map, for the check that the object has them.
-pub const ALL_MAPS: [&str; 14] = [
+pub const ALL_MAPS: [&str; 15] = [
     EVENTS,
     SCRATCH,
     SEND_ENTRIES,
@@ -53,6 +56,7 @@ pub const ALL_MAPS: [&str; 14] = [
     PATH_FILTER,
     PATH_NAME_FILTER,
     COPY_CONTINUE,
+    WAKE_REQUEST,
 ];
 
 /// Slot of the fexit backend's continuation program in [`COPY_CONTINUE`].

@@ -17,7 +17,7 @@ use udstrace_common::record::{CgroupRecord, CGROUP_PATH_MAX, CGROUP_RECORD_LEN, 
 
 use crate::{
     config, kernel,
-    maps::{BPF_RB_NO_WAKEUP, EVENTS},
+    maps::{wakeup_flag, BPF_RB_AVAIL_DATA, EVENTS},
 };
 
 /// match-proto: v6.18 include/trace/events/cgroup.h: DEFINE_EVENT(cgroup, cgroup_mkdir, TP_PROTO(struct cgroup *cgrp, const char *path))
@@ -69,6 +69,7 @@ fn cgroup_mkdir(ctx: RawTracePointContext) -> i32 {
             0
         }
     };
-    slot.submit(BPF_RB_NO_WAKEUP);
+    // An idle capture learns of a new container at once: its name is read while it exists.
+    slot.submit(wakeup_flag(EVENTS.query(BPF_RB_AVAIL_DATA)));
     0
 }

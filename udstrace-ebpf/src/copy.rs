@@ -13,8 +13,8 @@ use crate::{
     counters::count,
     kernel::{self, Mem},
     maps::{
-        CopyState, Scratch, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
-        COPY_CONTINUE, COUNTERS, EVENTS, SCRATCH,
+        wakeup_flag, CopyState, Scratch, BPF_RB_AVAIL_DATA, COPY_CONTINUE, COUNTERS, EVENTS,
+        SCRATCH,
     },
     payload::{Payload, SEG_BVEC, SEG_IOVEC, SEG_KBUF, SEG_KVEC, SEG_UBUF, SEG_USER_IOVEC},
 };
@@ -27,7 +27,7 @@ const MAX_STEPS: u32 = 4_096;
 /// tail calls chain up to 33 programs.
 const FALLBACK_STEPS: u32 = 256;
 
-/// `cont` for a program type without a continuation program.
+/// `cont` for a program type without a continuation program (only with `bpf_loop`).
 pub(crate) const NO_CONTINUATION: u32 = u32::MAX;
 
 /// Masks that let the verifier see every copy stays inside `Scratch::data` (see there).
@@ -103,10 +103,14 @@ pub(crate) fn copy_segments<const LOOP: bool, C: EbpfContext>(
                     0,
                 );
             }
-        } else if !fallback_steps(cpu) && cont != NO_CONTINUATION {
+        } else {
             // Kernels without bpf_loop (before 5.17): what one program may copy is bounded by
-            // what the verifier can walk; the rest is copied by a chain of tail calls.
-            // SAFETY: a tail call; it returns only when it could not be made.
+            // what the verifier can walk, so the copy is a chain of tail calls to the
+            // continuation, from its first step: the steps are then verified once, in the
+            // continuation, not again in every hook (under emulation each walk of the steps
+            // took seconds, for each of up to 7 hooks, at every start).
+            // SAFETY: a tail call; it returns only when it could not be made (the message
+            // is then flagged `iov-limit` by `finish`).
             unsafe { COPY_CONTINUE.tail_call(ctx, cont) };
         }
     }
@@ -321,14 +325,8 @@ fn emit(
     let record = unsafe {
         core::slice::from_raw_parts((&raw const (*scratch).header).cast::<u8>(), size as usize)
     };
-    // Wake userspace only when the buffer is filling up; it drains on a short timer anyway.
     let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
-    let wakeup = if waiting >= config::wakeup_bytes() {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
-    let sent = EVENTS.output::<[u8]>(record, wakeup);
+    let sent = EVENTS.output::<[u8]>(record, wakeup_flag(waiting));
     if let Some(peak) = COUNTERS.get_ptr_mut(counter::RING_PEAK) {
         // SAFETY: a map value; a lost race only understates the peak for one interval.
         unsafe {

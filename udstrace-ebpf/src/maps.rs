@@ -22,6 +22,35 @@ pub(crate) const BPF_RB_AVAIL_DATA: u64 = 0;
 pub(crate) const BPF_RB_NO_WAKEUP: u64 = 1;
 pub(crate) const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
+/// `BPF_F_MMAPABLE` (include/uapi/linux/bpf.h, 5.5+): userspace reads and writes the map
+/// through shared memory, with no system call (and none of the privileges one needs).
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// Set (to 1) by userspace when it stops draining often: the next record wakes it.
+#[map]
+pub(crate) static WAKE_REQUEST: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// The `bpf_ringbuf_output`/`submit` flag of a record, with `waiting` bytes in the buffer
+/// before it: a wakeup when the buffer is filling up (an eighth of it, `WAKEUP_BYTES`), or
+/// when userspace asked for one by going idle (the flag is taken: one wakeup per request);
+/// otherwise none, and userspace's short drain timer finds the record. So a busy capture is
+/// drained in batches, and an idle one sleeps until a record comes, then gets it at once.
+#[inline(always)]
+pub(crate) fn wakeup_flag(waiting: u64) -> u64 {
+    if waiting >= crate::config::wakeup_bytes() {
+        return BPF_RB_FORCE_WAKEUP;
+    }
+    match WAKE_REQUEST.get_ptr_mut(0) {
+        // SAFETY: a map value. Two CPUs taking the same request both wake userspace: harmless.
+        Some(request) if unsafe { *request } != 0 => {
+            // SAFETY: as above.
+            unsafe { *request = 0 };
+            BPF_RB_FORCE_WAKEUP
+        }
+        _ => BPF_RB_NO_WAKEUP,
+    }
+}
+
 /// Room for a segment's payload: twice the segment size, so that any offset below
 /// `SEGMENT_MAX` plus any copy of at most `SEGMENT_MAX` bytes stays inside it in a way the
 /// verifier can see with masks alone.
@@ -147,7 +176,7 @@ pub(crate) struct MmsgNext {
 /// `udstrace_common::counter` (see `counters::count`).
 #[map]
 pub(crate) static COUNTERS: Array<u64> =
-    Array::with_max_entries(udstrace_common::counter::COUNT, 0);
+    Array::with_max_entries(udstrace_common::counter::COUNT, BPF_F_MMAPABLE);
 
 /// Processes (tgid) to capture when the `PIDS` filter is on; with `--follow` the fork hook
 /// adds their children.

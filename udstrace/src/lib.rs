@@ -9,16 +9,19 @@
 //! [`packet`] is the vocabulary they share: the packet and the table of its fields.
 //!
 //! Dependencies point one way: `cli` -> `capture` -> `output` -> `proc` -> `tracer` ->
-//! `kernel`, everything may use `packet`, `error` and `sys`, and `packet` uses nothing.
+//! `kernel`, everything may use `packet`, `error`, `sys` and `timing`, and `packet` uses nothing.
 
 mod capture;
 pub mod cli;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod kernel;
 mod output;
 mod packet;
 mod proc;
 mod sys;
+mod timing;
 mod tracer;
 #[cfg(test)]
 mod tree;

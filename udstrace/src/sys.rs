@@ -1,8 +1,8 @@
 //! The C library calls udstrace makes, each behind a safe function with its SAFETY argument:
 //! clocks, local time and strftime, the user database, memory limits, mounting tracefs, the netlink
 //! socket sock_diag answers on, entering another network namespace, opening the output file
-//! relative to its directory, signal dispositions, and becoming another user without
-//! capabilities (`-Z`).
+//! relative to its directory, signal dispositions, the capture loop's timer, and becoming another
+//! user without capabilities (`-Z`).
 
 use std::{
     ffi::{CStr, CString},
@@ -186,6 +186,60 @@ pub(crate) fn netlink_socket(protocol: i32) -> io::Result<OwnedFd> {
     }
     // SAFETY: `fd` was just opened and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A timer on the monotonic clock whose expiries make its descriptor readable (non-blocking,
+/// close-on-exec): the capture loop's drain timer, one wakeup per expiry.
+pub(crate) fn timer_fd() -> io::Result<OwnedFd> {
+    // SAFETY: plain timerfd_create(2) with constant arguments.
+    let fd = unsafe {
+        libc::timerfd_create(
+            libc::CLOCK_MONOTONIC,
+            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets the timer `fd` to expire once, `after` from now (at least 1 ns: zero would disarm it).
+pub(crate) fn arm_timer(fd: &OwnedFd, after: std::time::Duration) -> io::Result<()> {
+    let after = after.max(std::time::Duration::from_nanos(1));
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: libc::time_t::try_from(after.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: libc::c_long::from(after.subsec_nanos().cast_signed()),
+        },
+    };
+    // SAFETY: `fd` is open for the whole call (borrowed from its owner), `spec` is a valid
+    // itimerspec that outlives the call, and a null old value is allowed.
+    if unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &raw const spec, std::ptr::null_mut()) }
+        < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// How many times the timer `fd` expired since the last call (0 if it has not: it is
+/// non-blocking); reading clears its readiness.
+pub(crate) fn timer_expiries(fd: &OwnedFd) -> u64 {
+    let mut count = [0u8; 8];
+    // SAFETY: `count` is valid for writes of its 8 bytes for the whole call, the size a
+    // timerfd read takes.
+    let n = unsafe { libc::read(fd.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
+    if n == 8 {
+        u64::from_ne_bytes(count)
+    } else {
+        0
+    }
 }
 
 /// Sends one datagram on `fd`.

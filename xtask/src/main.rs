@@ -33,7 +33,12 @@ enum Command {
     /// Capture a real conversation (curl talking HTTP to a server on a Unix socket) and show it.
     Demo,
     /// Measure what udstrace costs traced programs and what it keeps; writes docs/BENCHMARKS.md.
-    Bench,
+    Bench {
+        /// Instead, a soak of SECONDS: short connections at full rate, udstrace's memory and
+        /// descriptors sampled every second, its BPF objects looked for after it exits.
+        #[arg(long, value_name = "SECONDS")]
+        soak: Option<u64>,
+    },
     /// Run the capture tests on Debian's 5.10, 6.1 and 6.12 kernels under QEMU and on the host,
     /// once per attach backend each kernel supports; print a kernel x backend table (as root).
     VmTest(vm::Options),
@@ -54,7 +59,10 @@ fn main() -> std::process::ExitCode {
         Command::Setup => setup::run(),
         Command::Test { no_vm } => test::run(no_vm),
         Command::Demo => demo::run(),
-        Command::Bench => bench::run(),
+        Command::Bench { soak: None } => bench::run(),
+        Command::Bench {
+            soak: Some(seconds),
+        } => bench::soak(seconds),
         Command::VmTest(options) => vm::run(&options),
         Command::Image(options) => image::run(&options),
         Command::Deb(options) => deb::run(&options),

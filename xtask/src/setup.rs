@@ -53,6 +53,7 @@ pub(crate) fn run() -> Result<()> {
     let skipped = apt()?;
     rust()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     if !skipped.is_empty() {
         bail!(
             "setup incomplete: not installed, as each would remove installed packages: {}",
@@ -176,6 +177,14 @@ fn rust() -> Result<()> {
         "--toolchain",
         "nightly",
     ]))
+}
+
+/// cargo-fuzz, for the fuzz targets (`cargo xtask test` runs each briefly), unless installed.
+fn cargo_fuzz() -> Result<()> {
+    if output(Command::new("cargo").args(["fuzz", "--version"])).is_some() {
+        return Ok(());
+    }
+    sh(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
 }
 
 /// bpf-linker, built against the nightly toolchain's own LLVM (Debian 12's LLVM is too old).

@@ -49,6 +49,44 @@ impl Tally {
     }
 }
 
+/// The fuzz targets (fuzz/fuzz_targets), each run briefly from its corpus.
+pub(crate) const FUZZ_TARGETS: [&str; 3] = ["record", "comment", "read"];
+
+/// Where the fuzz targets are built: outside the clone, so that the next clean clone on the same
+/// machine rebuilds only udstrace itself, not every dependency with AddressSanitizer (several
+/// minutes), as the kernels of vm-test are kept in /var/cache.
+const FUZZ_TARGET_DIR: &str = "/var/cache/udstrace-fuzz/target";
+
+/// Seconds each fuzz target runs in the suite.
+const FUZZ_SECONDS: u64 = 10;
+
+/// Runs each fuzz target for `seconds` from its corpus in fuzz/corpus (new inputs it finds go
+/// to a scratch folder, not the repository's corpus); a crash fails the suite and leaves its
+/// input in fuzz/artifacts.
+pub(crate) fn fuzz(seconds: u64) -> Result<()> {
+    let scratch = std::env::temp_dir().join("udstrace-fuzz-corpus");
+    for target in FUZZ_TARGETS {
+        let found = scratch.join(target);
+        std::fs::create_dir_all(&found)?;
+        let corpus = root().join("fuzz/corpus").join(target);
+        sh(Command::new("rustup")
+            .current_dir(root().join("fuzz"))
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .args(["run", "nightly", "cargo", "fuzz", "run", "-O", target])
+            .arg("--target-dir")
+            .arg(FUZZ_TARGET_DIR)
+            .arg(&found)
+            .arg(&corpus)
+            .args([
+                "--",
+                &format!("-max_total_time={seconds}"),
+                "-print_final_stats=1",
+            ]))?;
+    }
+    Ok(())
+}
+
 pub(crate) fn run(no_vm: bool) -> Result<()> {
     require_root("cargo xtask test")?;
     sh(cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -85,6 +123,7 @@ pub(crate) fn run(no_vm: bool) -> Result<()> {
         "--",
         "--test-threads=1",
     ]))?;
+    fuzz(FUZZ_SECONDS)?;
     println!("{} passed, {} failed", tally.passed, tally.failed);
     if no_vm {
         return Ok(());

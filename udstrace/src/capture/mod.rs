@@ -21,6 +21,7 @@ use crate::{
         text::PayloadStyle,
         writer::Writer,
     },
+    timing::Phase,
     tracer::{record::Record, Tracer, TracerConfig},
 };
 
@@ -29,6 +30,7 @@ mod control;
 pub(crate) mod filter;
 mod notify;
 pub(crate) mod packetizer;
+mod recent;
 pub(crate) mod stop;
 pub(crate) mod targets;
 
@@ -42,12 +44,23 @@ use targets::{Targets, CONTAINER_REFRESH, PATH_REFRESH};
 /// Records handled before the loop looks at signals and timers again.
 const BATCH: usize = 4096;
 
-/// How often the ring buffer is drained without a wakeup from the kernel (which wakes
-/// userspace only when an eighth of the buffer is waiting).
+/// How soon the ring buffer is drained again, without a wakeup from the kernel (which wakes
+/// userspace only when an eighth of the buffer is waiting), after a drain that found records.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 
-/// How often buffered output is made visible (pipes, Wireshark, the terminal).
+/// The longest wait between drains: each drain that finds nothing doubles the wait, from
+/// `DRAIN_INTERVAL` up to this, so that an idle capture wakes the machine about once a
+/// second, not a hundred times. An idle loop has asked the kernel programs to wake it at their
+/// next record (`WAKE_REQUEST`), so the first message after a quiet spell is not delayed by
+/// this wait.
+const IDLE_DRAIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long buffered output waits before it is made visible (pipes, Wireshark, the
+/// terminal), counted from the first record not yet flushed; nothing waits, nothing is flushed.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often the loop looks whether freed memory should go back to the system.
+const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A capture's settings.
 #[derive(Debug, Clone)]
@@ -122,11 +135,12 @@ fn packetizer(opts: &CaptureOptions) -> Packetizer {
     }
 }
 
-/// The ring buffer, registered with the runtime to wake the loop when records arrive.
-fn register<T: std::os::fd::AsRawFd>(ring: T) -> Result<AsyncFd<T>, Error> {
-    // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as
-    // the AsyncFd owns the ring buffer.
-    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+/// The ring buffer (or the drain timer), registered with the runtime to wake the loop when
+/// records arrive (when it expires).
+fn register<T: std::os::fd::AsRawFd>(owner: T) -> Result<AsyncFd<T>, Error> {
+    // SAFETY: both the ring buffer and the timer own their fd, which stays open and the same
+    // for as long as the AsyncFd owns them.
+    unsafe { AsyncFd::register_with_interest(owner, Interest::READABLE) }
         .map_err(|e| Error::Ring(e.into()))
 }
 
@@ -147,12 +161,42 @@ fn start(opts: &CaptureOptions, notifier: Option<&Notifier>) -> Result<Started, 
     // The output is opened once the programs are attached, so that a capture file is only
     // created when there will be a capture; nothing stays attached if it fails (Drop).
     let info = section::capture_info(opts.tracer.snaplen, tracer.backend.name());
+    let phase = Phase::start();
     let (sink, writer) = opts.output(&info)?;
+    phase.done("opened the output");
+    crate::timing::since_start("listening");
     announce(&tracer, opts);
     if let Some(n) = notifier {
         n.send("READY=1");
     }
     Ok((tracer, ring, sink, writer))
+}
+
+/// Stops capturing, then writes what the kernel had already recorded (unless the output had
+/// failed), and fills the summary's counts.
+fn detach_and_drain(
+    tracer: &mut Tracer,
+    ring: &mut AsyncFd<RingBuf<MapData>>,
+    packetizer: &mut Packetizer,
+    sink: &mut dyn Sink,
+    summary: &mut Summary,
+    mut result: Result<(), io::Error>,
+) -> Result<(), io::Error> {
+    // Stop capturing, then write what the kernel had already recorded.
+    // Before detaching: while the programs come off one by one, calls may enter without
+    // leaving, and those are not lost messages.
+    let missed_returns = tracer.missed_returns();
+    tracer.detach();
+    if result.is_ok() {
+        let all = drain(ring.get_mut(), None, packetizer, sink, summary);
+        result = all.map(|_| ());
+    }
+    let (lost_segments, lost_bytes) = tracer.lost();
+    summary.packets = packetizer.packets;
+    summary.lost_segments = lost_segments;
+    summary.lost_bytes = lost_bytes;
+    summary.missed_returns = missed_returns;
+    result
 }
 
 async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
@@ -166,19 +210,19 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
     let start_ns = WallClock::now();
     let mut packetizer = packetizer(opts);
     let mut summary = Summary::default();
-    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
-    let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
-    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // `-G` ends files at the flush, with the wall clock: quiet spans need it too.
+    let mut timers = Timers::new(opts.rotation.as_ref().is_some_and(|r| r.seconds.is_some()))?;
     let mut stats_tick = later_ticks(Duration::from_secs(1)).await;
     let mut targets = opts.targets.clone();
     let mut container_tick = later_ticks(CONTAINER_REFRESH).await;
     let mut path_tick = later_ticks(PATH_REFRESH).await;
+    let mut trim_tick = later_ticks(TRIM_INTERVAL).await;
     let mut result: Result<(), io::Error> = Ok(());
 
     'capture: while !packetizer.done() && !sink.done() {
         tokio::select! {
-            // While the output is behind, records wait in the ring buffer (drain_tick looks
-            // again every 10 ms).
+            // While the output is behind, records wait in the ring buffer (the drain timer
+            // looks again every 10 ms).
             guard = ring.readable_mut(), if !sink.blocked() => {
                 let mut guard = guard.map_err(Error::Ring)?;
                 match drain(guard.get_inner_mut(), Some(BATCH), &mut packetizer, sink.as_mut(), &mut summary) {
@@ -186,20 +230,27 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
                         result = Err(e);
                         break 'capture;
                     }
-                    Ok(Drained::All) => guard.clear_ready(),
-                    Ok(Drained::Limit) => break 'capture,
-                    Ok(Drained::Batch) => {
-                        // Records remain: let the runtime poll its drivers (signals, timers)
-                        // before the next batch; the fd stays ready.
-                        drop(guard);
-                        tokio::task::yield_now().await;
+                    Ok((Drained::Limit, _)) => break 'capture,
+                    // The kernel woke the loop: records came, more may follow.
+                    Ok((how, handled)) => {
+                        timers.wake_requested = false;
+                        timers.drained(handled.max(1), false)?;
+                        if matches!(how, Drained::All) {
+                            guard.clear_ready();
+                        } else {
+                            // Records remain: let the runtime poll its drivers (signals,
+                            // timers) before the next batch; the fd stays ready.
+                            drop(guard);
+                            tokio::task::yield_now().await;
+                        }
                     }
                 }
             }
-            _ = drain_tick.tick() => {
-                match drain(ring.get_mut(), Some(BATCH), &mut packetizer, sink.as_mut(), &mut summary) {
-                    Ok(Drained::All | Drained::Batch) => {}
-                    Ok(Drained::Limit) => break 'capture,
+            expired = Timers::expired(&timers.drain) => {
+                expired.map_err(Error::Ring)?;
+                match timed_drain(&mut tracer, &mut timers, ring.get_mut(), &mut packetizer, sink.as_mut(), &mut summary) {
+                    Ok((Drained::Limit, _)) => break 'capture,
+                    Ok((_, handled)) => timers.drained(handled, sink.blocked())?,
                     Err(e) => {
                         result = Err(e);
                         break 'capture;
@@ -209,8 +260,10 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
             _ = stats_tick.tick(), if opts.stats => print_stats(&mut tracer, &packetizer, opts.ring_bytes),
             _ = container_tick.tick(), if targets.has_containers() => targets.refresh_containers(&mut tracer),
             _ = path_tick.tick(), if targets.has_paths() => targets.refresh_paths(&mut tracer, &mut packetizer),
+            _ = trim_tick.tick() => packetizer.trim(),
             () = signals.recv() => break,
-            _ = tick.tick() => {
+            () = timers.flush.as_mut(), if timers.flush_pending => {
+                timers.flushed();
                 if let Err(e) = sink.flush() {
                     result = Err(e);
                     break;
@@ -224,31 +277,19 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
     if let Some(n) = &notifier {
         n.send("STOPPING=1");
     }
-    // Stop capturing, then write what the kernel had already recorded.
-    // Before detaching: while the programs come off one by one, calls may enter without
-    // leaving, and those are not lost messages.
-    let missed_returns = tracer.missed_returns();
-    tracer.detach();
-    if result.is_ok() {
-        let all = drain(
-            ring.get_mut(),
-            None,
-            &mut packetizer,
-            sink.as_mut(),
-            &mut summary,
-        );
-        result = all.map(|_| ());
-    }
-    let (lost_segments, lost_bytes) = tracer.lost();
-    summary.packets = packetizer.packets;
-    summary.lost_segments = lost_segments;
-    summary.lost_bytes = lost_bytes;
-    summary.missed_returns = missed_returns;
+    let result = detach_and_drain(
+        &mut tracer,
+        &mut ring,
+        &mut packetizer,
+        sink.as_mut(),
+        &mut summary,
+        result,
+    );
     let stats = Stats {
         start_ns,
         end_ns: WallClock::now(),
-        received: summary.packets + lost_segments + summary.missed_returns,
-        dropped: lost_segments + summary.missed_returns,
+        received: summary.packets + summary.lost_segments + summary.missed_returns,
+        dropped: summary.lost_segments + summary.missed_returns,
     };
     // Closing the hand-off lets the output thread end once it has written the rest.
     let result = result.and_then(|()| sink.finish(&stats));
@@ -263,6 +304,87 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
     )
     .await;
     Ok((summary, end))
+}
+
+/// The capture loop's two timers. The drain timer: the ring buffer is drained again without
+/// a wakeup from the kernel `DRAIN_INTERVAL` after a drain that found records, twice as long
+/// after each that found none, at most `IDLE_DRAIN_INTERVAL`; a timerfd, not a runtime timer,
+/// because the runtime's timer wheel wakes twice for a wait of 200 ms (once to move the timer
+/// to a finer level), a timerfd once. The flush timer: armed at the first record not yet
+/// flushed, `FLUSH_INTERVAL` later (at once when the drain that found it came after an idle
+/// wait); with nothing waiting, nothing is flushed, except under `-G`, whose files end at a
+/// flush.
+struct Timers {
+    drain: AsyncFd<std::os::fd::OwnedFd>,
+    drain_wait: Duration,
+    flush: std::pin::Pin<Box<tokio::time::Sleep>>,
+    flush_pending: bool,
+    /// Flush every `FLUSH_INTERVAL` whether or not records wait (`-G`).
+    always_flush: bool,
+    /// The kernel programs were asked to wake the loop at their next record, and have not
+    /// yet been seen to.
+    wake_requested: bool,
+}
+
+impl Timers {
+    fn new(always_flush: bool) -> Result<Self, Error> {
+        let fd = crate::sys::timer_fd().map_err(Error::Ring)?;
+        crate::sys::arm_timer(&fd, DRAIN_INTERVAL).map_err(Error::Ring)?;
+        Ok(Self {
+            drain: register(fd)?,
+            drain_wait: DRAIN_INTERVAL,
+            flush: Box::pin(tokio::time::sleep(FLUSH_INTERVAL)),
+            flush_pending: always_flush,
+            always_flush,
+            wake_requested: false,
+        })
+    }
+
+    /// Until the drain timer `drain` expires.
+    async fn expired(drain: &AsyncFd<std::os::fd::OwnedFd>) -> io::Result<()> {
+        loop {
+            let mut guard = drain.readable().await?;
+            let expired = crate::sys::timer_expiries(guard.get_inner()) > 0;
+            guard.clear_ready();
+            if expired {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A drain handled `handled` records (with the output `blocked`, records wait for it):
+    /// sets the next drain, and arms the flush timer if records came.
+    fn drained(&mut self, handled: usize, blocked: bool) -> Result<(), Error> {
+        let waited = self.drain_wait;
+        self.drain_wait = if handled > 0 || blocked {
+            DRAIN_INTERVAL
+        } else {
+            (self.drain_wait * 2).min(IDLE_DRAIN_INTERVAL)
+        };
+        if handled > 0 && !self.flush_pending {
+            self.flush_pending = true;
+            // Records found after an idle wait may have waited that long already: out at once.
+            let delay = if waited > DRAIN_INTERVAL {
+                Duration::ZERO
+            } else {
+                FLUSH_INTERVAL
+            };
+            self.flush
+                .as_mut()
+                .reset(tokio::time::Instant::now() + delay);
+        }
+        crate::sys::arm_timer(self.drain.get_ref(), self.drain_wait).map_err(Error::Ring)
+    }
+
+    /// The output was flushed.
+    fn flushed(&mut self) {
+        self.flush_pending = self.always_flush;
+        if self.always_flush {
+            self.flush
+                .as_mut()
+                .reset(tokio::time::Instant::now() + FLUSH_INTERVAL);
+        }
+    }
 }
 
 /// A timer whose first tick is one `period` from now; late ticks are not made up for.
@@ -301,6 +423,31 @@ fn print_stats(tracer: &mut Tracer, packetizer: &Packetizer, ring_bytes: u32) {
     );
 }
 
+/// A drain at the drain timer. One that finds nothing, with the output keeping up, makes the
+/// loop idle: the kernel programs are asked to wake it at their next record (the timer then
+/// only backs that up, waiting longer each time), and the ring buffer is looked at once more,
+/// for a record sent just before the request, which woke nobody.
+fn timed_drain(
+    tracer: &mut Tracer,
+    timers: &mut Timers,
+    events: &mut RingBuf<MapData>,
+    packetizer: &mut Packetizer,
+    sink: &mut dyn Sink,
+    summary: &mut Summary,
+) -> io::Result<(Drained, usize)> {
+    let (how, handled) = drain(events, Some(BATCH), packetizer, sink, summary)?;
+    if handled > 0 || sink.blocked() || matches!(how, Drained::Limit) {
+        timers.wake_requested = false;
+        return Ok((how, handled));
+    }
+    if timers.wake_requested {
+        return Ok((how, handled));
+    }
+    tracer.request_wakeup();
+    timers.wake_requested = true;
+    drain(events, Some(BATCH), packetizer, sink, summary)
+}
+
 /// How a drain ended.
 enum Drained {
     /// The ring buffer is empty.
@@ -313,24 +460,24 @@ enum Drained {
 
 /// Handles records until the ring buffer is empty, `batch` records were handled or the output
 /// is behind (a bounded drain only), or the packet limit is reached or the output takes no
-/// more.
+/// more; how it ended, and how many records it handled.
 fn drain(
     events: &mut RingBuf<MapData>,
     batch: Option<usize>,
     packetizer: &mut Packetizer,
     sink: &mut dyn Sink,
     summary: &mut Summary,
-) -> io::Result<Drained> {
+) -> io::Result<(Drained, usize)> {
     let mut handled = 0;
     loop {
         if packetizer.done() || sink.done() {
-            return Ok(Drained::Limit);
+            return Ok((Drained::Limit, handled));
         }
         if batch.is_some_and(|b| handled >= b || sink.blocked()) {
-            return Ok(Drained::Batch);
+            return Ok((Drained::Batch, handled));
         }
         let Some(item) = events.next() else {
-            return Ok(Drained::All);
+            return Ok((Drained::All, handled));
         };
         handle(&item, packetizer, sink, summary)?;
         handled += 1;

@@ -13,7 +13,7 @@ use std::{
 
 use udstrace_common::{record::SEGMENT_MAX, SockType};
 
-use super::{clock::WallClock, control, filter::Filter};
+use super::{clock::WallClock, control, filter::Filter, recent::Recent};
 use crate::{
     output::{
         headers::{port, write_headers, Flow, MAX_HEADER_LEN},
@@ -25,8 +25,12 @@ use crate::{
     tracer::record::{Ancillary, Receiver, SendSegment},
 };
 
-/// Sockets remembered for ACK numbers and peer inodes before the tables are emptied.
-const MAX_TRACKED_SOCKETS: usize = 1 << 18;
+/// Sockets remembered for ACK numbers, addresses and peers, per generation of each table
+/// (`Recent`: a socket in use is never forgotten; one silent while this many others came
+/// is). 7/8 of 2^16: each generation fills a table of 65,536 slots, about 2 MB for the
+/// largest; all four tables together hold at most about 11 MB, whatever the rate of new
+/// sockets.
+const MAX_TRACKED_SOCKETS: usize = 57_344;
 
 /// Threads with control data waiting for their message before the table is emptied (each
 /// entry is normally taken by the record that follows it at once).
@@ -83,12 +87,12 @@ pub(crate) struct Packetizer {
     id_key: u64,
     /// Per kernel socket address: its generation (see `identity`), inode (0: none yet) and
     /// the identifier of its peer as its own records last said (0: unknown).
-    sockets: HashMap<u64, (u64, u64, u64)>,
+    sockets: Recent<u64, (u64, u64, u64)>,
     next_generation: u64,
     /// Per stream socket: the offset after the last byte it was seen sending.
-    next_offset: HashMap<u64, u64>,
+    next_offset: Recent<u64, u64>,
     /// Per socket: the port its name gives it (0: none).
-    port_of: HashMap<u64, u16>,
+    port_of: Recent<u64, u16>,
     ports: Ports,
     filter: Filter,
     /// Who holds each peer socket.
@@ -98,7 +102,9 @@ pub(crate) struct Packetizer {
     /// The receivers the kernel named.
     kernel_receivers: KernelReceivers,
     /// Per kernel socket address: the process last seen sending on it.
-    last_sender: HashMap<u64, u32>,
+    last_sender: Recent<u64, u32>,
+    /// `forgotten()` when memory was last handed back.
+    trimmed_at: u64,
     /// Per thread: the control data of the next message it sends (see `ancillary`).
     pending: HashMap<u32, Ancillary>,
     /// Where the senders' descriptor tables are (`/proc`).
@@ -117,16 +123,17 @@ impl Packetizer {
         Self {
             clock,
             id_key: RandomState::new().hash_one(0u64),
-            sockets: HashMap::new(),
+            sockets: Recent::new(MAX_TRACKED_SOCKETS),
             next_generation: 0,
-            next_offset: HashMap::new(),
-            port_of: HashMap::new(),
+            next_offset: Recent::new(MAX_TRACKED_SOCKETS),
+            port_of: Recent::new(MAX_TRACKED_SOCKETS),
             ports: Ports::new(&[]).expect("the built-in rules parse"),
             filter: Filter::default(),
             peers: PeerResolver::default(),
             containers: ContainerNames::system(Path::new("/")),
             kernel_receivers: KernelReceivers::default(),
-            last_sender: HashMap::new(),
+            last_sender: Recent::new(MAX_TRACKED_SOCKETS),
+            trimmed_at: 0,
             pending: HashMap::new(),
             proc: PathBuf::from("/proc"),
             reported_lost: 0,
@@ -190,6 +197,25 @@ impl Packetizer {
         self
     }
 
+    /// Generations of the per-socket tables dropped so far: when it grows, memory was freed.
+    fn forgotten(&self) -> u64 {
+        self.sockets.turnovers
+            + self.next_offset.turnovers
+            + self.port_of.turnovers
+            + self.last_sender.turnovers
+    }
+
+    /// Hands the memory of forgotten sockets back to the system when tables have dropped a
+    /// generation since the last call: glibc keeps freed memory for later unless asked, and a
+    /// burst of sockets would leave a lasting footprint. Called every second.
+    pub(crate) fn trim(&mut self) {
+        let forgotten = self.forgotten();
+        if forgotten != self.trimmed_at {
+            self.trimmed_at = forgotten;
+            crate::sys::trim_heap();
+        }
+    }
+
     /// Whether the packet limit has been reached.
     #[must_use]
     pub(crate) fn done(&self) -> bool {
@@ -200,7 +226,8 @@ impl Packetizer {
     /// first from the same thread. An earlier one still waiting was a failed send's.
     pub(crate) fn ancillary(&mut self, a: Ancillary) {
         if self.pending.len() > MAX_PENDING_ANCILLARY {
-            self.pending.clear();
+            // A new table: `clear` would keep the old one's memory.
+            self.pending = HashMap::new();
         }
         self.pending.insert(a.tid, a);
     }
@@ -212,15 +239,9 @@ impl Packetizer {
 
     /// Writes the packets of one record to `sink`.
     pub(crate) fn record(&mut self, seg: &SendSegment<'_>, sink: &mut dyn Sink) -> io::Result<()> {
-        // The tables grow by one entry per socket ever seen: bound them on long captures.
-        // Forgetting costs ACK numbers, and a live socket seen again after it gets a new
-        // address (its conversation continues as a new one in Wireshark).
-        if self.sockets.len() > MAX_TRACKED_SOCKETS {
-            self.sockets.clear();
-            self.next_offset.clear();
-            self.port_of.clear();
-            self.last_sender.clear();
-        }
+        // The per-socket tables forget the sockets unused the longest (`Recent`): a socket
+        // silent while MAX_TRACKED_SOCKETS others came loses its ACK numbers and, seen
+        // again, gets a new address (its conversation continues as a new one in Wireshark).
         let mut base = seg.meta.clone();
         if seg.peer_id == 0 && base.peer_ino == 0 && !base.peer_path.is_empty() {
             // An unconnected datagram: the socket bound to the address it was sent to.
@@ -336,7 +357,7 @@ impl Packetizer {
             dst_port,
         };
         let ack = if meta.sock_type == SockType::Stream {
-            self.next_offset.get(&dst_id).copied()
+            self.next_offset.peek(&dst_id).copied()
         } else {
             None
         };
@@ -362,7 +383,7 @@ impl Packetizer {
             *next_generation += 1;
             *next_generation
         };
-        let known = self.sockets.entry(ptr).or_insert_with(|| (fresh(), ino, 0));
+        let known = self.sockets.get_or_insert_with(ptr, || (fresh(), ino, 0));
         if known.1 != ino {
             if known.1 == 0 {
                 known.1 = ino;
@@ -384,8 +405,7 @@ impl Packetizer {
         let ports = &self.ports;
         let port = *self
             .port_of
-            .entry(id)
-            .or_insert_with(|| ports.port(name).unwrap_or(0));
+            .get_or_insert_with(id, || ports.port(name).unwrap_or(0));
         (port != 0).then_some(port)
     }
 }
@@ -400,7 +420,7 @@ fn receivers<'p>(
     peers: &'p mut PeerResolver,
     named: &'p mut KernelReceivers,
     containers: &mut ContainerNames,
-    last_sender: &HashMap<u64, u32>,
+    last_sender: &Recent<u64, u32>,
     meta: &Meta<'_>,
     seg: &SendSegment<'_>,
 ) -> (&'p [Holder], Option<PeerBy>) {
@@ -416,7 +436,7 @@ fn receivers<'p>(
         let listener = peers.bound(&meta.peer_path);
         peers.holders(listener, meta.pid, b"", None)
     } else {
-        let peer_sender = last_sender.get(&seg.peer_id).copied();
+        let peer_sender = last_sender.peek(&seg.peer_id).copied();
         peers.holders(meta.peer_ino, meta.pid, &meta.peer_path, peer_sender)
     };
     if !found.is_empty() {
@@ -441,7 +461,7 @@ impl KernelReceivers {
         let key = (r.pid, r.cgroup.unwrap_or(0));
         if self.0.get(&key).is_none_or(|h| h.comm.as_bytes() != r.comm) {
             if self.0.len() >= Self::MAX {
-                self.0.clear();
+                self.0 = HashMap::new();
             }
             let container = containers
                 .of_sender(r.cgroup, r.pid)

@@ -108,7 +108,13 @@ pub(super) async fn output_end(
             },
         },
         Err(e) if is_broken_pipe(&e) => OutputEnd::Written,
-        Err(e) => failed(e),
+        Err(e) => {
+            // What was handed over before the error is still written (the earlier files of a
+            // rotated set, whole, when the next one cannot be opened): the process must not
+            // end under the output thread. A failed thread returns at once.
+            let _ = wait_for_output(writer, stopped, signals).await;
+            failed(e)
+        }
     }
 }
 

@@ -185,7 +185,8 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) stats: bool,
 
-    /// Say more: which backend and why, and full kernel error messages.
+    /// Say more: which backend and why, full kernel error messages, and how long each step of
+    /// the start took (also with UDSTRACE_TIMING=1).
     #[arg(short = 'v', long)]
     pub(crate) verbose: bool,
 }

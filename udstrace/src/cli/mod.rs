@@ -35,6 +35,7 @@ pub fn main() -> ExitCode {
         }
     };
     let verbose = args.verbose;
+    crate::timing::init(verbose);
     let fifo = args
         .extcap
         .capture

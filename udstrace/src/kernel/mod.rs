@@ -4,7 +4,7 @@ use std::{fs, path::Path};
 
 use udstrace_common::{DirectMap, SyscallAbi};
 
-use crate::sys;
+use crate::{sys, timing::Phase};
 
 pub(crate) mod arch;
 pub(crate) mod btf;
@@ -64,8 +64,14 @@ pub(crate) struct KernelFacts {
 }
 
 impl KernelFacts {
-    /// Reads the facts; `btf` is the parsed BTF the layout was taken from, dropped here.
-    pub(crate) fn read(btf: btf::Btf) -> Result<Self, KernelError> {
+    /// Reads the facts; `btf` is the parsed BTF the layout was taken from, dropped here;
+    /// `loader_btf` ([`loader_btf`]) and `kallsyms` ([`read_kallsyms`]) were read meanwhile
+    /// on other threads.
+    pub(crate) fn read(
+        btf: btf::Btf,
+        loader_btf: aya::Btf,
+        kallsyms: &str,
+    ) -> Result<Self, KernelError> {
         let release = fs::read_to_string("/proc/sys/kernel/osrelease")
             .map_or_else(|_| "unknown".into(), |s| s.trim().to_string());
         let has_sock_send_length = btf.has_name("btf_trace_sock_send_length");
@@ -77,11 +83,7 @@ impl KernelFacts {
             .struct_id("page")
             .and_then(|id| btf.size_of(id))
             .unwrap_or(64);
-        let direct_map = arch.direct_map(
-            &fs::read_to_string("/proc/kallsyms").unwrap_or_default(),
-            &release,
-            u64::from(page_struct),
-        );
+        let direct_map = arch.direct_map(kallsyms, &release, u64::from(page_struct));
         let syscall_abi = arch.syscall_abi(&btf)?;
         let btf_functions = SendFunctions::SENDMSG
             .into_iter()
@@ -89,11 +91,10 @@ impl KernelFacts {
             .filter(|f| btf.has_name(f))
             .collect();
         drop(btf);
-        let aya_btf = aya::Btf::from_sys_fs().map_err(|e| KernelError::Btf(e.to_string()))?;
         ensure_tracefs();
         Ok(Self {
             release,
-            btf: aya_btf,
+            btf: loader_btf,
             has_sock_send_length,
             has_bpf_loop,
             has_task_pt_regs,
@@ -104,6 +105,25 @@ impl KernelFacts {
             syscall_abi,
         })
     }
+}
+
+/// The kernel's BTF as aya's program loads need it (every type built in memory), parsed once for
+/// every program of a start.
+pub(crate) fn loader_btf() -> Result<aya::Btf, KernelError> {
+    let phase = Phase::start();
+    let btf = aya::Btf::from_sys_fs().map_err(|e| KernelError::Btf(e.to_string()))?;
+    phase.done("parsed the kernel's BTF for the program loads");
+    Ok(btf)
+}
+
+/// `/proc/kallsyms`, which the kernel takes tens of milliseconds to write out (the direct
+/// map's variables are found in it); empty if unreadable.
+#[must_use]
+pub(crate) fn read_kallsyms() -> String {
+    let phase = Phase::start();
+    let text = fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+    phase.done("read /proc/kallsyms");
+    text
 }
 
 /// Mounts tracefs at its usual place if nothing is mounted there (minimal systems and

@@ -61,9 +61,10 @@ impl Control {
     }
 }
 
+/// A D-Bus connection's state (about 400 bytes: kept only for connections that speak D-Bus,
+/// not for every stream a capture sees).
 #[derive(Debug)]
 struct Connection {
-    verdict: Verdict,
     /// Indexed by whether the sender's identifier is the larger.
     dirs: [Direction; 2],
     next_seq: [Option<u32>; 2],
@@ -76,6 +77,9 @@ pub(crate) struct DbusSink {
     names: BusNames,
     /// By (smaller identifier, larger identifier, receive): sends and receives of the same
     /// bytes are followed apart.
+    /// Whether each stream connection seen speaks D-Bus (a few bytes each).
+    verdicts: HashMap<(u64, u64, bool), Verdict>,
+    /// The state of those that do.
     connections: HashMap<(u64, u64, bool), Connection>,
     messages: Vec<Message>,
     note: String,
@@ -87,6 +91,7 @@ impl DbusSink {
         Self {
             inner,
             names,
+            verdicts: HashMap::new(),
             connections: HashMap::new(),
             messages: Vec::new(),
             note: String::new(),
@@ -104,49 +109,55 @@ impl DbusSink {
         let seq = u32::from_be_bytes(h[44..48].try_into().expect("4 bytes"));
         let key = (src.min(dst), src.max(dst), p.meta.is_recv());
         let side = usize::from(src > dst);
-        if !self.connections.contains_key(&key) && self.connections.len() >= MAX_CONNECTIONS {
-            self.connections
-                .retain(|_, c| c.verdict != Verdict::NotDbus);
-            if self.connections.len() >= MAX_CONNECTIONS {
-                self.connections.clear();
+        if !self.verdicts.contains_key(&key) && self.verdicts.len() >= MAX_CONNECTIONS {
+            // Full: forget the connections that are not D-Bus (they are told again from their
+            // next packet), then, if D-Bus ones alone fill it, everything.
+            self.verdicts.retain(|_, v| *v == Verdict::Dbus);
+            if self.verdicts.len() >= MAX_CONNECTIONS {
+                self.verdicts.clear();
             }
+            let verdicts = &self.verdicts;
+            self.connections.retain(|k, _| verdicts.contains_key(k));
         }
-        let conn = self.connections.entry(key).or_insert_with(|| Connection {
-            verdict: Verdict::Unknown(false),
-            dirs: [Direction::default(), Direction::default()],
-            next_seq: [None, None],
-            control: [None, None],
-        });
         let named = || self.names.matches(&p.meta.path) || self.names.matches(&p.meta.peer_path);
-        let dir = &mut conn.dirs[side];
-        match conn.verdict {
+        let verdict = self.verdicts.entry(key).or_insert(Verdict::Unknown(false));
+        // libdbus's lone NUL, written before the authentication it opened.
+        let mut lone_nul = false;
+        match *verdict {
             Verdict::NotDbus => return Ok(()),
             Verdict::Dbus => {}
-            Verdict::Unknown(_) if named() => conn.verdict = Verdict::Dbus,
+            Verdict::Unknown(_) if named() => *verdict = Verdict::Dbus,
             Verdict::Unknown(nul) => {
-                let mut first = Vec::with_capacity(p.payload.len() + 1);
+                let mut first = Vec::with_capacity(p.payload.len().min(8) + 1);
                 if nul {
                     first.push(0);
                 }
                 first.extend_from_slice(&p.payload[..p.payload.len().min(8)]);
                 match opens_auth(&first) {
                     Some(true) => {
-                        conn.verdict = Verdict::Dbus;
-                        if nul {
-                            dir.feed(b"\0", &mut self.messages);
-                        }
+                        *verdict = Verdict::Dbus;
+                        lone_nul = nul;
                     }
                     None if p.payload == b"\0" && !nul => {
-                        conn.verdict = Verdict::Unknown(true);
-                        conn.next_seq[side] = Some(seq.wrapping_add(1));
+                        *verdict = Verdict::Unknown(true);
                         return Ok(());
                     }
                     Some(false) | None => {
-                        conn.verdict = Verdict::NotDbus;
+                        *verdict = Verdict::NotDbus;
                         return Ok(());
                     }
                 }
             }
+        }
+        let conn = self.connections.entry(key).or_insert_with(|| Connection {
+            dirs: [Direction::default(), Direction::default()],
+            next_seq: [None, None],
+            control: [None, None],
+        });
+        let dir = &mut conn.dirs[side];
+        if lone_nul {
+            dir.feed(b"\0", &mut self.messages);
+            conn.next_seq[side] = Some(seq);
         }
         if conn.next_seq[side].is_some_and(|expected| expected != seq) {
             dir.lose();

@@ -21,7 +21,7 @@ pub(crate) const MAX_NAME_LEN: usize = 63;
 
 /// Addresses remembered per section before the table is emptied (each is then named again
 /// the next time it appears, at the cost of a repeated record).
-const MAX_NAMED: usize = 1 << 16;
+const MAX_NAMED: usize = 1 << 14;
 
 /// How an address was named in this section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -62,14 +62,7 @@ pub(crate) fn read(
         out: BufWriter::new(io::stdout().lock()),
         each_packet: false,
     };
-    let mut view = View {
-        style,
-        line: String::new(),
-        interfaces: Vec::new(),
-        packets: 0,
-        unreadable: 0,
-        first_unreadable: String::new(),
-    };
+    let mut view = View::new(style);
     let mut result = Ok(());
     for path in paths {
         if count.is_some_and(|c| view.packets >= c) {
@@ -95,6 +88,25 @@ pub(crate) fn read(
     result.and(flushed).map(|()| view.packets)
 }
 
+/// Reads a whole capture from `bytes` as `-r` would, its text thrown away: the packets read,
+/// or the one-line error `-r` would print.
+pub(crate) fn read_bytes(bytes: &[u8], style: PayloadStyle) -> Result<u64, Error> {
+    let mut out = Printer {
+        out: BufWriter::new(io::sink()),
+        each_packet: false,
+    };
+    let mut view = View::new(style);
+    read_input(
+        Box::new(bytes),
+        Path::new("input"),
+        &mut view,
+        &mut out,
+        None,
+    )?;
+    out.finish()?;
+    Ok(view.packets)
+}
+
 /// Prints the packets of one file (up to `count` in all); `Ok(false)` when standard output's
 /// reader has gone.
 fn read_one<W: Write>(
@@ -118,14 +130,30 @@ fn read_one<W: Write>(
     } else {
         Box::new(File::open(path).map_err(|e| bad(e.to_string()))?)
     };
+    // A live pipe (`udstrace -w - | udstrace -r -`): each packet shown as it comes.
+    out.each_packet = stdin;
+    read_input(input, &name, view, out, count)
+}
+
+/// Prints the packets of `input`, named `name` in errors (up to `count` in all); `Ok(false)`
+/// when standard output's reader has gone.
+fn read_input<W: Write>(
+    input: Box<dyn Read + '_>,
+    name: &Path,
+    view: &mut View,
+    out: &mut Printer<W>,
+    count: Option<u64>,
+) -> Result<bool, Error> {
+    let bad = |reason: String| Error::Input {
+        path: name.to_path_buf(),
+        reason,
+    };
     let mut reader = PcapNgReader::new(input).map_err(|e| match e {
         PcapError::IoError(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
             bad("not a pcapng file: it is empty or ends within its first block".into())
         }
         e => bad(format!("not a pcapng file: {e}")),
     })?;
-    // A live pipe (`udstrace -w - | udstrace -r -`): each packet shown as it comes.
-    out.each_packet = stdin;
     // Packets before this file: its messages count its own.
     let before = view.packets;
     loop {
@@ -173,6 +201,19 @@ struct View {
     /// Packets whose metadata could not be read, and the first one's reason.
     unreadable: u64,
     first_unreadable: String,
+}
+
+impl View {
+    fn new(style: PayloadStyle) -> Self {
+        Self {
+            style,
+            line: String::new(),
+            interfaces: Vec::new(),
+            packets: 0,
+            unreadable: 0,
+            first_unreadable: String::new(),
+        }
+    }
 }
 
 impl View {

@@ -125,7 +125,7 @@ impl CgroupPaths {
             return;
         }
         if self.paths.len() >= MAX_IDS {
-            self.paths.clear();
+            self.paths = HashMap::new();
         }
         self.paths.insert(id, path);
     }

@@ -180,7 +180,7 @@ impl ContainerFilter {
         let mut dirs = Vec::new();
         walk(&root, &root, 0, &mut dirs);
         if self.described.len() >= MAX_DESCRIBED {
-            self.described.clear();
+            self.described = HashMap::new();
         }
         // The containers in the hierarchy now, each described once.
         let mut present: Vec<String> = Vec::new();

@@ -86,10 +86,22 @@ impl ContainerNames {
     }
 
     /// Learns the path of cgroup `id`, created during the capture (a path that is not UTF-8
-    /// names no container and is left to the usual lookups).
+    /// names no container and is left to the usual lookups), and names its container now,
+    /// while the runtime's state for it exists: a container that sends once and is removed
+    /// (`docker run --rm`) may be gone by its first message. A container not found yet is
+    /// looked up again at its first message.
     pub(crate) fn cgroup_created(&mut self, id: u64, path: &[u8]) {
-        if let (Some((cgroups, _)), Ok(path)) = (self.sources.as_mut(), std::str::from_utf8(path)) {
-            cgroups.learn(id, path.to_string());
+        let (Some((cgroups, containers)), Ok(path)) =
+            (self.sources.as_mut(), std::str::from_utf8(path))
+        else {
+            return;
+        };
+        cgroups.learn(id, path.to_string());
+        if let Some(info) = containers.of_cgroup(path).filter(|i| i.name.is_some()) {
+            if self.by_cgroup.len() >= MAX_ENTRIES {
+                self.by_cgroup = HashMap::new();
+            }
+            self.by_cgroup.insert(id, Some(Named::from(info)));
         }
     }
 
@@ -102,7 +114,7 @@ impl ContainerNames {
             let path = cgroups.path(id, pid)?;
             let named = containers.of_cgroup(path).map(Named::from);
             if self.by_cgroup.len() >= MAX_ENTRIES {
-                self.by_cgroup.clear();
+                self.by_cgroup = HashMap::new();
             }
             self.by_cgroup.insert(id, named);
         }
@@ -125,7 +137,7 @@ impl ContainerNames {
                 .map(|info| info.label())
                 .unwrap_or_default();
             if self.by_pid.len() >= MAX_ENTRIES {
-                self.by_pid.clear();
+                self.by_pid = HashMap::new();
             }
             self.by_pid.insert(pid, (label, now));
         }
@@ -204,6 +216,40 @@ mod tests {
             .map(|h| h.container.clone())
             .collect();
         assert_eq!(labels, ["web-1", ""]);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    /// A container whose cgroup was created during the capture is named from its runtime's
+    /// state at once: its first message, after the container was removed, still names it. One
+    /// whose state is not written yet is looked for again at its first message.
+    #[test]
+    fn named_when_its_cgroup_is_created() {
+        let root = std::env::temp_dir().join(format!("udstrace-mkdir-{}", std::process::id()));
+        let cgroup2 = root.join("sys/fs/cgroup");
+        fs::create_dir_all(&cgroup2).unwrap();
+        let mut names = ContainerNames::with_sources(
+            CgroupPaths::new(Some(cgroup2), root.join("proc")),
+            Containers::new(&root, &root.join("proc")),
+        );
+        let (gone, late) = ("cd".repeat(32), "ef".repeat(32));
+        for (id, name) in [(&gone, "short-1"), (&late, "late-1")] {
+            if id == &late {
+                names.cgroup_created(31, format!("/docker/{late}").as_bytes());
+            }
+            let state = root.join(format!("var/lib/docker/containers/{id}"));
+            fs::create_dir_all(&state).unwrap();
+            fs::write(
+                state.join("config.v2.json"),
+                format!(r#"{{"ID":"{id}","Name":"/{name}","Config":{{"Image":"app"}}}}"#),
+            )
+            .unwrap();
+        }
+        names.cgroup_created(30, format!("/docker/{gone}").as_bytes());
+        fs::remove_dir_all(root.join(format!("var/lib/docker/containers/{gone}"))).unwrap();
+        let label =
+            |names: &mut ContainerNames, id| names.of_sender(Some(id), 9).map(|n| n.label.clone());
+        assert_eq!(label(&mut names, 30).as_deref(), Some("short-1"));
+        assert_eq!(label(&mut names, 31).as_deref(), Some("late-1"));
         fs::remove_dir_all(root).unwrap();
     }
 }

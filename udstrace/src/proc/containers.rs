@@ -434,10 +434,14 @@ impl Containers {
             return info.clone();
         }
         if self.by_cgroup.len() >= CACHE_LIMIT {
-            self.by_cgroup.clear();
+            self.by_cgroup = HashMap::new();
         }
         let info = describe(&self.root, container);
-        self.by_cgroup.insert(path.to_owned(), info.clone());
+        // A container not named yet (its runtime has not written its state) is looked for
+        // again next time.
+        if info.name.is_some() {
+            self.by_cgroup.insert(path.to_owned(), info.clone());
+        }
         info
     }
 }

@@ -211,11 +211,11 @@ impl PeerResolver {
             {
                 let start = Instant::now();
                 self.holders = self.source.all();
-                self.labelled.clear();
+                self.labelled = HashSet::new();
                 self.interval = (start.elapsed() * 10).clamp(MIN_RESCAN, MAX_RESCAN);
                 self.scanned = Some(now);
-                self.confirmed.clear();
-                self.missed.clear();
+                self.confirmed = HashMap::new();
+                self.missed = HashMap::new();
             }
             self.spent = self.spent.saturating_add(now.elapsed());
         }
@@ -225,7 +225,8 @@ impl PeerResolver {
         if let Some(containers) = &mut self.containers {
             // Once per entry: a process stays in its container.
             if self.labelled.len() > MAX_LABELLED {
-                self.labelled.clear();
+                // A new set: `clear` would keep the old one's memory.
+                self.labelled = HashSet::new();
             }
             if self.labelled.insert(ino) {
                 for h in list.iter_mut() {
@@ -293,7 +294,7 @@ impl PeerResolver {
         }
         if found.is_empty() {
             if self.missed.len() > 65_536 {
-                self.missed.clear();
+                self.missed = HashMap::new();
             }
             self.missed.insert(ino, now);
             return false;

@@ -2,7 +2,7 @@
 //! them with a backend, and hands out the maps the capture loop reads.
 
 use aya::{
-    maps::{Array, MapData, RingBuf},
+    maps::{MapData, RingBuf},
     Ebpf, EbpfLoader,
 };
 use udstrace_common::{
@@ -15,12 +15,15 @@ use udstrace_common::{
 use crate::{
     error::{one_line, Error},
     kernel::{self, layout, KernelError, KernelFacts},
+    timing::Phase,
 };
 
 pub(crate) mod backend;
+mod mapped;
 pub(crate) mod record;
 
 use backend::BackendKind;
+use mapped::MappedArray;
 
 /// The program that adds forked children to the process filter (`--follow`).
 const FORK: &str = "sched_process_fork";
@@ -162,7 +165,9 @@ pub(crate) struct Tracer {
     /// Why other backends were passed over, for the user.
     pub(crate) skipped: Vec<String>,
     events: Option<RingBuf<MapData>>,
-    counters: Array<MapData, u64>,
+    counters: MappedArray,
+    /// `WAKE_REQUEST`: set when the capture loop goes idle.
+    wake: MappedArray,
 }
 
 impl Tracer {
@@ -180,14 +185,31 @@ impl Tracer {
         };
         let mut skipped = Vec::new();
         let mut last_log = String::new();
+        // The loaded object, kept for the next backend when one failed with none of its
+        // programs loaded (so none attached: the maps are as new). Loading it costs tens of
+        // milliseconds, most of them the ring buffer's memory.
+        let mut unused: Option<Ebpf> = None;
         for kind in candidates {
             let backend = kind.backend();
             if let Some(reason) = backend.unsupported(&facts) {
                 skipped.push(format!("{kind}: {reason}"));
                 continue;
             }
-            let mut ebpf = load(config, &layout, &facts)?;
-            match backend.attach(&mut ebpf, &facts, config.recv) {
+            let phase = Phase::start();
+            let mut ebpf = match unused.take() {
+                Some(ebpf) => ebpf,
+                None => load(config, &layout, &facts)?,
+            };
+            let attached = backend.attach(&mut ebpf, &facts, config.recv);
+            phase.done(format_args!(
+                "{} the {kind} backend",
+                if attached.is_ok() {
+                    "attached"
+                } else {
+                    "tried"
+                }
+            ));
+            match attached {
                 Ok(()) => {
                     drop(facts);
                     // The kernel's parsed BTF (tens of MB) is gone: hand the memory back.
@@ -199,6 +221,9 @@ impl Tracer {
                         last_log.clone_from(log);
                     }
                     skipped.push(format!("{kind}: {e}"));
+                    if ebpf.programs().all(|(_, p)| p.fd().is_err()) {
+                        unused = Some(ebpf);
+                    }
                 }
             }
         }
@@ -257,8 +282,9 @@ impl Tracer {
                 .ok_or(Error::MissingProgram(FORK))?
                 .try_into()
                 .map_err(|e| Error::attach(FORK, e))?;
-            fork.load().map_err(|e| Error::attach(FORK, e))?;
-            fork.attach(FORK).map_err(|e| Error::attach(FORK, e))?;
+            backend::timed("loaded", FORK, || fork.load()).map_err(|e| Error::attach(FORK, e))?;
+            backend::timed("attached", FORK, || fork.attach(FORK))
+                .map_err(|e| Error::attach(FORK, e))?;
         }
         attach_cgroup_mkdir(&mut ebpf);
         let events = RingBuf::try_from(
@@ -266,17 +292,19 @@ impl Tracer {
                 .ok_or(Error::MissingMap(maps::EVENTS))?,
         )
         .map_err(|_| Error::MissingMap(maps::EVENTS))?;
-        let counters = Array::try_from(
-            ebpf.take_map(maps::COUNTERS)
-                .ok_or(Error::MissingMap(maps::COUNTERS))?,
-        )
-        .map_err(|_| Error::MissingMap(maps::COUNTERS))?;
+        let counters = MappedArray::new(
+            ebpf.take_map(maps::COUNTERS),
+            maps::COUNTERS,
+            counter::COUNT,
+        )?;
+        let wake = MappedArray::new(ebpf.take_map(maps::WAKE_REQUEST), maps::WAKE_REQUEST, 1)?;
         Ok(Self {
             ebpf: Some(ebpf),
             backend,
             skipped,
             events: Some(events),
             counters,
+            wake,
         })
     }
 
@@ -301,6 +329,12 @@ impl Tracer {
         }
     }
 
+    /// Asks the programs to wake the capture loop at the next record they send, rather than
+    /// leave it for the drain timer (see `maps::WAKE_REQUEST`).
+    pub(crate) fn request_wakeup(&mut self) {
+        self.wake.set(0, 1);
+    }
+
     /// Detaches every program. Records already in the ring buffer stay readable.
     pub(crate) fn detach(&mut self) {
         self.ebpf = None;
@@ -308,15 +342,17 @@ impl Tracer {
 
     /// The most bytes waiting in the ring buffer since the last call; resets it.
     pub(crate) fn ring_peak(&mut self) -> u64 {
-        let peak = self.counters.get(&counter::RING_PEAK, 0).unwrap_or(0);
-        let _ = self.counters.set(counter::RING_PEAK, 0, 0);
+        // Not atomic with the programs' updates: a peak noted in between is missed, for one
+        // interval.
+        let peak = self.counters.get(counter::RING_PEAK);
+        self.counters.set(counter::RING_PEAK, 0);
         peak
     }
 
     /// Segments and payload bytes the kernel programs could not deliver (ring buffer full).
     #[must_use]
     pub(crate) fn lost(&self) -> (u64, u64) {
-        let get = |i| self.counters.get(&i, 0).unwrap_or(0);
+        let get = |i| self.counters.get(i);
         (get(counter::LOST_SEGMENTS), get(counter::LOST_BYTES))
     }
 
@@ -324,7 +360,7 @@ impl Tracer {
     /// backend: the kernel ran out of kretprobe instances for calls in flight).
     #[must_use]
     pub(crate) fn missed_returns(&self) -> u64 {
-        self.counters.get(&counter::MISSED_RETURNS, 0).unwrap_or(0)
+        self.counters.get(counter::MISSED_RETURNS)
     }
 }
 
@@ -333,11 +369,22 @@ fn prepare() -> Result<(KernelLayout, KernelFacts), Error> {
     kernel::check_privileges()?;
     kernel::check_btf()?;
     crate::sys::raise_memlock();
+    // Three independent reads, each tens of milliseconds, at once: the loader's BTF and
+    // /proc/kallsyms on threads of their own, the layout here.
+    let loader_btf = std::thread::spawn(kernel::loader_btf);
+    let kallsyms = std::thread::spawn(kernel::read_kallsyms);
+    let phase = Phase::start();
     let btf = kernel::btf::Btf::from_file(std::path::Path::new(kernel::VMLINUX_BTF))
         .map_err(|e| KernelError::Btf(e.to_string()))?;
     let arch = kernel::arch::Arch::running().map_err(KernelError::from)?;
     let layout = layout::kernel_layout(&btf, arch).map_err(KernelError::from)?;
-    let facts = KernelFacts::read(btf)?;
+    phase.done("read the kernel layout from BTF");
+    let joined = |what: &str| KernelError::Btf(format!("the thread reading {what} failed"));
+    let loader_btf = loader_btf
+        .join()
+        .map_err(|_| joined("the kernel's BTF"))??;
+    let kallsyms = kallsyms.join().map_err(|_| joined("/proc/kallsyms"))?;
+    let facts = KernelFacts::read(btf, loader_btf, &kallsyms)?;
     Ok((layout, facts))
 }
 
@@ -396,7 +443,10 @@ fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Re
     let use_task_pt_regs = u32::from(facts.has_task_pt_regs);
     // Wake userspace once an eighth of the buffer waits; below that it drains on its timer.
     let wakeup_bytes = u64::from(config.ring_bytes / 8);
-    EbpfLoader::new()
+    let phase = Phase::start();
+    // `new()` parses the kernel's BTF again (aya 0.14 has no loader without): one more parse,
+    // but once per start since a refused backend leaves its object to the next.
+    let ebpf = EbpfLoader::new()
         .override_global(global::LAYOUT, layout, true)
         .override_global(global::SELF_TGID, &self_tgid, true)
         .override_global(global::SNAPLEN, &config.snaplen, true)
@@ -409,7 +459,9 @@ fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Re
         .map_max_entries(maps::SCRATCH, u32::try_from(cpus).unwrap_or(u32::MAX))
         .map_max_entries(maps::EVENTS, config.ring_bytes)
         .load(OBJECT)
-        .map_err(|e| Error::Load(one_line(&e)))
+        .map_err(|e| Error::Load(one_line(&e)))?;
+    phase.done("loaded the object (its own BTF parse, relocations, maps)");
+    Ok(ebpf)
 }
 
 /// Attaches the program that sends each new cgroup's path. Not needed to capture: where it
@@ -421,8 +473,10 @@ fn attach_cgroup_mkdir(ebpf: &mut aya::Ebpf) {
         .ok_or_else(|| "not in the object".to_string())
         .and_then(|p| {
             let p: &mut aya::programs::RawTracePoint = p.try_into().map_err(|e| one_line(&e))?;
-            p.load().map_err(|e| one_line(&e))?;
-            p.attach(CGROUP_MKDIR).map(|_| ()).map_err(|e| one_line(&e))
+            backend::timed("loaded", CGROUP_MKDIR, || p.load()).map_err(|e| one_line(&e))?;
+            backend::timed("attached", CGROUP_MKDIR, || p.attach(CGROUP_MKDIR))
+                .map(|_| ())
+                .map_err(|e| one_line(&e))
         });
     if let Err(e) = attached {
         eprintln!(

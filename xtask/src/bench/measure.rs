@@ -318,6 +318,48 @@ pub(super) fn disk_write_rate() -> Result<f64> {
     Ok(written as f64 / secs)
 }
 
+/// How long the idle capture is watched.
+const IDLE_SECONDS: u64 = 10;
+
+/// What an idle capture costs the machine: udstrace capturing only process 1 (which sends
+/// nothing on Unix sockets, and no other process's send reaches the ring buffer), its
+/// wakeups per second over `IDLE_SECONDS` (the voluntary context switches of all its threads:
+/// each is a sleep, so a wakeup), and its start-to-attached time.
+pub(super) fn idle_wakeups(bin: &Path) -> Result<(f64, f64)> {
+    let tracer = Tracer::start(bin, Mode::Filtered)?;
+    let pid = tracer.child.id();
+    // Past the start-up's own work (the output thread, the first drains).
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let before = voluntary_switches(pid)?;
+    std::thread::sleep(std::time::Duration::from_secs(IDLE_SECONDS));
+    let after = voluntary_switches(pid)?;
+    let attach = tracer.attach;
+    let mut run = Run::default();
+    let idle = Workload {
+        name: "idle",
+        kind: "idle",
+        size: "0",
+        named: false,
+        recv: false,
+    };
+    tracer.stop(&idle, Mode::Filtered, &mut run)?;
+    Ok(((after - before) as f64 / IDLE_SECONDS as f64, attach))
+}
+
+/// The voluntary context switches of every thread of `pid` so far.
+fn voluntary_switches(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).context("udstrace's threads")? {
+        let status = std::fs::read_to_string(task?.path().join("status")).unwrap_or_default();
+        total += status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
+}
+
 /// Waits for `pid`; returns its exit status and (CPU seconds, peak RSS KiB).
 fn wait4(pid: u32) -> Result<(i32, (f64, u64))> {
     let mut status = 0i32;

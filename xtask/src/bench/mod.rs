@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use self::measure::{disk_write_rate, run_one, Run};
+use self::measure::{disk_write_rate, idle_wakeups, run_one, Run};
 use crate::util::{cargo, require_root, root, sh};
 
 const ROUNDS: usize = 3;
@@ -147,8 +147,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-pub(crate) fn run() -> Result<()> {
-    require_root("cargo xtask bench")?;
+/// Builds the release binaries the benchmarks run.
+fn build() -> Result<()> {
     sh(cargo().args([
         "build",
         "--release",
@@ -157,7 +157,33 @@ pub(crate) fn run() -> Result<()> {
         "-p",
         "udstrace-tests",
         "--bins",
-    ]))?;
+    ]))
+}
+
+/// `cargo xtask bench --soak SECONDS`: the soak of tests/tests/soak.rs
+/// (tests/src/bin/udstrace-soak.rs) for `seconds`, with the release build; its figures go
+/// into docs/BENCHMARKS.md (between the `soak` markers).
+pub(crate) fn soak(seconds: u64) -> Result<()> {
+    require_root("cargo xtask bench --soak")?;
+    build()?;
+    let bin = root().join("target/release");
+    let out = std::process::Command::new(bin.join("udstrace-soak"))
+        .arg(seconds.to_string())
+        .arg(bin.join("udstrace"))
+        .output()
+        .context("udstrace-soak")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    print!("{text}");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    let section = report::soak_section(seconds, &text);
+    report::write_section(&root().join("docs/BENCHMARKS.md"), "soak", &section)?;
+    anyhow::ensure!(out.status.success(), "the soak failed");
+    Ok(())
+}
+
+pub(crate) fn run() -> Result<()> {
+    require_root("cargo xtask bench")?;
+    build()?;
     let bin = root().join("target/release");
     let mut rows = Vec::new();
     let mut measured = Vec::new();
@@ -171,11 +197,13 @@ pub(crate) fn run() -> Result<()> {
         }
     }
     let lossless = lossless_search(&bin)?;
+    let idle = idle_wakeups(&bin)?;
+    eprintln!("idle capture: {:.1} wakeups/s", idle.0);
 
     let disk = disk_write_rate()?;
     eprintln!("file system write rate: {:.0} MB/s", disk / 1e6);
 
-    let report = report::page(&rows, &lossless, disk, &measured);
+    let report = report::page(&rows, &lossless, disk, &measured, idle.0);
     println!("{report}");
     report::write_report(&root().join("docs/BENCHMARKS.md"), &report)?;
     let _ = std::fs::remove_file(CAPTURE);

@@ -9,7 +9,7 @@ use aya::{
 };
 use udstrace_common::maps;
 
-use super::{program, refused_or, set_continuation, AttachBackend, SendFunctions};
+use super::{program, refused_or, set_continuation, timed, AttachBackend, SendFunctions};
 use crate::{error::Error, kernel::KernelFacts};
 
 pub(crate) struct FentryBackend;
@@ -50,16 +50,16 @@ impl AttachBackend for FentryBackend {
             // leaving (an entry without its exit counts as a lost call).
             let exit_name = fexit_program(function, kernel.has_bpf_loop)?;
             let exit: &mut FExit = program(ebpf, exit_name)?;
-            exit.load(function, &kernel.btf)
+            timed("loaded", exit_name, || exit.load(function, &kernel.btf))
                 .map_err(|e| refused_or(exit_name, e))?;
-            exit.attach().map_err(|e| refused_or(exit_name, e))?;
+            timed("attached", exit_name, || exit.attach()).map_err(|e| refused_or(exit_name, e))?;
 
             let entry_name = fentry_program(function)?;
             let entry: &mut FEntry = program(ebpf, entry_name)?;
-            entry
-                .load(function, &kernel.btf)
+            timed("loaded", entry_name, || entry.load(function, &kernel.btf))
                 .map_err(|e| refused_or(entry_name, e))?;
-            entry.attach().map_err(|e| refused_or(entry_name, e))?;
+            timed("attached", entry_name, || entry.attach())
+                .map_err(|e| refused_or(entry_name, e))?;
         }
         Ok(())
     }

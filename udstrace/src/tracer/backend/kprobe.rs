@@ -5,7 +5,7 @@
 use aya::{programs::KProbe, Ebpf};
 use udstrace_common::maps;
 
-use super::{program, refused_or, set_continuation, AttachBackend, SendFunctions};
+use super::{program, refused_or, set_continuation, timed, AttachBackend, SendFunctions};
 use crate::{error::Error, kernel::KernelFacts};
 
 pub(crate) struct KprobeBackend;
@@ -69,26 +69,36 @@ impl AttachBackend for KprobeBackend {
                 continue;
             }
             let probe: &mut KProbe = program(ebpf, name)?;
-            probe.load().map_err(|e| refused_or(name, e))?;
+            timed("loaded", name, || probe.load()).map_err(|e| refused_or(name, e))?;
             for function in SendFunctions::of(kernel) {
                 if sendpage == (function == "unix_stream_sendpage") {
-                    probe.attach(function, 0).map_err(|e| refused_or(name, e))?;
+                    timed("attached", &format!("{name} to {function}"), || {
+                        probe.attach(function, 0)
+                    })
+                    .map_err(|e| refused_or(name, e))?;
                 }
             }
             // The receive functions return an int too: the same return probe.
             if recv && name == sendmsg_return {
                 for function in SendFunctions::RECVMSG {
-                    probe.attach(function, 0).map_err(|e| refused_or(name, e))?;
+                    timed("attached", &format!("{name} to {function}"), || {
+                        probe.attach(function, 0)
+                    })
+                    .map_err(|e| refused_or(name, e))?;
                 }
             }
         }
         if recv {
             let probe: &mut KProbe = program(ebpf, RECVMSG_ENTRY)?;
-            probe.load().map_err(|e| refused_or(RECVMSG_ENTRY, e))?;
+            timed("loaded", RECVMSG_ENTRY, || probe.load())
+                .map_err(|e| refused_or(RECVMSG_ENTRY, e))?;
             for function in SendFunctions::RECVMSG {
-                probe
-                    .attach(function, 0)
-                    .map_err(|e| refused_or(RECVMSG_ENTRY, e))?;
+                timed(
+                    "attached",
+                    &format!("{RECVMSG_ENTRY} to {function}"),
+                    || probe.attach(function, 0),
+                )
+                .map_err(|e| refused_or(RECVMSG_ENTRY, e))?;
             }
         }
         Ok(())

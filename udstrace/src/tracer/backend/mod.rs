@@ -11,7 +11,7 @@ use aya::Ebpf;
 use udstrace_common::maps;
 
 pub(crate) use crate::kernel::hooks::SendFunctions;
-use crate::{error::Error, kernel::KernelFacts};
+use crate::{error::Error, kernel::KernelFacts, timing::Phase};
 
 pub(crate) mod fentry;
 pub(crate) mod kprobe;
@@ -82,6 +82,19 @@ pub(crate) trait AttachBackend: Sync {
     fn programs(&self) -> Vec<&'static str>;
 }
 
+/// Runs `f`, a load or attach, and says how long it took (`--verbose`, `UDSTRACE_TIMING`):
+/// `{verb} {name}`.
+pub(crate) fn timed<T, E>(
+    verb: &str,
+    name: &str,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    let phase = Phase::start();
+    let result = f();
+    phase.done(format_args!("{verb} {name}"));
+    result
+}
+
 /// The program called `name` in `ebpf`, as a `T`.
 pub(crate) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, Error>
 where
@@ -133,7 +146,7 @@ pub(crate) fn set_continuation(
     if kernel.has_bpf_loop {
         return Ok(());
     }
-    load(ebpf)?;
+    timed("loaded", name, || load(ebpf))?;
     let fd = ebpf
         .program(name)
         .ok_or(Error::MissingProgram(name))?

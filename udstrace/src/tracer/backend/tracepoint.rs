@@ -7,7 +7,7 @@
 
 use aya::{programs::BtfTracePoint, Ebpf};
 
-use super::{program, AttachBackend};
+use super::{program, timed, AttachBackend};
 use crate::{error::Error, kernel::KernelFacts};
 
 pub(crate) struct TracepointBackend;
@@ -33,18 +33,21 @@ impl AttachBackend for TracepointBackend {
 
     fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts, recv: bool) -> Result<(), Error> {
         let send: &mut BtfTracePoint = program(ebpf, SEND_PROGRAM)?;
-        send.load("sock_send_length", &kernel.btf)
+        timed("loaded", SEND_PROGRAM, || {
+            send.load("sock_send_length", &kernel.btf)
+        })
+        .map_err(|e| Error::attach(SEND_PROGRAM, e))?;
+        timed("attached", SEND_PROGRAM, || send.attach())
             .map_err(|e| Error::attach(SEND_PROGRAM, e))?;
-        send.attach().map_err(|e| Error::attach(SEND_PROGRAM, e))?;
 
         if recv {
             // Added with sock_send_length (6.3).
             let receive: &mut BtfTracePoint = program(ebpf, RECV_PROGRAM)?;
-            receive
-                .load("sock_recv_length", &kernel.btf)
-                .map_err(|e| Error::attach(RECV_PROGRAM, e))?;
-            receive
-                .attach()
+            timed("loaded", RECV_PROGRAM, || {
+                receive.load("sock_recv_length", &kernel.btf)
+            })
+            .map_err(|e| Error::attach(RECV_PROGRAM, e))?;
+            timed("attached", RECV_PROGRAM, || receive.attach())
                 .map_err(|e| Error::attach(RECV_PROGRAM, e))?;
         }
 

@@ -312,3 +312,79 @@ fn decodes_cgroup_records_and_receivers() {
         );
     }
 }
+
+/// The record fuzz target's seeds (fuzz/corpus/record/seed-*): records of every kind as the
+/// kernel programs lay them out, kept in step with the format by this test
+/// (`UDSTRACE_UPDATE_GOLDEN=1` rewrites them after a deliberate change). Each decodes.
+#[test]
+fn fuzz_seeds_are_this_format_s_records() {
+    let mut ancillary = ancillary_bytes(1, 0);
+    let rights = cmsg(libc::SOL_SOCKET, libc::SCM_RIGHTS, &5i32.to_ne_bytes());
+    let cred: Vec<u8> = [1234u32, 1000, 100]
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect();
+    let cred = cmsg(libc::SOL_SOCKET, libc::SCM_CREDENTIALS, &cred);
+    let control = [rights, cred].concat();
+    let at = offset_of!(AncillaryRecord, control);
+    ancillary[at..at + control.len()].copy_from_slice(&control);
+    ancillary[offset_of!(AncillaryRecord, cap_len)..][..4]
+        .copy_from_slice(&(control.len() as u32).to_ne_bytes());
+    ancillary[offset_of!(AncillaryRecord, control_len)..][..4]
+        .copy_from_slice(&(control.len() as u32).to_ne_bytes());
+    let path = b"/system.slice/docker-0123abcd.scope";
+    let mut cgroup = vec![0u8; CGROUP_RECORD_LEN];
+    cgroup[..2].copy_from_slice(&KIND_CGROUP.to_ne_bytes());
+    cgroup[2..4].copy_from_slice(&(CGROUP_RECORD_LEN as u16).to_ne_bytes());
+    cgroup[offset_of!(CgroupRecord, id)..][..8].copy_from_slice(&7302u64.to_ne_bytes());
+    cgroup[offset_of!(CgroupRecord, path_len)..][..4]
+        .copy_from_slice(&(path.len() as u32).to_ne_bytes());
+    cgroup[offset_of!(CgroupRecord, path)..][..path.len()].copy_from_slice(path);
+    let seeds = [
+        ("send", RawRecord::default().encode()),
+        (
+            "send-named",
+            RawRecord {
+                path: b"\0abstract\0",
+                sock_id: Some(0xffff_8880_0000_1000),
+                peer_id: Some(0xffff_8880_0000_2000),
+                receiver: (4242, receiver::CRED, b"dockerd", 99),
+                ..RawRecord::default()
+            }
+            .encode(),
+        ),
+        (
+            "send-segment",
+            RawRecord {
+                flags: 0,
+                sock_type: 5,
+                msg_len: 1 << 20,
+                seg_offset: u64::from(SEGMENT_MAX),
+                stream_offset: 3 << 20,
+                lost_segments: 2,
+                payload: vec![0x42; 64],
+                ..RawRecord::default()
+            }
+            .encode(),
+        ),
+        ("ancillary", ancillary),
+        ("cgroup", cgroup),
+    ];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/record");
+    let update = std::env::var_os("UDSTRACE_UPDATE_GOLDEN").is_some();
+    for (name, bytes) in seeds {
+        assert!(Record::try_from(bytes.as_slice()).is_ok(), "{name}");
+        let file = dir.join(format!("seed-{name}"));
+        if update {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&file, &bytes).unwrap();
+        }
+        let kept = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert!(
+            kept == bytes,
+            "{} is not this format's record: \
+             UDSTRACE_UPDATE_GOLDEN=1 rewrites it",
+            file.display()
+        );
+    }
+}

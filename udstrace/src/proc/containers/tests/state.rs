@@ -420,11 +420,20 @@ fn cache_by_cgroup() {
         "renamed"
     );
     assert_eq!(containers.of_cgroup("/system.slice/ssh.service"), None);
+    // A container without a name yet (its runtime has not written its state) is not
+    // remembered: looked for again next time.
+    let unnamed = format!("/docker/{:064x}", 7);
+    let cached = containers.by_cgroup.len();
+    assert_eq!(containers.of_cgroup(&unnamed).unwrap().name, None);
+    assert_eq!(containers.by_cgroup.len(), cached);
     // Bounded: past CACHE_LIMIT cgroups it starts over.
-    for i in 0..CACHE_LIMIT {
-        let other = format!("/docker/{i:064x}");
-        assert_eq!(containers.of_cgroup(&other).unwrap().name, None);
-        assert!(containers.by_cgroup.len() <= CACHE_LIMIT);
+    let known = containers.of_cgroup(&format!("/docker/{A}")).unwrap();
+    while containers.by_cgroup.len() < CACHE_LIMIT {
+        let other = format!("/other/{}", containers.by_cgroup.len());
+        containers.by_cgroup.insert(other, known.clone());
     }
+    // The next miss starts over: what was known is read again.
+    assert_eq!(containers.of_cgroup(&unnamed).unwrap().name, None);
+    assert!(containers.by_cgroup.is_empty());
     assert_eq!(containers.of_pid(100).unwrap().label(), "renamed");
 }
