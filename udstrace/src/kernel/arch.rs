@@ -198,43 +198,40 @@ fn direct_map_x86_64(kallsyms: &str, _release: &str, _page_struct: u64) -> Direc
 
 /// arm64 with 4 KiB pages: `page_to_virt()` is `PAGE_OFFSET + (page - VMEMMAP_START) /
 /// sizeof(struct page) * PAGE_SIZE`, both bases fixed at build time (randomisation moves the
-/// physical side, `memstart_addr`). They depend on `VA_BITS`, 48 or 52 (Debian's 6.12 is
-/// built with 52; the kernel keeps the 52-bit `PAGE_OFFSET` on 48-bit hardware): since 5.11
-/// a kernel built with more than 48 has the variable `vabits_actual`, one with 48 does not.
-/// Where the `vmemmap` region starts moved twice (arch/arm64/include/asm/memory.h): `-2^41 -
-/// 2 MiB` in 5.10 (48 bits), `-(1 << (VA_BITS - 6))` from 5.11, `-1 GiB - VMEMMAP_SIZE` from
-/// 6.9, `VMEMMAP_SIZE` being `(_PAGE_END(48) - PAGE_OFFSET) / PAGE_SIZE * sizeof(struct page)`.
-fn direct_map_aarch64(kallsyms: &str, release: &str, page_struct: u64) -> DirectMap {
+/// physical side, `memstart_addr`). Both depend on `VA_BITS`, 48 or 52 (Debian's 6.12 is built
+/// with 52, its 5.10 and 6.1 with 48), which nothing a process can read says for sure (the
+/// variable `vabits_actual` is gone from 6.9's kallsyms). It need not be known: from 5.11 the
+/// `vmemmap` region moves with `PAGE_OFFSET` so that a page's address comes out the same for
+/// both (`-(1 << (VA_BITS - 6))` to 6.8, with 64-byte pages; `-1 GiB - VMEMMAP_SIZE` from
+/// 6.9, `VMEMMAP_SIZE` being `(_PAGE_END(48) - PAGE_OFFSET) / PAGE_SIZE * sizeof(struct
+/// page)`: the region ends where the 48-bit one ends), and the 52-bit `VMEMMAP_START` is the
+/// lower, so that the programs' check `page >= VMEMMAP_START` admits the pages of both. So
+/// the 52-bit bases are given from 5.11; before, the region was `-2^41 - 2 MiB`, with 48 bits
+/// (arch/arm64/include/asm/memory.h of each release).
+fn direct_map_aarch64(_kallsyms: &str, release: &str, page_struct: u64) -> DirectMap {
     let version = release_version(release);
-    let va_bits = if version >= (5, 11) && has_symbol(kallsyms, "vabits_actual") {
-        52
-    } else {
-        48
-    };
-    let page_offset = 0u64.wrapping_sub(1 << va_bits);
-    let linear_pages = ((1u64 << va_bits) - (1 << 47)) >> 12;
-    let vmemmap = if version < (5, 11) {
-        0xffff_fdff_ffe0_0000
-    } else if version < (6, 9) {
-        0u64.wrapping_sub(1 << (va_bits - 6))
-    } else {
-        0u64.wrapping_sub(1 << 30)
-            .wrapping_sub(linear_pages * page_struct.max(1))
-    };
+    let va_bits = if version >= (5, 11) { 52 } else { 48 };
     DirectMap {
         page_offset_base_addr: 0,
-        page_offset_base: page_offset,
+        page_offset_base: 0u64.wrapping_sub(1 << va_bits),
         vmemmap_base_addr: 0,
-        vmemmap_base: vmemmap,
+        vmemmap_base: aarch64_vmemmap_start(version, va_bits, page_struct),
         page_size: 4096,
     }
 }
 
-/// Whether `/proc/kallsyms` text names `name` (its address may be hidden).
-fn has_symbol(kallsyms: &str, name: &str) -> bool {
-    kallsyms
-        .lines()
-        .any(|line| line.split_whitespace().nth(2) == Some(name))
+/// `VMEMMAP_START` of an arm64 kernel of `version` built with `va_bits`, its `struct page`
+/// `page_struct` bytes (see [`direct_map_aarch64`]).
+fn aarch64_vmemmap_start(version: (u32, u32), va_bits: u32, page_struct: u64) -> u64 {
+    if version < (5, 11) {
+        0xffff_fdff_ffe0_0000
+    } else if version < (6, 9) {
+        0u64.wrapping_sub(1 << (va_bits - 6))
+    } else {
+        let linear_pages = ((1u64 << va_bits) - (1 << 47)) >> 12;
+        0u64.wrapping_sub(1 << 30)
+            .wrapping_sub(linear_pages * page_struct.max(1))
+    }
 }
 
 /// (major, minor) of a kernel release (`6.12.48+deb13-arm64`); (0, 0) if unreadable.
@@ -283,31 +280,51 @@ mod tests {
     #[test]
     fn arm64_vmemmap_moves_with_the_release() {
         let arm = Arch::named("aarch64").unwrap();
-        let at = |kallsyms, release| {
-            let m = arm.direct_map(kallsyms, release, 64);
+        let at = |release| {
+            let m = arm.direct_map("", release, 64);
             (m.page_offset_base, m.vmemmap_base)
         };
-        let va52 = "0000000000000000 D vabits_actual\n";
         assert_eq!(
-            at("", "5.10.0-32-arm64"),
+            at("5.10.0-32-arm64"),
             (0xffff_0000_0000_0000, 0xffff_fdff_ffe0_0000)
         );
         assert_eq!(
-            at("", "6.1.0-50-arm64"),
-            (0xffff_0000_0000_0000, 0xffff_fc00_0000_0000)
-        );
-        assert_eq!(
-            at(va52, "6.1.0-50-arm64"),
+            at("6.1.0-50-arm64"),
             (0xfff0_0000_0000_0000, 0xffff_c000_0000_0000)
         );
         assert_eq!(
-            at("", "6.12.95+deb12-arm64"),
-            (0xffff_0000_0000_0000, 0xffff_fdff_c000_0000)
-        );
-        assert_eq!(
-            at(va52, "6.12.95+deb12-arm64"),
+            at("6.12.95+deb12-arm64"),
             (0xfff0_0000_0000_0000, 0xffff_c1ff_c000_0000)
         );
         assert_eq!(release_version("6.12.48+deb13-arm64"), (6, 12));
+    }
+
+    /// The bases given (52-bit) turn the pages of a kernel built with 48 bits and of one built
+    /// with 52 into the addresses those kernels' own `page_to_virt()` gives (their memory.h's
+    /// formula and constants), on both sides of 6.9's move of the region: the first page of
+    /// each region, one further in, and the last.
+    #[test]
+    fn arm64_bases_fit_kernels_built_with_48_and_52_bits() {
+        let arm = Arch::named("aarch64").unwrap();
+        for release in ["6.1.0-50-arm64", "6.12.95+deb12-arm64"] {
+            let version = release_version(release);
+            let m = arm.direct_map("", release, 64);
+            let ours = |page: u64| {
+                (page >= m.vmemmap_base)
+                    .then(|| m.page_offset_base + (page - m.vmemmap_base) / 64 * m.page_size)
+            };
+            for va_bits in [48, 52] {
+                let start = aarch64_vmemmap_start(version, va_bits, 64);
+                let theirs =
+                    |page: u64| 0u64.wrapping_sub(1 << va_bits) + (page - start) / 64 * 4096;
+                for page in [start, start + 0x1234_5640, 0xffff_ffff_bfff_ffc0] {
+                    assert_eq!(
+                        ours(page),
+                        Some(theirs(page)),
+                        "{release} {va_bits} {page:#x}"
+                    );
+                }
+            }
+        }
     }
 }
