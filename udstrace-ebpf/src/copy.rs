@@ -27,7 +27,7 @@ const MAX_STEPS: u32 = 4_096;
 /// tail calls chain up to 33 programs.
 const FALLBACK_STEPS: u32 = 256;
 
-/// `cont` for a program type without a continuation program (only with `bpf_loop`).
+/// `cont` for a program without a continuation: with `bpf_loop`, or one that may not tail-call.
 pub(crate) const NO_CONTINUATION: u32 = u32::MAX;
 
 /// Masks that let the verifier see every copy stays inside `Scratch::data` (see there).
@@ -103,6 +103,10 @@ pub(crate) fn copy_segments<const LOOP: bool, C: EbpfContext>(
                     0,
                 );
             }
+        } else if cont == NO_CONTINUATION {
+            // No continuation (a constant the compiler folds: the program has no tail call,
+            // see `unix_sendmsg_kprobe`): the steps in place, what they cannot copy is cut.
+            let _ = fallback_steps(cpu);
         } else {
             // Kernels without bpf_loop (before 5.17): what one program may copy is bounded by
             // what the verifier can walk, so the copy is a chain of tail calls to the

@@ -107,6 +107,32 @@ fn kretprobe_unix_stream_sendpage_seq(ctx: RetProbeContext) -> u32 {
     0
 }
 
+/// `kretprobe_unix_sendmsg_seq` with no tail call, for kernels without `bpf_loop` that refuse
+/// a program with both a tail call and a call to a function of its own (every program calls
+/// `memset`): before 6.0 only the x86_64 JIT took both (arm64's 5.10). It copies what its
+/// bounded steps can (256: 256 iovecs or 16 MiB in one buffer) and cuts the rest (`iov-limit`).
+///
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_stream_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_dgram_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_seqpacket_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_stream_recvmsg(struct socket *sock, struct msghdr *msg, size_t size, int flags)
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_dgram_recvmsg(struct socket *sock, struct msghdr *msg, size_t size, int flags)
+/// match-proto: v6.18 net/unix/af_unix.c: static int unix_seqpacket_recvmsg(struct socket *sock, struct msghdr *msg, size_t size, int flags)
+#[kretprobe]
+fn kretprobe_unix_sendmsg_flat(ctx: RetProbeContext) -> u32 {
+    sendmsg::exit::<false, _>(&ctx, copy::NO_CONTINUATION, i64::from(ctx.ret::<i32>()));
+    0
+}
+
+/// `kretprobe_unix_stream_sendpage_seq` with no tail call (see `kretprobe_unix_sendmsg_flat`).
+///
+/// match-proto: v6.4 net/unix/af_unix.c: static ssize_t unix_stream_sendpage(struct socket *socket, struct page *page, int offset, size_t size, int flags)
+#[kretprobe]
+fn kretprobe_unix_stream_sendpage_flat(ctx: RetProbeContext) -> u32 {
+    sendmsg::exit::<false, _>(&ctx, copy::NO_CONTINUATION, ctx.ret::<i64>());
+    0
+}
+
 /// The copy loop's continuation on kernels without `bpf_loop`: never attached, only
 /// tail-called from the return probes above.
 #[kretprobe]

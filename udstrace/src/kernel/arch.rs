@@ -28,6 +28,9 @@ pub(crate) struct Arch {
     /// The direct map of a kernel of this architecture, from `/proc/kallsyms`, its release and
     /// `sizeof(struct page)`.
     direct_map: fn(&str, &str, u64) -> DirectMap,
+    /// Whether its JIT takes a program with both a tail call and calls to functions of its own
+    /// on kernels without `bpf_loop` (before 5.17): x86_64's from 5.10; arm64's only from 6.0.
+    pub(crate) tail_calls_with_calls: bool,
 }
 
 /// The system calls udstrace names, with their numbers on each architecture (x86_64:
@@ -70,6 +73,7 @@ pub(crate) const ARCHES: [Arch; 2] = [
         // `cs` is `__USER32_CS` (0x23) in a task running the 32-bit ABI.
         compat: ("cs", 0xffff, 0x23),
         direct_map: direct_map_x86_64,
+        tail_calls_with_calls: true,
     },
     Arch {
         name: "aarch64",
@@ -86,6 +90,7 @@ pub(crate) const ARCHES: [Arch; 2] = [
         // `PSR_MODE32_BIT` in `pstate`: an AArch32 task.
         compat: ("pstate", 0x10, 0x10),
         direct_map: direct_map_aarch64,
+        tail_calls_with_calls: false,
     },
 ];
 

@@ -47,13 +47,87 @@ impl SendFunctions {
         "unix_seqpacket_recvmsg",
     ];
 
-    /// Why the functions cannot be hooked, if one is not in the kernel's BTF.
+    /// Why the functions cannot be hooked by trampolines, if one is not in the kernel's BTF
+    /// (a trampoline program is loaded against the function's BTF).
     #[must_use]
     pub(crate) fn missing(kernel: &KernelFacts) -> Option<String> {
-        Self::SENDMSG
-            .into_iter()
-            .chain(Self::RECVMSG)
+        Self::all(kernel)
             .find(|f| !kernel.btf_functions.iter().any(|g| g == f))
             .map(|f| format!("kernel {} has no function {f} in its BTF", kernel.release))
+    }
+
+    /// Why the functions cannot be hooked by kprobes, if one is not a symbol of the kernel:
+    /// a kprobe needs only the symbol (arm64's 5.10 has BTF without these static functions).
+    /// Without `/proc/kallsyms`, as [`Self::missing`].
+    #[must_use]
+    pub(crate) fn missing_symbol(kernel: &KernelFacts) -> Option<String> {
+        if kernel.symbol_functions.is_empty() {
+            return Self::missing(kernel);
+        }
+        Self::all(kernel)
+            .find(|f| !kernel.symbol_functions.iter().any(|g| g == f))
+            .map(|f| {
+                format!(
+                    "kernel {} has no function {f} in /proc/kallsyms",
+                    kernel.release
+                )
+            })
+    }
+
+    /// Every function a backend may hook on this kernel.
+    fn all(kernel: &KernelFacts) -> impl Iterator<Item = &'static str> {
+        Self::of(kernel).chain(Self::RECVMSG)
+    }
+
+    /// Of every function a backend may hook on any kernel, those `kallsyms` (the text of
+    /// `/proc/kallsyms`) has as functions.
+    #[must_use]
+    pub(crate) fn in_kallsyms(kallsyms: &str) -> Vec<&'static str> {
+        let wanted: Vec<&'static str> = Self::SENDMSG
+            .into_iter()
+            .chain(Self::RECVMSG)
+            .chain(["unix_stream_sendpage"])
+            .collect();
+        let mut found = Vec::new();
+        for line in kallsyms.lines() {
+            let mut words = line.split_whitespace().skip(1);
+            let (Some(kind), Some(name)) = (words.next(), words.next()) else {
+                continue;
+            };
+            if kind.eq_ignore_ascii_case("t") {
+                if let Some(f) = wanted.iter().find(|w| **w == name) {
+                    if !found.contains(f) {
+                        found.push(*f);
+                    }
+                }
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SendFunctions;
+
+    #[test]
+    fn functions_found_in_kallsyms() {
+        let text = "ffffffc0089a2f10 t unix_stream_sendmsg
+                    ffffffc0089a3010 t unix_dgram_sendmsg
+                    ffffffc0089a3110 d unix_seqpacket_sendmsg
+                    0000000000000000 t unix_stream_sendpage
+                    ffffffc0089a3210 T unix_stream_recvmsg [some_module]
+                    garbage
+";
+        assert_eq!(
+            SendFunctions::in_kallsyms(text),
+            [
+                "unix_stream_sendmsg",
+                "unix_dgram_sendmsg",
+                "unix_stream_sendpage",
+                "unix_stream_recvmsg"
+            ]
+        );
+        assert!(SendFunctions::in_kallsyms("").is_empty());
     }
 }

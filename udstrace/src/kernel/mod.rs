@@ -49,6 +49,9 @@ pub(crate) struct KernelFacts {
     pub(crate) has_sock_send_length: bool,
     /// Whether the `bpf_loop` helper exists (5.17+).
     pub(crate) has_bpf_loop: bool,
+    /// Without `bpf_loop`, whether the copy may go on in tail calls (see
+    /// `Arch::tail_calls_with_calls`); else the programs without them are loaded.
+    pub(crate) tail_calls: bool,
     /// Whether `bpf_get_current_task_btf` and `bpf_task_pt_regs` exist (5.15+).
     pub(crate) has_task_pt_regs: bool,
     /// Whether kprobes can be created (the perf `kprobe` event source, CONFIG_KPROBES).
@@ -57,6 +60,8 @@ pub(crate) struct KernelFacts {
     pub(crate) has_sendpage: bool,
     /// Which of the functions the function-hook backends attach to are in the BTF.
     pub(crate) btf_functions: Vec<&'static str>,
+    /// Which of them are functions in `/proc/kallsyms` (empty if it cannot be read).
+    pub(crate) symbol_functions: Vec<&'static str>,
     /// Where the direct map and the page array are.
     pub(crate) direct_map: DirectMap,
     /// The architecture's system call numbers and registers.
@@ -77,7 +82,9 @@ impl KernelFacts {
         let has_sock_send_length = btf.has_name("btf_trace_sock_send_length");
         let has_bpf_loop = btf.has_name("bpf_loop");
         let has_task_pt_regs = btf.has_name("bpf_task_pt_regs");
-        let has_sendpage = btf.has_name("unix_stream_sendpage");
+        let symbol_functions = SendFunctions::in_kallsyms(kallsyms);
+        let has_sendpage = btf.has_name("unix_stream_sendpage")
+            || symbol_functions.contains(&"unix_stream_sendpage");
         let arch = Arch::running()?;
         let page_struct = btf
             .struct_id("page")
@@ -97,10 +104,12 @@ impl KernelFacts {
             btf: loader_btf,
             has_sock_send_length,
             has_bpf_loop,
+            tail_calls: arch.tail_calls_with_calls,
             has_task_pt_regs,
             has_kprobes: Path::new("/sys/bus/event_source/devices/kprobe").exists(),
             has_sendpage,
             btf_functions,
+            symbol_functions,
             direct_map,
             syscall_abi,
         })

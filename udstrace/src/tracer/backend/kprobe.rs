@@ -17,6 +17,8 @@ const RECVMSG_ENTRY: &str = "kprobe_unix_recvmsg";
 const SENDPAGE_RETURN: &str = "kretprobe_unix_stream_sendpage";
 const SENDMSG_RETURN_SEQ: &str = "kretprobe_unix_sendmsg_seq";
 const SENDPAGE_RETURN_SEQ: &str = "kretprobe_unix_stream_sendpage_seq";
+const SENDMSG_RETURN_FLAT: &str = "kretprobe_unix_sendmsg_flat";
+const SENDPAGE_RETURN_FLAT: &str = "kretprobe_unix_stream_sendpage_flat";
 /// The copy loop's continuation, and its index in `COPY_CONTINUE` (see the kernel side).
 const CONTINUE: &str = "kretprobe_copy_continue";
 
@@ -28,7 +30,7 @@ impl AttachBackend for KprobeBackend {
                 kernel.release
             ));
         }
-        SendFunctions::missing(kernel)
+        SendFunctions::missing_symbol(kernel)
     }
 
     #[cfg(test)]
@@ -41,6 +43,8 @@ impl AttachBackend for KprobeBackend {
             SENDPAGE_RETURN,
             SENDMSG_RETURN_SEQ,
             SENDPAGE_RETURN_SEQ,
+            SENDMSG_RETURN_FLAT,
+            SENDPAGE_RETURN_FLAT,
             CONTINUE,
         ]
     }
@@ -53,10 +57,14 @@ impl AttachBackend for KprobeBackend {
         // Returns first: a return probe attached after its entry probe could miss the return
         // of a call that entered in between, leaving a stale entry behind.
         // The return programs copying under bpf_loop, or those for kernels without it.
+        // Without bpf_loop, those going on in tail calls, or where the architecture's JIT
+        // refuses them, those without.
         let (sendmsg_return, sendpage_return) = if kernel.has_bpf_loop {
             (SENDMSG_RETURN, SENDPAGE_RETURN)
-        } else {
+        } else if kernel.tail_calls {
             (SENDMSG_RETURN_SEQ, SENDPAGE_RETURN_SEQ)
+        } else {
+            (SENDMSG_RETURN_FLAT, SENDPAGE_RETURN_FLAT)
         };
         for name in [
             sendmsg_return,

@@ -133,8 +133,8 @@ pub(crate) fn refused_or(name: &'static str, e: aya::programs::ProgramError) -> 
     }
 }
 
-/// On kernels without `bpf_loop`, loads the copy loop's continuation program `name` (already
-/// loaded by `load`) and puts it at `index` of `COPY_CONTINUE`, where the capture programs
+/// On kernels without `bpf_loop` that take tail calls (`KernelFacts::tail_calls`), loads the
+/// copy loop's continuation program `name` (already loaded by `load`) and puts it at `index` of `COPY_CONTINUE`, where the capture programs
 /// tail-call it to copy long messages.
 pub(crate) fn set_continuation(
     ebpf: &mut Ebpf,
@@ -143,7 +143,7 @@ pub(crate) fn set_continuation(
     index: u32,
     load: impl FnOnce(&mut Ebpf) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    if kernel.has_bpf_loop {
+    if kernel.has_bpf_loop || !kernel.tail_calls {
         return Ok(());
     }
     timed("loaded", name, || load(ebpf))?;
