@@ -228,7 +228,23 @@ fn stop_or_continue(ud: &Udstrace, signal: libc::c_int) {
 #[test]
 fn losses_are_counted_and_show_as_gaps() {
     let dir = TempDir::new("loss");
-    let (ud, file) = start_capture(&dir, &["-B", "64"]);
+    losses_counted(&dir, &["-B", "64"]);
+}
+
+/// The same once udstrace has become `nobody` (`-Z`), with no privilege left: the loss
+/// counters are still read (5.10 and 6.1 refuse every bpf(2) call to such a task, so they are
+/// read from memory the map shares).
+#[test]
+fn losses_are_counted_after_dropping_privileges() {
+    const NOBODY: u32 = 65_534;
+    let dir = TempDir::new("loss-z");
+    std::os::unix::fs::chown(dir.path(""), Some(NOBODY), Some(NOBODY)).unwrap();
+    losses_counted(&dir, &["-B", "64", "-Z", "nobody"]);
+}
+
+/// A capture of this process with `extra` options, into `dir`, that loses most of 24 MB.
+fn losses_counted(dir: &TempDir, extra: &[&str]) {
+    let (ud, file) = start_capture(dir, extra);
     let (mut a, b) = UnixStream::pair().unwrap();
     let ino_a = inode(&a);
     let reader = drain(b);
