@@ -32,12 +32,12 @@ impl SendFunctions {
         "unix_seqpacket_sendmsg",
     ];
 
-    /// The functions to hook on this kernel: the three sendmsg, and `unix_stream_sendpage`
-    /// where it exists (before 6.5, `sendfile` and `splice` go through it).
-    pub(crate) fn of(kernel: &KernelFacts) -> impl Iterator<Item = &'static str> {
+    /// The send functions to hook: the three sendmsg, and `unix_stream_sendpage` with
+    /// `sendpage` (where it exists: before 6.5, `sendfile` and `splice` go through it).
+    pub(crate) fn with_sendpage(sendpage: bool) -> impl Iterator<Item = &'static str> {
         Self::SENDMSG
             .into_iter()
-            .chain(kernel.has_sendpage.then_some("unix_stream_sendpage"))
+            .chain(sendpage.then_some("unix_stream_sendpage"))
     }
 
     /// The receive functions (`--recv`), same prototype in 5.10 ... 6.18.
@@ -51,7 +51,9 @@ impl SendFunctions {
     /// (a trampoline program is loaded against the function's BTF).
     #[must_use]
     pub(crate) fn missing(kernel: &KernelFacts) -> Option<String> {
-        Self::all(kernel)
+        Self::SENDMSG
+            .into_iter()
+            .chain(Self::RECVMSG)
             .find(|f| !kernel.btf_functions.iter().any(|g| g == f))
             .map(|f| format!("kernel {} has no function {f} in its BTF", kernel.release))
     }
@@ -64,7 +66,9 @@ impl SendFunctions {
         if kernel.symbol_functions.is_empty() {
             return Self::missing(kernel);
         }
-        Self::all(kernel)
+        Self::SENDMSG
+            .into_iter()
+            .chain(Self::RECVMSG)
             .find(|f| !kernel.symbol_functions.iter().any(|g| g == f))
             .map(|f| {
                 format!(
@@ -72,11 +76,6 @@ impl SendFunctions {
                     kernel.release
                 )
             })
-    }
-
-    /// Every function a backend may hook on this kernel.
-    fn all(kernel: &KernelFacts) -> impl Iterator<Item = &'static str> {
-        Self::of(kernel).chain(Self::RECVMSG)
     }
 
     /// Of every function a backend may hook on any kernel, those `kallsyms` (the text of

@@ -56,8 +56,10 @@ pub(crate) struct KernelFacts {
     pub(crate) has_task_pt_regs: bool,
     /// Whether kprobes can be created (the perf `kprobe` event source, CONFIG_KPROBES).
     pub(crate) has_kprobes: bool,
-    /// Whether `unix_stream_sendpage` exists (before 6.5).
+    /// Whether `unix_stream_sendpage` (before 6.5) is in the BTF: trampolines hook it then.
     pub(crate) has_sendpage: bool,
+    /// Whether it is a function in `/proc/kallsyms`: kprobes hook it then.
+    pub(crate) sendpage_symbol: bool,
     /// Which of the functions the function-hook backends attach to are in the BTF.
     pub(crate) btf_functions: Vec<&'static str>,
     /// Which of them are functions in `/proc/kallsyms` (empty if it cannot be read).
@@ -83,8 +85,8 @@ impl KernelFacts {
         let has_bpf_loop = btf.has_name("bpf_loop");
         let has_task_pt_regs = btf.has_name("bpf_task_pt_regs");
         let symbol_functions = SendFunctions::in_kallsyms(kallsyms);
-        let has_sendpage = btf.has_name("unix_stream_sendpage")
-            || symbol_functions.contains(&"unix_stream_sendpage");
+        let has_sendpage = btf.has_name("unix_stream_sendpage");
+        let sendpage_symbol = has_sendpage || symbol_functions.contains(&"unix_stream_sendpage");
         let arch = Arch::running()?;
         let page_struct = btf
             .struct_id("page")
@@ -108,6 +110,7 @@ impl KernelFacts {
             has_task_pt_regs,
             has_kprobes: Path::new("/sys/bus/event_source/devices/kprobe").exists(),
             has_sendpage,
+            sendpage_symbol,
             btf_functions,
             symbol_functions,
             direct_map,

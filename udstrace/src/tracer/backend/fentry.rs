@@ -45,7 +45,7 @@ impl AttachBackend for FentryBackend {
                 .map_err(|e| refused_or(CONTINUE, e))
         })?;
         let receive = SendFunctions::RECVMSG.into_iter().filter(|_| recv);
-        for function in SendFunctions::of(kernel).chain(receive) {
+        for function in SendFunctions::with_sendpage(kernel.has_sendpage).chain(receive) {
             // The exit first: a call that enters once the entry is attached is always seen
             // leaving (an entry without its exit counts as a lost call).
             let exit_name = fexit_program(function, kernel.has_bpf_loop)?;

@@ -73,12 +73,12 @@ impl AttachBackend for KprobeBackend {
             SENDPAGE_ENTRY,
         ] {
             let sendpage = name == SENDPAGE_ENTRY || name == sendpage_return;
-            if sendpage && !kernel.has_sendpage {
+            if sendpage && !kernel.sendpage_symbol {
                 continue;
             }
             let probe: &mut KProbe = program(ebpf, name)?;
             timed("loaded", name, || probe.load()).map_err(|e| refused_or(name, e))?;
-            for function in SendFunctions::of(kernel) {
+            for function in SendFunctions::with_sendpage(kernel.sendpage_symbol) {
                 if sendpage == (function == "unix_stream_sendpage") {
                     timed("attached", &format!("{name} to {function}"), || {
                         probe.attach(function, 0)
