@@ -35,6 +35,10 @@ pub(super) struct KernelSpec {
     /// Whether `cargo xtask vm-test` runs it when no `--kernel` is given (the matrix `cargo
     /// xtask test` runs); the others are chosen by name.
     pub(super) default: bool,
+    /// The backends this kernel is known to support (measured): one that `udstrace backends`
+    /// calls unsupported there fails the row, so that a change which loses a backend on a
+    /// kernel does not pass as a kernel that cannot.
+    pub(super) supported: &'static [&'static str],
     /// The version its image package must have (`linux-image-VERSION.`), or None for a suite
     /// that follows the newest release (unstable).
     pub(super) version: Option<&'static str>,
@@ -46,6 +50,7 @@ pub(super) const KERNELS: &[KernelSpec] = &[
         arch: "amd64",
         suite: "bullseye",
         apart: &["fentry"],
+        supported: &["fentry", "kprobe"],
         default: true,
         version: Some("5.10"),
     },
@@ -54,6 +59,7 @@ pub(super) const KERNELS: &[KernelSpec] = &[
         arch: "amd64",
         suite: "bookworm",
         apart: &[],
+        supported: &["fentry", "kprobe"],
         default: true,
         version: Some("6.1"),
     },
@@ -62,6 +68,7 @@ pub(super) const KERNELS: &[KernelSpec] = &[
         arch: "amd64",
         suite: "bookworm-backports",
         apart: &[],
+        supported: &["fentry", "kprobe", "tracepoint"],
         default: true,
         version: Some("6.12"),
     },
@@ -71,6 +78,7 @@ pub(super) const KERNELS: &[KernelSpec] = &[
         arch: "amd64",
         suite: "sid",
         apart: &[],
+        supported: &["fentry", "kprobe", "tracepoint"],
         default: false,
         version: None,
     },
@@ -80,6 +88,7 @@ pub(super) const KERNELS: &[KernelSpec] = &[
         arch: "arm64",
         suite: "bullseye",
         apart: &[],
+        supported: &["kprobe"],
         default: true,
         version: Some("5.10"),
     },
@@ -88,6 +97,7 @@ pub(super) const KERNELS: &[KernelSpec] = &[
         arch: "arm64",
         suite: "bookworm",
         apart: &[],
+        supported: &["kprobe"],
         default: true,
         version: Some("6.1"),
     },
@@ -96,6 +106,7 @@ pub(super) const KERNELS: &[KernelSpec] = &[
         arch: "arm64",
         suite: "bookworm-backports",
         apart: &[],
+        supported: &["fentry", "kprobe", "tracepoint"],
         default: true,
         version: Some("6.12"),
     },

@@ -166,6 +166,8 @@ fn run_guests(
     jobs: usize,
 ) -> Vec<Row> {
     let count = kernels.len();
+    let supported: Vec<&'static [&'static str]> =
+        kernels.iter().map(|(spec, _)| spec.supported).collect();
     let mut parts = Vec::new();
     for (i, (spec, kernel)) in kernels.into_iter().enumerate() {
         let kernel = kernel.map_err(|e| format!("{e:#}"));
@@ -221,7 +223,10 @@ fn run_guests(
     }
     merged
         .into_iter()
-        .filter_map(|parts| Row::merge(parts, &job.backends))
+        .zip(supported)
+        .filter_map(|(parts, supported)| {
+            Row::merge(parts, &job.backends).map(|row| row.expecting(supported))
+        })
         .collect()
 }
 
@@ -481,6 +486,7 @@ mod tests {
             arch: "amd64",
             suite: "s",
             apart,
+            supported: &[],
             default: true,
             version: None,
         };

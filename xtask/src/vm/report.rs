@@ -154,6 +154,20 @@ impl Row {
     /// One kernel's row from the rows of its guests (each testing some of `backends`): each
     /// backend's cell from the guest that tested it, the earliest boot, the longest wall time,
     /// and every guest's problem. None for no guest at all.
+    /// The row with each of the `supported` backends that was found unsupported turned into
+    /// an error: the kernel supported it when last measured.
+    #[must_use]
+    pub(super) fn expecting(mut self, supported: &[&str]) -> Self {
+        for (name, cell, _) in &mut self.cells {
+            if let Cell::Unsupported(why) = cell {
+                if supported.contains(name) {
+                    *cell = Cell::Error(format!("worked on this kernel before, now: {why}"));
+                }
+            }
+        }
+        self
+    }
+
     pub(super) fn merge(parts: Vec<Self>, backends: &[&'static str]) -> Option<Self> {
         let mut parts = parts.into_iter();
         let mut row = parts.next()?;
@@ -534,6 +548,24 @@ mod tests {
         );
         let row = Row::merge(vec![alone], &BACKENDS).unwrap();
         assert!(matches!(row.cells[0].1, Cell::Missing(_)));
+        // A backend the kernel supported, now unsupported, fails the row; others stay.
+        let lost = part(
+            "vm/6.1",
+            vec![
+                ("fentry", Cell::Unsupported("no function in its BTF".into())),
+                ("kprobe", Cell::Pass { passed: 20 }),
+                ("tracepoint", Cell::Unsupported("6.3+".into())),
+            ],
+            9,
+            None,
+        );
+        assert!(!lost.failed());
+        let row = lost.expecting(&["fentry", "kprobe"]);
+        assert!(
+            matches!(&row.cells[0].1, Cell::Error(why) if why.ends_with("no function in its BTF"))
+        );
+        assert!(matches!(row.cells[2].1, Cell::Unsupported(_)));
+        assert!(row.failed());
         assert!(Row::merge(Vec::new(), &BACKENDS).is_none());
     }
 
