@@ -210,22 +210,15 @@ fn main() {
     let third = (samples.len() / 3).max(1);
     let peak = samples.iter().map(|s| s.0).max().unwrap_or(0);
     let hwm = samples.iter().map(|s| s.1).max().unwrap_or(0);
-    let first = samples.iter().take(third).map(|s| s.0).max().unwrap_or(0);
-    let last = samples
-        .iter()
-        .rev()
-        .take(third)
-        .map(|s| s.0)
-        .max()
-        .unwrap_or(0);
-    let fds_first = samples.iter().take(third).map(|s| s.2).max().unwrap_or(0);
-    let fds_last = samples
-        .iter()
-        .rev()
-        .take(third)
-        .map(|s| s.2)
-        .max()
-        .unwrap_or(0);
+    // The most of a sample's field over its first and its last third.
+    let thirds = |field: fn(&(u64, u64, usize)) -> u64| {
+        let top = |part: &mut dyn Iterator<Item = &(u64, u64, usize)>| {
+            part.take(third).map(field).max().unwrap_or(0)
+        };
+        (top(&mut samples.iter()), top(&mut samples.iter().rev()))
+    };
+    let (first, last) = thirds(|s| s.0);
+    let (fds_first, fds_last) = thirds(|s| s.2 as u64);
     println!(
         "connections={connections} rate={:.0}/s seconds={seconds}",
         connections as f64 / start.elapsed().as_secs_f64()

@@ -232,8 +232,9 @@ fn losses_are_counted_and_show_as_gaps() {
 }
 
 /// The same once udstrace has become `nobody` (`-Z`), with no privilege left: the loss
-/// counters are still read (5.10 and 6.1 refuse every bpf(2) call to such a task, so they are
-/// read from memory the map shares).
+/// counters are still read (before 6.5, with `kernel.unprivileged_bpf_disabled` set as
+/// Debian sets it, the kernel refuses every bpf(2) call to such a task, so they are read from
+/// memory the map shares).
 #[test]
 fn losses_are_counted_after_dropping_privileges() {
     const NOBODY: u32 = 65_534;

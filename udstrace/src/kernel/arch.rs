@@ -179,9 +179,7 @@ impl Arch {
 
 /// The address of `name` in `/proc/kallsyms` text (None: absent or hidden).
 fn symbol(kallsyms: &str, name: &str) -> Option<u64> {
-    kallsyms.lines().find_map(|line| {
-        let mut words = line.split_whitespace();
-        let (addr, _, sym) = (words.next()?, words.next()?, words.next()?);
+    super::kallsyms_entries(kallsyms).find_map(|(addr, _, sym)| {
         (sym == name)
             .then(|| u64::from_str_radix(addr, 16).ok())
             .flatten()

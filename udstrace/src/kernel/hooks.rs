@@ -88,17 +88,12 @@ impl SendFunctions {
             .chain(["unix_stream_sendpage"])
             .collect();
         let mut found = Vec::new();
-        for line in kallsyms.lines() {
-            let mut words = line.split_whitespace().skip(1);
-            let (Some(kind), Some(name)) = (words.next(), words.next()) else {
-                continue;
-            };
-            if kind.eq_ignore_ascii_case("t") {
-                if let Some(f) = wanted.iter().find(|w| **w == name) {
-                    if !found.contains(f) {
-                        found.push(*f);
-                    }
-                }
+        let functions =
+            super::kallsyms_entries(kallsyms).filter(|(_, kind, _)| kind.eq_ignore_ascii_case("t"));
+        for (_, _, name) in functions {
+            match wanted.iter().find(|w| **w == name) {
+                Some(f) if !found.contains(f) => found.push(*f),
+                _ => {}
             }
         }
         found

@@ -128,6 +128,15 @@ pub(crate) fn loader_btf() -> Result<aya::Btf, KernelError> {
     Ok(btf)
 }
 
+/// The `(address, type, name)` of each line of `/proc/kallsyms` text (a module's symbols
+/// carry its name after them, which is left out).
+pub(crate) fn kallsyms_entries(text: &str) -> impl Iterator<Item = (&str, &str, &str)> {
+    text.lines().filter_map(|line| {
+        let mut words = line.split_whitespace();
+        Some((words.next()?, words.next()?, words.next()?))
+    })
+}
+
 /// `/proc/kallsyms`, which the kernel takes tens of milliseconds to write out (the direct
 /// map's variables are found in it); empty if unreadable.
 #[must_use]

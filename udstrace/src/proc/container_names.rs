@@ -98,11 +98,16 @@ impl ContainerNames {
         };
         cgroups.learn(id, path.to_string());
         if let Some(info) = containers.of_cgroup(path).filter(|i| i.name.is_some()) {
-            if self.by_cgroup.len() >= MAX_ENTRIES {
-                self.by_cgroup = HashMap::new();
-            }
-            self.by_cgroup.insert(id, Some(Named::from(info)));
+            self.remember(id, Some(Named::from(info)));
         }
+    }
+
+    /// Notes cgroup `id`'s container, emptying the table first when it is full.
+    fn remember(&mut self, id: u64, named: Option<Named>) {
+        if self.by_cgroup.len() >= MAX_ENTRIES {
+            self.by_cgroup = HashMap::new();
+        }
+        self.by_cgroup.insert(id, named);
     }
 
     /// The container of the sender whose record says it was in cgroup `id` (process `pid`).
@@ -113,10 +118,7 @@ impl ContainerNames {
             // An id whose path is not known yet is looked up again next time.
             let path = cgroups.path(id, pid)?;
             let named = containers.of_cgroup(path).map(Named::from);
-            if self.by_cgroup.len() >= MAX_ENTRIES {
-                self.by_cgroup = HashMap::new();
-            }
-            self.by_cgroup.insert(id, named);
+            self.remember(id, named);
         }
         self.by_cgroup.get(&id).and_then(Option::as_ref)
     }

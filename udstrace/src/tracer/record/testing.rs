@@ -1,5 +1,7 @@
 //! Builds raw records the way the kernel programs do; for tests of everything downstream.
-use super::{offset_of, SendRecord, KIND_SEND, SEND_RECORD_LEN};
+use super::{
+    offset_of, CgroupRecord, SendRecord, CGROUP_RECORD_LEN, KIND_CGROUP, KIND_SEND, SEND_RECORD_LEN,
+};
 
 /// Fields of a record to encode; payload follows.
 #[derive(Clone, Debug)]
@@ -133,4 +135,16 @@ impl RawRecord {
         b.extend_from_slice(&self.payload);
         b
     }
+}
+
+/// A cgroup record of cgroup `id` created at `path`, as the `cgroup_mkdir` program writes it.
+pub(crate) fn cgroup_record(id: u64, path: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; CGROUP_RECORD_LEN];
+    b[..2].copy_from_slice(&KIND_CGROUP.to_ne_bytes());
+    b[2..4].copy_from_slice(&(CGROUP_RECORD_LEN as u16).to_ne_bytes());
+    b[offset_of!(CgroupRecord, id)..][..8].copy_from_slice(&id.to_ne_bytes());
+    b[offset_of!(CgroupRecord, path_len)..][..4]
+        .copy_from_slice(&(path.len() as u32).to_ne_bytes());
+    b[offset_of!(CgroupRecord, path)..][..path.len()].copy_from_slice(path);
+    b
 }

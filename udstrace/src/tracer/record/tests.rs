@@ -1,5 +1,8 @@
 //! The decoder against records built as the kernel programs build them.
-use super::{testing::RawRecord, *};
+use super::{
+    testing::{cgroup_record, RawRecord},
+    *,
+};
 
 #[test]
 fn decodes_every_field() {
@@ -261,13 +264,7 @@ fn decodes_ancillary_records() {
 #[test]
 fn decodes_cgroup_records_and_receivers() {
     let path = b"/system.slice/docker-0123abcd.scope";
-    let mut b = vec![0u8; CGROUP_RECORD_LEN];
-    b[..2].copy_from_slice(&KIND_CGROUP.to_ne_bytes());
-    b[2..4].copy_from_slice(&(CGROUP_RECORD_LEN as u16).to_ne_bytes());
-    b[offset_of!(CgroupRecord, id)..][..8].copy_from_slice(&7302u64.to_ne_bytes());
-    b[offset_of!(CgroupRecord, path_len)..][..4]
-        .copy_from_slice(&(path.len() as u32).to_ne_bytes());
-    b[offset_of!(CgroupRecord, path)..][..path.len()].copy_from_slice(path);
+    let b = cgroup_record(7302, path);
     match Record::try_from(b.as_slice()) {
         Ok(Record::Cgroup(c)) => assert_eq!((c.id, c.path), (7302, &path[..])),
         other => panic!("{other:?}"),
@@ -333,13 +330,7 @@ fn fuzz_seeds_are_this_format_s_records() {
     ancillary[offset_of!(AncillaryRecord, control_len)..][..4]
         .copy_from_slice(&(control.len() as u32).to_ne_bytes());
     let path = b"/system.slice/docker-0123abcd.scope";
-    let mut cgroup = vec![0u8; CGROUP_RECORD_LEN];
-    cgroup[..2].copy_from_slice(&KIND_CGROUP.to_ne_bytes());
-    cgroup[2..4].copy_from_slice(&(CGROUP_RECORD_LEN as u16).to_ne_bytes());
-    cgroup[offset_of!(CgroupRecord, id)..][..8].copy_from_slice(&7302u64.to_ne_bytes());
-    cgroup[offset_of!(CgroupRecord, path_len)..][..4]
-        .copy_from_slice(&(path.len() as u32).to_ne_bytes());
-    cgroup[offset_of!(CgroupRecord, path)..][..path.len()].copy_from_slice(path);
+    let cgroup = cgroup_record(7302, path);
     let seeds = [
         ("send", RawRecord::default().encode()),
         (
