@@ -122,6 +122,9 @@ pub struct KernelLayout {
     /// its listener's); `struct dentry` -> `d_inode`.
     pub unix_path_dentry: u32,
     pub dentry_inode: u32,
+    /// `struct socket` -> `file` (`struct file *`: the socket's file, whose `f_inode` is the
+    /// socket's inode).
+    pub socket_file: u32,
 }
 
 impl KernelLayout {
@@ -189,6 +192,7 @@ impl KernelLayout {
         cgroup_root: 0,
         unix_path_dentry: 0,
         dentry_inode: 0,
+        socket_file: 0,
     };
 }
 
@@ -284,4 +288,4 @@ unsafe impl aya::Pod for SyscallAbi {}
 // valid.
 unsafe impl aya::Pod for KernelLayout {}
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 256);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 260);

@@ -9,7 +9,8 @@ use udstrace_common::{
 };
 
 use crate::{
-    config, kernel,
+    config,
+    kernel::{self, Reader},
     maps::{CGROUP_FILTER, COMM_FILTER, PATH_FILTER, PATH_NAME_FILTER, PID_FILTER, UID_FILTER},
     receiver,
 };
@@ -49,18 +50,20 @@ pub(crate) fn wanted(tgid: u32) -> bool {
 /// `sk` runs in one of the wanted containers: the sender's cgroup first (one helper call),
 /// then the receiver's as the record would name it (see `receiver`).
 #[inline(always)]
-fn container_wanted(sk: u64, layout: &KernelLayout) -> bool {
+fn container_wanted<R: Reader>(sk: u64, layout: &KernelLayout) -> bool {
     // SAFETY: a helper with no arguments (4.18+).
     if cgroup_wanted(unsafe { generated::bpf_get_current_cgroup_id() }) {
         return true;
     }
-    let peer = kernel::unix_peer(sk, layout);
+    let peer = kernel::unix_peer::<R>(R::unix_sock(sk), layout);
     let peer_ino = if peer == 0 {
         0
     } else {
-        kernel::sock_ino(peer, layout)
+        R::sock_ino(peer, layout)
     };
-    let found = receiver::find(sk, peer, peer_ino, layout);
+    // SAFETY: a helper with no arguments.
+    let now = unsafe { generated::bpf_ktime_get_boot_ns() };
+    let found = receiver::find::<R>(sk, peer, peer_ino, now, layout);
     found.cgroup_id != 0 && cgroup_wanted(found.cgroup_id)
 }
 
@@ -73,17 +76,17 @@ fn cgroup_wanted(id: u64) -> bool {
 
 /// The type of Unix socket `sk`, if it is one the capture wants (`--type`, `--path`).
 #[inline(always)]
-pub(crate) fn unix_type(sk: u64, layout: &KernelLayout) -> Option<u16> {
-    let sock_type = kernel::unix_sock_type(sk, layout)?;
+pub(crate) fn unix_type<R: Reader>(sk: u64, layout: &KernelLayout) -> Option<u16> {
+    let sock_type = kernel::unix_sock_type::<R>(sk, layout)?;
     let types = config::type_mask();
     if types != 0 && types & (1 << (sock_type & 31)) == 0 {
         return None;
     }
     let filters = config::filters();
-    if filters & filter::PATHS != 0 && !path_wanted(sk, layout) {
+    if filters & filter::PATHS != 0 && !path_wanted::<R>(sk, layout) {
         return None;
     }
-    if filters & filter::CGROUPS != 0 && !container_wanted(sk, layout) {
+    if filters & filter::CGROUPS != 0 && !container_wanted::<R>(sk, layout) {
         return None;
     }
     Some(sock_type)
@@ -93,9 +96,14 @@ pub(crate) fn unix_type(sk: u64, layout: &KernelLayout) -> Option<u16> {
 /// name. A socket without peer is left to userspace, which matches the names of the record
 /// (the destination address of an unconnected datagram among them).
 #[inline(always)]
-fn path_wanted(sk: u64, layout: &KernelLayout) -> bool {
-    let peer = kernel::unix_peer(sk, layout);
-    if peer == 0 || file_wanted(sk, layout) || file_wanted(peer, layout) {
+fn path_wanted<R: Reader>(sk: u64, layout: &KernelLayout) -> bool {
+    let u = R::unix_sock(sk);
+    let peer = kernel::unix_peer::<R>(u, layout);
+    if peer == 0 {
+        return true;
+    }
+    let peer = R::unix_sock(peer);
+    if file_wanted::<R>(u, layout) || file_wanted::<R>(peer, layout) {
         return true;
     }
     // One key for both names: the stack is the programs' scarcest resource.
@@ -103,11 +111,11 @@ fn path_wanted(sk: u64, layout: &KernelLayout) -> bool {
         key: PathName::ZERO,
         slack: [0; kernel::NAME_SLACK],
     };
-    if name_wanted(sk, layout, &mut name) {
+    if name_wanted::<R>(u, layout, &mut name) {
         return true;
     }
     name.key = PathName::ZERO;
-    name_wanted(peer, layout, &mut name)
+    name_wanted::<R>(peer, layout, &mut name)
 }
 
 /// A name key on the stack, with the room after it that the verifier counts a name's copy
@@ -118,19 +126,19 @@ struct NameOnStack {
     slack: [u8; kernel::NAME_SLACK],
 }
 
-/// Whether Unix socket `sk`'s bound file is in `PATH_FILTER`.
+/// Whether Unix socket `u`'s (a `Reader::unix_sock`) bound file is in `PATH_FILTER`.
 #[inline(always)]
-fn file_wanted(sk: u64, layout: &KernelLayout) -> bool {
+fn file_wanted<R: Reader>(u: u64, layout: &KernelLayout) -> bool {
     // SAFETY: the map value is only tested for presence.
-    kernel::unix_file(sk, layout).is_some_and(|file| unsafe { PATH_FILTER.get(file) }.is_some())
+    kernel::unix_file::<R>(u, layout).is_some_and(|file| unsafe { PATH_FILTER.get(file) }.is_some())
 }
 
-/// Whether Unix socket `sk`'s bound name is in `PATH_NAME_FILTER`, read into `name` (all
-/// zeroes).
+/// Whether Unix socket `u`'s (a `Reader::unix_sock`) bound name is in `PATH_NAME_FILTER`,
+/// read into `name` (all zeroes).
 #[inline(always)]
-fn name_wanted(sk: u64, layout: &KernelLayout, name: &mut NameOnStack) -> bool {
+fn name_wanted<R: Reader>(u: u64, layout: &KernelLayout, name: &mut NameOnStack) -> bool {
     let key = &mut name.key;
-    key.len = u32::from(kernel::unix_path(sk, layout, &mut key.name));
+    key.len = u32::from(kernel::unix_path::<R>(u, layout, &mut key.name));
     // SAFETY: the map value is only tested for presence.
     key.len != 0 && unsafe { PATH_NAME_FILTER.get(key) }.is_some()
 }

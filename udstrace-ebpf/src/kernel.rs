@@ -93,67 +93,152 @@ impl Mem {
     }
 }
 
+/// How a program reads the kernel's objects.
+///
+/// [`Probe`] calls `bpf_probe_read_kernel`, which takes any address: the kprobe programs', and
+/// the function hooks' (their pointers come from reads the verifier does not type). [`Btf`]
+/// loads through pointers whose BTF type the verifier tracks (the `struct sock` a tp_btf
+/// program receives, and the pointers read through it): a plain load of about 1 ns where the
+/// helper costs 25-80, and a fault reads as zero. The verifier refuses such a load through
+/// a number, so `Btf` is only for chains that start at a typed pointer.
+pub(crate) trait Reader {
+    /// Reads a `T` at `base + offset`, `base` an object of the kernel.
+    fn read<T>(base: u64, offset: u32) -> Result<T, i64>;
+
+    /// The `struct unix_sock` of Unix socket `sk` (the same address), as a pointer this
+    /// reader can read its fields through; 0 when it cannot.
+    fn unix_sock(sk: u64) -> u64;
+
+    /// Inode number of the socket `sk` belongs to, 0 when it has none (an orphaned peer).
+    fn sock_ino(sk: u64, layout: &KernelLayout) -> u64;
+}
+
+/// `bpf_probe_read_kernel` (see [`Reader`]).
+pub(crate) struct Probe;
+
+/// Loads through BTF-typed pointers (see [`Reader`]).
+pub(crate) struct Btf;
+
+impl Reader for Probe {
+    #[inline(always)]
+    fn read<T>(base: u64, offset: u32) -> Result<T, i64> {
+        read(base, offset)
+    }
+
+    #[inline(always)]
+    fn unix_sock(sk: u64) -> u64 {
+        sk
+    }
+
+    /// `SOCK_INODE()`: the inode that follows the `struct socket` in its `socket_alloc`.
+    #[inline(always)]
+    fn sock_ino(sk: u64, layout: &KernelLayout) -> u64 {
+        let Ok(socket) = read::<u64>(sk, layout.sock_socket) else {
+            return 0;
+        };
+        if socket == 0 {
+            return 0;
+        }
+        read::<u64>(socket + u64::from(layout.socket_inode), layout.inode_ino).unwrap_or(0)
+    }
+}
+
+impl Reader for Btf {
+    #[inline(always)]
+    fn read<T>(base: u64, offset: u32) -> Result<T, i64> {
+        // SAFETY: the verifier admits the load only through a typed pointer and at an offset
+        // inside the type's field; the kernel turns a fault into zero.
+        Ok(unsafe { core::ptr::read_volatile((base + u64::from(offset)) as *const T) })
+    }
+
+    #[inline(always)]
+    fn unix_sock(sk: u64) -> u64 {
+        // The fields of `struct unix_sock` lie past the `struct sock` the pointer is typed
+        // as, where the verifier refuses loads: the helper retypes it (5.16+; NULL for any
+        // other family).
+        // SAFETY: a helper that checks its argument.
+        unsafe { generated::bpf_skc_to_unix_sock(sk as *mut c_void) as u64 }
+    }
+
+    /// Through the socket's file: `SOCK_INODE()` lies past the `struct socket`, out of the
+    /// verifier's reach, and a socket's file points at that inode.
+    #[inline(always)]
+    fn sock_ino(sk: u64, layout: &KernelLayout) -> u64 {
+        let read = |base: u64, offset: u32| {
+            if base == 0 {
+                0
+            } else {
+                Self::read::<u64>(base, offset).unwrap_or(0)
+            }
+        };
+        let file = read(read(sk, layout.sock_socket), layout.socket_file);
+        read(read(file, layout.file_inode), layout.inode_ino)
+    }
+}
+
 /// The type of socket `sk` if it is a Unix socket (one read only for the others).
 #[inline(always)]
-pub(crate) fn unix_sock_type(sk: u64, layout: &KernelLayout) -> Option<u16> {
-    if read::<u16>(sk, layout.sock_family) != Ok(AF_UNIX) {
+pub(crate) fn unix_sock_type<R: Reader>(sk: u64, layout: &KernelLayout) -> Option<u16> {
+    if R::read::<u16>(sk, layout.sock_family) != Ok(AF_UNIX) {
         return None;
     }
-    read(sk, layout.sock_type).ok()
+    R::read(sk, layout.sock_type).ok()
 }
 
-/// Inode number of the socket `sk` belongs to, 0 when it has none (an orphaned peer).
+/// The connected peer of Unix socket `u` (a [`Reader::unix_sock`]), 0 when there is none.
 #[inline(always)]
-pub(crate) fn sock_ino(sk: u64, layout: &KernelLayout) -> u64 {
-    let Ok(socket) = read::<u64>(sk, layout.sock_socket) else {
-        return 0;
-    };
-    if socket == 0 {
+pub(crate) fn unix_peer<R: Reader>(u: u64, layout: &KernelLayout) -> u64 {
+    if u == 0 {
         return 0;
     }
-    read::<u64>(socket + u64::from(layout.socket_inode), layout.inode_ino).unwrap_or(0)
+    R::read::<u64>(u, layout.unix_peer).unwrap_or(0)
 }
 
-/// The connected peer of a Unix socket (`unix_peer(sk)`), 0 when there is none.
+/// The file Unix socket `u` (a [`Reader::unix_sock`]) is bound to (an accepted socket: its
+/// listener's), as device and inode; `None` for a socket bound to no file (unbound, or an
+/// abstract name).
 #[inline(always)]
-pub(crate) fn unix_peer(sk: u64, layout: &KernelLayout) -> u64 {
-    read::<u64>(sk, layout.unix_peer).unwrap_or(0)
-}
-
-/// The file Unix socket `sk` is bound to (an accepted socket: its listener's), as device
-/// and inode; `None` for a socket bound to no file (unbound, or an abstract name).
-#[inline(always)]
-pub(crate) fn unix_file(sk: u64, layout: &KernelLayout) -> Option<PathKey> {
-    let dentry = read::<u64>(sk, layout.unix_path_dentry).ok()?;
+pub(crate) fn unix_file<R: Reader>(u: u64, layout: &KernelLayout) -> Option<PathKey> {
+    if u == 0 {
+        return None;
+    }
+    let dentry = R::read::<u64>(u, layout.unix_path_dentry).ok()?;
     if dentry == 0 {
         return None;
     }
-    let inode = read::<u64>(dentry, layout.dentry_inode).ok()?;
+    let inode = R::read::<u64>(dentry, layout.dentry_inode).ok()?;
     if inode == 0 {
         return None;
     }
-    let sb = read::<u64>(inode, layout.inode_sb).ok()?;
+    let sb = R::read::<u64>(inode, layout.inode_sb).ok()?;
+    if sb == 0 {
+        return None;
+    }
     Some(PathKey {
-        dev: read::<u32>(sb, layout.sb_dev).ok()?,
+        dev: R::read::<u32>(sb, layout.sb_dev).ok()?,
         pad: 0,
-        ino: read::<u64>(inode, layout.inode_ino).ok()?,
+        ino: R::read::<u64>(inode, layout.inode_ino).ok()?,
     })
 }
 
 /// Bytes past a name's `PATH_MAX` the verifier may see a copy write (see `unix_path`).
 pub(crate) const NAME_SLACK: usize = 128 - PATH_MAX;
 
-/// Copies the bound name of Unix socket `sk` (its `sun_path`, abstract names with their
-/// leading NUL) into `dst`; returns how many bytes it holds, 0 for an unbound socket.
+/// Copies the bound name of Unix socket `u` (a [`Reader::unix_sock`]: its `sun_path`,
+/// abstract names with their leading NUL) into `dst`; returns how many bytes it holds, 0 for
+/// an unbound socket.
 #[inline(always)]
-pub(crate) fn unix_path(sk: u64, layout: &KernelLayout, dst: &mut [u8; PATH_MAX]) -> u16 {
-    let Ok(addr) = read::<u64>(sk, layout.unix_addr) else {
+pub(crate) fn unix_path<R: Reader>(u: u64, layout: &KernelLayout, dst: &mut [u8; PATH_MAX]) -> u16 {
+    if u == 0 {
+        return 0;
+    }
+    let Ok(addr) = R::read::<u64>(u, layout.unix_addr) else {
         return 0;
     };
     if addr == 0 {
         return 0;
     }
-    let Ok(len) = read::<i32>(addr, layout.unix_address_len) else {
+    let Ok(len) = R::read::<i32>(addr, layout.unix_address_len) else {
         return 0;
     };
     // `len` counts sun_family (2 bytes) and the path.
@@ -209,13 +294,13 @@ pub(crate) fn page_address(page: u64) -> Result<u64, i64> {
 /// The system call number saved in the user registers at `regs` (the architecture's own
 /// numbering), or `SYSCALL_COMPAT` for a 32-bit task, whose numbers are another table.
 #[inline(always)]
-pub(crate) fn regs_syscall(regs: u64) -> Result<i64, i64> {
+pub(crate) fn regs_syscall<R: Reader>(regs: u64) -> Result<i64, i64> {
     let abi = config::syscall_abi();
-    let mode = read::<u64>(regs, abi.compat_reg as u32)?;
+    let mode = R::read::<u64>(regs, abi.compat_reg as u32)?;
     if mode & abi.compat_mask == abi.compat_value {
         return Ok(i64::from(SYSCALL_COMPAT));
     }
-    let nr = read::<i64>(regs, config::layout().regs_syscall_nr)?;
+    let nr = R::read::<i64>(regs, config::layout().regs_syscall_nr)?;
     Ok(if abi.nr_size == 4 {
         i64::from(nr as i32)
     } else {
@@ -243,5 +328,5 @@ pub(crate) fn current_syscall() -> i64 {
         };
         stack + u64::from(layout.thread_size) - u64::from(layout.regs_size)
     };
-    regs_syscall(regs).unwrap_or(-1)
+    regs_syscall::<Probe>(regs).unwrap_or(-1)
 }

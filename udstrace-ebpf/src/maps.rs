@@ -209,6 +209,25 @@ pub(crate) struct SockTask {
 /// it, the one that will read what its peer sends (see `receiver`).
 #[map]
 pub(crate) static SOCK_TASKS: LruHashMap<u64, SockTask> = LruHashMap::with_max_entries(32_768, 0);
+/// The process behind a socket's peer credentials as last read (see
+/// `receiver::by_credentials`): its `struct pid` (a task's address can be another's later),
+/// when it was read (boot clock, ns), its cgroup, pid and command name.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct CredTask {
+    pub(crate) pid: u64,
+    pub(crate) read_ns: u64,
+    pub(crate) cgroup_id: u64,
+    pub(crate) tgid: u32,
+    pub(crate) reserved: u32,
+    pub(crate) comm: [u8; 16],
+}
+
+/// Per task (the `task_struct` address of a credentials' process leader): what
+/// `receiver::by_credentials` read of it.
+#[map]
+pub(crate) static CRED_TASKS: LruHashMap<u64, CredTask> = LruHashMap::with_max_entries(4_096, 0);
+
 /// Cgroup (v2) ids to capture when the `CGROUPS` filter is on: the wanted containers' cgroups
 /// and those below them; userspace adds containers that start during the capture.
 #[map]

@@ -9,9 +9,14 @@ use udstrace_common::{
 };
 
 use crate::{
-    kernel,
-    maps::{SockTask, SOCK_TASKS},
+    kernel::{self, Reader},
+    maps::{CredTask, SockTask, CRED_TASKS, SOCK_TASKS},
 };
+
+/// How long the command name and cgroup of a socket's credentials' process are taken from
+/// `CRED_TASKS` before they are read again (they change only at `exec` and when the process
+/// moves to another cgroup).
+const CRED_REFRESH_NS: u64 = 100_000_000;
 
 /// Notes that the process of record `header` (already filled: pid, comm, cgroup) used socket
 /// `sk`, whose inode is `ino`: it sent on it, or read from it when `recv`. Written only when
@@ -85,9 +90,15 @@ impl Receiver {
 }
 
 /// The receiver of a message sent on socket `sk` to `peer` (0: none) whose inode is
-/// `peer_ino` (0: none yet, a connection not accepted).
+/// `peer_ino` (0: none yet, a connection not accepted), at `now` (boot clock, ns).
 #[inline(always)]
-pub(crate) fn find(sk: u64, peer: u64, peer_ino: u64, layout: &KernelLayout) -> Receiver {
+pub(crate) fn find<R: Reader>(
+    sk: u64,
+    peer: u64,
+    peer_ino: u64,
+    now: u64,
+    layout: &KernelLayout,
+) -> Receiver {
     // A socket not yet accepted has had no user; its inode tells a reused address apart.
     if peer != 0 && peer_ino != 0 {
         // SAFETY: as in `note`.
@@ -102,20 +113,23 @@ pub(crate) fn find(sk: u64, peer: u64, peer_ino: u64, layout: &KernelLayout) -> 
             }
         }
     }
-    by_credentials(sk, layout)
+    by_credentials::<R>(sk, now, layout)
 }
 
 /// The process of `sk`'s peer credentials (`sk_peer_pid`), if it still runs: its thread
-/// group leader, found through the `struct pid`'s list of tasks.
+/// group leader, found through the `struct pid`'s list of tasks. Whether it runs is read at
+/// every message; its pid, command name and cgroup (six reads through the helper: the task is
+/// reached by `container_of`, where the verifier follows no type) come from `CRED_TASKS`,
+/// read again when older than `CRED_REFRESH_NS`.
 #[inline(always)]
-fn by_credentials(sk: u64, layout: &KernelLayout) -> Receiver {
-    let Ok(pid) = kernel::read::<u64>(sk, layout.sock_peer_pid) else {
+fn by_credentials<R: Reader>(sk: u64, now: u64, layout: &KernelLayout) -> Receiver {
+    let Ok(pid) = R::read::<u64>(sk, layout.sock_peer_pid) else {
         return Receiver::UNKNOWN;
     };
     if pid == 0 {
         return Receiver::UNKNOWN;
     }
-    let Ok(first) = kernel::read::<u64>(pid, layout.pid_tgid_tasks) else {
+    let Ok(first) = R::read::<u64>(pid, layout.pid_tgid_tasks) else {
         return Receiver::UNKNOWN;
     };
     if first == 0 {
@@ -123,14 +137,35 @@ fn by_credentials(sk: u64, layout: &KernelLayout) -> Receiver {
         return Receiver::UNKNOWN;
     }
     let task = first - u64::from(layout.task_tgid_link);
+    // SAFETY: the value is copied out at once.
+    if let Some(known) = unsafe { CRED_TASKS.get(task) }.copied() {
+        // The same `struct pid` (a task's address can be another task's after it exits).
+        if known.pid == pid && now.wrapping_sub(known.read_ns) < CRED_REFRESH_NS {
+            return Receiver {
+                by: receiver::CRED,
+                pid: known.tgid,
+                comm: known.comm,
+                cgroup_id: known.cgroup_id,
+            };
+        }
+    }
     let Ok(tgid) = kernel::read::<u32>(task, layout.task_tgid) else {
         return Receiver::UNKNOWN;
     };
+    let found = CredTask {
+        pid,
+        read_ns: now,
+        cgroup_id: task_cgroup_id(task, layout),
+        tgid,
+        reserved: 0,
+        comm: kernel::read::<[u8; 16]>(task, layout.task_comm).unwrap_or([0; 16]),
+    };
+    let _ = CRED_TASKS.insert(task, found, 0);
     Receiver {
         by: receiver::CRED,
-        pid: tgid,
-        comm: kernel::read::<[u8; 16]>(task, layout.task_comm).unwrap_or([0; 16]),
-        cgroup_id: task_cgroup_id(task, layout),
+        pid: found.tgid,
+        comm: found.comm,
+        cgroup_id: found.cgroup_id,
     }
 }
 /// The id of the cgroup (v2) of `task`: `task->cgroups->dfl_cgrp->kn->id`, 0 if unreadable.

@@ -18,7 +18,7 @@ use udstrace_common::{
 use crate::{
     ancillary, copy,
     counters::count,
-    kernel::{self, Mem},
+    kernel::{self, Mem, Reader},
     maps::{Scratch, SCRATCH, STREAM_OFFSETS},
     payload::Payload,
     receiver,
@@ -37,6 +37,8 @@ const RECV_OFFSETS: u64 = 1 << 63;
 /// [`copy::NO_CONTINUATION`]) let the copy go on in a tail call on kernels without
 /// `bpf_loop`.
 ///
+/// `R`: how the socket's fields are read (`kernel::Btf` where `sk` is a BTF-typed pointer).
+///
 /// `LOOP`: copy under `bpf_loop` (5.17+). Programs for older kernels are built with `false`:
 /// there a program may not even mention `bpf_loop`, as its callback reference
 /// (`BPF_PSEUDO_FUNC`) is an instruction the 5.10 verifier rejects wherever it stands.
@@ -45,7 +47,7 @@ const RECV_OFFSETS: u64 = 1 << 63;
     clippy::too_many_arguments,
     reason = "inlined into each hook, its arguments are values the hook already holds in registers"
 )]
-pub(crate) fn capture_send<const LOOP: bool, C: EbpfContext>(
+pub(crate) fn capture_send<const LOOP: bool, R: Reader, C: EbpfContext>(
     ctx: &C,
     cont: u32,
     sk: u64,
@@ -106,20 +108,22 @@ pub(crate) fn capture_send<const LOOP: bool, C: EbpfContext>(
     header.msg_len = msg_len;
     header.reserved = 0;
 
-    let ino = kernel::sock_ino(sk, layout);
+    let ino = R::sock_ino(sk, layout);
     header.sock_ino = ino;
-    header.path_len = kernel::unix_path(sk, layout, &mut header.path);
+    let u = R::unix_sock(sk);
+    header.path_len = kernel::unix_path::<R>(u, layout, &mut header.path);
     header.sock_id = sk;
-    let peer = kernel::unix_peer(sk, layout);
+    let peer = kernel::unix_peer::<R>(u, layout);
     header.peer_id = peer;
     if peer == 0 {
         header.peer_ino = 0;
         header.peer_path_len = dest_path(dest, &mut header.peer_path);
     } else {
-        header.peer_ino = kernel::sock_ino(peer, layout);
-        header.peer_path_len = kernel::unix_path(peer, layout, &mut header.peer_path);
+        header.peer_ino = R::sock_ino(peer, layout);
+        header.peer_path_len =
+            kernel::unix_path::<R>(R::unix_sock(peer), layout, &mut header.peer_path);
     }
-    receiver::find(sk, peer, header.peer_ino, layout).fill(header);
+    receiver::find::<R>(sk, peer, header.peer_ino, header.ts_boot_ns, layout).fill(header);
     receiver::note(sk, ino, header, recv);
 
     // The socket's byte offset: where this message starts in its stream (of bytes sent, or

@@ -14,7 +14,7 @@ use crate::{
     ancillary, config,
     counters::count,
     filter,
-    kernel::{self, Mem},
+    kernel::{self, Mem, Probe},
     maps::{SendEntry, SEND_ENTRIES},
     payload::{Payload, SEG_BVEC, SEG_IOVEC, SEG_KBUF, SEG_KVEC, SEG_NONE, SEG_UBUF},
     record, syscall,
@@ -41,7 +41,7 @@ pub(crate) fn enter_sendmsg(sock: u64, msg: u64) {
         kernel::read(msg, layout.msghdr_control).unwrap_or(0),
         kernel::read(msg, layout.msghdr_controllen).unwrap_or(0),
     );
-    if control.ptr != 0 && filter::unix_type(sk, layout).is_some() {
+    if control.ptr != 0 && filter::unix_type::<Probe>(sk, layout).is_some() {
         ancillary::emit(sk, control);
     }
 }
@@ -187,11 +187,11 @@ pub(crate) fn exit<const LOOP: bool, C: EbpfContext>(ctx: &C, cont: u32, ret: i6
         _ => Payload::MISSING,
     };
     let layout = config::layout();
-    let Some(sock_type) = filter::unix_type(entry.sk, layout) else {
+    let Some(sock_type) = filter::unix_type::<Probe>(entry.sk, layout) else {
         return;
     };
     let syscall = kernel::current_syscall();
-    let _ = record::capture_send::<LOOP, C>(
+    let _ = record::capture_send::<LOOP, Probe, C>(
         ctx,
         cont,
         entry.sk,

@@ -14,7 +14,7 @@ use aya_ebpf::{
 
 use crate::{
     config, copy, filter,
-    kernel::Mem,
+    kernel::{Btf, Mem},
     payload::{Payload, SEG_USER_IOVEC},
     record,
     syscall::{self, Regs},
@@ -39,7 +39,7 @@ fn try_sock_recv_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let layout = config::layout();
-    let Some(sock_type) = filter::unix_type(sk, layout) else {
+    let Some(sock_type) = filter::unix_type::<Btf>(sk, layout) else {
         return Ok(());
     };
     let regs = Regs::current();
@@ -62,7 +62,7 @@ fn try_sock_recv_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
         // calls are not decoded.
         Payload::MISSING
     };
-    record::capture_send::<true, _>(
+    record::capture_send::<true, Btf, _>(
         ctx,
         copy::NO_CONTINUATION,
         sk,

@@ -20,7 +20,7 @@ use aya_ebpf::{
 
 use crate::{
     config, copy, filter,
-    kernel::{self, Mem},
+    kernel::{self, Btf, Mem},
     maps::{MmsgNext, MMSG_NEXT},
     payload::{Payload, SEG_USER_IOVEC},
     record,
@@ -43,7 +43,7 @@ fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
     }
     // Before the system call is decoded: the tracepoint fires for every socket.
     let layout = config::layout();
-    let Some(sock_type) = filter::unix_type(sk, layout) else {
+    let Some(sock_type) = filter::unix_type::<Btf>(sk, layout) else {
         return Ok(());
     };
     let regs = Regs::current();
@@ -77,7 +77,7 @@ fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
         (Payload::MISSING, Mem::NONE, Mem::NONE)
     };
     // Kernels with this tracepoint (6.3+) all have bpf_loop.
-    record::capture_send::<true, _>(
+    record::capture_send::<true, Btf, _>(
         ctx,
         copy::NO_CONTINUATION,
         sk,

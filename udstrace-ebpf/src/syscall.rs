@@ -8,7 +8,7 @@ use aya_ebpf::helpers::generated;
 
 use crate::{
     config,
-    kernel::{self, read_user, Mem},
+    kernel::{self, read_user, Btf, Mem, Reader},
     payload::{Payload, SEG_USER_IOVEC},
 };
 
@@ -28,7 +28,8 @@ pub(crate) const MMSGHDR_LEN: u64 = 56;
 /// `UIO_MAXIOV`: `sendmmsg` sends at most this many messages of a longer vector.
 pub(crate) const UIO_MAXIOV: u64 = 1024;
 
-/// The current task's saved user registers (6.3+ callers: `bpf_task_pt_regs` is there).
+/// The current task's saved user registers (6.3+ callers: `bpf_task_pt_regs` is there),
+/// read through the BTF-typed pointer the helper returns.
 #[derive(Clone, Copy)]
 pub(crate) struct Regs(u64);
 
@@ -45,13 +46,13 @@ impl Regs {
     /// The system call number (`SYSCALL_COMPAT` for a 32-bit task).
     #[inline(always)]
     pub(crate) fn number(self) -> Result<i64, i64> {
-        kernel::regs_syscall(self.0)
+        kernel::regs_syscall::<Btf>(self.0)
     }
 
     /// Argument `i` (0-5).
     #[inline(always)]
     pub(crate) fn arg(self, i: usize) -> Result<u64, i64> {
-        kernel::read(self.0, config::layout().regs_args[i])
+        Btf::read(self.0, config::layout().regs_args[i])
     }
 }
 

@@ -108,6 +108,7 @@ pub(crate) fn kernel_layout(btf: &Btf, arch: &Arch) -> Result<KernelLayout, Layo
         cgroup_root: off("cgroup", "root")?,
         unix_path_dentry: off("unix_sock", "path.dentry")?,
         dentry_inode: off("dentry", "d_inode")?,
+        socket_file: off("socket", "file")?,
     })
 }
 
