@@ -52,23 +52,7 @@ pub(crate) fn copy_segments<const LOOP: bool, C: EbpfContext>(
     // SAFETY: this CPU's slot (see SCRATCH).
     let st = unsafe { &mut (*scratch).copy };
     let snaplen = u64::from(config::snaplen());
-    *st = CopyState {
-        remaining: msg_len,
-        cur_ptr: 0,
-        cur_left: 0,
-        iov_base: 0,
-        iov_count: 0,
-        iov_index: 0,
-        skip: 0,
-        seg_offset: 0,
-        fill: 0,
-        base_offset,
-        msg_len,
-        flags: base_flags,
-        seg_kind: 0,
-        cur_kernel: 0,
-        busy: 1,
-    };
+    st.start(msg_len, base_offset, base_flags);
     if st.remaining > snaplen {
         st.remaining = snaplen;
         st.flags |= flags::SNAPLEN;
@@ -92,6 +76,12 @@ pub(crate) fn copy_segments<const LOOP: bool, C: EbpfContext>(
     }
     if st.remaining != 0 {
         if LOOP {
+            // The first step in place: most messages are one buffer within one segment, done
+            // in one step, without the loop's indirect call per step.
+            if copy_step(cpu) {
+                finish(cpu);
+                return;
+            }
             let mut cpu_arg = cpu;
             // SAFETY: bpf_loop calls copy_step_callback with a pointer to `cpu_arg`, which
             // outlives the call.

@@ -5,8 +5,8 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_user, generated};
 use udstrace_common::{
     filter::PathKey,
-    record::{PATH_MAX, SYSCALL_COMPAT},
-    KernelLayout,
+    record::{COMM_LEN, PATH_MAX, SYSCALL_COMPAT},
+    KernelLayout, SendRecord,
 };
 
 use crate::config;
@@ -90,6 +90,46 @@ impl Mem {
                 generated::bpf_probe_read_user(dst, n, from)
             }
         }
+    }
+}
+
+/// A task's command name (`TASK_COMM_LEN` bytes, NUL padded) as two words: copied and
+/// compared with two loads where a `[u8; 16]` takes sixteen (the BPF backend moves byte
+/// arrays byte by byte).
+pub(crate) type Comm = [u64; 2];
+
+/// The words of command name `c`, 8-byte aligned (every `[u8; 16]` name the programs hold
+/// is: see the assertions below).
+#[inline(always)]
+pub(crate) fn comm_words(c: &[u8; COMM_LEN]) -> Comm {
+    // SAFETY: 16 bytes, 8-byte aligned (the caller's field is; asserted for each).
+    unsafe { c.as_ptr().cast::<Comm>().read() }
+}
+
+/// Writes command name `c` into `dst`, 8-byte aligned (as for [`comm_words`]).
+#[inline(always)]
+pub(crate) fn set_comm(dst: &mut [u8; COMM_LEN], c: Comm) {
+    // SAFETY: as in `comm_words`.
+    unsafe { dst.as_mut_ptr().cast::<Comm>().write(c) }
+}
+
+// The names `comm_words` and `set_comm` see: the record's two (inside `Scratch`, whose
+// header starts 8-byte aligned).
+const _: () = assert!(core::mem::offset_of!(SendRecord, comm) % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(SendRecord, receiver_comm) % 8 == 0);
+
+/// Writes the current task's command name into `dst` (zeroes if it cannot be read).
+///
+/// Straight into its place: a name built on the stack first is zeroed by LLVM with a call to a
+/// byte-by-byte `memset`.
+#[inline(always)]
+pub(crate) fn current_comm(dst: &mut [u8; COMM_LEN]) {
+    // SAFETY: the helper writes at most COMM_LEN bytes into `dst`.
+    let rc = unsafe {
+        generated::bpf_get_current_comm(dst.as_mut_ptr().cast::<c_void>(), COMM_LEN as u32)
+    };
+    if rc != 0 {
+        set_comm(dst, [0; 2]);
     }
 }
 

@@ -9,7 +9,8 @@
 //!
 //! Module dependencies: each module uses only modules on the lines above its own (no cycles).
 //! - `config` (globals), `payload` (segment kinds)
-//! - `kernel` (config), `maps` (payload)
+//! - `kernel` (config)
+//! - `maps` (kernel, payload)
 //! - `counters` (maps), `receiver` (kernel, maps), `syscall` (config, kernel, payload)
 //! - `filter` (config, kernel, maps, receiver)
 //! - `ancillary`, `copy` (config, counters, kernel, maps; copy also payload)

@@ -9,7 +9,7 @@ use udstrace_common::{
 };
 
 use crate::{
-    kernel::{self, Reader},
+    kernel::{self, Comm, Reader},
     maps::{CredTask, SockTask, CRED_TASKS, SOCK_TASKS},
 };
 
@@ -31,7 +31,7 @@ pub(crate) fn note(sk: u64, ino: u64, header: &SendRecord, recv: bool) {
             && seen.ino == ino
             && seen.by == by
             && seen.cgroup_id == header.cgroup_id
-            && same_comm(&seen.comm, &header.comm)
+            && seen.comm == kernel::comm_words(&header.comm)
         {
             return;
         }
@@ -41,23 +41,9 @@ pub(crate) fn note(sk: u64, ino: u64, header: &SendRecord, recv: bool) {
         cgroup_id: header.cgroup_id,
         tgid: header.pid,
         by,
-        comm: header.comm,
+        comm: kernel::comm_words(&header.comm),
     };
     let _ = SOCK_TASKS.insert(sk, task, 0);
-}
-
-/// Whether two command names are equal, compared as two words (a byte array's `==` may
-/// become a call to `memcmp`, which BPF programs do not have).
-#[inline(always)]
-fn same_comm(a: &[u8; 16], b: &[u8; 16]) -> bool {
-    let words = |c: &[u8; 16]| {
-        let [a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7] = *c;
-        (
-            u64::from_ne_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
-            u64::from_ne_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
-        )
-    };
-    words(a) == words(b)
 }
 
 /// The process that will read a message: how it was known (`receiver::*`), its pid, command
@@ -66,7 +52,7 @@ fn same_comm(a: &[u8; 16], b: &[u8; 16]) -> bool {
 pub(crate) struct Receiver {
     pub(crate) by: u16,
     pub(crate) pid: u32,
-    pub(crate) comm: [u8; 16],
+    pub(crate) comm: Comm,
     pub(crate) cgroup_id: u64,
 }
 
@@ -74,7 +60,7 @@ impl Receiver {
     const UNKNOWN: Self = Self {
         by: receiver::UNKNOWN,
         pid: 0,
-        comm: [0; 16],
+        comm: [0; 2],
         cgroup_id: 0,
     };
 
@@ -84,7 +70,7 @@ impl Receiver {
         header.receiver_by = self.by;
         header.receiver_pid = self.pid;
         header.reserved2 = 0;
-        header.receiver_comm = self.comm;
+        kernel::set_comm(&mut header.receiver_comm, self.comm);
         header.receiver_cgroup_id = self.cgroup_id;
     }
 }
@@ -158,7 +144,7 @@ fn by_credentials<R: Reader>(sk: u64, now: u64, layout: &KernelLayout) -> Receiv
         cgroup_id: task_cgroup_id(task, layout),
         tgid,
         reserved: 0,
-        comm: kernel::read::<[u8; 16]>(task, layout.task_comm).unwrap_or([0; 16]),
+        comm: kernel::read::<Comm>(task, layout.task_comm).unwrap_or([0; 2]),
     };
     let _ = CRED_TASKS.insert(task, found, 0);
     Receiver {

@@ -4,8 +4,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_ktime_get_boot_ns, generated,
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, generated,
     },
     EbpfContext,
 };
@@ -100,7 +99,7 @@ pub(crate) fn capture_send<const LOOP: bool, R: Reader, C: EbpfContext>(
     header.tid = pid_tgid as u32;
     header.uid = uid_gid as u32;
     header.gid = (uid_gid >> 32) as u32;
-    header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    kernel::current_comm(&mut header.comm);
     // SAFETY: a helper with no arguments.
     header.cgroup_id = unsafe { generated::bpf_get_current_cgroup_id() };
     header.sock_type = sock_type;
