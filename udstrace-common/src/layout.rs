@@ -125,6 +125,11 @@ pub struct KernelLayout {
     /// `struct socket` -> `file` (`struct file *`: the socket's file, whose `f_inode` is the
     /// socket's inode).
     pub socket_file: u32,
+    /// `struct task_struct` -> `cred` (`const struct cred *`: the task's effective
+    /// credentials); `struct cred` -> `uid`, `gid` (`kuid_t`, `kgid_t`: one u32 each).
+    pub task_cred: u32,
+    pub cred_uid: u32,
+    pub cred_gid: u32,
 }
 
 impl KernelLayout {
@@ -193,6 +198,9 @@ impl KernelLayout {
         unix_path_dentry: 0,
         dentry_inode: 0,
         socket_file: 0,
+        task_cred: 0,
+        cred_uid: 0,
+        cred_gid: 0,
     };
 }
 
@@ -288,4 +296,4 @@ unsafe impl aya::Pod for SyscallAbi {}
 // valid.
 unsafe impl aya::Pod for KernelLayout {}
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 260);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 272);

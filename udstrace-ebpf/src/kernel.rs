@@ -2,7 +2,9 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_user, generated};
+use aya_ebpf::helpers::{
+    bpf_get_current_uid_gid, bpf_probe_read_kernel, bpf_probe_read_user, generated,
+};
 use udstrace_common::{
     filter::PathKey,
     record::{COMM_LEN, PATH_MAX, SYSCALL_COMPAT},
@@ -151,6 +153,11 @@ pub(crate) trait Reader {
 
     /// Inode number of the socket `sk` belongs to, 0 when it has none (an orphaned peer).
     fn sock_ino(sk: u64, layout: &KernelLayout) -> u64;
+
+    /// Fills in the current task's user and group ids, command name and cgroup (v2) id in
+    /// `header`, as `bpf_get_current_uid_gid()`, `bpf_get_current_comm()` and
+    /// `bpf_get_current_cgroup_id()` give them.
+    fn current_task(header: &mut SendRecord, layout: &KernelLayout);
 }
 
 /// `bpf_probe_read_kernel` (see [`Reader`]).
@@ -180,6 +187,16 @@ impl Reader for Probe {
             return 0;
         }
         read::<u64>(socket + u64::from(layout.socket_inode), layout.inode_ino).unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn current_task(header: &mut SendRecord, _: &KernelLayout) {
+        let uid_gid = bpf_get_current_uid_gid();
+        header.uid = uid_gid as u32;
+        header.gid = (uid_gid >> 32) as u32;
+        current_comm(&mut header.comm);
+        // SAFETY: a helper with no arguments (4.18+).
+        header.cgroup_id = unsafe { generated::bpf_get_current_cgroup_id() };
     }
 }
 
@@ -213,6 +230,40 @@ impl Reader for Btf {
         };
         let file = read(read(sk, layout.sock_socket), layout.socket_file);
         read(read(file, layout.file_inode), layout.inode_ino)
+    }
+
+    /// What the helpers read, loaded from the current task: `cred->uid`, `cred->gid` (the
+    /// helper maps them into the initial user namespace, where they are the same numbers),
+    /// `comm`, `cgroups->dfl_cgrp->kn->id`. Three helper calls less, and the cgroup's takes
+    /// and releases the RCU read lock (two more calls on a preemptible kernel).
+    #[inline(always)]
+    fn current_task(header: &mut SendRecord, layout: &KernelLayout) {
+        let read = |base: u64, offset: u32| {
+            if base == 0 {
+                0
+            } else {
+                Self::read::<u64>(base, offset).unwrap_or(0)
+            }
+        };
+        // SAFETY: a helper with no arguments (5.11+): the current task, typed.
+        let task = unsafe { generated::bpf_get_current_task_btf() } as u64;
+        let cred = read(task, layout.task_cred);
+        let (uid, gid) = if cred == 0 {
+            (0, 0)
+        } else {
+            (
+                Self::read::<u32>(cred, layout.cred_uid).unwrap_or(0),
+                Self::read::<u32>(cred, layout.cred_gid).unwrap_or(0),
+            )
+        };
+        header.uid = uid;
+        header.gid = gid;
+        set_comm(
+            &mut header.comm,
+            Self::read::<Comm>(task, layout.task_comm).unwrap_or([0; 2]),
+        );
+        let cgroup = read(read(task, layout.task_cgroups), layout.css_set_dfl_cgrp);
+        header.cgroup_id = read(read(cgroup, layout.cgroup_kn), layout.kernfs_node_id);
     }
 }
 

@@ -3,9 +3,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, generated,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, generated},
     EbpfContext,
 };
 use udstrace_common::{
@@ -90,18 +88,13 @@ pub(crate) fn capture_send<const LOOP: bool, R: Reader, C: EbpfContext>(
     let header = unsafe { &mut (*scratch).header };
 
     let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
     header.kind = KIND_SEND;
     header.header_len = SEND_RECORD_LEN as u16;
     // SAFETY: a helper with no arguments.
     header.ts_boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     header.pid = (pid_tgid >> 32) as u32;
     header.tid = pid_tgid as u32;
-    header.uid = uid_gid as u32;
-    header.gid = (uid_gid >> 32) as u32;
-    kernel::current_comm(&mut header.comm);
-    // SAFETY: a helper with no arguments.
-    header.cgroup_id = unsafe { generated::bpf_get_current_cgroup_id() };
+    R::current_task(header, layout);
     header.sock_type = sock_type;
     header.syscall = syscall;
     header.msg_len = msg_len;

@@ -109,6 +109,9 @@ pub(crate) fn kernel_layout(btf: &Btf, arch: &Arch) -> Result<KernelLayout, Layo
         unix_path_dentry: off("unix_sock", "path.dentry")?,
         dentry_inode: off("dentry", "d_inode")?,
         socket_file: off("socket", "file")?,
+        task_cred: off("task_struct", "cred")?,
+        cred_uid: off("cred", "uid")?,
+        cred_gid: off("cred", "gid")?,
     })
 }
 
