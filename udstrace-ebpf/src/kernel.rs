@@ -103,6 +103,10 @@ pub(crate) type Comm = [u64; 2];
 /// The words of command name `c`, 8-byte aligned (every `[u8; 16]` name the programs hold
 /// is: see the assertions below).
 #[inline(always)]
+#[allow(
+    clippy::cast_ptr_alignment,
+    reason = "every name passed is 8-byte aligned: asserted below"
+)]
 pub(crate) fn comm_words(c: &[u8; COMM_LEN]) -> Comm {
     // SAFETY: 16 bytes, 8-byte aligned (the caller's field is; asserted for each).
     unsafe { c.as_ptr().cast::<Comm>().read() }
@@ -110,6 +114,10 @@ pub(crate) fn comm_words(c: &[u8; COMM_LEN]) -> Comm {
 
 /// Writes command name `c` into `dst`, 8-byte aligned (as for [`comm_words`]).
 #[inline(always)]
+#[allow(
+    clippy::cast_ptr_alignment,
+    reason = "every name passed is 8-byte aligned: asserted below"
+)]
 pub(crate) fn set_comm(dst: &mut [u8; COMM_LEN], c: Comm) {
     // SAFETY: as in `comm_words`.
     unsafe { dst.as_mut_ptr().cast::<Comm>().write(c) }

@@ -272,6 +272,9 @@ pub(crate) static PATH_FILTER: HashMap<PathKey, u8> = HashMap::with_max_entries(
 #[map]
 pub(crate) static PATH_NAME_FILTER: HashMap<PathName, u8> = HashMap::with_max_entries(256, 0);
 
+// The record header is 8-byte aligned in its slot (see `kernel::comm_words`).
+const _: () = assert!(core::mem::offset_of!(Scratch, header) % 8 == 0);
+const _: () = assert!(core::mem::align_of::<Scratch>() == 8);
 const _: () = assert!(
     core::mem::offset_of!(Scratch, data)
         == core::mem::offset_of!(Scratch, header) + udstrace_common::record::SEND_RECORD_LEN
