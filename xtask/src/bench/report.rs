@@ -192,6 +192,7 @@ fn targets(
     let mut out = String::from(
         "### Targets, as measured in this run\n\n| target | measured | verdict |\n|---|---|---|\n",
     );
+    per_message_targets(&mut out, measured);
     ping_pong_target(&mut out, measured);
     bulk_target(&mut out, measured, disk);
     filtered_target(&mut out, measured);
@@ -224,6 +225,80 @@ fn verdict(ok: bool) -> &'static str {
     } else {
         "not met"
     }
+}
+
+/// One row: the ratios of `mode` on the workloads whose names start with each of
+/// `prefixes`, each against its own minimum (and, with `kept`, every byte kept).
+fn ratio_row(
+    out: &mut String,
+    target: &str,
+    measured: &[Measured],
+    mode: Mode,
+    wanted: &[(&str, f64)],
+    kept: bool,
+) {
+    let mut ok = true;
+    let mut shown = Vec::new();
+    for &(prefix, min) in wanted {
+        for m in pick(measured, prefix, mode) {
+            let whole = m.kept.is_none_or(|k| k >= 100.0);
+            ok &= m.ratio >= min && (!kept || whole);
+            shown.push(match m.kept {
+                Some(k) if kept => format!("{:.3} with {k:.1}% kept ({})", m.ratio, m.workload),
+                _ => format!("{:.3} ({})", m.ratio, m.workload),
+            });
+        }
+    }
+    if shown.is_empty() {
+        ok = false;
+        shown.push("not measured".to_string());
+    }
+    let _ = writeln!(out, "| {target} | {} | {} |", shown.join(", "), verdict(ok));
+}
+
+/// The per-message cost: the one-thread loops (the cost of one send, without scheduling) and
+/// the bulk transfers, whose rate is set by it.
+fn per_message_targets(out: &mut String, measured: &[Measured]) {
+    ratio_row(
+        out,
+        "one thread, every byte captured: 64 B write+read >= 0.80 of untraced, 4 KiB >= 0.75",
+        measured,
+        Mode::Null,
+        &[("64 B write+read", 0.80), ("4 KiB write+read", 0.75)],
+        false,
+    );
+    ratio_row(
+        out,
+        "one thread, the workload filtered out in the kernel: >= 0.96 of untraced",
+        measured,
+        Mode::Filtered,
+        &[("64 B write+read", 0.96), ("4 KiB write+read", 0.96)],
+        false,
+    );
+    ratio_row(
+        out,
+        "4 KiB bulk (two threads) to /dev/null: >= 0.55 of untraced",
+        measured,
+        Mode::Null,
+        &[("4 KiB bulk", 0.55)],
+        true,
+    );
+    ratio_row(
+        out,
+        "64 KiB bulk to /dev/null: >= 0.70 of untraced, every byte kept",
+        measured,
+        Mode::Null,
+        &[("64 KiB bulk", 0.70)],
+        true,
+    );
+    ratio_row(
+        out,
+        "64 KiB bulk with `--recv` to /dev/null: >= 0.5 of untraced, every byte kept",
+        measured,
+        Mode::Recv,
+        &[("64 KiB bulk", 0.5)],
+        true,
+    );
 }
 
 /// Small messages, every byte captured to a file.
