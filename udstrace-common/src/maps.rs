@@ -11,8 +11,10 @@ pub const EVENTS: &str = "EVENTS";
 pub const SCRATCH: &str = "SCRATCH";
 /// Per thread: the message a send or receive call is handling, noted at its entry.
 pub const SEND_ENTRIES: &str = "SEND_ENTRIES";
-/// Per stream socket: bytes sent so far (the TCP sequence numbers).
-pub const STREAM_OFFSETS: &str = "STREAM_OFFSETS";
+/// Per socket: bytes sent and received so far (the TCP sequence numbers), the process last
+/// seen sending on it or reading from it (the receiver of what its peer sends), and its peer
+/// credentials' process.
+pub const SOCKETS: &str = "SOCKETS";
 /// Per thread: where a `sendmmsg` vector goes on.
 pub const MMSG_NEXT: &str = "MMSG_NEXT";
 /// Global counters, indexed by [`crate::counter`].
@@ -23,9 +25,6 @@ pub const PID_FILTER: &str = "PID_FILTER";
 pub const COMM_FILTER: &str = "COMM_FILTER";
 /// `--uid`: wanted users.
 pub const UID_FILTER: &str = "UID_FILTER";
-/// Per socket: the process last seen sending on it or reading from it (the receiver of
-/// what its peer sends).
-pub const SOCK_TASKS: &str = "SOCK_TASKS";
 /// `--container`, `--pod`: the cgroup (v2) ids of the wanted containers and their
 /// descendants.
 pub const CGROUP_FILTER: &str = "CGROUP_FILTER";
@@ -41,17 +40,16 @@ pub const COPY_CONTINUE: &str = "COPY_CONTINUE";
 pub const WAKE_REQUEST: &str = "WAKE_REQUEST";
 
 /// Every map, for the check that the object has them.
-pub const ALL_MAPS: [&str; 15] = [
+pub const ALL_MAPS: [&str; 14] = [
     EVENTS,
     SCRATCH,
     SEND_ENTRIES,
-    STREAM_OFFSETS,
+    SOCKETS,
     MMSG_NEXT,
     COUNTERS,
     PID_FILTER,
     COMM_FILTER,
     UID_FILTER,
-    SOCK_TASKS,
     CGROUP_FILTER,
     PATH_FILTER,
     PATH_NAME_FILTER,

@@ -63,7 +63,7 @@ fn container_wanted<R: Reader>(sk: u64, layout: &KernelLayout) -> bool {
     };
     // SAFETY: a helper with no arguments.
     let now = unsafe { generated::bpf_ktime_get_boot_ns() };
-    let found = receiver::find::<R>(sk, peer, peer_ino, now, layout);
+    let found = receiver::find::<R>(sk, peer, peer_ino, now, None, layout);
     found.cgroup_id != 0 && cgroup_wanted(found.cgroup_id)
 }
 

@@ -120,7 +120,18 @@ pub(crate) fn comm_words(c: &[u8; COMM_LEN]) -> Comm {
 )]
 pub(crate) fn set_comm(dst: &mut [u8; COMM_LEN], c: Comm) {
     // SAFETY: as in `comm_words`.
-    unsafe { dst.as_mut_ptr().cast::<Comm>().write(c) }
+    store_comm(unsafe { &mut *dst.as_mut_ptr().cast::<Comm>() }, c);
+}
+
+/// Stores command name `c` in `dst`, as two volatile word stores: LLVM turns a plain load and
+/// store of the words into a call of a byte-by-byte `memmove`.
+#[inline(always)]
+pub(crate) fn store_comm(dst: &mut Comm, c: Comm) {
+    // SAFETY: stores to the two words of `dst`.
+    unsafe {
+        core::ptr::write_volatile(&raw mut dst[0], c[0]);
+        core::ptr::write_volatile(&raw mut dst[1], c[1]);
+    }
 }
 
 // The names `comm_words` and `set_comm` see: the record's two (inside `Scratch`, whose

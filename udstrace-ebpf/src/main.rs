@@ -11,10 +11,11 @@
 //! - `config` (globals), `payload` (segment kinds)
 //! - `kernel` (config)
 //! - `maps` (kernel, payload)
-//! - `counters` (maps), `receiver` (kernel, maps), `syscall` (config, kernel, payload)
+//! - `counters`, `sockets` (maps), `receiver` (kernel, maps), `syscall` (config, kernel,
+//!   payload)
 //! - `filter` (config, kernel, maps, receiver)
 //! - `ancillary`, `copy` (config, counters, kernel, maps; copy also payload)
-//! - `record` (ancillary, copy, counters, kernel, maps, payload, receiver)
+//! - `record` (ancillary, copy, counters, kernel, maps, payload, receiver, sockets)
 //! - `sendmsg` (ancillary, config, counters, filter, kernel, maps, payload, record, syscall)
 //! - the hooks
 #![no_std]
@@ -47,6 +48,7 @@ mod sched_process_fork;
 mod sendmsg;
 mod sock_recv_length;
 mod sock_send_length;
+mod sockets;
 mod syscall;
 mod unix_sendmsg_fentry;
 mod unix_sendmsg_kprobe;

@@ -182,10 +182,6 @@ pub(crate) static SEND_ENTRIES: LruHashMap<u64, SendEntry> =
 #[map]
 pub(crate) static SCRATCH: Array<Scratch> = Array::with_max_entries(1, 0);
 
-/// Per socket inode: the offset of the next byte the socket sends.
-#[map]
-pub(crate) static STREAM_OFFSETS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65_536, 0);
-
 /// Per thread part-way through a `sendmmsg` vector (tracepoint backend): which message
 /// comes next (see `sock_send_length::mmsg_index`).
 #[map]
@@ -221,27 +217,9 @@ pub(crate) static COMM_FILTER: HashMap<[u8; 16], u8> = HashMap::with_max_entries
 #[map]
 pub(crate) static UID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
 
-/// A process seen using a socket: the socket's inode then (so that an entry left by a closed
-/// socket whose memory a new one reuses is not taken for the new one's), the process, its
-/// cgroup and command name, and how it used the socket (`udstrace_common::record::receiver`:
-/// `SENT` or `READ`).
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub(crate) struct SockTask {
-    pub(crate) ino: u64,
-    pub(crate) cgroup_id: u64,
-    pub(crate) tgid: u32,
-    pub(crate) by: u32,
-    pub(crate) comm: crate::kernel::Comm,
-}
-
-/// Per socket (`struct sock` address): the process last seen sending on it or reading from
-/// it, the one that will read what its peer sends (see `receiver`).
-#[map]
-pub(crate) static SOCK_TASKS: LruHashMap<u64, SockTask> = LruHashMap::with_max_entries(32_768, 0);
 /// The process behind a socket's peer credentials as last read (see
-/// `receiver::by_credentials`): its `struct pid` (a task's address can be another's later),
-/// when it was read (boot clock, ns), its cgroup, pid and command name.
+/// `receiver::by_credentials`): its `struct pid`, when it was read (boot clock, ns), its
+/// cgroup, pid and command name.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct CredTask {
@@ -253,10 +231,52 @@ pub(crate) struct CredTask {
     pub(crate) comm: crate::kernel::Comm,
 }
 
-/// Per task (the `task_struct` address of a credentials' process leader): what
-/// `receiver::by_credentials` read of it.
+/// What the programs keep per socket (see `sockets`), valid while `ino` is the socket's inode
+/// (a new socket in a closed one's memory starts afresh).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct SockState {
+    pub(crate) ino: u64,
+    /// Offsets in its streams of the next byte the socket sends, and receives (`--recv`).
+    pub(crate) sent: u64,
+    pub(crate) received: u64,
+    /// The process last seen sending on it or reading from it, the one that will read what
+    /// its peer sends (see `receiver`): its cgroup, pid, how it used the socket
+    /// (`udstrace_common::record::receiver`: `SENT` or `READ`; 0 until known) and command
+    /// name.
+    pub(crate) cgroup_id: u64,
+    pub(crate) tgid: u32,
+    pub(crate) by: u32,
+    pub(crate) comm: crate::kernel::Comm,
+    /// The process of the socket's peer credentials, as last read.
+    pub(crate) cred: CredTask,
+}
+
+/// Per socket (`struct sock` address): its `SockState`. One lookup per message serves its
+/// byte offset, the note of who used it and its credentials' process.
 #[map]
-pub(crate) static CRED_TASKS: LruHashMap<u64, CredTask> = LruHashMap::with_max_entries(4_096, 0);
+pub(crate) static SOCKETS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(65_536, 0);
+
+/// A new socket's state, all zeroes: `sockets::state` inserts it from here (a value built on
+/// the stack is zeroed by a byte-by-byte `memset` call).
+#[unsafe(no_mangle)]
+pub(crate) static SOCKET_START: SockState = SockState {
+    ino: 0,
+    sent: 0,
+    received: 0,
+    cgroup_id: 0,
+    tgid: 0,
+    by: 0,
+    comm: [0; 2],
+    cred: CredTask {
+        pid: 0,
+        read_ns: 0,
+        cgroup_id: 0,
+        tgid: 0,
+        reserved: 0,
+        comm: [0; 2],
+    },
+};
 
 /// Cgroup (v2) ids to capture when the `CGROUPS` filter is on: the wanted containers' cgroups
 /// and those below them; userspace adds containers that start during the capture.

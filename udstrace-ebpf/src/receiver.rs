@@ -10,40 +10,22 @@ use udstrace_common::{
 
 use crate::{
     kernel::{self, Comm, Reader},
-    maps::{CredTask, SockTask, CRED_TASKS, SOCK_TASKS},
+    maps::{CredTask, SockState, SOCKETS},
 };
 
 /// How long the command name and cgroup of a socket's credentials' process are taken from
-/// `CRED_TASKS` before they are read again (they change only at `exec` and when the process
-/// moves to another cgroup).
+/// the socket's state before they are read again (they change only at `exec` and when the
+/// process moves to another cgroup).
 const CRED_REFRESH_NS: u64 = 100_000_000;
 
-/// Notes that the process of record `header` (already filled: pid, comm, cgroup) used socket
-/// `sk`, whose inode is `ino`: it sent on it, or read from it when `recv`. Written only when
-/// something changed, a lookup being cheaper than an update.
+/// Notes in the state of the socket a message was sent on (or read from, `recv`) that the
+/// process of record `header` (already filled: pid, comm, cgroup) used it.
 #[inline(always)]
-pub(crate) fn note(sk: u64, ino: u64, header: &SendRecord, recv: bool) {
-    let by = u32::from(if recv { receiver::READ } else { receiver::SENT });
-    // SAFETY: the value is copied out at once; an LRU entry may be replaced concurrently,
-    // which at worst makes this update redundant.
-    if let Some(seen) = unsafe { SOCK_TASKS.get(sk) } {
-        if seen.tgid == header.pid
-            && seen.ino == ino
-            && seen.by == by
-            && seen.cgroup_id == header.cgroup_id
-            && seen.comm == kernel::comm_words(&header.comm)
-        {
-            return;
-        }
-    }
-    let task = SockTask {
-        ino,
-        cgroup_id: header.cgroup_id,
-        tgid: header.pid,
-        by,
-        comm: kernel::comm_words(&header.comm),
-    };
-    let _ = SOCK_TASKS.insert(sk, task, 0);
+pub(crate) fn note(state: &mut SockState, header: &SendRecord, recv: bool) {
+    state.by = u32::from(if recv { receiver::READ } else { receiver::SENT });
+    state.tgid = header.pid;
+    state.cgroup_id = header.cgroup_id;
+    kernel::store_comm(&mut state.comm, kernel::comm_words(&header.comm));
 }
 
 /// The process that will read a message: how it was known (`receiver::*`), its pid, command
@@ -76,20 +58,23 @@ impl Receiver {
 }
 
 /// The receiver of a message sent on socket `sk` to `peer` (0: none) whose inode is
-/// `peer_ino` (0: none yet, a connection not accepted), at `now` (boot clock, ns).
+/// `peer_ino` (0: none yet, a connection not accepted), at `now` (boot clock, ns). `cred`:
+/// where `sk`'s credentials' process is kept (its state), if anywhere.
 #[inline(always)]
 pub(crate) fn find<R: Reader>(
     sk: u64,
     peer: u64,
     peer_ino: u64,
     now: u64,
+    cred: Option<&mut CredTask>,
     layout: &KernelLayout,
 ) -> Receiver {
     // A socket not yet accepted has had no user; its inode tells a reused address apart.
     if peer != 0 && peer_ino != 0 {
-        // SAFETY: as in `note`.
-        if let Some(seen) = unsafe { SOCK_TASKS.get(peer) } {
-            if seen.ino == peer_ino {
+        // SAFETY: the value is copied out at once; an LRU entry may be replaced
+        // concurrently, which at worst names the previous user.
+        if let Some(seen) = unsafe { SOCKETS.get(peer) } {
+            if seen.ino == peer_ino && seen.by != 0 {
                 return Receiver {
                     by: seen.by as u16,
                     pid: seen.tgid,
@@ -99,16 +84,21 @@ pub(crate) fn find<R: Reader>(
             }
         }
     }
-    by_credentials::<R>(sk, now, layout)
+    by_credentials::<R>(sk, now, cred, layout)
 }
 
 /// The process of `sk`'s peer credentials (`sk_peer_pid`), if it still runs: its thread
 /// group leader, found through the `struct pid`'s list of tasks. Whether it runs is read at
 /// every message; its pid, command name and cgroup (six reads through the helper: the task is
-/// reached by `container_of`, where the verifier follows no type) come from `CRED_TASKS`,
+/// reached by `container_of`, where the verifier follows no type) are kept in `cache`, and
 /// read again when older than `CRED_REFRESH_NS`.
 #[inline(always)]
-fn by_credentials<R: Reader>(sk: u64, now: u64, layout: &KernelLayout) -> Receiver {
+fn by_credentials<R: Reader>(
+    sk: u64,
+    now: u64,
+    cache: Option<&mut CredTask>,
+    layout: &KernelLayout,
+) -> Receiver {
     let Ok(pid) = R::read::<u64>(sk, layout.sock_peer_pid) else {
         return Receiver::UNKNOWN;
     };
@@ -123,9 +113,7 @@ fn by_credentials<R: Reader>(sk: u64, now: u64, layout: &KernelLayout) -> Receiv
         return Receiver::UNKNOWN;
     }
     let task = first - u64::from(layout.task_tgid_link);
-    // SAFETY: the value is copied out at once.
-    if let Some(known) = unsafe { CRED_TASKS.get(task) }.copied() {
-        // The same `struct pid` (a task's address can be another task's after it exits).
+    if let Some(known) = cache.as_deref() {
         if known.pid == pid && now.wrapping_sub(known.read_ns) < CRED_REFRESH_NS {
             return Receiver {
                 by: receiver::CRED,
@@ -146,7 +134,9 @@ fn by_credentials<R: Reader>(sk: u64, now: u64, layout: &KernelLayout) -> Receiv
         reserved: 0,
         comm: kernel::read::<Comm>(task, layout.task_comm).unwrap_or([0; 2]),
     };
-    let _ = CRED_TASKS.insert(task, found, 0);
+    if let Some(cache) = cache {
+        *cache = found;
+    }
     Receiver {
         by: receiver::CRED,
         pid: found.tgid,

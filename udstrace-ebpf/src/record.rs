@@ -16,14 +16,10 @@ use crate::{
     ancillary, copy,
     counters::count,
     kernel::{self, Mem, Reader},
-    maps::{Scratch, SCRATCH, STREAM_OFFSETS},
+    maps::{Scratch, SCRATCH},
     payload::Payload,
-    receiver,
+    receiver, sockets,
 };
-
-/// Set in the `STREAM_OFFSETS` key of a socket's received-bytes counter (inode numbers are
-/// 32-bit in practice).
-const RECV_OFFSETS: u64 = 1 << 63;
 
 /// Records a message of `accepted` bytes sent on socket `sk` (a Unix socket of type
 /// `sock_type` the capture wants: the caller checked with [`crate::filter::unix_type`] before
@@ -115,23 +111,24 @@ pub(crate) fn capture_send<const LOOP: bool, R: Reader, C: EbpfContext>(
         header.peer_path_len =
             kernel::unix_path::<R>(R::unix_sock(peer), layout, &mut header.peer_path);
     }
-    receiver::find::<R>(sk, peer, header.peer_ino, header.ts_boot_ns, layout).fill(header);
-    receiver::note(sk, ino, header, recv);
-
-    // The socket's byte offset: where this message starts in its stream (of bytes sent, or
-    // for a receive of bytes received).
-    let key = if recv { ino | RECV_OFFSETS } else { ino };
-    let base_offset = if let Some(next) = STREAM_OFFSETS.get_ptr_mut(key) {
-        // SAFETY: a map value. Not an atomic fetch-add: that needs BPF_FETCH (5.12+); two
-        // threads sending on the same socket at the same instant on two CPUs can race here,
-        // as their bytes interleave unpredictably in the kernel's queue anyway.
-        unsafe {
-            let start = *next;
-            *next = start + msg_len;
-            start
-        }
+    // The socket's byte offset (where this message starts in its stream of bytes sent, or
+    // for a receive received), who will read it, and a note of who used the socket.
+    let base_offset = if let Some(state) = sockets::state(sk, ino) {
+        let cred = &mut state.cred;
+        receiver::find::<R>(
+            sk,
+            peer,
+            header.peer_ino,
+            header.ts_boot_ns,
+            Some(cred),
+            layout,
+        )
+        .fill(header);
+        receiver::note(state, header, recv);
+        sockets::next_offset(state, msg_len, recv)
     } else {
-        let _ = STREAM_OFFSETS.insert(key, msg_len, 0);
+        receiver::find::<R>(sk, peer, header.peer_ino, header.ts_boot_ns, None, layout)
+            .fill(header);
         0
     };
 
