@@ -17,6 +17,12 @@ pub const CGROUPS: u32 = 16;
 /// `PATH_FILTER`, or its or its peer's bound name is in `PATH_NAME_FILTER`; a socket without
 /// peer (an unconnected datagram socket) is left to userspace, which matches names.
 pub const PATHS: u32 = 32;
+/// Only the processes of the `PID_LIST` global (instead of `PID_FILTER`): up to
+/// [`PID_LIST_MAX`] processes without `FOLLOW`, checked with no map lookup, so that traffic
+/// left out costs its sender as little as possible.
+pub const PID_LIST: u32 = 64;
+/// Entries of the `PID_LIST` global.
+pub const PID_LIST_MAX: usize = 8;
 
 /// A socket file's identity: the file system's device as the kernel encodes it
 /// (`major << 20 | minor`, the `s_dev` of its super block) and the inode number.

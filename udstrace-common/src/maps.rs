@@ -84,9 +84,12 @@ pub mod global {
     pub const FILTERS: &str = "FILTERS";
     /// `--type`: bit `1 << type` for each wanted socket type.
     pub const TYPE_MASK: &str = "TYPE_MASK";
+    /// `-p` without `--follow`, up to `filter::PID_LIST_MAX` processes: their pids (the
+    /// first repeated in the unused entries).
+    pub const PID_LIST: &str = "PID_LIST";
 
     /// Every global, for the check that the object has them.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         LAYOUT,
         DIRECT_MAP,
         SYSCALL_ABI,
@@ -96,5 +99,6 @@ pub mod global {
         USE_TASK_PT_REGS,
         FILTERS,
         TYPE_MASK,
+        PID_LIST,
     ];
 }

@@ -1,6 +1,6 @@
 //! Run-time configuration, written by userspace into the object's globals before loading.
 
-use udstrace_common::{DirectMap, KernelLayout, SyscallAbi};
+use udstrace_common::{filter::PID_LIST_MAX, DirectMap, KernelLayout, SyscallAbi};
 
 /// Offsets of the kernel fields the programs read, from the running kernel's BTF.
 #[unsafe(no_mangle)]
@@ -39,6 +39,10 @@ static FILTERS: u32 = 0;
 /// Socket types to capture, one bit per `sk_type` value (`1 << type`); 0 for all.
 #[unsafe(no_mangle)]
 static TYPE_MASK: u32 = 0;
+
+/// `-p` without `--follow`: the processes to capture, when the `PID_LIST` filter is on.
+#[unsafe(no_mangle)]
+static PID_LIST: [u32; PID_LIST_MAX] = [0; PID_LIST_MAX];
 
 /// The layout, read in place: the pointer goes through a volatile read so that the compiler
 /// cannot fold the zero initialiser into the field loads, and nothing is copied to the stack.
@@ -95,4 +99,12 @@ pub(crate) fn direct_map() -> DirectMap {
 pub(crate) fn use_task_pt_regs() -> bool {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&raw const USE_TASK_PT_REGS) != 0 }
+}
+
+/// Whether `tgid` is in `PID_LIST` (compared with each entry: the verifier sees the values).
+#[inline(always)]
+pub(crate) fn pid_listed(tgid: u32) -> bool {
+    // SAFETY: as for the layout.
+    let list = unsafe { &*core::ptr::read_volatile(&(&raw const PID_LIST)) };
+    list.iter().any(|&pid| pid == tgid)
 }

@@ -25,6 +25,9 @@ pub(crate) fn wanted(tgid: u32) -> bool {
     if filters == 0 {
         return true;
     }
+    if filters & filter::PID_LIST != 0 && !config::pid_listed(tgid) {
+        return false;
+    }
     // SAFETY: the map value is only tested for presence, never read or kept (likewise below).
     if filters & filter::PIDS != 0 && unsafe { PID_FILTER.get(tgid) }.is_none() {
         return false;

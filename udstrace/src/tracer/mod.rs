@@ -82,10 +82,23 @@ impl TracerConfig {
         }
     }
 
+    /// The `PID_LIST` global, when the processes fit it (and none will be added: no
+    /// `--follow`).
+    fn pid_list(&self) -> Option<[u32; filter::PID_LIST_MAX]> {
+        if self.follow || self.pids.is_empty() || self.pids.len() > filter::PID_LIST_MAX {
+            return None;
+        }
+        let mut list = [self.pids[0]; filter::PID_LIST_MAX];
+        list[..self.pids.len()].copy_from_slice(&self.pids);
+        Some(list)
+    }
+
     /// The `FILTERS` bits of the kernel programs.
     fn filter_bits(&self) -> u32 {
         let mut bits = 0;
-        if !self.pids.is_empty() {
+        if self.pid_list().is_some() {
+            bits |= filter::PID_LIST;
+        } else if !self.pids.is_empty() {
             bits |= filter::PIDS;
             if self.follow {
                 bits |= filter::FOLLOW;
@@ -439,6 +452,7 @@ fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Re
     let cpus = aya::util::nr_cpus().map_err(|(what, e)| Error::Load(format!("{what}: {e}")))?;
     let filters = config.filter_bits();
     let type_mask: u32 = config.sock_type.map_or(0, |t| 1 << (t as u32));
+    let pid_list = config.pid_list().unwrap_or_default();
     let self_tgid = std::process::id();
     let use_task_pt_regs = u32::from(facts.has_task_pt_regs);
     // Wake userspace once an eighth of the buffer waits; below that it drains on its timer.
@@ -452,6 +466,7 @@ fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Re
         .override_global(global::SNAPLEN, &config.snaplen, true)
         .override_global(global::FILTERS, &filters, true)
         .override_global(global::TYPE_MASK, &type_mask, true)
+        .override_global(global::PID_LIST, &pid_list, true)
         .override_global(global::USE_TASK_PT_REGS, &use_task_pt_regs, true)
         .override_global(global::DIRECT_MAP, &facts.direct_map, true)
         .override_global(global::SYSCALL_ABI, &facts.syscall_abi, true)
