@@ -163,6 +163,10 @@ pub(crate) fn current_comm(dst: &mut [u8; COMM_LEN]) {
 /// helper costs 25-80, and a fault reads as zero. The verifier refuses such a load through
 /// a number, so `Btf` is only for chains that start at a typed pointer.
 pub(crate) trait Reader {
+    /// Whether this reader loads through typed pointers (a hook then hands on the typed
+    /// pointer it has rather than a number it kept).
+    const TYPED: bool;
+
     /// Reads a `T` at `base + offset`, `base` an object of the kernel.
     fn read<T>(base: u64, offset: u32) -> Result<T, i64>;
 
@@ -186,6 +190,8 @@ pub(crate) struct Probe;
 pub(crate) struct Btf;
 
 impl Reader for Probe {
+    const TYPED: bool = false;
+
     #[inline(always)]
     fn read<T>(base: u64, offset: u32) -> Result<T, i64> {
         read(base, offset)
@@ -220,6 +226,8 @@ impl Reader for Probe {
 }
 
 impl Reader for Btf {
+    const TYPED: bool = true;
+
     #[inline(always)]
     fn read<T>(base: u64, offset: u32) -> Result<T, i64> {
         // SAFETY: the verifier admits the load only through a typed pointer and at an offset

@@ -14,7 +14,7 @@ use crate::{
     ancillary, config,
     counters::count,
     filter,
-    kernel::{self, Mem, Probe},
+    kernel::{self, Mem, Probe, Reader},
     maps::{SendEntry, SEND_ENTRIES},
     payload::{Payload, SEG_BVEC, SEG_IOVEC, SEG_KBUF, SEG_KVEC, SEG_NONE, SEG_UBUF},
     record, syscall,
@@ -154,9 +154,16 @@ fn iter_entry(sk: u64, msg: u64) -> Result<SendEntry, i64> {
 }
 
 /// Exit of a hooked function that returned `ret` (bytes accepted, or -errno). `cont`: the
-/// `COPY_CONTINUE` index of the program type; `LOOP`: see `record::capture_send`.
+/// `COPY_CONTINUE` index of the program type; `LOOP`: see `record::capture_send`. `R`: how
+/// the socket is read; with a typed reader, `typed_sk` is the call's `struct sock` as the
+/// hook's typed argument leads to it (the entry's note keeps it as a number only).
 #[inline(always)]
-pub(crate) fn exit<const LOOP: bool, C: EbpfContext>(ctx: &C, cont: u32, ret: i64) {
+pub(crate) fn exit<const LOOP: bool, R: Reader, C: EbpfContext>(
+    ctx: &C,
+    cont: u32,
+    ret: i64,
+    typed_sk: u64,
+) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(slot) = SEND_ENTRIES.get_ptr_mut(pid_tgid) else {
         return;
@@ -187,14 +194,22 @@ pub(crate) fn exit<const LOOP: bool, C: EbpfContext>(ctx: &C, cont: u32, ret: i6
         _ => Payload::MISSING,
     };
     let layout = config::layout();
-    let Some(sock_type) = filter::unix_type::<Probe>(entry.sk, layout) else {
+    let sk = if R::TYPED {
+        if typed_sk != entry.sk {
+            return;
+        }
+        typed_sk
+    } else {
+        entry.sk
+    };
+    let Some(sock_type) = filter::unix_type::<R>(sk, layout) else {
         return;
     };
     let syscall = kernel::current_syscall();
-    let _ = record::capture_send::<LOOP, Probe, C>(
+    let _ = record::capture_send::<LOOP, R, C>(
         ctx,
         cont,
-        entry.sk,
+        sk,
         sock_type,
         ret,
         syscall as i32,

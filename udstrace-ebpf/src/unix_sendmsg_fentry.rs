@@ -16,7 +16,11 @@ use aya_ebpf::{
 };
 use udstrace_common::maps::CONTINUE_FEXIT;
 
-use crate::{copy, kernel, sendmsg};
+use crate::{
+    config, copy,
+    kernel::{self, Btf, Probe, Reader},
+    sendmsg,
+};
 
 /// Argument `n` as a plain number. The verifier types pointer arguments of trampoline
 /// programs (`struct page *` is a `ptr_page`), and before 5.11 it refuses arithmetic between
@@ -24,6 +28,13 @@ use crate::{copy, kernel, sendmsg};
 #[inline(always)]
 fn untyped_arg(ctx: &FEntryContext, n: u32) -> u64 {
     kernel::read::<u64>(ctx.as_ptr() as u64, n * 8).unwrap_or(0)
+}
+
+/// The `struct sock` of the hooked function's `struct socket *` (its first argument), loaded
+/// through the typed argument: a pointer the typed reader can follow.
+#[inline(always)]
+fn typed_sk(ctx: &FExitContext) -> u64 {
+    Btf::read::<u64>(ctx.arg::<u64>(0), config::layout().socket_sk).unwrap_or(0)
 }
 
 /// An fentry program noting the message at entry, and two fexit programs recording it at
@@ -43,7 +54,10 @@ macro_rules! hooks {
         #[fexit(function = $function)]
         fn $exit(ctx: FExitContext) -> i32 {
             let ret = i64::from(ctx.arg::<$ret>($ret_index));
-            sendmsg::exit::<true, _>(&ctx, CONTINUE_FEXIT, ret);
+            // Kernels with bpf_loop (5.17+) have the helpers the typed reader needs
+            // (`bpf_skc_to_unix_sock`, 5.16; `bpf_get_current_task_btf`, 5.11).
+            let sk = typed_sk(&ctx);
+            sendmsg::exit::<true, Btf, _>(&ctx, CONTINUE_FEXIT, ret, sk);
             0
         }
 
@@ -51,7 +65,7 @@ macro_rules! hooks {
         #[fexit(function = $function)]
         fn $exit_seq(ctx: FExitContext) -> i32 {
             let ret = i64::from(ctx.arg::<$ret>($ret_index));
-            sendmsg::exit::<false, _>(&ctx, CONTINUE_FEXIT, ret);
+            sendmsg::exit::<false, Probe, _>(&ctx, CONTINUE_FEXIT, ret, 0);
             0
         }
     };

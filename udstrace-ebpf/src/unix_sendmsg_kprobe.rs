@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use udstrace_common::maps::CONTINUE_KRETPROBE;
 
-use crate::{copy, sendmsg};
+use crate::{copy, kernel::Probe, sendmsg};
 
 /// Entry of any of the three sendmsg functions (same prototype; attached to each).
 ///
@@ -55,7 +55,7 @@ fn kprobe_unix_recvmsg(ctx: ProbeContext) -> u32 {
 /// match-proto: v6.18 net/unix/af_unix.c: static int unix_seqpacket_recvmsg(struct socket *sock, struct msghdr *msg, size_t size, int flags)
 #[kretprobe]
 fn kretprobe_unix_sendmsg(ctx: RetProbeContext) -> u32 {
-    sendmsg::exit::<true, _>(&ctx, CONTINUE_KRETPROBE, i64::from(ctx.ret::<i32>()));
+    sendmsg::exit::<true, Probe, _>(&ctx, CONTINUE_KRETPROBE, i64::from(ctx.ret::<i32>()), 0);
     0
 }
 
@@ -69,7 +69,7 @@ fn kretprobe_unix_sendmsg(ctx: RetProbeContext) -> u32 {
 /// match-proto: v6.18 net/unix/af_unix.c: static int unix_seqpacket_recvmsg(struct socket *sock, struct msghdr *msg, size_t size, int flags)
 #[kretprobe]
 fn kretprobe_unix_sendmsg_seq(ctx: RetProbeContext) -> u32 {
-    sendmsg::exit::<false, _>(&ctx, CONTINUE_KRETPROBE, i64::from(ctx.ret::<i32>()));
+    sendmsg::exit::<false, Probe, _>(&ctx, CONTINUE_KRETPROBE, i64::from(ctx.ret::<i32>()), 0);
     0
 }
 
@@ -94,7 +94,7 @@ fn kprobe_unix_stream_sendpage(ctx: ProbeContext) -> u32 {
 /// match-proto: v6.4 net/unix/af_unix.c: static ssize_t unix_stream_sendpage(struct socket *socket, struct page *page, int offset, size_t size, int flags)
 #[kretprobe]
 fn kretprobe_unix_stream_sendpage(ctx: RetProbeContext) -> u32 {
-    sendmsg::exit::<true, _>(&ctx, CONTINUE_KRETPROBE, ctx.ret::<i64>());
+    sendmsg::exit::<true, Probe, _>(&ctx, CONTINUE_KRETPROBE, ctx.ret::<i64>(), 0);
     0
 }
 
@@ -103,7 +103,7 @@ fn kretprobe_unix_stream_sendpage(ctx: RetProbeContext) -> u32 {
 /// match-proto: v6.4 net/unix/af_unix.c: static ssize_t unix_stream_sendpage(struct socket *socket, struct page *page, int offset, size_t size, int flags)
 #[kretprobe]
 fn kretprobe_unix_stream_sendpage_seq(ctx: RetProbeContext) -> u32 {
-    sendmsg::exit::<false, _>(&ctx, CONTINUE_KRETPROBE, ctx.ret::<i64>());
+    sendmsg::exit::<false, Probe, _>(&ctx, CONTINUE_KRETPROBE, ctx.ret::<i64>(), 0);
     0
 }
 
@@ -120,7 +120,7 @@ fn kretprobe_unix_stream_sendpage_seq(ctx: RetProbeContext) -> u32 {
 /// match-proto: v6.18 net/unix/af_unix.c: static int unix_seqpacket_recvmsg(struct socket *sock, struct msghdr *msg, size_t size, int flags)
 #[kretprobe]
 fn kretprobe_unix_sendmsg_flat(ctx: RetProbeContext) -> u32 {
-    sendmsg::exit::<false, _>(&ctx, copy::NO_CONTINUATION, i64::from(ctx.ret::<i32>()));
+    sendmsg::exit::<false, Probe, _>(&ctx, copy::NO_CONTINUATION, i64::from(ctx.ret::<i32>()), 0);
     0
 }
 
@@ -129,7 +129,7 @@ fn kretprobe_unix_sendmsg_flat(ctx: RetProbeContext) -> u32 {
 /// match-proto: v6.4 net/unix/af_unix.c: static ssize_t unix_stream_sendpage(struct socket *socket, struct page *page, int offset, size_t size, int flags)
 #[kretprobe]
 fn kretprobe_unix_stream_sendpage_flat(ctx: RetProbeContext) -> u32 {
-    sendmsg::exit::<false, _>(&ctx, copy::NO_CONTINUATION, ctx.ret::<i64>());
+    sendmsg::exit::<false, Probe, _>(&ctx, copy::NO_CONTINUATION, ctx.ret::<i64>(), 0);
     0
 }
 

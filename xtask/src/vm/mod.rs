@@ -75,6 +75,12 @@ pub(crate) struct Options {
     /// Guests run at the same time (each takes about one host CPU); default: one per host CPU.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
     jobs: Option<u16>,
+    /// Instead of the capture tests, measure what each backend costs a sender in the guest:
+    /// a one-thread write+read loop (64 B and 4 KiB), untraced and with the backend capturing
+    /// every byte to /dev/null, 3 rounds; ratios against untraced in the same guest (an
+    /// emulated machine's absolute times mean nothing). x86_64 kernels only.
+    #[arg(long, conflicts_with_all = ["test", "skip", "arch"])]
+    bench: bool,
 }
 
 impl Default for Options {
@@ -90,6 +96,7 @@ impl Default for Options {
             timeout: 2000,
             debug: false,
             jobs: None,
+            bench: false,
         }
     }
 }
@@ -117,7 +124,16 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
         filter: opts.test.clone(),
         skip: opts.skip.clone(),
         foreign: None,
+        bench: if opts.bench {
+            Some(build_load(opts.debug)?)
+        } else {
+            None
+        },
     };
+    ensure!(
+        !(opts.bench && foreign),
+        "--bench runs on x86_64 kernels only (the workload is a host binary)"
+    );
     let arm64 = if foreign {
         Some(build(opts.debug, Some(crate::cross::target("arm64")?))?)
     } else {
@@ -143,6 +159,9 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
             usize::from,
         ),
     ));
+    if opts.bench {
+        return report::bench(&out, started.elapsed());
+    }
     print!(
         "{}",
         report::report(&rows, &job.backends, started.elapsed())
@@ -358,6 +377,8 @@ struct Job {
     skip: Vec<String>,
     /// For a guest of another architecture than the host's: how its job runs.
     foreign: Option<Foreign>,
+    /// `--bench`: the workload binary (`udstrace-load`); the job measures instead of testing.
+    bench: Option<PathBuf>,
 }
 
 /// How a job runs in a guest whose architecture is not the host's: the host's root has no
@@ -446,15 +467,54 @@ impl Job {
                awk -F'\\t' -v b=\"$b\" '$1 == b && $2 == \"ok\" {{ ok = 1 }} END {{ exit !ok }}' \"$R/backends.tsv\" || continue\n  \
              else\n    [ \"$b\" = {FALLBACK_BACKEND} ] || continue\n  fi"
         );
-        let _ = writeln!(s, "  echo \"{MARK}test $b start\"");
-        let _ = writeln!(
-            s,
-            "  UDSTRACE_BIN=\"$BIN\" UDSTRACE_BACKEND=$b \"$TESTS\" --test-threads=1 {filter}{skip} > \"$R/test-$b.log\" 2>&1"
-        );
-        let _ = writeln!(s, "  echo \"{MARK}test $b end $?\"");
+        if let Some(load) = &self.bench {
+            let _ = writeln!(s, "  echo \"{MARK}bench $b start\"");
+            let _ = writeln!(s, "{}", bench_script(&q(load)));
+            let _ = writeln!(s, "  echo \"{MARK}bench $b end\"");
+        } else {
+            let _ = writeln!(s, "  echo \"{MARK}test $b start\"");
+            let _ = writeln!(
+                s,
+                "  UDSTRACE_BIN=\"$BIN\" UDSTRACE_BACKEND=$b \"$TESTS\" --test-threads=1 {filter}{skip} > \"$R/test-$b.log\" 2>&1"
+            );
+            let _ = writeln!(s, "  echo \"{MARK}test $b end $?\"");
+        }
         let _ = writeln!(s, "done\necho '{MARK}job end'");
         s
     }
+}
+
+/// The part of a `--bench` job that measures backend `$b`: for each size, 3 rounds of the
+/// loop untraced then traced, one `SIZE untraced|traced <udstrace-load output>` line each, in
+/// `$R/bench-$b.log`.
+fn bench_script(load: &str) -> String {
+    format!(
+        "  : > \"$R/bench-$b.log\"
+  for size in 64 4096; do for round in 1 2 3; do
+    echo \"$size untraced $({load} loop $size 2)\" >> \"$R/bench-$b.log\"
+    \"$BIN\" --backend \"$b\" -w /dev/null > /dev/null 2> \"$R/bench-$b.err\" &
+    P=$!; n=0
+    while ! grep -q listening \"$R/bench-$b.err\" && [ $n -lt 1200 ]; do sleep 0.1; n=$((n + 1)); done
+    echo \"$size traced $({load} loop $size 2)\" >> \"$R/bench-$b.log\"
+    kill -INT $P; wait $P
+  done; done"
+    )
+}
+
+/// Builds the workload `--bench` runs (`udstrace-load`, release unless `debug`).
+fn build_load(debug: bool) -> Result<PathBuf> {
+    let mut build = cargo();
+    build.args(["build", "-p", "udstrace-tests", "--bin", "udstrace-load"]);
+    if !debug {
+        build.arg("--release");
+    }
+    sh(&mut build)?;
+    let load = root()
+        .join("target")
+        .join(if debug { "debug" } else { "release" })
+        .join("udstrace-load");
+    ensure!(load.exists(), "{} was not built", load.display());
+    Ok(load)
 }
 
 /// `s` as one shell word.
@@ -512,6 +572,7 @@ mod tests {
             filter: Some("stream".into()),
             skip: vec!["large".into()],
             foreign: Some(FOREIGN_ARM64),
+            bench: None,
         };
         let script = job.script(Path::new("/tmp/results"));
         let status = Command::new("sh")
@@ -520,5 +581,16 @@ mod tests {
             .unwrap();
         assert!(status.success());
         assert!(script.contains(r"TESTS='/x/it'\''s'"));
+        let bench = Job {
+            bench: Some(PathBuf::from("/x/load")),
+            ..job
+        }
+        .script(Path::new("/tmp/results"));
+        let status = Command::new("sh")
+            .args(["-n", "-c", &bench])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(bench.contains("'/x/load' loop $size 2") && !bench.contains("$TESTS\" --"));
     }
 }

@@ -337,6 +337,97 @@ fn test_cell(text: &str, exit: Option<&str>, log: PathBuf) -> Cell {
     }
 }
 
+/// `--bench`: every guest's `bench-BACKEND.log` under `out`, as one table of ratios (the
+/// loop's rate traced against untraced, medians of the rounds) and each backend's cost
+/// against the tracepoint backend's in the same guest.
+pub(super) fn bench(out: &Path, total: Duration) -> anyhow::Result<()> {
+    let mut lines = Vec::new();
+    let mut dirs: Vec<PathBuf> = fs::read_dir(out)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let release = fs::read_to_string(dir.join("uname")).unwrap_or_default();
+        let mut logs: Vec<PathBuf> = fs::read_dir(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|e| e == "log")
+                    && p.file_stem()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("bench-"))
+            })
+            .collect();
+        logs.sort();
+        for log in logs {
+            let backend = log
+                .file_stem()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("bench-"))
+                .unwrap_or("?")
+                .to_string();
+            let text = fs::read_to_string(&log)?;
+            let ratios: Vec<String> = ["64", "4096"]
+                .iter()
+                .map(|size| {
+                    bench_ratio(&text, size).map_or_else(|| "-".to_string(), |r| format!("{r:.3}"))
+                })
+                .collect();
+            lines.push((release.trim().to_string(), backend, ratios));
+        }
+    }
+    anyhow::ensure!(
+        !lines.is_empty(),
+        "no guest wrote a bench log under {}",
+        out.display()
+    );
+    println!("one-thread write+read, every byte captured to /dev/null: rate traced / untraced");
+    println!("(medians of 3 rounds in the same guest; emulated: compare ratios only)\n");
+    println!("| kernel | backend | 64 B | 4 KiB |\n|---|---|---|---|");
+    for (release, backend, ratios) in &lines {
+        println!("| {release} | {backend} | {} | {} |", ratios[0], ratios[1]);
+    }
+    println!("\n{}", duration(total));
+    Ok(())
+}
+
+/// The median over rounds of the untraced time per operation divided by the traced one, for
+/// loop size `size`, from a bench log's `SIZE untraced|traced ops=N ... secs=S` lines (each
+/// traced line paired with the untraced line before it).
+fn bench_ratio(log: &str, size: &str) -> Option<f64> {
+    let per_op = |line: &str| -> Option<f64> {
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        let ops = field("ops=")?;
+        (ops > 0.0).then_some(field("secs=")? / ops)
+    };
+    let mut untraced = None;
+    let mut ratios = Vec::new();
+    for line in log.lines() {
+        let mut words = line.splitn(3, ' ');
+        if words.next() != Some(size) {
+            continue;
+        }
+        match (words.next(), words.next()) {
+            (Some("untraced"), Some(rest)) => untraced = per_op(rest),
+            (Some("traced"), Some(rest)) => {
+                if let (Some(base), Some(traced)) = (untraced.take(), per_op(rest)) {
+                    ratios.push(base / traced);
+                }
+            }
+            _ => {}
+        }
+    }
+    if ratios.is_empty() {
+        return None;
+    }
+    ratios.sort_by(f64::total_cmp);
+    Some(ratios[ratios.len() / 2])
+}
+
 /// The table, its footnotes, timings, and the tails of failing logs.
 pub(super) fn report(rows: &[Row], backends: &[&str], total: Duration) -> String {
     let mut notes: Vec<String> = Vec::new();
@@ -472,6 +563,17 @@ pub(super) fn duration(d: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bench_ratio_pairs_rounds() {
+        let log = "64 untraced ops=100 bytes=1 secs=1.0\n64 traced ops=50 bytes=1 secs=1.0\n\
+                   64 untraced ops=100 bytes=1 secs=1.0\n64 traced ops=80 bytes=1 secs=1.0\n\
+                   64 untraced ops=100 bytes=1 secs=1.0\n64 traced ops=60 bytes=1 secs=1.0\n\
+                   4096 untraced ops=10 bytes=1 secs=1.0\n4096 traced ops= bytes=1 secs=1.0\n";
+        assert_eq!(super::bench_ratio(log, "64"), Some(0.6));
+        assert_eq!(super::bench_ratio(log, "4096"), None);
+        assert_eq!(super::bench_ratio(log, "8"), None);
+    }
+
     use super::*;
 
     #[test]
