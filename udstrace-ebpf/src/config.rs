@@ -103,6 +103,11 @@ pub(crate) fn use_task_pt_regs() -> bool {
 
 /// Whether `tgid` is in `PID_LIST` (compared with each entry: the verifier sees the values).
 #[inline(always)]
+#[allow(
+    clippy::manual_contains,
+    reason = "eight comparisons the compiler unrolls in place; a slice search may be an \
+              out-of-line function, which a BPF program would have to call"
+)]
 pub(crate) fn pid_listed(tgid: u32) -> bool {
     // SAFETY: as for the layout.
     let list = unsafe { &*core::ptr::read_volatile(&(&raw const PID_LIST)) };
