@@ -16,6 +16,7 @@ pub mod cli;
 mod error;
 #[doc(hidden)]
 pub mod fuzz;
+mod hash;
 mod kernel;
 mod output;
 mod packet;

@@ -15,6 +15,7 @@ use udstrace_common::{record::SEGMENT_MAX, SockType};
 
 use super::{clock::WallClock, control, filter::Filter, recent::Recent};
 use crate::{
+    hash::FastMap,
     output::{
         headers::{port, write_headers, Flow, MAX_HEADER_LEN},
         ports::Ports,
@@ -451,7 +452,7 @@ fn receivers<'p>(
 /// The receivers the kernel named, as holders, one per process (and command and cgroup):
 /// named once, borrowed by the packets.
 #[derive(Default)]
-struct KernelReceivers(HashMap<(u32, u64), Holder>);
+struct KernelReceivers(FastMap<(u32, u64), Holder>);
 
 impl KernelReceivers {
     /// Processes remembered before the table is emptied.
@@ -461,7 +462,7 @@ impl KernelReceivers {
         let key = (r.pid, r.cgroup.unwrap_or(0));
         if self.0.get(&key).is_none_or(|h| h.comm.as_bytes() != r.comm) {
             if self.0.len() >= Self::MAX {
-                self.0 = HashMap::new();
+                self.0 = FastMap::default();
             }
             let container = containers
                 .of_sender(r.cgroup, r.pid)

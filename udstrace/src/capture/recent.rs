@@ -5,11 +5,13 @@
 //! came is forgotten. At most `2 * capacity` entries are held whatever the rate of new keys,
 //! and a table is never kept at the size of a past burst (as `HashMap::clear` would).
 
-use std::{collections::HashMap, hash::Hash};
+use std::hash::Hash;
+
+use crate::hash::FastMap;
 
 pub(crate) struct Recent<K, V> {
-    current: HashMap<K, V>,
-    old: HashMap<K, V>,
+    current: FastMap<K, V>,
+    old: FastMap<K, V>,
     capacity: usize,
     /// Generations dropped so far.
     pub(crate) turnovers: u64,
@@ -21,8 +23,8 @@ impl<K: Hash + Eq + Copy, V> Recent<K, V> {
     #[must_use]
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            current: HashMap::new(),
-            old: HashMap::new(),
+            current: FastMap::default(),
+            old: FastMap::default(),
             capacity: capacity.max(1),
             turnovers: 0,
         }

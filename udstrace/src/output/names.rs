@@ -11,10 +11,10 @@
 //! process (fork, `SCM_RIGHTS`) keeps the name of the first process seen using it, as
 //! Wireshark keeps one name per address; each packet's comment says who sent it.
 
-use std::{collections::HashMap, fmt::Write as _};
+use std::fmt::Write as _;
 
 use super::headers::{ADDRESS_PREFIX, IPV6_LEN};
-use crate::packet::Packet;
+use crate::{hash::FastMap, packet::Packet};
 
 /// The longest name Wireshark 4.0 keeps (`MAXNAMELEN` 64, with its terminating NUL).
 pub(crate) const MAX_NAME_LEN: usize = 63;
@@ -35,7 +35,7 @@ enum Named {
 /// The addresses named in the current section, and the records due before the next packet.
 #[derive(Debug, Default)]
 pub(crate) struct AddressNames {
-    named: HashMap<[u8; 16], Named>,
+    named: FastMap<[u8; 16], Named>,
     /// Records to write before the packet last given to [`AddressNames::learn`].
     due: Vec<([u8; 16], String)>,
 }

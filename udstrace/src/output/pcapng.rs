@@ -74,6 +74,13 @@ pub(crate) trait Output {
     /// Writes `blocks`, whole blocks holding `packets` packets. Called with nothing to write,
     /// it reports an error the output has had since.
     fn write_blocks(&mut self, blocks: &[u8], packets: u64) -> io::Result<()>;
+    /// As `write_blocks`, with the buffer itself: an output may take it over instead of
+    /// copying it. `blocks` is left empty, either way.
+    fn take_blocks(&mut self, blocks: &mut Vec<u8>, packets: u64) -> io::Result<()> {
+        let written = self.write_blocks(blocks, packets);
+        blocks.clear();
+        written
+    }
     /// Cuts the output back to `len` bytes, if it can.
     fn truncate(&mut self, len: u64) -> io::Result<()>;
     /// Whether the output is behind and the capture should wait for it.
@@ -265,14 +272,13 @@ impl<W: Output> PcapngWriter<W> {
     /// before, so it stays a valid pcapng file; the buffered blocks are dropped.
     pub(crate) fn flush(&mut self) -> io::Result<()> {
         let packets = std::mem::take(&mut self.buffered_packets);
-        match self.out.write_blocks(&self.buf, packets) {
+        let len = self.buf.len() as u64;
+        match self.out.take_blocks(&mut self.buf, packets) {
             Ok(()) => {
-                self.written += self.buf.len() as u64;
-                self.buf.clear();
+                self.written += len;
                 Ok(())
             }
             Err(e) => {
-                self.buf.clear();
                 let _ = self.out.truncate(self.written);
                 Err(e)
             }

@@ -257,6 +257,23 @@ impl Output for Handoff {
         self.send(Chunk::Blocks { bytes, packets })
     }
 
+    /// Hands the buffer itself to the thread, and takes a spare one (or a new one) in its
+    /// place: no copy of the blocks (for 4 KiB messages the copy was 15% of udstrace's CPU).
+    fn take_blocks(&mut self, blocks: &mut Vec<u8>, packets: u64) -> io::Result<()> {
+        if let Some(e) = self.shared.error() {
+            blocks.clear();
+            return Err(e);
+        }
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        let mut spare = self.spare.try_recv().unwrap_or_default();
+        spare.clear();
+        let bytes = std::mem::replace(blocks, spare);
+        self.shared.queued.fetch_add(bytes.len(), Ordering::Relaxed);
+        self.send(Chunk::Blocks { bytes, packets })
+    }
+
     /// The thread cuts a failed file back itself.
     fn truncate(&mut self, _len: u64) -> io::Result<()> {
         Ok(())
@@ -353,11 +370,19 @@ mod tests {
         });
         handoff.write_blocks(b"one ", 1).unwrap();
         handoff.write_blocks(b"", 0).unwrap();
-        handoff.write_blocks(b"two", 2).unwrap();
+        // A buffer handed over whole comes back empty; a spare the thread returned, reused
+        // for the next one, brings none of its old bytes.
+        let mut buf = b"two ".to_vec();
+        handoff.take_blocks(&mut buf, 2).unwrap();
+        assert!(buf.is_empty());
+        thread::sleep(Duration::from_millis(20));
+        buf.extend_from_slice(b"three");
+        handoff.take_blocks(&mut buf, 3).unwrap();
+        assert!(buf.is_empty());
         drop(handoff);
         wait_until(|| writer.finished());
-        assert_eq!(writer.written(), 3);
-        assert_eq!(reader.join().unwrap(), b"one two");
+        assert_eq!(writer.written(), 6);
+        assert_eq!(reader.join().unwrap(), b"one two three");
     }
 
     /// A pipe nobody reads: hand-offs never block, the queue reports itself blocked past its

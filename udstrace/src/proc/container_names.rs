@@ -3,7 +3,6 @@
 //! their cgroup files (asked by the peer resolver once per holder); both remembered.
 
 use std::{
-    collections::HashMap,
     path::Path,
     time::{Duration, Instant},
 };
@@ -12,6 +11,7 @@ use super::{
     cgroups::CgroupPaths,
     containers::{ContainerInfo, Containers},
 };
+use crate::hash::FastMap;
 
 /// Entries remembered before a table is emptied.
 const MAX_ENTRIES: usize = 16_384;
@@ -48,9 +48,9 @@ pub(crate) struct ContainerNames {
     /// `None`: naming is off (tests of other things).
     sources: Option<(CgroupPaths, Containers)>,
     /// Cgroup id -> its container (`None`: the cgroup is in none).
-    by_cgroup: HashMap<u64, Option<Named>>,
+    by_cgroup: FastMap<u64, Option<Named>>,
     /// Pid -> its container's label (empty: none), and when it was read.
-    by_pid: HashMap<u32, (String, Instant)>,
+    by_pid: FastMap<u32, (String, Instant)>,
 }
 
 impl ContainerNames {
@@ -69,8 +69,8 @@ impl ContainerNames {
     pub(crate) fn with_sources(cgroups: CgroupPaths, containers: Containers) -> Self {
         Self {
             sources: Some((cgroups, containers)),
-            by_cgroup: HashMap::new(),
-            by_pid: HashMap::new(),
+            by_cgroup: FastMap::default(),
+            by_pid: FastMap::default(),
         }
     }
 
@@ -80,8 +80,8 @@ impl ContainerNames {
     pub(crate) fn off() -> Self {
         Self {
             sources: None,
-            by_cgroup: HashMap::new(),
-            by_pid: HashMap::new(),
+            by_cgroup: FastMap::default(),
+            by_pid: FastMap::default(),
         }
     }
 
@@ -105,7 +105,7 @@ impl ContainerNames {
     /// Notes cgroup `id`'s container, emptying the table first when it is full.
     fn remember(&mut self, id: u64, named: Option<Named>) {
         if self.by_cgroup.len() >= MAX_ENTRIES {
-            self.by_cgroup = HashMap::new();
+            self.by_cgroup = FastMap::default();
         }
         self.by_cgroup.insert(id, named);
     }
@@ -139,7 +139,7 @@ impl ContainerNames {
                 .map(|info| info.label())
                 .unwrap_or_default();
             if self.by_pid.len() >= MAX_ENTRIES {
-                self.by_pid = HashMap::new();
+                self.by_pid = FastMap::default();
             }
             self.by_pid.insert(pid, (label, now));
         }
@@ -210,7 +210,7 @@ mod tests {
             fd: 3,
             container: String::new(),
         };
-        let table = HashMap::from([(5, vec![holder(42), holder(7)])]);
+        let table = std::collections::HashMap::from([(5, vec![holder(42), holder(7)])]);
         let mut peers = PeerResolver::with_source(Box::new(Fixed(table))).with_containers(names);
         let labels: Vec<String> = peers
             .holders(5, 1, b"", None)
