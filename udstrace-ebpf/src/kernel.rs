@@ -418,12 +418,14 @@ pub(crate) fn regs_syscall<R: Reader>(regs: u64) -> Result<i64, i64> {
     if mode & abi.compat_mask == abi.compat_value {
         return Ok(i64::from(SYSCALL_COMPAT));
     }
-    let nr = R::read::<i64>(regs, config::layout().regs_syscall_nr)?;
-    Ok(if abi.nr_size == 4 {
-        i64::from(nr as i32)
+    // A load of the field's own size: arm64's `syscallno` is an s32, and the verifier refuses
+    // a typed load that runs past a field (the helper did not mind).
+    let at = config::layout().regs_syscall_nr;
+    if abi.nr_size == 4 {
+        Ok(i64::from(R::read::<i32>(regs, at)?))
     } else {
-        nr
-    })
+        R::read::<i64>(regs, at)
+    }
 }
 
 /// The number of the system call the current task is in (see [`regs_syscall`]), -1 if none
