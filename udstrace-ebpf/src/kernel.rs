@@ -248,15 +248,8 @@ impl Reader for Btf {
     /// verifier's reach, and a socket's file points at that inode.
     #[inline(always)]
     fn sock_ino(sk: u64, layout: &KernelLayout) -> u64 {
-        let read = |base: u64, offset: u32| {
-            if base == 0 {
-                0
-            } else {
-                Self::read::<u64>(base, offset).unwrap_or(0)
-            }
-        };
-        let file = read(read(sk, layout.sock_socket), layout.socket_file);
-        read(read(file, layout.file_inode), layout.inode_ino)
+        let file = follow(follow(sk, layout.sock_socket), layout.socket_file);
+        follow(follow(file, layout.file_inode), layout.inode_ino)
     }
 
     /// What the helpers read, loaded from the current task: `cred->uid`, `cred->gid` (the
@@ -265,16 +258,9 @@ impl Reader for Btf {
     /// and releases the RCU read lock (two more calls on a preemptible kernel).
     #[inline(always)]
     fn current_task(header: &mut SendRecord, layout: &KernelLayout) {
-        let read = |base: u64, offset: u32| {
-            if base == 0 {
-                0
-            } else {
-                Self::read::<u64>(base, offset).unwrap_or(0)
-            }
-        };
         // SAFETY: a helper with no arguments (5.11+): the current task, typed.
         let task = unsafe { generated::bpf_get_current_task_btf() } as u64;
-        let cred = read(task, layout.task_cred);
+        let cred = follow(task, layout.task_cred);
         let (uid, gid) = if cred == 0 {
             (0, 0)
         } else {
@@ -289,8 +275,19 @@ impl Reader for Btf {
             &mut header.comm,
             Self::read::<Comm>(task, layout.task_comm).unwrap_or([0; 2]),
         );
-        let cgroup = read(read(task, layout.task_cgroups), layout.css_set_dfl_cgrp);
-        header.cgroup_id = read(read(cgroup, layout.cgroup_kn), layout.kernfs_node_id);
+        let cgroup = follow(follow(task, layout.task_cgroups), layout.css_set_dfl_cgrp);
+        header.cgroup_id = follow(follow(cgroup, layout.cgroup_kn), layout.kernfs_node_id);
+    }
+}
+
+/// The pointer (or number) at `base + offset`, through a typed pointer `base`; 0 when `base`
+/// is 0, so that a chain of them stops at the first null.
+#[inline(always)]
+fn follow(base: u64, offset: u32) -> u64 {
+    if base == 0 {
+        0
+    } else {
+        Btf::read::<u64>(base, offset).unwrap_or(0)
     }
 }
 
