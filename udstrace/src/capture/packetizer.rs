@@ -50,6 +50,17 @@ struct Slice<'a> {
     payload: &'a [u8],
 }
 
+/// What the packetizer knows of a socket at a kernel address (see `Packetizer::identity`).
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    /// Its inode; 0: none yet.
+    ino: u64,
+    /// Its address identifier: a keyed hash of the kernel address and the generation.
+    id: u64,
+    /// The identifier of its peer, as its own records last said; 0: unknown.
+    peer: u64,
+}
+
 /// The packets one record stands for: its own segment, and for the last record of a message,
 /// the segments after it that the kernel had no payload for (cut by the snap length, or not
 /// readable). Those carry headers only.
@@ -86,9 +97,9 @@ pub(crate) struct Packetizer {
     /// Keys the hash that turns kernel socket identities into address identifiers, so that
     /// no kernel address is written out.
     id_key: u64,
-    /// Per kernel socket address: its generation (see `identity`), inode (0: none yet) and
-    /// the identifier of its peer as its own records last said (0: unknown).
-    sockets: Recent<u64, (u64, u64, u64)>,
+    /// Per kernel socket address: its generation, inode (0: none yet), identifier and the
+    /// identifier of its peer as its own records last said (0: unknown); see `identity`.
+    sockets: Recent<u64, Known>,
     next_generation: u64,
     /// Per stream socket: the offset after the last byte it was seen sending.
     next_offset: Recent<u64, u64>,
@@ -253,7 +264,7 @@ impl Packetizer {
         let peer_id = self.identity(seg.peer_id, base.peer_ino, own_id);
         if peer_id != 0 {
             if let Some(own) = self.sockets.get_mut(&seg.sock_id) {
-                own.2 = peer_id;
+                own.peer = peer_id;
             }
         }
         // Control data waits for its message whether or not the message is kept.
@@ -296,7 +307,15 @@ impl Packetizer {
             control::apply(&mut meta, &a, &mut |fd| fds::describe(proc, a.pid, fd));
             meta
         });
-        for slice in slices(seg) {
+        // Noted before the loop, which hands `base` itself to the message's last packet.
+        if base.sock_type == SockType::Stream && seg.is_last() && !recv {
+            let end = seg.stream_offset - seg.seg_offset + base.msg_len;
+            // A send travels from the sending socket: its own offsets are the peer's ACK numbers.
+            self.next_offset.insert(own_id, end);
+        }
+        let mut base = Some(base);
+        let mut slices = slices(seg).peekable();
+        while let Some(slice) = slices.next() {
             if self.limit.is_some_and(|l| self.packets >= l) {
                 break;
             }
@@ -310,7 +329,12 @@ impl Packetizer {
             );
             let drops = seg.lost_segments.saturating_sub(self.reported_lost);
             self.reported_lost = self.reported_lost.max(seg.lost_segments);
-            let mut meta = first.take().unwrap_or_else(|| base.clone());
+            let last = slices.peek().is_none();
+            let mut meta = match (first.take(), base.as_ref()) {
+                (Some(with_control), _) => with_control,
+                (None, Some(shared)) if !last => shared.clone(),
+                (None, _) => base.take().unwrap_or_default(),
+            };
             meta.seg_offset =
                 (meta.msg_len > u64::from(slice.orig_len)).then_some(slice.seg_offset);
             meta.payload =
@@ -325,11 +349,6 @@ impl Packetizer {
             })?;
             self.packets += 1;
             self.bytes += slice.payload.len() as u64;
-        }
-        if base.sock_type == SockType::Stream && seg.is_last() && !recv {
-            let end = seg.stream_offset - seg.seg_offset + base.msg_len;
-            // A send travels from the sending socket: its own offsets are the peer's ACK numbers.
-            self.next_offset.insert(own_id, end);
         }
         Ok(())
     }
@@ -380,22 +399,27 @@ impl Packetizer {
             return 0;
         }
         let next_generation = &mut self.next_generation;
+        let id_key = self.id_key;
+        // The identifier is hashed once per generation, not per packet.
         let mut fresh = || {
             *next_generation += 1;
-            *next_generation
+            let mut h = DefaultHasher::new();
+            (id_key, ptr, *next_generation).hash(&mut h);
+            Known {
+                ino,
+                id: h.finish().max(1),
+                peer: 0,
+            }
         };
-        let known = self.sockets.get_or_insert_with(ptr, || (fresh(), ino, 0));
-        if known.1 != ino {
-            if known.1 == 0 {
-                known.1 = ino;
-            } else if ino != 0 || seen_from == 0 || known.2 != seen_from {
-                *known = (fresh(), ino, 0);
+        let known = self.sockets.get_or_insert_with(ptr, &mut fresh);
+        if known.ino != ino {
+            if known.ino == 0 {
+                known.ino = ino;
+            } else if ino != 0 || seen_from == 0 || known.peer != seen_from {
+                *known = fresh();
             }
         }
-        let generation = known.0;
-        let mut h = DefaultHasher::new();
-        (self.id_key, ptr, generation).hash(&mut h);
-        h.finish().max(1)
+        known.id
     }
 
     /// The port a socket's name gives it, remembered per socket.

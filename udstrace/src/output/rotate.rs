@@ -39,7 +39,11 @@ use super::{
     sink::Sink,
     writer::{self, Handoff, Then, Writer},
 };
-use crate::{error::Error, packet::Packet, sys};
+use crate::{
+    error::Error,
+    packet::{Comments, Packet},
+    sys,
+};
 
 /// The longest name a file of the set may have once expanded (`PATH_MAX`).
 const NAME_MAX: usize = 4096;
@@ -190,7 +194,7 @@ fn secs(ns: u64) -> i64 {
 /// pcapng to a rotated set of files.
 pub(crate) struct RotatingSink {
     writer: PcapngWriter<Handoff>,
-    comment: String,
+    comments: Comments,
     /// The addresses named in the file being written.
     names: AddressNames,
     info: CaptureInfo,
@@ -228,7 +232,7 @@ pub(crate) fn open(
         })?;
     let sink = RotatingSink {
         writer: PcapngWriter::new(handoff, info),
-        comment: String::with_capacity(512),
+        comments: Comments::default(),
         names: AddressNames::default(),
         info: info.clone(),
         pattern: pattern.to_path_buf(),
@@ -332,8 +336,7 @@ impl Sink for RotatingSink {
             self.rotate(due)?;
         }
         self.writer.name_resolution(self.names.learn(p));
-        p.meta.write_comment(&mut self.comment);
-        self.writer.packet(p, &self.comment)?;
+        self.writer.packet(p, self.comments.write(&p.meta))?;
         self.file.packets += 1;
         self.file.drops += p.drops;
         Ok(())

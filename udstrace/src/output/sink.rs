@@ -11,7 +11,10 @@ use super::{
     text::{write_packet, PayloadStyle},
     writer::{self, Handoff, Writer},
 };
-use crate::{error::Error, packet::Packet};
+use crate::{
+    error::Error,
+    packet::{Comments, Packet},
+};
 
 /// A destination for packets.
 pub(crate) trait Sink {
@@ -34,7 +37,7 @@ pub(crate) trait Sink {
 /// pcapng to a file or standard output (or, in tests, memory).
 pub(crate) struct PcapngSink<W: Output> {
     writer: PcapngWriter<W>,
-    comment: String,
+    comments: Comments,
     /// The addresses named so far.
     names: AddressNames,
 }
@@ -43,7 +46,7 @@ impl<W: Output> PcapngSink<W> {
     pub(crate) fn new(out: W, info: &CaptureInfo) -> Self {
         Self {
             writer: PcapngWriter::new(out, info),
-            comment: String::with_capacity(512),
+            comments: Comments::default(),
             names: AddressNames::default(),
         }
     }
@@ -60,8 +63,7 @@ impl<W: Output> PcapngSink<W> {
 impl<W: Output> Sink for PcapngSink<W> {
     fn packet(&mut self, p: &Packet<'_>) -> io::Result<()> {
         self.writer.name_resolution(self.names.learn(p));
-        p.meta.write_comment(&mut self.comment);
-        self.writer.packet(p, &self.comment)
+        self.writer.packet(p, self.comments.write(&p.meta))
     }
 
     fn flush(&mut self) -> io::Result<()> {

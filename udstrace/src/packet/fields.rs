@@ -3,11 +3,12 @@
 //! and parser, the list [`FIELDS`] (which the Lua plugin and docs/FORMAT.md are checked
 //! against) and the `key=value` suffix of the text view all follow from it.
 //!
-//! Adding a field: a line in the table; the kernel program and `SendRecord` when the kernel
+//! Adding a field: a line in the table (in its `sender` part when it is the same for a
+//! socket's messages while nothing about the socket changes, else in `message`); the kernel program and `SendRecord` when the kernel
 //! supplies it (and one line of the record decoder), or the resolver that fills it in; a line
 //! of `lua/udstrace.lua` and of docs/FORMAT.md, which a test holds to the table.
 
-use super::values::{Cut, Dir, PeerBy, Peers, Raw, SockName, Syscall, Text, Value};
+use super::values::{Cut, Dir, PeerBy, Peers, Raw, SockName, Syscall, Text, ToStatic, Value};
 use udstrace_common::SockType;
 
 /// The Wireshark field type the Lua plugin gives a key (`ProtoField.<type>`).
@@ -53,16 +54,25 @@ pub(crate) struct Field {
 /// Declares [`Meta`] and everything that follows from the table. Each entry: the field, its
 /// type (a [`Value`]), `line` when the text view lays it out itself or `suffix` when it
 /// shows it as ` key=value` at the end of the line, then its comment keys with their
-/// Wireshark types and titles.
+/// Wireshark types and titles. The table has two parts: `sender` says who sent the message on
+/// which socket to whom, and is the same for every message of a socket as long as nothing
+/// about it changes; `message` is each message's own. [`Comments`] writes the first part once
+/// per run of packets with the same.
 macro_rules! packet_fields {
-    (<$lt:lifetime> $(
+    (<$lt:lifetime>
+    sender { $(
         $(#[doc = $doc:literal])*
         $name:ident: $ty:ty, $shown:ident { $($key:literal: $lua:ident $title:literal),+ };
-    )*) => {
+    )* }
+    message { $(
+        $(#[doc = $mdoc:literal])*
+        $mname:ident: $mty:ty, $mshown:ident { $($mkey:literal: $mlua:ident $mtitle:literal),+ };
+    )* }) => {
         /// What a packet says about who sent it, on which socket, to whom: the comment's keys.
         #[derive(Debug, Clone, Default, PartialEq, Eq)]
         pub(crate) struct Meta<$lt> {
             $( $(#[doc = $doc])* pub(crate) $name: $ty, )*
+            $( $(#[doc = $mdoc])* pub(crate) $mname: $mty, )*
         }
 
         /// Every key of the comment, in the order it writes them.
@@ -73,6 +83,12 @@ macro_rules! packet_fields {
                 title: $title,
                 in_text: packet_fields!(@shown $shown),
             }, )+ )*
+            $( $( Field {
+                key: $mkey,
+                lua: Lua::$mlua,
+                title: $mtitle,
+                in_text: packet_fields!(@shown $mshown),
+            }, )+ )*
         ];
 
         impl Meta<'_> {
@@ -80,15 +96,32 @@ macro_rules! packet_fields {
             /// separated by spaces (docs/FORMAT.md).
             pub(crate) fn write_comment(&self, out: &mut String) {
                 out.clear();
-                $( if Value::present(&self.$name) {
-                    $( if Value::has(&self.$name, $key) {
-                        if !out.is_empty() {
-                            out.push(' ');
-                        }
-                        out.push_str(concat!($key, "="));
-                        Value::write(&self.$name, $key, out);
-                    } )+
-                } )*
+                self.write_sender(out);
+                self.write_message(out);
+            }
+
+            /// Appends the keys of the table's `sender` part.
+            fn write_sender(&self, out: &mut String) {
+                $( packet_fields!(@write self, out, $name, $($key),+); )*
+            }
+
+            /// Appends the keys of the table's `message` part, after a space when `out`
+            /// holds the sender's.
+            fn write_message(&self, out: &mut String) {
+                $( packet_fields!(@write self, out, $mname, $($mkey),+); )*
+            }
+
+            /// Whether the `sender` part of the table is the same in `other`.
+            fn same_sender(&self, other: &Meta<'_>) -> bool {
+                true $( && self.$name == other.$name )*
+            }
+
+            /// The `sender` part of the table, owned; the rest default.
+            fn sender_owned(&self) -> Meta<'static> {
+                Meta {
+                    $( $name: ToStatic::to_static(&self.$name), )*
+                    ..Meta::default()
+                }
             }
 
             /// Appends ` key=value` for each field the text view shows that way.
@@ -99,6 +132,12 @@ macro_rules! packet_fields {
                         Value::write(&self.$name, $key, out);
                     } )+
                 } )*
+                $( if packet_fields!(@shown $mshown) && Value::present(&self.$mname) {
+                    $( if Value::has(&self.$mname, $mkey) {
+                        out.push_str(concat!(" ", $mkey, "="));
+                        Value::write(&self.$mname, $mkey, out);
+                    } )+
+                } )*
             }
 
             /// Sets the field of comment key `key` from `text`; false for a key this version
@@ -106,10 +145,22 @@ macro_rules! packet_fields {
             fn set(&mut self, key: &str, text: &str) -> Result<bool, String> {
                 match key {
                     $( $( $key )|+ => Value::read(&mut self.$name, key, text)?, )*
+                    $( $( $mkey )|+ => Value::read(&mut self.$mname, key, text)?, )*
                     _ => return Ok(false),
                 }
                 Ok(true)
             }
+        }
+    };
+    (@write $self:ident, $out:ident, $name:ident, $($key:literal),+) => {
+        if Value::present(&$self.$name) {
+            $( if Value::has(&$self.$name, $key) {
+                if !$out.is_empty() {
+                    $out.push(' ');
+                }
+                $out.push_str(concat!($key, "="));
+                Value::write(&$self.$name, $key, $out);
+            } )+
         }
     };
     (@shown suffix) => { true };
@@ -117,6 +168,7 @@ macro_rules! packet_fields {
 }
 
 packet_fields! { <'a>
+    sender {
     /// Sender's process id (the reader's, for a receive).
     pid: u32, line { "pid": Uint32 "Sender process ID" };
     /// Sender's thread id.
@@ -153,6 +205,8 @@ packet_fields! { <'a>
     /// credentials), or from /proc when the packet was written (`proc`).
     peer_by: Option<PeerBy>, line { "peer_by": String "How the peer processes were known" };
     syscall: Syscall, line { "syscall": String "System call" };
+    }
+    message {
     /// Bytes of the whole message (the send's return value).
     msg_len: u64, line { "msg_len": Uint64 "Message length" };
     /// A receive (`--recv`): the process read the bytes from socket `ino`.
@@ -176,6 +230,35 @@ packet_fields! { <'a>
     /// A D-Bus message reassembled from its stream (written on the D-Bus interface; its
     /// bytes are also in the stream's packets): `msg`, `resync:N`, `skipped:N`.
     dbus: Raw<'a>, line { "dbus": String "D-Bus message from the stream (msg, resync:N, skipped:N)" };
+    }
+}
+
+/// Writes packet comments, each the same as [`Meta::write_comment`]'s, but the `sender` part
+/// written once for a run of packets whose sender part is the same (a socket's messages, one
+/// after the other): comparing it costs a tenth of writing it.
+#[derive(Default)]
+pub(crate) struct Comments {
+    /// The sender part of the comment in `text`.
+    sender: Option<Meta<'static>>,
+    /// Bytes of `text` it takes.
+    sender_len: usize,
+    text: String,
+}
+
+impl Comments {
+    /// The comment of `meta`.
+    pub(crate) fn write(&mut self, meta: &Meta<'_>) -> &str {
+        if self.sender.as_ref().is_some_and(|s| s.same_sender(meta)) {
+            self.text.truncate(self.sender_len);
+        } else {
+            self.text.clear();
+            meta.write_sender(&mut self.text);
+            self.sender_len = self.text.len();
+            self.sender = Some(meta.sender_owned());
+        }
+        meta.write_message(&mut self.text);
+        &self.text
+    }
 }
 
 /// Why a comment is not udstrace metadata.

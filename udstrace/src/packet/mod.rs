@@ -4,7 +4,7 @@
 mod fields;
 mod values;
 
-pub(crate) use fields::{Lua, Meta, FIELDS};
+pub(crate) use fields::{Comments, Lua, Meta, FIELDS};
 pub(crate) use values::escape_with;
 pub(crate) use values::{escape_into, Bytes, Cut, Dir, Holder, PeerBy, Peers, Raw, Syscall};
 

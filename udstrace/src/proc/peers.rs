@@ -7,13 +7,17 @@
 //! known entry is confirmed (one `readlink` per holder) when it is older than 20 ms.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     path::Path,
     time::{Duration, Instant},
 };
 
 use super::container_names::ContainerNames;
-use crate::{packet::Holder, proc::sockets};
+use crate::{
+    hash::{FastMap, FastSet},
+    packet::Holder,
+    proc::sockets,
+};
 
 const MIN_RESCAN: Duration = Duration::from_millis(20);
 const MAX_RESCAN: Duration = Duration::from_secs(1);
@@ -101,11 +105,11 @@ impl Source for Fixed {
 
 /// Socket inode -> the processes holding it.
 pub(crate) struct PeerResolver {
-    holders: HashMap<u64, Vec<Holder>>,
+    holders: FastMap<u64, Vec<Holder>>,
     /// When entries were last confirmed one by one (otherwise: as of the last scan).
-    confirmed: HashMap<u64, Instant>,
+    confirmed: FastMap<u64, Instant>,
     /// Sockets looked for in the likely processes and not found, and when.
-    missed: HashMap<u64, Instant>,
+    missed: FastMap<u64, Instant>,
     scanned: Option<Instant>,
     interval: Duration,
     source: Box<dyn Source + Send>,
@@ -118,7 +122,7 @@ pub(crate) struct PeerResolver {
     /// Names the holders' containers, once per entry of `holders` (none: not named).
     containers: Option<ContainerNames>,
     /// Sockets whose holders have their containers named.
-    labelled: HashSet<u64>,
+    labelled: FastSet<u64>,
 }
 
 impl Default for PeerResolver {
@@ -141,9 +145,9 @@ impl PeerResolver {
     #[must_use]
     pub(crate) fn with_source(source: Box<dyn Source + Send>) -> Self {
         Self {
-            holders: HashMap::new(),
-            confirmed: HashMap::new(),
-            missed: HashMap::new(),
+            holders: FastMap::default(),
+            confirmed: FastMap::default(),
+            missed: FastMap::default(),
             scanned: None,
             interval: MIN_RESCAN,
             source,
@@ -152,7 +156,7 @@ impl PeerResolver {
             names: HashMap::new(),
             names_scanned: None,
             containers: None,
-            labelled: HashSet::new(),
+            labelled: FastSet::default(),
         }
     }
 
@@ -210,12 +214,12 @@ impl PeerResolver {
                     .is_none_or(|t| now.duration_since(t) >= self.interval)
             {
                 let start = Instant::now();
-                self.holders = self.source.all();
-                self.labelled = HashSet::new();
+                self.holders = self.source.all().into_iter().collect();
+                self.labelled = FastSet::default();
                 self.interval = (start.elapsed() * 10).clamp(MIN_RESCAN, MAX_RESCAN);
                 self.scanned = Some(now);
-                self.confirmed = HashMap::new();
-                self.missed = HashMap::new();
+                self.confirmed = FastMap::default();
+                self.missed = FastMap::default();
             }
             self.spent = self.spent.saturating_add(now.elapsed());
         }
@@ -226,7 +230,7 @@ impl PeerResolver {
             // Once per entry: a process stays in its container.
             if self.labelled.len() > MAX_LABELLED {
                 // A new set: `clear` would keep the old one's memory.
-                self.labelled = HashSet::new();
+                self.labelled = FastSet::default();
             }
             if self.labelled.insert(ino) {
                 for h in list.iter_mut() {
@@ -294,7 +298,7 @@ impl PeerResolver {
         }
         if found.is_empty() {
             if self.missed.len() > 65_536 {
-                self.missed = HashMap::new();
+                self.missed = FastMap::default();
             }
             self.missed.insert(ino, now);
             return false;

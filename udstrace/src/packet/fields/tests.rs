@@ -205,3 +205,46 @@ fn format_doc_follows_the_table() {
     let expected: Vec<&str> = FIELDS.iter().map(|f| f.key).collect();
     assert_eq!(keys, expected, "docs/FORMAT.md's key table");
 }
+
+#[test]
+fn comments_reuse_the_sender_part_only_while_it_is_the_same() {
+    let holder = |pid, comm: &str| Holder {
+        pid,
+        comm: comm.into(),
+        fd: 3,
+        container: String::new(),
+    };
+    let peers_a = [holder(7, "srv")];
+    let peers_b = [holder(7, "srv"), holder(8, "srv, 2")];
+    let mut sequence = Vec::new();
+    for (i, path) in [&b"/run/a"[..], b"/run/a", b"", b"/run/a", b"\0x y"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut m = meta(path);
+        m.msg_len = 10 * i as u64;
+        m.seg_offset = (i % 2 == 0).then_some(65_024);
+        m.fds = Raw(Cow::Borrowed(if i == 1 { "5:socket" } else { "" }));
+        sequence.push(m.clone());
+        // The same sender again, then a change in each kind of sender field.
+        sequence.push(m.clone());
+        let mut other = m.clone();
+        other.tid = 44;
+        sequence.push(other);
+        let mut other = m.clone();
+        other.peers = Peers(Cow::Borrowed(if i % 2 == 0 { &peers_a } else { &peers_b }));
+        other.peer_by = Some(PeerBy::Proc);
+        sequence.push(other.clone());
+        sequence.push(other);
+        let mut other = m.clone();
+        other.container = Some(Bytes(Cow::Borrowed(b"web")));
+        other.dir = Dir::Recv;
+        sequence.push(other);
+    }
+    let mut comments = Comments::default();
+    let mut expected = String::new();
+    for m in &sequence {
+        m.write_comment(&mut expected);
+        assert_eq!(comments.write(m), expected);
+    }
+}
