@@ -4,9 +4,10 @@
 //! against) and the `key=value` suffix of the text view all follow from it.
 //!
 //! Adding a field: a line in the table (in its `sender` part when it is the same for a
-//! socket's messages while nothing about the socket changes, else in `message`); the kernel program and `SendRecord` when the kernel
-//! supplies it (and one line of the record decoder), or the resolver that fills it in; a line
-//! of `lua/udstrace.lua` and of docs/FORMAT.md, which a test holds to the table.
+//! socket's messages while nothing about the socket changes, else in `message`); the kernel
+//! program and `SendRecord` when the kernel supplies it (and one line of the record decoder),
+//! or the resolver that fills it in; a line of `lua/udstrace.lua` and of docs/FORMAT.md,
+//! which a test holds to the table.
 
 use super::values::{Cut, Dir, PeerBy, Peers, Raw, SockName, Syscall, Text, ToStatic, Value};
 use udstrace_common::SockType;
