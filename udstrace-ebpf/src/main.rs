@@ -17,7 +17,8 @@
 //! - `ancillary`, `copy` (config, counters, kernel, maps; copy also payload)
 //! - `record` (ancillary, copy, counters, kernel, maps, payload, receiver, sockets)
 //! - `sendmsg` (ancillary, config, counters, filter, kernel, maps, payload, record, syscall)
-//! - the hooks
+//! - the hooks; `reference` (config, filter, kernel, maps, syscall): programs the benchmark
+//!   measures the capture against
 #![no_std]
 #![no_main]
 // Atomic adds on map values: the BPF target has no `core::sync::atomic` read-modify-write.
@@ -44,6 +45,7 @@ mod maps;
 mod payload;
 mod receiver;
 mod record;
+mod reference;
 mod sched_process_fork;
 mod sendmsg;
 mod sock_recv_length;

@@ -414,3 +414,43 @@ pub(crate) fn become_user(user: &User) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// SIGINT and SIGTERM, blocked in this thread and the threads it starts after, so that
+/// [`stop_signal`] can wait for them without a handler.
+#[must_use]
+pub(crate) fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use; sigprocmask
+    // changes only this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut set);
+        libc::sigaddset(&raw mut set, libc::SIGINT);
+        libc::sigaddset(&raw mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Whether one of the signals of `set` (blocked: [`block_stop_signals`]) arrived, waiting for
+/// one at most `timeout`.
+#[must_use]
+pub(crate) fn stop_signal(set: &libc::sigset_t, timeout: std::time::Duration) -> bool {
+    let wait = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos().cast_signed()),
+    };
+    // SAFETY: both pointers are to live values; a null siginfo is allowed.
+    unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &raw const wait) > 0 }
+}
+
+/// Waits at most `timeout` for `fd` to be readable.
+pub(crate) fn wait_readable(fd: &impl AsFd, timeout: std::time::Duration) {
+    let mut poll = libc::pollfd {
+        fd: fd.as_fd().as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one pollfd, valid for the call.
+    unsafe { libc::poll(&raw mut poll, 1, ms) };
+}

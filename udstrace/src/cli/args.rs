@@ -247,6 +247,14 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: ExtcapAction,
     },
+    /// Attach a reference program instead of the capture's, and read its records until
+    /// stopped: what `cargo xtask bench` measures the capture against (`empty`: a program
+    /// that returns at once; `floor`: one that records only the time and the payload).
+    #[command(hide = true)]
+    Reference {
+        #[arg(value_name = "empty|floor")]
+        program: String,
+    },
     /// Write the manual page and the shell completions (bash, zsh, fish) into DIR (for
     /// packages).
     #[command(hide = true)]

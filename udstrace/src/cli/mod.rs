@@ -15,6 +15,7 @@ mod capture;
 pub(crate) mod extcap;
 mod generate;
 pub(crate) mod ls;
+mod reference;
 
 use args::{Args, Command, ExtcapAction};
 
@@ -107,6 +108,7 @@ fn run(mut args: Args) -> Result<(), Failure> {
             sock_type,
         }) => return ls::run(json, &pids, comms, paths, sock_type.as_deref()),
         Some(Command::Backends) => return backends::run(),
+        Some(Command::Reference { program }) => return reference::run(&program),
         Some(Command::Generate { dir }) => {
             for path in generate::write(&dir)? {
                 println!("{}", path.display());

@@ -31,6 +31,12 @@ const FORK: &str = "sched_process_fork";
 /// named.
 const CGROUP_MKDIR: &str = "cgroup_mkdir";
 
+/// The reference programs `cargo xtask bench` measures the capture against (`udstrace
+/// reference`, `udstrace-ebpf/src/reference.rs`): an empty program on the tracepoint backend's
+/// hook, and one that records only the time and the payload.
+pub(crate) const REFERENCE_EMPTY: &str = "reference_empty";
+pub(crate) const REFERENCE_FLOOR: &str = "reference_floor";
+
 /// The kernel object, built by `build.rs` from `udstrace-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/udstrace"));
 
@@ -256,6 +262,33 @@ impl Tracer {
                 log: last_log,
             }),
         }
+    }
+
+    /// Loads reference program `name` ([`REFERENCE_EMPTY`] or [`REFERENCE_FLOOR`]) alone and
+    /// attaches it to `sock:sock_send_length`, with a ring buffer of `config.ring_bytes`.
+    pub(crate) fn start_reference(
+        name: &'static str,
+        config: &TracerConfig,
+    ) -> Result<Self, Error> {
+        let (layout, facts) = prepare()?;
+        let kind = BackendKind::Tracepoint;
+        if let Some(reason) = kind.backend().unsupported(&facts) {
+            return Err(Error::BackendUnsupported {
+                backend: kind.name(),
+                release: facts.release,
+                reason,
+                log: String::new(),
+            });
+        }
+        let mut ebpf = load(config, &layout, &facts)?;
+        let program: &mut aya::programs::BtfTracePoint = backend::program(&mut ebpf, name)?;
+        backend::timed("loaded", name, || {
+            program.load("sock_send_length", &facts.btf)
+        })
+        .map_err(|e| Error::attach(name, e))?;
+        backend::timed("attached", name, || program.attach())
+            .map_err(|e| Error::attach(name, e))?;
+        Self::finish(ebpf, kind, Vec::new(), config)
     }
 
     /// Tries every backend on this kernel, one after the other, and detaches again: what
@@ -504,7 +537,9 @@ fn attach_cgroup_mkdir(ebpf: &mut aya::Ebpf) {
 mod tests {
     use udstrace_common::maps::{self, global};
 
-    use super::{backend::BackendKind, CGROUP_MKDIR, FORK, OBJECT};
+    use super::{
+        backend::BackendKind, CGROUP_MKDIR, FORK, OBJECT, REFERENCE_EMPTY, REFERENCE_FLOOR,
+    };
 
     /// Every map, global and program userspace names is in the built object: the names are
     /// shared through `udstrace_common::maps`, and the kernel crate declares them by name.
@@ -525,7 +560,7 @@ mod tests {
         for name in global::ALL {
             assert!(has_symbol(name), "global {name}");
         }
-        let mut programs = vec![FORK, CGROUP_MKDIR];
+        let mut programs = vec![FORK, CGROUP_MKDIR, REFERENCE_EMPTY, REFERENCE_FLOOR];
         for kind in BackendKind::ALL {
             programs.extend(kind.backend().programs());
         }

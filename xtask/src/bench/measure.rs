@@ -56,7 +56,7 @@ pub(super) fn run_one(bin: &Path, w: &Workload, mode: Mode, rate: Option<u64>) -
     } else {
         None
     };
-    let tracer = if mode.traced() {
+    let tracer = if mode.traced() || mode.reference() {
         Some(Tracer::start(bin, mode)?)
     } else {
         None
@@ -182,6 +182,8 @@ impl Tracer {
             Mode::File => cmd.args(["-w", CAPTURE]),
             Mode::Null => cmd.args(["-w", "/dev/null"]),
             Mode::Recv => cmd.args(["--recv", "-w", "/dev/null"]),
+            Mode::Empty => cmd.args(["reference", "empty"]),
+            Mode::Floor => cmd.args(["reference", "floor"]),
             // Filtered out in the kernel: only process 1 is captured.
             _ => cmd.args(["-w", "/dev/null", "-p", "1"]),
         };

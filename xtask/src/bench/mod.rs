@@ -29,12 +29,22 @@ enum Mode {
     Recv,
     Strace,
     Socat,
+    /// `udstrace reference empty`: a program that returns at once on the tracepoint backend's
+    /// hook.
+    Empty,
+    /// `udstrace reference floor`: a program that records only the time and the payload.
+    Floor,
 }
 
 impl Mode {
     /// Whether udstrace runs in this mode.
     fn traced(self) -> bool {
         matches!(self, Self::File | Self::Null | Self::Filtered | Self::Recv)
+    }
+
+    /// Whether it is one of the reference programs the capture is set against.
+    fn reference(self) -> bool {
+        matches!(self, Self::Empty | Self::Floor)
     }
 
     fn name(self) -> &'static str {
@@ -46,6 +56,8 @@ impl Mode {
             Self::Recv => "udstrace --recv -w /dev/null",
             Self::Strace => "strace, full payload",
             Self::Socat => "socat -x proxy",
+            Self::Empty => "reference: empty program on the hook",
+            Self::Floor => "reference: program keeping time and payload only",
         }
     }
 }
@@ -76,8 +88,15 @@ impl Workload {
             modes.push(Mode::Socat);
         }
         if self.kind == "loop" {
-            // What a send costs, measured without scheduling noise.
-            modes = vec![Mode::Untraced, Mode::Null, Mode::Filtered];
+            // What a send costs, measured without scheduling noise, and what any program on
+            // the same hook costs.
+            modes = vec![
+                Mode::Untraced,
+                Mode::Null,
+                Mode::Filtered,
+                Mode::Empty,
+                Mode::Floor,
+            ];
         }
         modes
     }
