@@ -425,11 +425,25 @@ fn footprint_target(out: &mut String, measured: &[Measured]) {
         "| peak RSS <= 64 MB | at most {rss:.0} MiB | {} |",
         verdict(rss * 1.048_576 <= 64.0)
     );
+    let references: Vec<f64> = measured
+        .iter()
+        .filter(|m| m.mode.reference())
+        .map(|m| m.attach)
+        .collect();
+    let reference = if references.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; the reference programs' starts (the same reads of the kernel's facts and the \
+             same object load, then a program of a few instructions to verify): median {:.3} s",
+            median(references)
+        )
+    };
     let _ = writeln!(
         out,
         "| start to attached, auto mode: <= 0.10 s | median {typical:.3} s, at most {attach:.3} s \
          (every traced row's runs; the median is the verdict's: one slow start on this shared \
-         machine is its load, not udstrace) | {} |",
+         machine is its load, not udstrace){reference} | {} |",
         verdict(typical <= 0.10)
     );
 }
