@@ -191,7 +191,11 @@ pub(crate) struct Tracer {
 
 impl Tracer {
     pub(crate) fn start(config: &TracerConfig) -> Result<Self, Error> {
-        let (layout, facts) = prepare()?;
+        let Prepared {
+            layout,
+            facts,
+            mut loader,
+        } = prepare()?;
         for &pid in &config.pids {
             if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
                 return Err(Error::NoSuchProcess(pid));
@@ -217,7 +221,7 @@ impl Tracer {
             let phase = Phase::start();
             let mut ebpf = match unused.take() {
                 Some(ebpf) => ebpf,
-                None => load(config, &layout, &facts)?,
+                None => load(config, &layout, &facts, &mut loader)?,
             };
             let attached = backend.attach(&mut ebpf, &facts, config.recv);
             phase.done(format_args!(
@@ -270,7 +274,11 @@ impl Tracer {
         name: &'static str,
         config: &TracerConfig,
     ) -> Result<Self, Error> {
-        let (layout, facts) = prepare()?;
+        let Prepared {
+            layout,
+            facts,
+            mut loader,
+        } = prepare()?;
         let kind = BackendKind::Tracepoint;
         if let Some(reason) = kind.backend().unsupported(&facts) {
             return Err(Error::BackendUnsupported {
@@ -280,7 +288,7 @@ impl Tracer {
                 log: String::new(),
             });
         }
-        let mut ebpf = load(config, &layout, &facts)?;
+        let mut ebpf = load(config, &layout, &facts, &mut loader)?;
         let program: &mut aya::programs::BtfTracePoint = backend::program(&mut ebpf, name)?;
         backend::timed("loaded", name, || {
             program.load("sock_send_length", &facts.btf)
@@ -294,10 +302,14 @@ impl Tracer {
     /// Tries every backend on this kernel, one after the other, and detaches again: what
     /// `udstrace backends` prints.
     pub(crate) fn probe_backends(config: &TracerConfig) -> Result<Vec<BackendStatus>, Error> {
-        let (layout, facts) = prepare()?;
+        let Prepared {
+            layout,
+            facts,
+            mut loader,
+        } = prepare()?;
         let mut out = Vec::new();
         for kind in BackendKind::ALL {
-            out.push(probe_backend(kind, config, &layout, &facts)?);
+            out.push(probe_backend(kind, config, &layout, &facts, &mut loader)?);
         }
         Ok(out)
     }
@@ -410,14 +422,30 @@ impl Tracer {
     }
 }
 
-/// What every load needs first: the privileges, the kernel's BTF, its layout and its facts.
-fn prepare() -> Result<(KernelLayout, KernelFacts), Error> {
+/// What every load needs first: the kernel's layout and facts, and aya's object loader.
+struct Prepared {
+    layout: KernelLayout,
+    facts: KernelFacts,
+    /// A loader made while the facts were read (`EbpfLoader::new()` parses the kernel's BTF,
+    /// tens of milliseconds), for the first load; later loads make their own.
+    loader: Option<EbpfLoader<'static>>,
+}
+
+/// The privileges, the kernel's BTF, its layout and facts, and a loader.
+fn prepare() -> Result<Prepared, Error> {
     kernel::check_privileges()?;
     kernel::check_btf()?;
     crate::sys::raise_memlock();
-    // Three independent reads, each tens of milliseconds, at once: the loader's BTF and
-    // /proc/kallsyms on threads of their own, the layout here.
+    // Four independent reads, each tens of milliseconds, at once: the loader's BTF, aya's
+    // object loader (its own parse of the same BTF) and /proc/kallsyms on threads of their
+    // own, the layout here.
     let loader_btf = std::thread::spawn(kernel::loader_btf);
+    let loader = std::thread::spawn(|| {
+        let phase = Phase::start();
+        let loader = EbpfLoader::new();
+        phase.done("made aya's object loader (its own BTF parse)");
+        loader
+    });
     let kallsyms = std::thread::spawn(kernel::read_kallsyms);
     let phase = Phase::start();
     let btf = kernel::btf::Btf::from_file(std::path::Path::new(kernel::VMLINUX_BTF))
@@ -431,7 +459,12 @@ fn prepare() -> Result<(KernelLayout, KernelFacts), Error> {
         .map_err(|_| joined("the kernel's BTF"))??;
     let kallsyms = kallsyms.join().map_err(|_| joined("/proc/kallsyms"))?;
     let facts = KernelFacts::read(btf, loader_btf, &kallsyms)?;
-    Ok((layout, facts))
+    let loader = loader.join().ok();
+    Ok(Prepared {
+        layout,
+        facts,
+        loader,
+    })
 }
 
 /// Puts `keys` into the hash map `name` (value 1: present).
@@ -460,12 +493,13 @@ fn probe_backend(
     config: &TracerConfig,
     layout: &KernelLayout,
     facts: &KernelFacts,
+    loader: &mut Option<EbpfLoader<'static>>,
 ) -> Result<BackendStatus, Error> {
     let backend = kind.backend();
     if let Some(reason) = backend.unsupported(facts) {
         return Ok(BackendStatus::unsupported(kind, &reason));
     }
-    let mut ebpf = load(config, layout, facts)?;
+    let mut ebpf = load(config, layout, facts, loader)?;
     Ok(match backend.attach(&mut ebpf, facts, config.recv) {
         Ok(()) => BackendStatus {
             kind,
@@ -481,7 +515,14 @@ fn probe_backend(
     })
 }
 
-fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Result<Ebpf, Error> {
+/// Loads the object with `config`'s globals and map sizes, with `loader` if there is one
+/// (taken) or a new one.
+fn load(
+    config: &TracerConfig,
+    layout: &KernelLayout,
+    facts: &KernelFacts,
+    loader: &mut Option<EbpfLoader<'static>>,
+) -> Result<Ebpf, Error> {
     let cpus = aya::util::nr_cpus().map_err(|(what, e)| Error::Load(format!("{what}: {e}")))?;
     let filters = config.filter_bits();
     let type_mask: u32 = config.sock_type.map_or(0, |t| 1 << (t as u32));
@@ -491,9 +532,11 @@ fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Re
     // Wake userspace once an eighth of the buffer waits; below that it drains on its timer.
     let wakeup_bytes = u64::from(config.ring_bytes / 8);
     let phase = Phase::start();
-    // `new()` parses the kernel's BTF again (aya 0.14 has no loader without): one more parse,
-    // but once per start since a refused backend leaves its object to the next.
-    let ebpf = EbpfLoader::new()
+    // `new()` parses the kernel's BTF again (aya 0.14 has no loader without): the first load's
+    // loader was made beside the other reads (`prepare`); a refused backend leaves its object
+    // to the next, so a second one is rare.
+    let mut loader: EbpfLoader<'_> = loader.take().unwrap_or_default();
+    let ebpf = loader
         .override_global(global::LAYOUT, layout, true)
         .override_global(global::SELF_TGID, &self_tgid, true)
         .override_global(global::SNAPLEN, &config.snaplen, true)
@@ -508,7 +551,7 @@ fn load(config: &TracerConfig, layout: &KernelLayout, facts: &KernelFacts) -> Re
         .map_max_entries(maps::EVENTS, config.ring_bytes)
         .load(OBJECT)
         .map_err(|e| Error::Load(one_line(&e)))?;
-    phase.done("loaded the object (its own BTF parse, relocations, maps)");
+    phase.done("loaded the object (relocations, maps)");
     Ok(ebpf)
 }
 
