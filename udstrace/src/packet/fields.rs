@@ -234,28 +234,37 @@ packet_fields! { <'a>
     }
 }
 
-/// Writes packet comments, each the same as [`Meta::write_comment`]'s, but the `sender` part
-/// written once for a run of packets whose sender part is the same (a socket's messages, one
-/// after the other): comparing it costs a tenth of writing it.
+/// Writes packet comments, each the same as [`Meta::write_comment`]'s, but with the `sender`
+/// part of the last few senders kept: a packet whose sender part is one of them (a socket's
+/// messages, or the two ends of a conversation taking turns) copies it instead of writing
+/// it, and comparing costs a tenth of writing.
 #[derive(Default)]
 pub(crate) struct Comments {
-    /// The sender part of the comment in `text`.
-    sender: Option<Meta<'static>>,
-    /// Bytes of `text` it takes.
-    sender_len: usize,
+    /// The sender parts kept, each with its text.
+    senders: [Option<(Meta<'static>, String)>; Comments::KEPT],
+    /// The slot the next new sender part takes.
+    next: usize,
     text: String,
 }
 
 impl Comments {
+    /// Sender parts kept: the ends of a few conversations that interleave.
+    const KEPT: usize = 4;
+
     /// The comment of `meta`.
     pub(crate) fn write(&mut self, meta: &Meta<'_>) -> &str {
-        if self.sender.as_ref().is_some_and(|s| s.same_sender(meta)) {
-            self.text.truncate(self.sender_len);
+        self.text.clear();
+        let kept = self
+            .senders
+            .iter()
+            .flatten()
+            .find(|(sender, _)| sender.same_sender(meta));
+        if let Some((_, text)) = kept {
+            self.text.push_str(text);
         } else {
-            self.text.clear();
             meta.write_sender(&mut self.text);
-            self.sender_len = self.text.len();
-            self.sender = Some(meta.sender_owned());
+            self.senders[self.next] = Some((meta.sender_owned(), self.text.clone()));
+            self.next = (self.next + 1) % Self::KEPT;
         }
         meta.write_message(&mut self.text);
         &self.text

@@ -241,9 +241,14 @@ fn comments_reuse_the_sender_part_only_while_it_is_the_same() {
         other.dir = Dir::Recv;
         sequence.push(other);
     }
+    // Twice, and interleaved with itself reversed: senders kept, evicted and found again.
     let mut comments = Comments::default();
     let mut expected = String::new();
-    for m in &sequence {
+    let reversed = sequence.iter().rev();
+    for m in sequence
+        .iter()
+        .chain(sequence.iter().zip(reversed).flat_map(|(a, b)| [a, b]))
+    {
         m.write_comment(&mut expected);
         assert_eq!(comments.write(m), expected);
     }
