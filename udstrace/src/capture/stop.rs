@@ -12,8 +12,22 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::{error::Error, output::writer::Writer, sys};
 
-/// How long the output may take nothing, after the stop, before udstrace gives up on it.
+/// How long the output may take nothing, after the stop, before udstrace gives up on it: a
+/// pipe or FIFO whose reader may be gone, a terminal.
 pub(crate) const OUTPUT_GRACE: Duration = Duration::from_millis(500);
+
+/// The same for a regular file udstrace writes: its writes always end, but the kernel's
+/// writeback throttling can hold one for seconds while the disk is busy with other I/O.
+pub(crate) const FILE_GRACE: Duration = Duration::from_secs(5);
+
+/// The grace of `writer`'s output.
+fn grace(writer: &Writer) -> Duration {
+    if writer.regular_file() {
+        FILE_GRACE
+    } else {
+        OUTPUT_GRACE
+    }
+}
 
 /// How often the wait looks at the output thread.
 const POLL: Duration = Duration::from_millis(5);
@@ -69,9 +83,9 @@ pub(crate) enum OutputEnd {
     /// A write failed (disk full): a file was cut back to its whole blocks, and `unwritten`
     /// packets were not written.
     Failed { error: Error, unwritten: u64 },
-    /// The output took nothing for [`OUTPUT_GRACE`] after the stop: `unwritten` packets and the
-    /// statistics block were not written.
-    Blocked { unwritten: u64 },
+    /// The output took nothing for `grace` ([`OUTPUT_GRACE`], [`FILE_GRACE`]) after the stop:
+    /// `unwritten` packets and the statistics block were not written.
+    Blocked { unwritten: u64, grace: Duration },
     /// A second signal came while waiting for the output.
     Abandoned { unwritten: u64 },
 }
@@ -102,6 +116,7 @@ pub(super) async fn output_end(
             },
             Waited::Blocked => OutputEnd::Blocked {
                 unwritten: unwritten(),
+                grace: grace(writer),
             },
             Waited::Signalled => OutputEnd::Abandoned {
                 unwritten: unwritten(),
@@ -146,7 +161,7 @@ impl Stopped {
 }
 
 /// Waits until the output thread has written everything, has failed, has taken nothing for
-/// [`OUTPUT_GRACE`] (counted from the stop, or from its last progress since; from the last hand-off for an output that had written everything when the capture stopped), or a signal
+/// its grace ([`grace`]; counted from the stop, or from its last progress since; from the last hand-off for an output that had written everything when the capture stopped), or a signal
 /// comes.
 async fn wait_for_output(writer: &Writer, stopped: Stopped, signals: &mut Signals) -> Waited {
     let Stopped {
@@ -180,7 +195,7 @@ async fn wait_for_output(writer: &Writer, stopped: Stopped, signals: &mut Signal
         if now != progress {
             progress = now;
             moved = Instant::now();
-        } else if moved.elapsed() >= OUTPUT_GRACE {
+        } else if moved.elapsed() >= grace(writer) {
             return Waited::Blocked;
         }
     }

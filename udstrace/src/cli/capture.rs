@@ -12,7 +12,7 @@ use crate::{
     capture::{
         self,
         filter::{parse_type, Filter},
-        stop::{OutputEnd, OUTPUT_GRACE},
+        stop::OutputEnd,
         targets::Targets,
         CaptureOptions,
     },
@@ -205,12 +205,12 @@ fn output_failure(end: OutputEnd, write: Option<&Destination>) -> Option<u8> {
             );
             Some(1)
         }
-        OutputEnd::Blocked { unwritten } => {
+        OutputEnd::Blocked { unwritten, grace } => {
             eprintln!(
                 "udstrace: {} took nothing for {} ms after the stop: gave up on it; {unwritten} \
                  packets{and_stats} were not written",
                 name.display(),
-                OUTPUT_GRACE.as_millis()
+                grace.as_millis()
             );
             Some(1)
         }

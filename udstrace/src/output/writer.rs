@@ -62,6 +62,8 @@ struct Shared {
     writes: AtomicU64,
     /// Everything handed was written and the output closed.
     finished: AtomicBool,
+    /// The output is a regular file udstrace created or emptied.
+    regular: AtomicBool,
     /// Why the thread stopped writing.
     error: Mutex<Option<io::Error>>,
 }
@@ -105,6 +107,9 @@ pub(crate) fn start(
                 thread_shared.fail(e);
                 return;
             }
+            thread_shared
+                .regular
+                .store(current.regular, Ordering::Release);
             if write_all(&mut current, &rx, &spare_tx, &thread_shared) {
                 // Closed first: a reader sees the end of the file once `finished` says so.
                 drop(current);
@@ -328,6 +333,12 @@ impl Writer {
     #[must_use]
     pub(crate) fn written(&self) -> u64 {
         self.shared.written.load(Ordering::Relaxed)
+    }
+
+    /// Whether the output is a regular file udstrace created or emptied.
+    #[must_use]
+    pub(crate) fn regular_file(&self) -> bool {
+        self.shared.regular.load(Ordering::Acquire)
     }
 }
 
