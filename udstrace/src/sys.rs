@@ -419,8 +419,8 @@ pub(crate) fn become_user(user: &User) -> io::Result<()> {
 /// [`stop_signal`] can wait for them without a handler.
 #[must_use]
 pub(crate) fn block_stop_signals() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use; sigprocmask
-    // changes only this thread's mask.
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use;
+    // pthread_sigmask changes only this thread's mask.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&raw mut set);

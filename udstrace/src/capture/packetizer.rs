@@ -97,8 +97,7 @@ pub(crate) struct Packetizer {
     /// Keys the hash that turns kernel socket identities into address identifiers, so that
     /// no kernel address is written out.
     id_key: u64,
-    /// Per kernel socket address: its generation, inode (0: none yet), identifier and the
-    /// identifier of its peer as its own records last said (0: unknown); see `identity`.
+    /// Per kernel socket address: what is known of the socket there (see `identity`).
     sockets: Recent<u64, Known>,
     next_generation: u64,
     /// Per stream socket: the offset after the last byte it was seen sending.
@@ -329,11 +328,10 @@ impl Packetizer {
             );
             let drops = seg.lost_segments.saturating_sub(self.reported_lost);
             self.reported_lost = self.reported_lost.max(seg.lost_segments);
-            let last = slices.peek().is_none();
-            let mut meta = match (first.take(), base.as_ref()) {
-                (Some(with_control), _) => with_control,
-                (None, Some(shared)) if !last => shared.clone(),
-                (None, _) => base.take().unwrap_or_default(),
+            let mut meta = match first.take() {
+                Some(with_control) => with_control,
+                None if slices.peek().is_none() => base.take().unwrap_or_default(),
+                None => base.clone().unwrap_or_default(),
             };
             meta.seg_offset =
                 (meta.msg_len > u64::from(slice.orig_len)).then_some(slice.seg_offset);

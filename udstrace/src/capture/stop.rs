@@ -161,7 +161,8 @@ impl Stopped {
 }
 
 /// Waits until the output thread has written everything, has failed, has taken nothing for
-/// its grace ([`grace`]; counted from the stop, or from its last progress since; from the last hand-off for an output that had written everything when the capture stopped), or a signal
+/// its grace ([`grace`]: counted from the stop, or from its last progress since; from the last
+/// hand-off for an output that had written everything when the capture stopped), or a signal
 /// comes.
 async fn wait_for_output(writer: &Writer, stopped: Stopped, signals: &mut Signals) -> Waited {
     let Stopped {

@@ -127,18 +127,8 @@ macro_rules! packet_fields {
 
             /// Appends ` key=value` for each field the text view shows that way.
             pub(crate) fn write_text_fields(&self, out: &mut String) {
-                $( if packet_fields!(@shown $shown) && Value::present(&self.$name) {
-                    $( if Value::has(&self.$name, $key) {
-                        out.push_str(concat!(" ", $key, "="));
-                        Value::write(&self.$name, $key, out);
-                    } )+
-                } )*
-                $( if packet_fields!(@shown $mshown) && Value::present(&self.$mname) {
-                    $( if Value::has(&self.$mname, $mkey) {
-                        out.push_str(concat!(" ", $mkey, "="));
-                        Value::write(&self.$mname, $mkey, out);
-                    } )+
-                } )*
+                $( packet_fields!(@text self, out, $shown, $name, $($key),+); )*
+                $( packet_fields!(@text self, out, $mshown, $mname, $($mkey),+); )*
             }
 
             /// Sets the field of comment key `key` from `text`; false for a key this version
@@ -160,6 +150,14 @@ macro_rules! packet_fields {
                     $out.push(' ');
                 }
                 $out.push_str(concat!($key, "="));
+                Value::write(&$self.$name, $key, $out);
+            } )+
+        }
+    };
+    (@text $self:ident, $out:ident, $shown:ident, $name:ident, $($key:literal),+) => {
+        if packet_fields!(@shown $shown) && Value::present(&$self.$name) {
+            $( if Value::has(&$self.$name, $key) {
+                $out.push_str(concat!(" ", $key, "="));
                 Value::write(&$self.$name, $key, $out);
             } )+
         }

@@ -92,7 +92,11 @@ macro_rules! number_value {
     ($($t:ty),*) => {$(
         impl Value for $t {
             fn write(&self, _: &str, out: &mut String) {
-                write_number(i64::from(*self), out);
+                let n = i128::from(*self);
+                if n < 0 {
+                    out.push('-');
+                }
+                push_decimal(out, u64::try_from(n.unsigned_abs()).unwrap_or(u64::MAX));
             }
             fn read(&mut self, _: &str, text: &str) -> Result<(), String> {
                 *self = text.parse().map_err(|_| format!("`{text}` is not a number"))?;
@@ -102,27 +106,7 @@ macro_rules! number_value {
     )*};
 }
 
-/// `n` (a `u32` or `i32`, widened) in decimal.
-fn write_number(n: i64, out: &mut String) {
-    if n < 0 {
-        out.push('-');
-    }
-    push_decimal(out, n.unsigned_abs());
-}
-
-number_value!(u32, i32);
-
-impl Value for u64 {
-    fn write(&self, _: &str, out: &mut String) {
-        push_decimal(out, *self);
-    }
-    fn read(&mut self, _: &str, text: &str) -> Result<(), String> {
-        *self = text
-            .parse()
-            .map_err(|_| format!("`{text}` is not a number"))?;
-        Ok(())
-    }
-}
+number_value!(u32, u64, i32);
 
 /// A number written only when known.
 impl<T: Value + Default> Value for Option<T> {

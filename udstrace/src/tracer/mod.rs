@@ -289,13 +289,7 @@ impl Tracer {
             });
         }
         let mut ebpf = load(config, &layout, &facts, &mut loader)?;
-        let program: &mut aya::programs::BtfTracePoint = backend::program(&mut ebpf, name)?;
-        backend::timed("loaded", name, || {
-            program.load("sock_send_length", &facts.btf)
-        })
-        .map_err(|e| Error::attach(name, e))?;
-        backend::timed("attached", name, || program.attach())
-            .map_err(|e| Error::attach(name, e))?;
+        backend::tracepoint::attach_program(&mut ebpf, name, "sock_send_length", &facts)?;
         Self::finish(ebpf, kind, Vec::new(), config)
     }
 

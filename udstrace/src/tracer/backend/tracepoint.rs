@@ -32,25 +32,25 @@ impl AttachBackend for TracepointBackend {
     }
 
     fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts, recv: bool) -> Result<(), Error> {
-        let send: &mut BtfTracePoint = program(ebpf, SEND_PROGRAM)?;
-        timed("loaded", SEND_PROGRAM, || {
-            send.load("sock_send_length", &kernel.btf)
-        })
-        .map_err(|e| Error::attach(SEND_PROGRAM, e))?;
-        timed("attached", SEND_PROGRAM, || send.attach())
-            .map_err(|e| Error::attach(SEND_PROGRAM, e))?;
-
+        attach_program(ebpf, SEND_PROGRAM, "sock_send_length", kernel)?;
         if recv {
             // Added with sock_send_length (6.3).
-            let receive: &mut BtfTracePoint = program(ebpf, RECV_PROGRAM)?;
-            timed("loaded", RECV_PROGRAM, || {
-                receive.load("sock_recv_length", &kernel.btf)
-            })
-            .map_err(|e| Error::attach(RECV_PROGRAM, e))?;
-            timed("attached", RECV_PROGRAM, || receive.attach())
-                .map_err(|e| Error::attach(RECV_PROGRAM, e))?;
+            attach_program(ebpf, RECV_PROGRAM, "sock_recv_length", kernel)?;
         }
-
         Ok(())
     }
+}
+
+/// Loads the `tp_btf` program `name` for tracepoint `tracepoint` and attaches it.
+pub(crate) fn attach_program(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    tracepoint: &str,
+    kernel: &KernelFacts,
+) -> Result<(), Error> {
+    let program: &mut BtfTracePoint = program(ebpf, name)?;
+    timed("loaded", name, || program.load(tracepoint, &kernel.btf))
+        .map_err(|e| Error::attach(name, e))?;
+    timed("attached", name, || program.attach()).map_err(|e| Error::attach(name, e))?;
+    Ok(())
 }
