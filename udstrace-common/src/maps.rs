@@ -39,8 +39,13 @@ pub const COPY_CONTINUE: &str = "COPY_CONTINUE";
 /// clears the flag); otherwise records wait for its drain timer.
 pub const WAKE_REQUEST: &str = "WAKE_REQUEST";
 
+/// `DirectMap`: where the kernel's direct map and page array are. A map, not a global:
+/// userspace writes it after the object is loaded, before any program is attached, so that
+/// `/proc/kallsyms` (where x86_64's bases are found) is read while the object loads.
+pub const DIRECT_MAP: &str = "DIRECT_MAP";
+
 /// Every map, for the check that the object has them.
-pub const ALL_MAPS: [&str; 14] = [
+pub const ALL_MAPS: [&str; 15] = [
     EVENTS,
     SCRATCH,
     SEND_ENTRIES,
@@ -55,6 +60,7 @@ pub const ALL_MAPS: [&str; 14] = [
     PATH_NAME_FILTER,
     COPY_CONTINUE,
     WAKE_REQUEST,
+    DIRECT_MAP,
 ];
 
 /// Slot of the fexit backend's continuation program in [`COPY_CONTINUE`].
@@ -68,8 +74,6 @@ pub const CONTINUE_SLOTS: u32 = 2;
 pub mod global {
     /// `KernelLayout`: field offsets read from the running kernel's BTF.
     pub const LAYOUT: &str = "LAYOUT";
-    /// `DirectMap`: where the kernel's direct map and page array are.
-    pub const DIRECT_MAP: &str = "DIRECT_MAP";
     /// `SyscallAbi`: the running architecture's system call numbers and registers.
     pub const SYSCALL_ABI: &str = "SYSCALL_ABI";
     /// udstrace's own process, never captured.
@@ -89,9 +93,8 @@ pub mod global {
     pub const PID_LIST: &str = "PID_LIST";
 
     /// Every global, for the check that the object has them.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 9] = [
         LAYOUT,
-        DIRECT_MAP,
         SYSCALL_ABI,
         SELF_TGID,
         SNAPLEN,

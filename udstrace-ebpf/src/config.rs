@@ -1,14 +1,10 @@
 //! Run-time configuration, written by userspace into the object's globals before loading.
 
-use udstrace_common::{filter::PID_LIST_MAX, DirectMap, KernelLayout, SyscallAbi};
+use udstrace_common::{filter::PID_LIST_MAX, KernelLayout, SyscallAbi};
 
 /// Offsets of the kernel fields the programs read, from the running kernel's BTF.
 #[unsafe(no_mangle)]
 static LAYOUT: KernelLayout = KernelLayout::ZERO;
-
-/// Where the direct map and the `struct page` array are (see `DirectMap`).
-#[unsafe(no_mangle)]
-static DIRECT_MAP: DirectMap = DirectMap::ZERO;
 
 /// The running architecture's system call numbers and registers (see `SyscallAbi`).
 #[unsafe(no_mangle)]
@@ -87,12 +83,6 @@ pub(crate) fn type_mask() -> u32 {
 pub(crate) fn wakeup_bytes() -> u64 {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&raw const WAKEUP_BYTES) }
-}
-
-#[inline(always)]
-pub(crate) fn direct_map() -> DirectMap {
-    // SAFETY: as above.
-    unsafe { core::ptr::read_volatile(&raw const DIRECT_MAP) }
 }
 
 #[inline(always)]

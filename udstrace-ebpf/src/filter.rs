@@ -58,7 +58,8 @@ fn container_wanted<R: Reader>(sk: u64, layout: &KernelLayout) -> bool {
     if cgroup_wanted(unsafe { generated::bpf_get_current_cgroup_id() }) {
         return true;
     }
-    let peer = kernel::unix_peer::<R>(R::unix_sock(sk), layout);
+    let u = R::unix_sock(sk);
+    let peer = kernel::unix_peer::<R>(u, layout);
     let peer_ino = if peer == 0 {
         0
     } else {
@@ -66,7 +67,7 @@ fn container_wanted<R: Reader>(sk: u64, layout: &KernelLayout) -> bool {
     };
     // SAFETY: a helper with no arguments.
     let now = unsafe { generated::bpf_ktime_get_boot_ns() };
-    let found = receiver::find::<R>(sk, peer, peer_ino, now, None, layout);
+    let found = receiver::find::<R>(u, peer, peer_ino, now, None, layout);
     found.cgroup_id != 0 && cgroup_wanted(found.cgroup_id)
 }
 

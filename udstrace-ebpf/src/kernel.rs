@@ -139,18 +139,47 @@ pub(crate) fn store_comm(dst: &mut Comm, c: Comm) {
 const _: () = assert!(core::mem::offset_of!(SendRecord, comm) % 8 == 0);
 const _: () = assert!(core::mem::offset_of!(SendRecord, receiver_comm) % 8 == 0);
 
-/// Writes the current task's command name into `dst` (zeroes if it cannot be read).
-///
-/// Straight into its place: a name built on the stack first is zeroed by LLVM with a call to a
-/// byte-by-byte `memset`.
+/// The current task's command name (zeroes if it cannot be read).
 #[inline(always)]
-pub(crate) fn current_comm(dst: &mut [u8; COMM_LEN]) {
-    // SAFETY: the helper writes at most COMM_LEN bytes into `dst`.
+pub(crate) fn current_comm() -> Comm {
+    let mut comm = core::mem::MaybeUninit::<Comm>::uninit();
+    // SAFETY: the helper writes at most COMM_LEN bytes (the two words) into `comm`, left
+    // uninitialised: a name zeroed first is zeroed by LLVM with a byte-by-byte `memset`.
     let rc = unsafe {
-        generated::bpf_get_current_comm(dst.as_mut_ptr().cast::<c_void>(), COMM_LEN as u32)
+        generated::bpf_get_current_comm(comm.as_mut_ptr().cast::<c_void>(), COMM_LEN as u32)
     };
-    if rc != 0 {
-        set_comm(dst, [0; 2]);
+    if rc == 0 {
+        // SAFETY: written by the helper.
+        unsafe { comm.assume_init() }
+    } else {
+        [0; 2]
+    }
+}
+
+/// Who is sending (or receiving): the current task's user and group ids, command name and
+/// cgroup (v2) id, as `bpf_get_current_uid_gid()`, `bpf_get_current_comm()` and
+/// `bpf_get_current_cgroup_id()` give them.
+///
+/// A hook reads it before it branches on the system call, once on every path: through
+/// BTF-typed pointers, each pointer the verifier sees loaded from the task costs it a search
+/// of the kernel's BTF by name, repeated for every path it walks to the load (a third of
+/// `sock_send_length`'s verification when the task was read in the record).
+#[derive(Clone, Copy)]
+pub(crate) struct Task {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) comm: Comm,
+    pub(crate) cgroup_id: u64,
+}
+
+impl Task {
+    /// Writes it into `header`.
+    #[inline(always)]
+    pub(crate) fn fill(self, header: &mut SendRecord) {
+        header.uid = self.uid;
+        header.gid = self.gid;
+        set_comm(&mut header.comm, self.comm);
+        header.cgroup_id = self.cgroup_id;
     }
 }
 
@@ -177,10 +206,8 @@ pub(crate) trait Reader {
     /// Inode number of the socket `sk` belongs to, 0 when it has none (an orphaned peer).
     fn sock_ino(sk: u64, layout: &KernelLayout) -> u64;
 
-    /// Fills in the current task's user and group ids, command name and cgroup (v2) id in
-    /// `header`, as `bpf_get_current_uid_gid()`, `bpf_get_current_comm()` and
-    /// `bpf_get_current_cgroup_id()` give them.
-    fn current_task(header: &mut SendRecord, layout: &KernelLayout);
+    /// The current task (see [`Task`]).
+    fn current_task(layout: &KernelLayout) -> Task;
 }
 
 /// `bpf_probe_read_kernel` (see [`Reader`]).
@@ -215,13 +242,15 @@ impl Reader for Probe {
     }
 
     #[inline(always)]
-    fn current_task(header: &mut SendRecord, _: &KernelLayout) {
+    fn current_task(_: &KernelLayout) -> Task {
         let uid_gid = bpf_get_current_uid_gid();
-        header.uid = uid_gid as u32;
-        header.gid = (uid_gid >> 32) as u32;
-        current_comm(&mut header.comm);
-        // SAFETY: a helper with no arguments (4.18+).
-        header.cgroup_id = unsafe { generated::bpf_get_current_cgroup_id() };
+        Task {
+            uid: uid_gid as u32,
+            gid: (uid_gid >> 32) as u32,
+            comm: current_comm(),
+            // SAFETY: a helper with no arguments (4.18+).
+            cgroup_id: unsafe { generated::bpf_get_current_cgroup_id() },
+        }
     }
 }
 
@@ -257,7 +286,7 @@ impl Reader for Btf {
     /// `comm`, `cgroups->dfl_cgrp->kn->id`. Three helper calls less, and the cgroup's takes
     /// and releases the RCU read lock (two more calls on a preemptible kernel).
     #[inline(always)]
-    fn current_task(header: &mut SendRecord, layout: &KernelLayout) {
+    fn current_task(layout: &KernelLayout) -> Task {
         // SAFETY: a helper with no arguments (5.11+): the current task, typed.
         let task = unsafe { generated::bpf_get_current_task_btf() } as u64;
         let cred = follow(task, layout.task_cred);
@@ -269,14 +298,13 @@ impl Reader for Btf {
                 Self::read::<u32>(cred, layout.cred_gid).unwrap_or(0),
             )
         };
-        header.uid = uid;
-        header.gid = gid;
-        set_comm(
-            &mut header.comm,
-            Self::read::<Comm>(task, layout.task_comm).unwrap_or([0; 2]),
-        );
         let cgroup = follow(follow(task, layout.task_cgroups), layout.css_set_dfl_cgrp);
-        header.cgroup_id = follow(follow(cgroup, layout.cgroup_kn), layout.kernfs_node_id);
+        Task {
+            uid,
+            gid,
+            comm: Self::read::<Comm>(task, layout.task_comm).unwrap_or([0; 2]),
+            cgroup_id: follow(follow(cgroup, layout.cgroup_kn), layout.kernfs_node_id),
+        }
     }
 }
 
@@ -389,7 +417,13 @@ pub(crate) fn unix_path<R: Reader>(u: u64, layout: &KernelLayout, dst: &mut [u8;
 /// index in the `vmemmap` array, as an offset into the direct map).
 #[inline(always)]
 pub(crate) fn page_address(page: u64) -> Result<u64, i64> {
-    let map = config::direct_map();
+    // Written by userspace before any program was attached.
+    let Some(&map) = crate::maps::DIRECT_MAP.get(0) else {
+        return Err(-1);
+    };
+    if map.page_size == 0 {
+        return Err(-1);
+    }
     let base = |addr: u64, fixed: u64| {
         if addr == 0 {
             Ok(fixed)

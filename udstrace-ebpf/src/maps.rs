@@ -8,7 +8,7 @@ use udstrace_common::{
     filter::{PathKey, PathName},
     maps::CONTINUE_SLOTS,
     record::SEGMENT_MAX,
-    SendRecord,
+    DirectMap, SendRecord,
 };
 
 use crate::payload::SEG_NONE;
@@ -25,6 +25,11 @@ pub(crate) const BPF_RB_FORCE_WAKEUP: u64 = 2;
 /// `BPF_F_MMAPABLE` (include/uapi/linux/bpf.h, 5.5+): userspace reads and writes the map
 /// through shared memory, with no system call (and none of the privileges one needs).
 const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// Where the kernel's direct map and `struct page` array are (see `DirectMap`), written by
+/// userspace before any program is attached; read only for payloads in pages.
+#[map]
+pub(crate) static DIRECT_MAP: Array<DirectMap> = Array::with_max_entries(1, 0);
 
 /// Set (to 1) by userspace when it stops draining often: the next record wakes it.
 #[map]

@@ -57,12 +57,14 @@ impl Receiver {
     }
 }
 
-/// The receiver of a message sent on socket `sk` to `peer` (0: none) whose inode is
-/// `peer_ino` (0: none yet, a connection not accepted), at `now` (boot clock, ns). `cred`:
-/// where `sk`'s credentials' process is kept (its state), if anywhere.
+/// The receiver of a message sent on Unix socket `u` (as [`Reader::unix_sock`] gives it: a
+/// pointer the verifier does not hold as trusted, so that loading a pointer through it costs
+/// no search of the kernel's BTF) to `peer` (0: none) whose inode is `peer_ino` (0: none yet,
+/// a connection not accepted), at `now` (boot clock, ns). `cred`: where `u`'s credentials'
+/// process is kept (its state), if anywhere.
 #[inline(always)]
 pub(crate) fn find<R: Reader>(
-    sk: u64,
+    u: u64,
     peer: u64,
     peer_ino: u64,
     now: u64,
@@ -84,22 +86,25 @@ pub(crate) fn find<R: Reader>(
             }
         }
     }
-    by_credentials::<R>(sk, now, cred, layout)
+    by_credentials::<R>(u, now, cred, layout)
 }
 
-/// The process of `sk`'s peer credentials (`sk_peer_pid`), if it still runs: its thread
+/// The process of Unix socket `u`'s peer credentials (`sk_peer_pid`), if it still runs: its thread
 /// group leader, found through the `struct pid`'s list of tasks. Whether it runs is read at
 /// every message; its pid, command name and cgroup (six reads through the helper: the task is
 /// reached by `container_of`, where the verifier follows no type) are kept in `cache`, and
 /// read again when older than `CRED_REFRESH_NS`.
 #[inline(always)]
 fn by_credentials<R: Reader>(
-    sk: u64,
+    u: u64,
     now: u64,
     cache: Option<&mut CredTask>,
     layout: &KernelLayout,
 ) -> Receiver {
-    let Ok(pid) = R::read::<u64>(sk, layout.sock_peer_pid) else {
+    if u == 0 {
+        return Receiver::UNKNOWN;
+    }
+    let Ok(pid) = R::read::<u64>(u, layout.sock_peer_pid) else {
         return Receiver::UNKNOWN;
     };
     if pid == 0 {

@@ -15,7 +15,7 @@ use udstrace_common::{
 use crate::{
     ancillary, copy,
     counters::count,
-    kernel::{self, Mem, Reader},
+    kernel::{self, Mem, Reader, Task},
     maps::{Scratch, SCRATCH},
     payload::Payload,
     receiver, sockets,
@@ -30,6 +30,9 @@ use crate::{
 /// [`copy::NO_CONTINUATION`]) let the copy go on in a tail call on kernels without
 /// `bpf_loop`.
 ///
+/// `task`: the sender (the receiver for a receive), read by the hook before it branched (see
+/// [`Task`]).
+///
 /// `R`: how the socket's fields are read (`kernel::Btf` where `sk` is a BTF-typed pointer).
 ///
 /// `LOOP`: copy under `bpf_loop` (5.17+). Programs for older kernels are built with `false`:
@@ -43,6 +46,7 @@ use crate::{
 pub(crate) fn capture_send<const LOOP: bool, R: Reader, C: EbpfContext>(
     ctx: &C,
     cont: u32,
+    task: Task,
     sk: u64,
     sock_type: u16,
     accepted: i64,
@@ -90,15 +94,18 @@ pub(crate) fn capture_send<const LOOP: bool, R: Reader, C: EbpfContext>(
     header.ts_boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     header.pid = (pid_tgid >> 32) as u32;
     header.tid = pid_tgid as u32;
-    R::current_task(header, layout);
+    task.fill(header);
     header.sock_type = sock_type;
     header.syscall = syscall;
     header.msg_len = msg_len;
     header.reserved = 0;
 
-    let ino = R::sock_ino(sk, layout);
-    header.sock_ino = ino;
+    // Every field is read through `u`, not `sk`: a tp_btf or fentry program's `sk` is a
+    // trusted pointer, and each pointer the verifier sees loaded through one costs it searches
+    // of the kernel's BTF by name, on every path to the load (see `Task`).
     let u = R::unix_sock(sk);
+    let ino = R::sock_ino(u, layout);
+    header.sock_ino = ino;
     header.path_len = kernel::unix_path::<R>(u, layout, &mut header.path);
     header.sock_id = sk;
     let peer = kernel::unix_peer::<R>(u, layout);
@@ -116,7 +123,7 @@ pub(crate) fn capture_send<const LOOP: bool, R: Reader, C: EbpfContext>(
     let base_offset = if let Some(state) = sockets::state(sk, ino) {
         let cred = &mut state.cred;
         receiver::find::<R>(
-            sk,
+            u,
             peer,
             header.peer_ino,
             header.ts_boot_ns,
@@ -127,8 +134,7 @@ pub(crate) fn capture_send<const LOOP: bool, R: Reader, C: EbpfContext>(
         receiver::note(state, header, recv);
         sockets::next_offset(state, msg_len, recv)
     } else {
-        receiver::find::<R>(sk, peer, header.peer_ino, header.ts_boot_ns, None, layout)
-            .fill(header);
+        receiver::find::<R>(u, peer, header.peer_ino, header.ts_boot_ns, None, layout).fill(header);
         0
     };
 

@@ -177,6 +177,20 @@ pub(crate) fn exit<const LOOP: bool, R: Reader, C: EbpfContext>(
         *slot
     };
     let _ = SEND_ENTRIES.remove(pid_tgid);
+    let layout = config::layout();
+    let sk = if R::TYPED {
+        if typed_sk != entry.sk {
+            return;
+        }
+        typed_sk
+    } else {
+        entry.sk
+    };
+    let Some(sock_type) = filter::unix_type::<R>(sk, layout) else {
+        return;
+    };
+    // Before the branches below (see `Task`).
+    let task = R::current_task(layout);
     let recv = entry.recv != 0;
     // A datagram longer than the reader's buffers (MSG_TRUNC) returns its full length;
     // the reader got what its buffers hold.
@@ -193,22 +207,11 @@ pub(crate) fn exit<const LOOP: bool, R: Reader, C: EbpfContext>(
         }
         _ => Payload::MISSING,
     };
-    let layout = config::layout();
-    let sk = if R::TYPED {
-        if typed_sk != entry.sk {
-            return;
-        }
-        typed_sk
-    } else {
-        entry.sk
-    };
-    let Some(sock_type) = filter::unix_type::<R>(sk, layout) else {
-        return;
-    };
     let syscall = kernel::current_syscall();
     let _ = record::capture_send::<LOOP, R, C>(
         ctx,
         cont,
+        task,
         sk,
         sock_type,
         ret,

@@ -14,7 +14,7 @@ use aya_ebpf::{
 
 use crate::{
     config, copy, filter,
-    kernel::{Btf, Mem},
+    kernel::{Btf, Mem, Reader},
     payload::{Payload, SEG_USER_IOVEC},
     record,
     syscall::{self, Regs},
@@ -42,6 +42,7 @@ fn try_sock_recv_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let Some(sock_type) = filter::unix_type::<Btf>(sk, layout) else {
         return Ok(());
     };
+    let task = Btf::current_task(layout);
     let regs = Regs::current();
     let nr = regs.number()?;
     let mut received = i64::from(ret);
@@ -65,6 +66,7 @@ fn try_sock_recv_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
     record::capture_send::<true, Btf, _>(
         ctx,
         copy::NO_CONTINUATION,
+        task,
         sk,
         sock_type,
         received,

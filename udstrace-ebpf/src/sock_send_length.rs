@@ -20,7 +20,7 @@ use aya_ebpf::{
 
 use crate::{
     config, copy, filter,
-    kernel::{self, Btf, Mem},
+    kernel::{self, Btf, Mem, Reader},
     maps::{MmsgNext, MMSG_NEXT},
     payload::{Payload, SEG_USER_IOVEC},
     record,
@@ -46,6 +46,7 @@ fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let Some(sock_type) = filter::unix_type::<Btf>(sk, layout) else {
         return Ok(());
     };
+    let task = Btf::current_task(layout);
     let regs = Regs::current();
     let nr = regs.number()?;
     let user_buf =
@@ -80,6 +81,7 @@ fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
     record::capture_send::<true, Btf, _>(
         ctx,
         copy::NO_CONTINUATION,
+        task,
         sk,
         sock_type,
         i64::from(ret),

@@ -138,6 +138,19 @@ pub(crate) fn trim_heap() {
     unsafe { libc::malloc_trim(0) };
 }
 
+/// Sets the nice value of thread `tid` (None: the calling thread), its system calls included;
+/// returns the thread's id. A failure (raising it needs `CAP_SYS_NICE`) leaves the priority as
+/// it was.
+pub(crate) fn set_thread_nice(tid: Option<i32>, nice: i32) -> i32 {
+    // SAFETY: gettid has no preconditions; setpriority with PRIO_PROCESS and a thread id
+    // changes that thread only (Linux).
+    unsafe {
+        let tid = tid.unwrap_or_else(|| libc::gettid());
+        libc::setpriority(libc::PRIO_PROCESS, tid.cast_unsigned(), nice);
+        tid
+    }
+}
+
 /// Lifts the locked-memory limit (BPF maps are charged to it before 5.11). A failure leaves
 /// the old limit, and loading then says what it lacked.
 pub(crate) fn raise_memlock() {

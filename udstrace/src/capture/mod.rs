@@ -169,6 +169,9 @@ fn start(opts: &CaptureOptions, notifier: Option<&Notifier>) -> Result<Started, 
     if let Some(n) = notifier {
         n.send("READY=1");
     }
+    // What the start freed (the kernel's parsed BTF, tens of MB) goes back to the system now
+    // that the capture has said it listens.
+    crate::sys::trim_heap();
     Ok((tracer, ring, sink, writer))
 }
 

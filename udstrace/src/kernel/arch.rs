@@ -9,7 +9,7 @@
 
 use udstrace_common::{DirectMap, SyscallAbi};
 
-use super::{btf::Btf, layout::LayoutError};
+use super::{btf::Btf, kallsyms::Symbols, layout::LayoutError};
 
 /// One architecture's entry.
 pub(crate) struct Arch {
@@ -27,7 +27,7 @@ pub(crate) struct Arch {
     compat: (&'static str, u64, u64),
     /// The direct map of a kernel of this architecture, from `/proc/kallsyms`, its release and
     /// `sizeof(struct page)`.
-    direct_map: fn(&str, &str, u64) -> DirectMap,
+    direct_map: fn(&Symbols, &str, u64) -> DirectMap,
     /// Whether its JIT takes a program with both a tail call and calls to functions of its own
     /// on kernels without `bpf_loop` (before 5.17): x86_64's from 5.10; arm64's only from 6.0.
     pub(crate) tail_calls_with_calls: bool,
@@ -172,28 +172,23 @@ impl Arch {
     /// Where the direct map and the page array are, from `/proc/kallsyms`, the release and
     /// `sizeof(struct page)` (from the BTF).
     #[must_use]
-    pub(crate) fn direct_map(&self, kallsyms: &str, release: &str, page_struct: u64) -> DirectMap {
-        (self.direct_map)(kallsyms, release, page_struct)
+    pub(crate) fn direct_map(
+        &self,
+        symbols: &Symbols,
+        release: &str,
+        page_struct: u64,
+    ) -> DirectMap {
+        (self.direct_map)(symbols, release, page_struct)
     }
-}
-
-/// The address of `name` in `/proc/kallsyms` text (None: absent or hidden).
-fn symbol(kallsyms: &str, name: &str) -> Option<u64> {
-    super::kallsyms_entries(kallsyms).find_map(|(addr, _, sym)| {
-        (sym == name)
-            .then(|| u64::from_str_radix(addr, 16).ok())
-            .flatten()
-            .filter(|&a| a != 0)
-    })
 }
 
 /// x86_64: the variables that hold the bases when the kernel randomises its memory layout
 /// (addresses from `/proc/kallsyms`), else the fixed bases of 4-level paging.
-fn direct_map_x86_64(kallsyms: &str, _release: &str, _page_struct: u64) -> DirectMap {
+fn direct_map_x86_64(symbols: &Symbols, _release: &str, _page_struct: u64) -> DirectMap {
     DirectMap {
-        page_offset_base_addr: symbol(kallsyms, "page_offset_base").unwrap_or(0),
+        page_offset_base_addr: symbols.address("page_offset_base").unwrap_or(0),
         page_offset_base: 0xffff_8880_0000_0000,
-        vmemmap_base_addr: symbol(kallsyms, "vmemmap_base").unwrap_or(0),
+        vmemmap_base_addr: symbols.address("vmemmap_base").unwrap_or(0),
         vmemmap_base: 0xffff_ea00_0000_0000,
         page_size: 4096,
     }
@@ -211,7 +206,7 @@ fn direct_map_x86_64(kallsyms: &str, _release: &str, _page_struct: u64) -> Direc
 /// lower, so that the programs' check `page >= VMEMMAP_START` admits the pages of both. So
 /// the 52-bit bases are given from 5.11; before, the region was `-2^41 - 2 MiB`, with 48 bits
 /// (arch/arm64/include/asm/memory.h of each release).
-fn direct_map_aarch64(_kallsyms: &str, release: &str, page_struct: u64) -> DirectMap {
+fn direct_map_aarch64(_symbols: &Symbols, release: &str, page_struct: u64) -> DirectMap {
     let version = release_version(release);
     let va_bits = if version >= (5, 11) { 52 } else { 48 };
     DirectMap {
@@ -270,11 +265,12 @@ mod tests {
         let x86 = Arch::named("x86_64").unwrap();
         let randomised = "ffffffff82a1b2c8 D page_offset_base\nffffffff82a1b2c0 D vmemmap_base\n\
                           ffffffff820cc4a0 t unix_stream_sendmsg\n";
-        let m = x86.direct_map(randomised, "6.1.0", 64);
+        let m = x86.direct_map(&Symbols::search(randomised.as_bytes()), "6.1.0", 64);
         assert_eq!(m.page_offset_base_addr, 0xffff_ffff_82a1_b2c8);
         assert_eq!(m.vmemmap_base_addr, 0xffff_ffff_82a1_b2c0);
         // Hidden addresses (kptr_restrict) and kernels without the variables: fixed bases.
-        let m = x86.direct_map("0000000000000000 D page_offset_base\n", "6.1.0", 64);
+        let hidden = Symbols::search(&b"0000000000000000 D page_offset_base\n"[..]);
+        let m = x86.direct_map(&hidden, "6.1.0", 64);
         assert_eq!(m.page_offset_base_addr, 0);
         assert_eq!(m.vmemmap_base_addr, 0);
         assert_eq!(m.page_offset_base, 0xffff_8880_0000_0000);
@@ -284,7 +280,7 @@ mod tests {
     fn arm64_vmemmap_moves_with_the_release() {
         let arm = Arch::named("aarch64").unwrap();
         let at = |release| {
-            let m = arm.direct_map("", release, 64);
+            let m = arm.direct_map(&Symbols::default(), release, 64);
             (m.page_offset_base, m.vmemmap_base)
         };
         assert_eq!(
@@ -311,7 +307,7 @@ mod tests {
         let arm = Arch::named("aarch64").unwrap();
         for release in ["6.1.0-50-arm64", "6.12.95+deb12-arm64"] {
             let version = release_version(release);
-            let m = arm.direct_map("", release, 64);
+            let m = arm.direct_map(&Symbols::default(), release, 64);
             let ours = |page: u64| {
                 (page >= m.vmemmap_base)
                     .then(|| m.page_offset_base + (page - m.vmemmap_base) / 64 * m.page_size)

@@ -47,6 +47,17 @@ impl SendFunctions {
         "unix_seqpacket_recvmsg",
     ];
 
+    /// Every function a backend may hook on any kernel.
+    pub(crate) const ALL: [&'static str; 7] = [
+        Self::SENDMSG[0],
+        Self::SENDMSG[1],
+        Self::SENDMSG[2],
+        "unix_stream_sendpage",
+        Self::RECVMSG[0],
+        Self::RECVMSG[1],
+        Self::RECVMSG[2],
+    ];
+
     /// Why the functions cannot be hooked by trampolines, if one is not in the kernel's BTF
     /// (a trampoline program is loaded against the function's BTF).
     #[must_use]
@@ -63,65 +74,18 @@ impl SendFunctions {
     /// Without `/proc/kallsyms`, as [`Self::missing`].
     #[must_use]
     pub(crate) fn missing_symbol(kernel: &KernelFacts) -> Option<String> {
-        if kernel.symbol_functions.is_empty() {
+        if kernel.symbol_functions().is_empty() {
             return Self::missing(kernel);
         }
         Self::SENDMSG
             .into_iter()
             .chain(Self::RECVMSG)
-            .find(|f| !kernel.symbol_functions.iter().any(|g| g == f))
+            .find(|f| !kernel.symbol_functions().iter().any(|g| g == f))
             .map(|f| {
                 format!(
                     "kernel {} has no function {f} in /proc/kallsyms",
                     kernel.release
                 )
             })
-    }
-
-    /// Of every function a backend may hook on any kernel, those `kallsyms` (the text of
-    /// `/proc/kallsyms`) has as functions.
-    #[must_use]
-    pub(crate) fn in_kallsyms(kallsyms: &str) -> Vec<&'static str> {
-        let wanted: Vec<&'static str> = Self::SENDMSG
-            .into_iter()
-            .chain(Self::RECVMSG)
-            .chain(["unix_stream_sendpage"])
-            .collect();
-        let mut found = Vec::new();
-        let functions =
-            super::kallsyms_entries(kallsyms).filter(|(_, kind, _)| kind.eq_ignore_ascii_case("t"));
-        for (_, _, name) in functions {
-            match wanted.iter().find(|w| **w == name) {
-                Some(f) if !found.contains(f) => found.push(*f),
-                _ => {}
-            }
-        }
-        found
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::SendFunctions;
-
-    #[test]
-    fn functions_found_in_kallsyms() {
-        let text = "ffffffc0089a2f10 t unix_stream_sendmsg
-                    ffffffc0089a3010 t unix_dgram_sendmsg
-                    ffffffc0089a3110 d unix_seqpacket_sendmsg
-                    0000000000000000 t unix_stream_sendpage
-                    ffffffc0089a3210 T unix_stream_recvmsg [some_module]
-                    garbage
-";
-        assert_eq!(
-            SendFunctions::in_kallsyms(text),
-            [
-                "unix_stream_sendmsg",
-                "unix_dgram_sendmsg",
-                "unix_stream_sendpage",
-                "unix_stream_recvmsg"
-            ]
-        );
-        assert!(SendFunctions::in_kallsyms("").is_empty());
     }
 }

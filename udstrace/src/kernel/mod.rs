@@ -9,10 +9,12 @@ use crate::{sys, timing::Phase};
 pub(crate) mod arch;
 pub(crate) mod btf;
 pub(crate) mod hooks;
+pub(crate) mod kallsyms;
 pub(crate) mod layout;
 
 use arch::{Arch, UnknownArch};
 use hooks::SendFunctions;
+use kallsyms::Reading;
 use layout::LayoutError;
 
 /// Why udstrace cannot work with this kernel or these privileges.
@@ -58,41 +60,39 @@ pub(crate) struct KernelFacts {
     pub(crate) has_kprobes: bool,
     /// Whether `unix_stream_sendpage` (before 6.5) is in the BTF: trampolines hook it then.
     pub(crate) has_sendpage: bool,
-    /// Whether it is a function in `/proc/kallsyms`: kprobes hook it then.
-    pub(crate) sendpage_symbol: bool,
     /// Which of the functions the function-hook backends attach to are in the BTF.
     pub(crate) btf_functions: Vec<&'static str>,
-    /// Which of them are functions in `/proc/kallsyms` (empty if it cannot be read).
-    pub(crate) symbol_functions: Vec<&'static str>,
-    /// Where the direct map and the page array are.
-    pub(crate) direct_map: DirectMap,
+    /// `/proc/kallsyms`, still being read: see [`Self::symbol_functions`],
+    /// [`Self::direct_map`].
+    symbols: Reading,
+    /// The architecture, and `sizeof(struct page)` from the BTF: with the symbols, where the
+    /// direct map and the page array are.
+    arch: &'static Arch,
+    page_struct: u64,
     /// The architecture's system call numbers and registers.
     pub(crate) syscall_abi: SyscallAbi,
 }
 
 impl KernelFacts {
     /// Reads the facts; `btf` is the parsed BTF the layout was taken from, dropped here;
-    /// `loader_btf` ([`loader_btf`]) and `kallsyms` ([`read_kallsyms`]) were read meanwhile
-    /// on other threads.
+    /// `loader_btf` ([`loader_btf`]) was read meanwhile on another thread, and `symbols` is
+    /// still being read.
     pub(crate) fn read(
         btf: btf::Btf,
         loader_btf: aya::Btf,
-        kallsyms: &str,
+        symbols: Reading,
     ) -> Result<Self, KernelError> {
         let release = fs::read_to_string("/proc/sys/kernel/osrelease")
             .map_or_else(|_| "unknown".into(), |s| s.trim().to_string());
         let has_sock_send_length = btf.has_name("btf_trace_sock_send_length");
         let has_bpf_loop = btf.has_name("bpf_loop");
         let has_task_pt_regs = btf.has_name("bpf_task_pt_regs");
-        let symbol_functions = SendFunctions::in_kallsyms(kallsyms);
         let has_sendpage = btf.has_name("unix_stream_sendpage");
-        let sendpage_symbol = has_sendpage || symbol_functions.contains(&"unix_stream_sendpage");
         let arch = Arch::running()?;
         let page_struct = btf
             .struct_id("page")
             .and_then(|id| btf.size_of(id))
             .unwrap_or(64);
-        let direct_map = arch.direct_map(kallsyms, &release, u64::from(page_struct));
         let syscall_abi = arch.syscall_abi(&btf)?;
         let btf_functions = SendFunctions::SENDMSG
             .into_iter()
@@ -110,12 +110,32 @@ impl KernelFacts {
             has_task_pt_regs,
             has_kprobes: Path::new("/sys/bus/event_source/devices/kprobe").exists(),
             has_sendpage,
-            sendpage_symbol,
             btf_functions,
-            symbol_functions,
-            direct_map,
+            symbols,
+            arch,
+            page_struct: u64::from(page_struct),
             syscall_abi,
         })
+    }
+}
+
+impl KernelFacts {
+    /// Which of the functions the function-hook backends attach to are functions in
+    /// `/proc/kallsyms` (empty if it cannot be read). Waits for the read.
+    pub(crate) fn symbol_functions(&self) -> &[&'static str] {
+        &self.symbols.get().functions
+    }
+
+    /// Whether `unix_stream_sendpage` (before 6.5) is a function here: kprobes hook it then.
+    /// Waits for `/proc/kallsyms` unless the BTF has it.
+    pub(crate) fn sendpage_symbol(&self) -> bool {
+        self.has_sendpage || self.symbol_functions().contains(&"unix_stream_sendpage")
+    }
+
+    /// Where the direct map and the page array are. Waits for `/proc/kallsyms`.
+    pub(crate) fn direct_map(&self) -> DirectMap {
+        self.arch
+            .direct_map(self.symbols.get(), &self.release, self.page_struct)
     }
 }
 
@@ -126,25 +146,6 @@ pub(crate) fn loader_btf() -> Result<aya::Btf, KernelError> {
     let btf = aya::Btf::from_sys_fs().map_err(|e| KernelError::Btf(e.to_string()))?;
     phase.done("parsed the kernel's BTF for the program loads");
     Ok(btf)
-}
-
-/// The `(address, type, name)` of each line of `/proc/kallsyms` text (a module's symbols
-/// carry its name after them, which is left out).
-pub(crate) fn kallsyms_entries(text: &str) -> impl Iterator<Item = (&str, &str, &str)> {
-    text.lines().filter_map(|line| {
-        let mut words = line.split_whitespace();
-        Some((words.next()?, words.next()?, words.next()?))
-    })
-}
-
-/// `/proc/kallsyms`, which the kernel takes tens of milliseconds to write out (the direct
-/// map's variables are found in it); empty if unreadable.
-#[must_use]
-pub(crate) fn read_kallsyms() -> String {
-    let phase = Phase::start();
-    let text = fs::read_to_string("/proc/kallsyms").unwrap_or_default();
-    phase.done("read /proc/kallsyms");
-    text
 }
 
 /// Mounts tracefs at its usual place if nothing is mounted there (minimal systems and

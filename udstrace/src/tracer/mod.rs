@@ -234,9 +234,10 @@ impl Tracer {
             ));
             match attached {
                 Ok(()) => {
+                    // The kernel's parsed BTF (tens of MB) goes before the capture allocates
+                    // its own memory; the caller hands it back to the system once it has said
+                    // it listens (`sys::trim_heap`, 5 ms).
                     drop(facts);
-                    // The kernel's parsed BTF (tens of MB) is gone: hand the memory back.
-                    crate::sys::trim_heap();
                     return Self::finish(ebpf, kind, skipped, config);
                 }
                 Err(e) => {
@@ -431,8 +432,8 @@ fn prepare() -> Result<Prepared, Error> {
     kernel::check_btf()?;
     crate::sys::raise_memlock();
     // Four independent reads, each tens of milliseconds, at once: the loader's BTF, aya's
-    // object loader (its own parse of the same BTF) and /proc/kallsyms on threads of their
-    // own, the layout here.
+    // object loader (its own parse of the same BTF) and /proc/kallsyms (read and searched;
+    // waited for only once the object is loaded) on threads of their own, the layout here.
     let loader_btf = std::thread::spawn(kernel::loader_btf);
     let loader = std::thread::spawn(|| {
         let phase = Phase::start();
@@ -440,7 +441,7 @@ fn prepare() -> Result<Prepared, Error> {
         phase.done("made aya's object loader (its own BTF parse)");
         loader
     });
-    let kallsyms = std::thread::spawn(kernel::read_kallsyms);
+    let symbols = kernel::kallsyms::Reading::start();
     let phase = Phase::start();
     let btf = kernel::btf::Btf::from_file(std::path::Path::new(kernel::VMLINUX_BTF))
         .map_err(|e| KernelError::Btf(e.to_string()))?;
@@ -451,8 +452,7 @@ fn prepare() -> Result<Prepared, Error> {
     let loader_btf = loader_btf
         .join()
         .map_err(|_| joined("the kernel's BTF"))??;
-    let kallsyms = kallsyms.join().map_err(|_| joined("/proc/kallsyms"))?;
-    let facts = KernelFacts::read(btf, loader_btf, &kallsyms)?;
+    let facts = KernelFacts::read(btf, loader_btf, symbols)?;
     let loader = loader.join().ok();
     Ok(Prepared {
         layout,
@@ -538,7 +538,6 @@ fn load(
         .override_global(global::TYPE_MASK, &type_mask, true)
         .override_global(global::PID_LIST, &pid_list, true)
         .override_global(global::USE_TASK_PT_REGS, &use_task_pt_regs, true)
-        .override_global(global::DIRECT_MAP, &facts.direct_map, true)
         .override_global(global::SYSCALL_ABI, &facts.syscall_abi, true)
         .override_global(global::WAKEUP_BYTES, &wakeup_bytes, true)
         .map_max_entries(maps::SCRATCH, u32::try_from(cpus).unwrap_or(u32::MAX))

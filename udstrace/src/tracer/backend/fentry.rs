@@ -9,7 +9,9 @@ use aya::{
 };
 use udstrace_common::maps;
 
-use super::{program, refused_or, set_continuation, timed, AttachBackend, SendFunctions};
+use super::{
+    program, refused_or, set_continuation, timed, write_direct_map, AttachBackend, SendFunctions,
+};
 use crate::{error::Error, kernel::KernelFacts};
 
 pub(crate) struct FentryBackend;
@@ -52,6 +54,8 @@ impl AttachBackend for FentryBackend {
             let exit: &mut FExit = program(ebpf, exit_name)?;
             timed("loaded", exit_name, || exit.load(function, &kernel.btf))
                 .map_err(|e| refused_or(exit_name, e))?;
+            write_direct_map(ebpf, kernel)?;
+            let exit: &mut FExit = program(ebpf, exit_name)?;
             timed("attached", exit_name, || exit.attach()).map_err(|e| refused_or(exit_name, e))?;
 
             let entry_name = fentry_program(function)?;

@@ -5,7 +5,9 @@
 use aya::{programs::KProbe, Ebpf};
 use udstrace_common::maps;
 
-use super::{program, refused_or, set_continuation, timed, AttachBackend, SendFunctions};
+use super::{
+    program, refused_or, set_continuation, timed, write_direct_map, AttachBackend, SendFunctions,
+};
 use crate::{error::Error, kernel::KernelFacts};
 
 pub(crate) struct KprobeBackend;
@@ -73,12 +75,14 @@ impl AttachBackend for KprobeBackend {
             SENDPAGE_ENTRY,
         ] {
             let sendpage = name == SENDPAGE_ENTRY || name == sendpage_return;
-            if sendpage && !kernel.sendpage_symbol {
+            if sendpage && !kernel.sendpage_symbol() {
                 continue;
             }
             let probe: &mut KProbe = program(ebpf, name)?;
             timed("loaded", name, || probe.load()).map_err(|e| refused_or(name, e))?;
-            for function in SendFunctions::with_sendpage(kernel.sendpage_symbol) {
+            write_direct_map(ebpf, kernel)?;
+            let probe: &mut KProbe = program(ebpf, name)?;
+            for function in SendFunctions::with_sendpage(kernel.sendpage_symbol()) {
                 if sendpage == (function == "unix_stream_sendpage") {
                     timed("attached", &format!("{name} to {function}"), || {
                         probe.attach(function, 0)
@@ -100,6 +104,8 @@ impl AttachBackend for KprobeBackend {
             let probe: &mut KProbe = program(ebpf, RECVMSG_ENTRY)?;
             timed("loaded", RECVMSG_ENTRY, || probe.load())
                 .map_err(|e| refused_or(RECVMSG_ENTRY, e))?;
+            write_direct_map(ebpf, kernel)?;
+            let probe: &mut KProbe = program(ebpf, RECVMSG_ENTRY)?;
             for function in SendFunctions::RECVMSG {
                 timed(
                     "attached",

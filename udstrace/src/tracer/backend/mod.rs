@@ -109,6 +109,24 @@ where
 /// A load or attach error: [`Error::Refused`] when the kernel refuses the kind of program
 /// outright (EPERM, EOPNOTSUPP, ENOTSUPP before any verification: the feature is disabled or
 /// locked down), else [`Error::Attach`].
+/// Writes where the direct map and the page array are (`DIRECT_MAP`: the programs read it for
+/// payloads in pages) into the loaded object; a backend calls it after loading a program and
+/// before attaching it, so that `/proc/kallsyms`, which it waits for, is read while the
+/// object loads and the programs are verified. Writing it again writes the same value.
+pub(crate) fn write_direct_map(ebpf: &mut Ebpf, kernel: &KernelFacts) -> Result<(), Error> {
+    let phase = Phase::start();
+    let direct_map = kernel.direct_map();
+    let mut map: aya::maps::Array<_, udstrace_common::DirectMap> = ebpf
+        .map_mut(maps::DIRECT_MAP)
+        .ok_or(Error::MissingMap(maps::DIRECT_MAP))?
+        .try_into()
+        .map_err(|_| Error::MissingMap(maps::DIRECT_MAP))?;
+    map.set(0, direct_map, 0)
+        .map_err(|e| Error::Load(crate::error::one_line(&e)))?;
+    phase.done("waited for /proc/kallsyms and wrote the direct map");
+    Ok(())
+}
+
 pub(crate) fn refused_or(name: &'static str, e: aya::programs::ProgramError) -> Error {
     use aya::programs::ProgramError;
     const ENOTSUPP: i32 = 524;

@@ -7,7 +7,7 @@
 
 use aya::{programs::BtfTracePoint, Ebpf};
 
-use super::{program, timed, AttachBackend};
+use super::{program, timed, write_direct_map, AttachBackend};
 use crate::{error::Error, kernel::KernelFacts};
 
 pub(crate) struct TracepointBackend;
@@ -48,9 +48,11 @@ pub(crate) fn attach_program(
     tracepoint: &str,
     kernel: &KernelFacts,
 ) -> Result<(), Error> {
-    let program: &mut BtfTracePoint = program(ebpf, name)?;
-    timed("loaded", name, || program.load(tracepoint, &kernel.btf))
+    let loaded: &mut BtfTracePoint = program(ebpf, name)?;
+    timed("loaded", name, || loaded.load(tracepoint, &kernel.btf))
         .map_err(|e| Error::attach(name, e))?;
-    timed("attached", name, || program.attach()).map_err(|e| Error::attach(name, e))?;
+    write_direct_map(ebpf, kernel)?;
+    let loaded: &mut BtfTracePoint = program(ebpf, name)?;
+    timed("attached", name, || loaded.attach()).map_err(|e| Error::attach(name, e))?;
     Ok(())
 }
