@@ -98,7 +98,8 @@ impl Symbols {
 }
 
 /// `/proc/kallsyms` being read and searched on a thread of its own, at the lowest priority
-/// until something waits for it: the BTF reads beside it are what the start waits for first.
+/// while the BTF reads beside it run (they are what the start waits for first; see
+/// [`Self::hurry`]).
 pub(crate) struct Reading {
     thread: Mutex<Option<JoinHandle<Symbols>>>,
     /// The reading thread's id, once it has lowered its priority (0 before).
@@ -123,26 +124,31 @@ impl Reading {
         }
     }
 
-    /// The symbols, once the thread is done (none found if it failed). The thread gets its
-    /// priority back first if it is still reading, so that a busy machine cannot starve a
-    /// start of them (where udstrace may: root may, a process with only `CAP_BPF` and
-    /// `CAP_PERFMON` may not).
+    /// Gives the thread its priority back if it is still reading: once the reads the start
+    /// waited for first are done, and before waiting for it, so that a busy machine cannot
+    /// starve a start of it (where udstrace may raise it: root may, a process with only
+    /// `CAP_BPF` and `CAP_PERFMON` may not).
+    pub(crate) fn hurry(&self) {
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tid = self.tid.load(Ordering::Acquire);
+        if thread.as_ref().is_some_and(|t| !t.is_finished()) && tid != 0 {
+            crate::sys::set_thread_nice(Some(tid), 0);
+        }
+    }
+
+    /// The symbols, once the thread is done (none found if it failed).
     pub(crate) fn get(&self) -> &Symbols {
         self.symbols.get_or_init(|| {
+            self.hurry();
             let thread = self
                 .thread
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take();
-            thread
-                .and_then(|t| {
-                    let tid = self.tid.load(Ordering::Acquire);
-                    if !t.is_finished() && tid != 0 {
-                        crate::sys::set_thread_nice(Some(tid), 0);
-                    }
-                    t.join().ok()
-                })
-                .unwrap_or_default()
+            thread.and_then(|t| t.join().ok()).unwrap_or_default()
         })
     }
 }

@@ -132,6 +132,12 @@ impl KernelFacts {
         self.has_sendpage || self.symbol_functions().contains(&"unix_stream_sendpage")
     }
 
+    /// The reads the start waits for first are done: `/proc/kallsyms` goes on at full
+    /// priority.
+    pub(crate) fn hurry_symbols(&self) {
+        self.symbols.hurry();
+    }
+
     /// Where the direct map and the page array are. Waits for `/proc/kallsyms`.
     pub(crate) fn direct_map(&self) -> DirectMap {
         self.arch

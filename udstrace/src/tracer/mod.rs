@@ -315,7 +315,10 @@ impl Tracer {
         skipped: Vec<String>,
         config: &TracerConfig,
     ) -> Result<Self, Error> {
-        fill(&mut ebpf, maps::PID_FILTER, config.pids.iter().copied())?;
+        // `-p` with few processes and no `--follow` compares them in the program instead.
+        if config.filter_bits() & filter::PIDS != 0 {
+            fill(&mut ebpf, maps::PID_FILTER, config.pids.iter().copied())?;
+        }
         fill(&mut ebpf, maps::UID_FILTER, config.uids.iter().copied())?;
         fill(
             &mut ebpf,
@@ -454,6 +457,7 @@ fn prepare() -> Result<Prepared, Error> {
         .map_err(|_| joined("the kernel's BTF"))??;
     let facts = KernelFacts::read(btf, loader_btf, symbols)?;
     let loader = loader.join().ok();
+    facts.hurry_symbols();
     Ok(Prepared {
         layout,
         facts,
@@ -530,6 +534,20 @@ fn load(
     // loader was made beside the other reads (`prepare`); a refused backend leaves its object
     // to the next, so a second one is rare.
     let mut loader: EbpfLoader<'_> = loader.take().unwrap_or_default();
+    // A filter that is off needs no room: its hash map gets one entry (a preallocated hash
+    // map's memory is allocated and zeroed when the object loads).
+    for (bit, map) in [
+        (filter::PIDS, maps::PID_FILTER),
+        (filter::UIDS, maps::UID_FILTER),
+        (filter::COMMS, maps::COMM_FILTER),
+        (filter::CGROUPS, maps::CGROUP_FILTER),
+        (filter::PATHS, maps::PATH_FILTER),
+        (filter::PATHS, maps::PATH_NAME_FILTER),
+    ] {
+        if filters & bit == 0 {
+            loader.map_max_entries(map, 1);
+        }
+    }
     let ebpf = loader
         .override_global(global::LAYOUT, layout, true)
         .override_global(global::SELF_TGID, &self_tgid, true)
