@@ -33,7 +33,7 @@ use super::{file::Opened, pcapng::Output};
 use crate::error::Error;
 
 /// Bytes waiting for the thread beyond which the capture loop pauses.
-pub(crate) const QUEUE_LIMIT: usize = 8 << 20;
+pub(crate) const QUEUE_LIMIT: usize = 4 << 20;
 
 /// Spent buffers the thread hands back for reuse.
 const SPARE_BUFFERS: usize = 4;
