@@ -203,8 +203,9 @@ pub(crate) trait Reader {
     /// reader can read its fields through; 0 when it cannot.
     fn unix_sock(sk: u64) -> u64;
 
-    /// Inode number of the socket `sk` belongs to, 0 when it has none (an orphaned peer).
-    fn sock_ino(sk: u64, layout: &KernelLayout) -> u64;
+    /// Inode number of the `struct socket` Unix socket `u` (a [`Self::unix_sock`]) belongs to,
+    /// 0 when it has none (an orphaned peer).
+    fn sock_ino(u: u64, layout: &KernelLayout) -> u64;
 
     /// The current task (see [`Task`]).
     fn current_task(layout: &KernelLayout) -> Task;
@@ -231,8 +232,8 @@ impl Reader for Probe {
 
     /// `SOCK_INODE()`: the inode that follows the `struct socket` in its `socket_alloc`.
     #[inline(always)]
-    fn sock_ino(sk: u64, layout: &KernelLayout) -> u64 {
-        let Ok(socket) = read::<u64>(sk, layout.sock_socket) else {
+    fn sock_ino(u: u64, layout: &KernelLayout) -> u64 {
+        let Ok(socket) = read::<u64>(u, layout.sock_socket) else {
             return 0;
         };
         if socket == 0 {
@@ -276,8 +277,8 @@ impl Reader for Btf {
     /// Through the socket's file: `SOCK_INODE()` lies past the `struct socket`, out of the
     /// verifier's reach, and a socket's file points at that inode.
     #[inline(always)]
-    fn sock_ino(sk: u64, layout: &KernelLayout) -> u64 {
-        let file = follow(follow(sk, layout.sock_socket), layout.socket_file);
+    fn sock_ino(u: u64, layout: &KernelLayout) -> u64 {
+        let file = follow(follow(u, layout.sock_socket), layout.socket_file);
         follow(follow(file, layout.file_inode), layout.inode_ino)
     }
 

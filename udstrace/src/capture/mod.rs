@@ -48,11 +48,6 @@ const BATCH: usize = 4096;
 /// userspace only when an eighth of the buffer is waiting), after a drain that found records.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 
-/// The longest wait between drains: each drain that finds nothing doubles the wait, from
-/// `DRAIN_INTERVAL` up to this, so that an idle capture wakes the machine about once a
-/// second, not a hundred times. An idle loop has asked the kernel programs to wake it at their
-/// next record (`WAKE_REQUEST`), so the first message after a quiet spell is not delayed by
-/// this wait.
 /// How soon the loop looks again while the output is behind (`Sink::blocked`): a disk catches
 /// up within milliseconds, and the loop must hand the output thread more before it runs dry.
 const BLOCKED_DRAIN_INTERVAL: Duration = Duration::from_millis(2);
@@ -61,6 +56,11 @@ const BLOCKED_DRAIN_INTERVAL: Duration = Duration::from_millis(2);
 /// an output that stays behind (a paused reader of a pipe).
 const BLOCKED_FAST_DRAINS: u32 = 25;
 
+/// The longest wait between drains: each drain that finds nothing doubles the wait, from
+/// `DRAIN_INTERVAL` up to this, so that an idle capture wakes the machine about once a
+/// second, not a hundred times. An idle loop has asked the kernel programs to wake it at their
+/// next record (`WAKE_REQUEST`), so the first message after a quiet spell is not delayed by
+/// this wait.
 const IDLE_DRAIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long buffered output waits before it is made visible (pipes, Wireshark, the

@@ -22,7 +22,7 @@ use super::hooks::SendFunctions;
 const PATH: &str = "/proc/kallsyms";
 
 /// The variables whose addresses udstrace needs (x86_64's direct map and page array bases).
-pub(crate) const VARIABLES: [&str; 2] = ["page_offset_base", "vmemmap_base"];
+const VARIABLES: [&str; 2] = ["page_offset_base", "vmemmap_base"];
 
 /// What `/proc/kallsyms` said of the symbols udstrace looks for.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -117,9 +117,7 @@ impl KernelFacts {
             syscall_abi,
         })
     }
-}
 
-impl KernelFacts {
     /// Which of the functions the function-hook backends attach to are functions in
     /// `/proc/kallsyms` (empty if it cannot be read). Waits for the read.
     pub(crate) fn symbol_functions(&self) -> &[&'static str] {

@@ -27,11 +27,7 @@ impl AttachBackend for FentryBackend {
     #[cfg(test)]
     fn programs(&self) -> Vec<&'static str> {
         let mut names = vec![CONTINUE];
-        for function in SendFunctions::SENDMSG
-            .into_iter()
-            .chain(SendFunctions::RECVMSG)
-            .chain(["unix_stream_sendpage"])
-        {
+        for function in SendFunctions::ALL {
             names.extend(fentry_program(function));
             names.extend(fexit_program(function, true));
             names.extend(fexit_program(function, false));

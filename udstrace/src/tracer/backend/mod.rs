@@ -106,9 +106,6 @@ where
         .map_err(|e| Error::attach(name, e))
 }
 
-/// A load or attach error: [`Error::Refused`] when the kernel refuses the kind of program
-/// outright (EPERM, EOPNOTSUPP, ENOTSUPP before any verification: the feature is disabled or
-/// locked down), else [`Error::Attach`].
 /// Writes where the direct map and the page array are (`DIRECT_MAP`: the programs read it for
 /// payloads in pages) into the loaded object; a backend calls it after loading a program and
 /// before attaching it, so that `/proc/kallsyms`, which it waits for, is read while the
@@ -127,6 +124,9 @@ pub(crate) fn write_direct_map(ebpf: &mut Ebpf, kernel: &KernelFacts) -> Result<
     Ok(())
 }
 
+/// A load or attach error: [`Error::Refused`] when the kernel refuses the kind of program
+/// outright (EPERM, EOPNOTSUPP, ENOTSUPP before any verification: the feature is disabled or
+/// locked down), else [`Error::Attach`].
 pub(crate) fn refused_or(name: &'static str, e: aya::programs::ProgramError) -> Error {
     use aya::programs::ProgramError;
     const ENOTSUPP: i32 = 524;
