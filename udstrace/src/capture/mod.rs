@@ -2,7 +2,12 @@
 //! output, and stops cleanly on SIGINT/SIGTERM/SIGHUP (`stop.rs`), `-c`, the last file of
 //! `-G -W`, or an output error.
 
-use std::{io, path::PathBuf, time::Duration};
+use std::{
+    io,
+    os::fd::{AsFd, AsRawFd, RawFd},
+    path::PathBuf,
+    time::Duration,
+};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::{unix::AsyncFd, Interest};
@@ -22,7 +27,7 @@ use crate::{
         writer::Writer,
     },
     timing::Phase,
-    tracer::{record::Record, Tracer, TracerConfig},
+    tracer::{mapped::RingLevel, record::Record, Tracer, TracerConfig},
 };
 
 pub(crate) mod clock;
@@ -43,6 +48,8 @@ use targets::{Targets, CONTAINER_REFRESH, PATH_REFRESH};
 
 /// Records handled before the loop looks at signals and timers again.
 const BATCH: usize = 4096;
+/// Records handled between two looks at how full the ring buffer is.
+const LEVEL_EVERY: usize = 64;
 
 /// How soon the ring buffer is drained again, without a wakeup from the kernel (which wakes
 /// userspace only when an eighth of the buffer is waiting), after a drain that found records.
@@ -152,14 +159,53 @@ fn register<T: std::os::fd::AsRawFd>(owner: T) -> Result<AsyncFd<T>, Error> {
         .map_err(|e| Error::Ring(e.into()))
 }
 
+/// The ring buffer the programs write to, and how much of it waits to be read.
+struct Ring {
+    events: RingBuf<MapData>,
+    level: RingLevel,
+    /// Whether the loop was behind when last looked at (see [`Ring::behind`]).
+    behind: bool,
+}
+
+impl Ring {
+    fn new(events: RingBuf<MapData>, size: u32) -> Result<Self, Error> {
+        let level = RingLevel::new(events.as_fd(), size).map_err(Error::Ring)?;
+        Ok(Self {
+            events,
+            level,
+            behind: false,
+        })
+    }
+
+    /// Whether the loop has fallen behind the programs: more than a quarter of the buffer
+    /// waits, and until less than a sixteenth does. Work that can wait (looking for receivers
+    /// in /proc) is left undone meanwhile, so that what the kernel recorded is not lost for it.
+    fn behind(&mut self) -> bool {
+        let waiting = self.level.waiting();
+        let size = self.level.size();
+        self.behind = if self.behind {
+            waiting > size / 16
+        } else {
+            waiting > size / 4
+        };
+        self.behind
+    }
+}
+
+impl AsRawFd for Ring {
+    fn as_raw_fd(&self) -> RawFd {
+        self.events.as_raw_fd()
+    }
+}
+
 /// What a running capture holds.
-type Started = (Tracer, AsyncFd<RingBuf<MapData>>, Box<dyn Sink>, Writer);
+type Started = (Tracer, AsyncFd<Ring>, Box<dyn Sink>, Writer);
 
 /// Attaches the programs and opens the ring buffer, becomes `-Z`'s user, opens the output, and
 /// says the capture has started (to systemd too).
 fn start(opts: &CaptureOptions, notifier: Option<&Notifier>) -> Result<Started, Error> {
     let mut tracer = Tracer::start(&opts.tracer)?;
-    let ring = register(tracer.take_events())?;
+    let ring = register(Ring::new(tracer.take_events(), opts.ring_bytes)?)?;
     if let Some(user) = &opts.user {
         crate::sys::become_user(user).map_err(|source| Error::BecomeUser {
             user: user.name.to_string_lossy().into_owned(),
@@ -187,7 +233,7 @@ fn start(opts: &CaptureOptions, notifier: Option<&Notifier>) -> Result<Started, 
 /// failed), and fills the summary's counts.
 fn detach_and_drain(
     tracer: &mut Tracer,
-    ring: &mut AsyncFd<RingBuf<MapData>>,
+    ring: &mut AsyncFd<Ring>,
     packetizer: &mut Packetizer,
     sink: &mut dyn Sink,
     summary: &mut Summary,
@@ -438,8 +484,14 @@ fn announce(tracer: &Tracer, opts: &CaptureOptions) {
 fn print_stats(tracer: &mut Tracer, packetizer: &Packetizer, ring_bytes: u32) {
     let lost = tracer.lost().0 + tracer.missed_returns();
     let peak_percent = tracer.ring_peak() * 100 / u64::from(ring_bytes.max(1));
+    let skipped = packetizer.lookups_skipped();
+    let skipped = if skipped == 0 {
+        String::new()
+    } else {
+        format!(", {skipped} receivers not looked for in /proc (the capture was behind)")
+    };
     eprintln!(
-        "udstrace: {} packets, {} bytes, {lost} lost, ring buffer peak {peak_percent}% full",
+        "udstrace: {} packets, {} bytes, {lost} lost, ring buffer peak {peak_percent}% full{skipped}",
         packetizer.packets, packetizer.bytes
     );
 }
@@ -451,12 +503,12 @@ fn print_stats(tracer: &mut Tracer, packetizer: &Packetizer, ring_bytes: u32) {
 fn timed_drain(
     tracer: &mut Tracer,
     timers: &mut Timers,
-    events: &mut RingBuf<MapData>,
+    ring: &mut Ring,
     packetizer: &mut Packetizer,
     sink: &mut dyn Sink,
     summary: &mut Summary,
 ) -> io::Result<(Drained, usize)> {
-    let (how, handled) = drain(events, Some(BATCH), packetizer, sink, summary)?;
+    let (how, handled) = drain(ring, Some(BATCH), packetizer, sink, summary)?;
     if handled > 0 || sink.blocked() || matches!(how, Drained::Limit) {
         timers.wake_requested = false;
         return Ok((how, handled));
@@ -466,7 +518,7 @@ fn timed_drain(
     }
     tracer.request_wakeup();
     timers.wake_requested = true;
-    drain(events, Some(BATCH), packetizer, sink, summary)
+    drain(ring, Some(BATCH), packetizer, sink, summary)
 }
 
 /// How a drain ended.
@@ -483,7 +535,7 @@ enum Drained {
 /// is behind (a bounded drain only), or the packet limit is reached or the output takes no
 /// more; how it ended, and how many records it handled.
 fn drain(
-    events: &mut RingBuf<MapData>,
+    ring: &mut Ring,
     batch: Option<usize>,
     packetizer: &mut Packetizer,
     sink: &mut dyn Sink,
@@ -497,7 +549,10 @@ fn drain(
         if batch.is_some_and(|b| handled >= b || sink.blocked()) {
             return Ok((Drained::Batch, handled));
         }
-        let Some(item) = events.next() else {
+        if handled % LEVEL_EVERY == 0 {
+            packetizer.set_behind(ring.behind());
+        }
+        let Some(item) = ring.events.next() else {
             return Ok((Drained::All, handled));
         };
         handle(&item, packetizer, sink, summary)?;

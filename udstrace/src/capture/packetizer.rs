@@ -227,6 +227,17 @@ impl Packetizer {
         }
     }
 
+    /// Tells whether the capture loop is behind the kernel (see `PeerResolver::set_behind`).
+    pub(crate) fn set_behind(&mut self, behind: bool) {
+        self.peers.set_behind(behind);
+    }
+
+    /// Messages whose receivers were not looked for in /proc because the capture was behind.
+    #[must_use]
+    pub(crate) fn lookups_skipped(&self) -> u64 {
+        self.peers.skipped
+    }
+
     /// Whether the packet limit has been reached.
     #[must_use]
     pub(crate) fn done(&self) -> bool {

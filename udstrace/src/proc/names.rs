@@ -82,7 +82,27 @@ pub(crate) fn name_matches(pattern: &str, name: &[u8]) -> bool {
             rest: name,
         },
     };
-    glob_bytes(pattern.as_bytes(), text)
+    let p = pattern.as_bytes();
+    literal_ends_match(p, text) && glob_bytes(p, text)
+}
+
+/// Whether the literal bytes of pattern `p` before its first wildcard begin `t` and those
+/// after its last end it: true for every match, and for a name against a list of patterns
+/// (the protocols' well-known sockets) false for nearly all the others, at the cost of a few
+/// byte comparisons instead of the glob's backtracking over `*/...` patterns.
+fn literal_ends_match(p: &[u8], t: Text<'_>) -> bool {
+    let wild = |c: &u8| *c == b'*' || *c == b'?';
+    let Some(first) = p.iter().position(wild) else {
+        return p.len() == t.len() && p.iter().enumerate().all(|(i, &c)| c == t.get(i));
+    };
+    let after = p.len() - p.iter().rposition(wild).map_or(p.len(), |i| i + 1);
+    first <= t.len()
+        && after <= t.len()
+        && p[..first].iter().enumerate().all(|(i, &c)| c == t.get(i))
+        && p[p.len() - after..]
+            .iter()
+            .enumerate()
+            .all(|(k, &c)| c == t.get(t.len() - after + k))
 }
 
 #[cfg(test)]
@@ -123,6 +143,21 @@ mod tests {
             ("?abc", b"\0abc"),
             ("abc", b"\0abc"),
             ("/x*", b"/xy"),
+            ("*/docker.sock", b"/run/docker.sock"),
+            ("*/docker.sock", b"/run/docker.socket"),
+            ("*/docker.sock", b"/docker.sock"),
+            ("*/docker.sock", b"docker.sock"),
+            ("*/redis/*.sock", b"/run/redis/redis.sock"),
+            ("*/redis/*.sock", b"/run/redis.sock"),
+            ("a*a", b"a"),
+            ("a*a", b"aa"),
+            ("a?", b"a"),
+            ("?", b""),
+            ("", b""),
+            ("", b"x"),
+            ("@/run/user/*/dbus-*", b"\0/run/user/1000/dbus-XYZ"),
+            ("@/run/user/*/dbus-*", b"/run/user/1000/dbus-XYZ"),
+            ("/tmp/dbus-*", b"/tmp/conn.sock"),
         ] {
             assert_eq!(name_matches(p, n), glob(p, &display(n)), "{p} {n:?}");
         }

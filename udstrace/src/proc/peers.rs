@@ -123,6 +123,10 @@ pub(crate) struct PeerResolver {
     containers: Option<ContainerNames>,
     /// Sockets whose holders have their containers named.
     labelled: FastSet<u64>,
+    /// The capture is behind the kernel: no looking in /proc.
+    behind: bool,
+    /// Lookups not made because the capture was behind.
+    pub(crate) skipped: u64,
 }
 
 impl Default for PeerResolver {
@@ -157,6 +161,8 @@ impl PeerResolver {
             names_scanned: None,
             containers: None,
             labelled: FastSet::default(),
+            behind: false,
+            skipped: 0,
         }
     }
 
@@ -166,6 +172,16 @@ impl PeerResolver {
     pub(crate) fn with_containers(mut self, containers: ContainerNames) -> Self {
         self.containers = Some(containers);
         self
+    }
+
+    /// While `behind` (the capture loop has fallen behind the kernel: records pile up in the
+    /// ring buffer), holders are not looked for in /proc and known ones not confirmed: a
+    /// message's receiver is then the one the kernel named, by the peer's last user or its
+    /// credentials. A lookup costs tens of microseconds, ten times the rest of a record's
+    /// work, and a stream of new connections, each closed before udstrace looks, would
+    /// otherwise fill the ring buffer and lose messages for receivers /proc no longer knows.
+    pub(crate) fn set_behind(&mut self, behind: bool) {
+        self.behind = behind;
     }
 
     /// The processes holding socket `ino`, the peer of a socket of process `sender`, bound to
@@ -195,7 +211,7 @@ impl PeerResolver {
                     .copied()
                     .or(self.scanned)
                     .map_or(Duration::MAX, |t| now.duration_since(t));
-                if since < CONFIRM_AFTER {
+                if since < CONFIRM_AFTER || self.behind {
                     false
                 } else {
                     let before = list.len();
@@ -206,7 +222,9 @@ impl PeerResolver {
                 }
             }
         };
-        if stale && self.within_budget(now) {
+        if stale && self.behind {
+            self.skipped += 1;
+        } else if stale && self.within_budget(now) {
             let found = self.look_in_likely(ino, now, [Some(sender), peer_sender], peer_name);
             if !found
                 && self
@@ -286,6 +304,11 @@ impl PeerResolver {
                 pids.extend(list.iter().map(|h| h.pid));
             }
         }
+        // udstrace itself: often a sibling of what it traces (both started by one shell), and
+        // with tens of descriptors of its own (BPF maps and programs), it would be most of
+        // each lookup's cost. A socket it holds is still found by a full scan.
+        let own = std::process::id();
+        pids.retain(|&p| p != own);
         pids.sort_unstable();
         pids.dedup();
         let mut found: Vec<Holder> = Vec::new();
@@ -396,6 +419,25 @@ mod tests {
             .map(|h| h.pid)
             .collect();
         assert_eq!(pids, [1]);
+    }
+
+    #[test]
+    fn no_lookups_while_behind() {
+        let mut r = PeerResolver::with_source(Box::new(LetGo));
+        r.set_behind(true);
+        assert!(r.holders(7, 99, b"", None).is_empty(), "not looked for");
+        assert_eq!((r.scanned, r.skipped), (None, 1));
+        r.set_behind(false);
+        assert_eq!(r.holders(7, 99, b"", None).len(), 2, "looked for again");
+        // Known holders are not confirmed while behind, even when old enough to be.
+        let old = Instant::now()
+            .checked_sub(2 * CONFIRM_AFTER)
+            .expect("an old instant");
+        r.confirmed.insert(7, old);
+        r.set_behind(true);
+        assert_eq!(r.holders(7, 99, b"", None).len(), 2);
+        r.set_behind(false);
+        assert_eq!(r.holders(7, 99, b"", None).len(), 1, "process 2 let go");
     }
 
     #[test]

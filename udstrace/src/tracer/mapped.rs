@@ -2,7 +2,8 @@
 //! bpf(2) system call: no system call per access, and still allowed once `-Z` has dropped
 //! every privilege (before 6.5, with `kernel.unprivileged_bpf_disabled` set as Debian sets it,
 //! the kernel refuses every bpf(2) command to a task without CAP_BPF, even on a map it holds,
-//! so the loss counters could not have been read at the end of such a capture).
+//! so the loss counters could not have been read at the end of such a capture). And the ring
+//! buffer's positions, read the same way ([`RingLevel`]).
 
 use std::{
     io,
@@ -85,5 +86,74 @@ impl Drop for MappedArray {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `new`, no longer referenced.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.bytes) };
+    }
+}
+
+/// How much of a ring buffer map waits to be read: its consumer and producer positions,
+/// mapped read-only. A `BPF_MAP_TYPE_RINGBUF` map lays out a page holding the consumer
+/// position, a page holding the producer position, then the data (kernel/bpf/ringbuf.c); the
+/// kernel maps the first two pages read-only to anyone who asks.
+pub(crate) struct RingLevel {
+    base: NonNull<AtomicU64>,
+    page: usize,
+    size: u64,
+}
+
+impl RingLevel {
+    /// Maps the positions of ring buffer `fd`, of `size` data bytes.
+    pub(crate) fn new(fd: std::os::fd::BorrowedFd<'_>, size: u32) -> io::Result<Self> {
+        // SAFETY: a plain call; no page size is a failure only on a broken system.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        // SAFETY: a new read-only shared mapping of the map's first two pages; nothing else is
+        // at the address it returns.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                2 * page,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(ptr.cast::<AtomicU64>()).ok_or_else(io::Error::last_os_error)?;
+        Ok(Self {
+            base,
+            page,
+            size: u64::from(size),
+        })
+    }
+
+    /// Bytes written by the programs and not yet read (records and their headers), at most
+    /// the buffer's size.
+    pub(crate) fn waiting(&self) -> u64 {
+        // SAFETY: both positions lie at the start of a page of the mapping (which lives as
+        // long as `self`): page-aligned; the kernel and the reader update them atomically.
+        let (consumer, producer) = unsafe {
+            (
+                &*self.base.as_ptr(),
+                &*self.base.as_ptr().add(self.page / size_of::<AtomicU64>()),
+            )
+        };
+        let consumer = consumer.load(Ordering::Acquire);
+        producer
+            .load(Ordering::Acquire)
+            .saturating_sub(consumer)
+            .min(self.size)
+    }
+
+    /// The buffer's size in bytes.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl Drop for RingLevel {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, no longer referenced.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), 2 * self.page) };
     }
 }

@@ -19,7 +19,7 @@ use crate::{
 };
 
 pub(crate) mod backend;
-mod mapped;
+pub(crate) mod mapped;
 pub(crate) mod record;
 
 use backend::BackendKind;
