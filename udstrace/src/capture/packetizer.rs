@@ -9,6 +9,7 @@ use std::{
     hash::{BuildHasher, DefaultHasher, Hash, Hasher, RandomState},
     io,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use udstrace_common::{record::SEGMENT_MAX, SockType};
@@ -458,6 +459,7 @@ fn receivers<'p>(
     meta: &Meta<'_>,
     seg: &SendSegment<'_>,
 ) -> (&'p [Holder], Option<PeerBy>) {
+    let now = Duration::from_nanos(seg.ts_boot_ns);
     let kernel = seg
         .receiver
         .filter(|r| r.by != PeerBy::Cred || meta.peer_ino == 0);
@@ -468,10 +470,10 @@ fn receivers<'p>(
         // A connection not yet accepted: its server end is in the listener's queue, and
         // whoever holds the listener will accept it.
         let listener = peers.bound(&meta.peer_path);
-        peers.holders(listener, meta.pid, b"", None)
+        peers.holders(listener, meta.pid, b"", None, now)
     } else {
         let peer_sender = last_sender.peek(&seg.peer_id).copied();
-        peers.holders(meta.peer_ino, meta.pid, &meta.peer_path, peer_sender)
+        peers.holders(meta.peer_ino, meta.pid, &meta.peer_path, peer_sender, now)
     };
     if !found.is_empty() {
         return (found, Some(PeerBy::Proc));

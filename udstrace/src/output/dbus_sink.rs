@@ -4,7 +4,7 @@
 //! (`dbus.rs`) and adds one packet per whole message, on the D-Bus interface, with the comment
 //! of the packet that completed it plus `dbus=`. See docs/FORMAT.md, *D-Bus*.
 
-use std::{borrow::Cow, collections::HashMap, io};
+use std::{borrow::Cow, io};
 
 use udstrace_common::SockType;
 
@@ -14,7 +14,10 @@ use super::{
     pcapng::Stats,
     sink::Sink,
 };
-use crate::packet::{Meta, Packet, Raw};
+use crate::{
+    hash::FastMap,
+    packet::{Meta, Packet, Raw},
+};
 
 /// Connections followed at most; past this, those found not to speak D-Bus are forgotten
 /// first (and looked at again), then all.
@@ -78,9 +81,9 @@ pub(crate) struct DbusSink {
     /// By (smaller identifier, larger identifier, receive): sends and receives of the same
     /// bytes are followed apart.
     /// Whether each stream connection seen speaks D-Bus (a few bytes each).
-    verdicts: HashMap<(u64, u64, bool), Verdict>,
+    verdicts: FastMap<(u64, u64, bool), Verdict>,
     /// The state of those that do.
-    connections: HashMap<(u64, u64, bool), Connection>,
+    connections: FastMap<(u64, u64, bool), Connection>,
     messages: Vec<Message>,
     note: String,
 }
@@ -91,8 +94,8 @@ impl DbusSink {
         Self {
             inner,
             names,
-            verdicts: HashMap::new(),
-            connections: HashMap::new(),
+            verdicts: FastMap::default(),
+            connections: FastMap::default(),
             messages: Vec::new(),
             note: String::new(),
         }

@@ -213,7 +213,7 @@ mod tests {
         let table = std::collections::HashMap::from([(5, vec![holder(42), holder(7)])]);
         let mut peers = PeerResolver::with_source(Box::new(Fixed(table))).with_containers(names);
         let labels: Vec<String> = peers
-            .holders(5, 1, b"", None)
+            .holders(5, 1, b"", None, std::time::Duration::ZERO)
             .iter()
             .map(|h| h.container.clone())
             .collect();

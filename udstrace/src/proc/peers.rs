@@ -107,14 +107,14 @@ impl Source for Fixed {
 pub(crate) struct PeerResolver {
     holders: FastMap<u64, Vec<Holder>>,
     /// When entries were last confirmed one by one (otherwise: as of the last scan).
-    confirmed: FastMap<u64, Instant>,
+    confirmed: FastMap<u64, Duration>,
     /// Sockets looked for in the likely processes and not found, and when.
-    missed: FastMap<u64, Instant>,
-    scanned: Option<Instant>,
+    missed: FastMap<u64, Duration>,
+    scanned: Option<Duration>,
     interval: Duration,
     source: Box<dyn Source + Send>,
     /// When the first lookup happened, and the time lookups have taken since.
-    started: Option<Instant>,
+    started: Option<Duration>,
     spent: Duration,
     /// Bound name -> socket inode.
     names: HashMap<Vec<u8>, u64>,
@@ -189,18 +189,20 @@ impl PeerResolver {
     /// `peer_sender`; empty when none does (or it is gone). An unknown socket, or one whose
     /// last sender is not among its known holders, is looked for first in the likely
     /// processes (those three, the sender's parent, children and siblings), then by a full
-    /// scan.
+    /// scan. `now`: the message's time (the kernel's boot clock), which orders the lookups
+    /// and confirmations (reading a clock for each message cost more than the rest of a
+    /// known receiver's lookup).
     pub(crate) fn holders(
         &mut self,
         ino: u64,
         sender: u32,
         peer_name: &[u8],
         peer_sender: Option<u32>,
+        now: Duration,
     ) -> &[Holder] {
         if ino == 0 {
             return &[];
         }
-        let now = Instant::now();
         let stale = match self.holders.get_mut(&ino) {
             None => true,
             Some(list) if peer_sender.is_some_and(|p| list.iter().all(|h| h.pid != p)) => true,
@@ -210,7 +212,7 @@ impl PeerResolver {
                     .get(&ino)
                     .copied()
                     .or(self.scanned)
-                    .map_or(Duration::MAX, |t| now.duration_since(t));
+                    .map_or(Duration::MAX, |t| now.saturating_sub(t));
                 if since < CONFIRM_AFTER || self.behind {
                     false
                 } else {
@@ -225,11 +227,12 @@ impl PeerResolver {
         if stale && self.behind {
             self.skipped += 1;
         } else if stale && self.within_budget(now) {
+            let began = Instant::now();
             let found = self.look_in_likely(ino, now, [Some(sender), peer_sender], peer_name);
             if !found
                 && self
                     .scanned
-                    .is_none_or(|t| now.duration_since(t) >= self.interval)
+                    .is_none_or(|t| now.saturating_sub(t) >= self.interval)
             {
                 let start = Instant::now();
                 self.holders = self.source.all().into_iter().collect();
@@ -239,7 +242,7 @@ impl PeerResolver {
                 self.confirmed = FastMap::default();
                 self.missed = FastMap::default();
             }
-            self.spent = self.spent.saturating_add(now.elapsed());
+            self.spent = self.spent.saturating_add(began.elapsed());
         }
         let Some(list) = self.holders.get_mut(&ino) else {
             return &[];
@@ -263,23 +266,23 @@ impl PeerResolver {
     /// the capture started (plus a first allowance), so that a stream of new sockets (many
     /// short connections) cannot make udstrace spend its time in /proc and fall behind the
     /// kernel. Over budget, unknown peers stay unnamed.
-    fn within_budget(&mut self, now: Instant) -> bool {
+    fn within_budget(&mut self, now: Duration) -> bool {
         let started = *self.started.get_or_insert(now);
-        self.spent < BUDGET_START + now.duration_since(started) / 10
+        self.spent < BUDGET_START + now.saturating_sub(started) / 10
     }
 
     /// Looks for `ino` in the processes likely to hold it; true when found.
     fn look_in_likely(
         &mut self,
         ino: u64,
-        now: Instant,
+        now: Duration,
         senders: [Option<u32>; 2],
         peer_name: &[u8],
     ) -> bool {
         if self
             .missed
             .get(&ino)
-            .is_some_and(|t| now.duration_since(*t) < CONFIRM_AFTER)
+            .is_some_and(|t| now.saturating_sub(*t) < CONFIRM_AFTER)
         {
             return false;
         }
@@ -351,6 +354,9 @@ impl PeerResolver {
 mod tests {
     use super::*;
 
+    /// A message's time.
+    const T0: Duration = Duration::from_secs(1000);
+
     fn holder(pid: u32, comm: &str, fd: u32) -> Holder {
         Holder {
             pid,
@@ -391,14 +397,13 @@ mod tests {
     #[test]
     fn resolves_and_spaces_rescans() {
         let mut r = PeerResolver::with_source(Box::new(Fixed(table())));
-        assert_eq!(r.holders(7, 99, b"", None).len(), 2);
-        assert!(r.holders(8, 99, b"", None).is_empty());
-        assert!(r.holders(0, 99, b"", None).is_empty());
+        assert_eq!(r.holders(7, 99, b"", None, T0).len(), 2);
+        assert!(r.holders(8, 99, b"", None, T0).is_empty());
+        assert!(r.holders(0, 99, b"", None, T0).is_empty());
         let scanned = r.scanned;
-        assert!(r.holders(9, 99, b"", None).is_empty());
+        assert!(r.holders(9, 99, b"", None, T0).is_empty());
         assert_eq!(r.scanned, scanned, "no second scan within the interval");
-        std::thread::sleep(MIN_RESCAN);
-        assert!(r.holders(9, 99, b"", None).is_empty());
+        assert!(r.holders(9, 99, b"", None, T0 + MIN_RESCAN).is_empty());
         assert_ne!(r.scanned, scanned, "a miss rescans after the interval");
     }
 
@@ -406,15 +411,15 @@ mod tests {
     fn likely_processes_before_a_full_scan() {
         let mut r = PeerResolver::with_source(Box::new(Fixed(table())));
         // The sender holds it: found without any full scan.
-        assert_eq!(r.holders(7, 2, b"", None)[0].pid, 2);
+        assert_eq!(r.holders(7, 2, b"", None, T0)[0].pid, 2);
         assert_eq!(r.scanned, None);
         // Its last sender is not among the holders: looked for again, in the sender too.
         let mut r = PeerResolver::with_source(Box::new(Fixed(table())));
         r.holders.insert(7, vec![holder(5, "old", 3)]);
-        r.scanned = Some(Instant::now());
+        r.scanned = Some(T0);
         r.interval = Duration::from_mins(1);
         let pids: Vec<u32> = r
-            .holders(7, 99, b"", Some(1))
+            .holders(7, 99, b"", Some(1), T0)
             .iter()
             .map(|h| h.pid)
             .collect();
@@ -425,28 +430,38 @@ mod tests {
     fn no_lookups_while_behind() {
         let mut r = PeerResolver::with_source(Box::new(LetGo));
         r.set_behind(true);
-        assert!(r.holders(7, 99, b"", None).is_empty(), "not looked for");
+        assert!(r.holders(7, 99, b"", None, T0).is_empty(), "not looked for");
         assert_eq!((r.scanned, r.skipped), (None, 1));
         r.set_behind(false);
-        assert_eq!(r.holders(7, 99, b"", None).len(), 2, "looked for again");
+        assert_eq!(r.holders(7, 99, b"", None, T0).len(), 2, "looked for again");
         // Known holders are not confirmed while behind, even when old enough to be.
-        let old = Instant::now()
-            .checked_sub(2 * CONFIRM_AFTER)
-            .expect("an old instant");
-        r.confirmed.insert(7, old);
+        r.interval = Duration::from_mins(1);
+        let later = T0 + 2 * CONFIRM_AFTER;
         r.set_behind(true);
-        assert_eq!(r.holders(7, 99, b"", None).len(), 2);
+        assert_eq!(r.holders(7, 99, b"", None, later).len(), 2);
         r.set_behind(false);
-        assert_eq!(r.holders(7, 99, b"", None).len(), 1, "process 2 let go");
+        assert_eq!(
+            r.holders(7, 99, b"", None, later).len(),
+            1,
+            "process 2 let go"
+        );
     }
 
     #[test]
     fn holders_that_let_go_are_dropped() {
         let mut r = PeerResolver::with_source(Box::new(LetGo));
-        assert_eq!(r.holders(7, 99, b"", None).len(), 2, "fresh from the scan");
+        assert_eq!(
+            r.holders(7, 99, b"", None, T0).len(),
+            2,
+            "fresh from the scan"
+        );
         r.interval = Duration::from_mins(1);
-        std::thread::sleep(CONFIRM_AFTER);
-        let pids: Vec<u32> = r.holders(7, 99, b"", None).iter().map(|h| h.pid).collect();
+        let later = T0 + CONFIRM_AFTER;
+        let pids: Vec<u32> = r
+            .holders(7, 99, b"", None, later)
+            .iter()
+            .map(|h| h.pid)
+            .collect();
         assert_eq!(
             pids,
             [1],
