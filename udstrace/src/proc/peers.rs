@@ -127,6 +127,8 @@ pub(crate) struct PeerResolver {
     behind: bool,
     /// Lookups not made because the capture was behind.
     pub(crate) skipped: u64,
+    /// udstrace's process.
+    own: u32,
 }
 
 impl Default for PeerResolver {
@@ -163,6 +165,7 @@ impl PeerResolver {
             labelled: FastSet::default(),
             behind: false,
             skipped: 0,
+            own: std::process::id(),
         }
     }
 
@@ -310,8 +313,7 @@ impl PeerResolver {
         // udstrace itself: often a sibling of what it traces (both started by one shell), and
         // with tens of descriptors of its own (BPF maps and programs), it would be most of
         // each lookup's cost. A socket it holds is still found by a full scan.
-        let own = std::process::id();
-        pids.retain(|&p| p != own);
+        pids.retain(|&p| p != self.own);
         pids.sort_unstable();
         pids.dedup();
         let mut found: Vec<Holder> = Vec::new();
