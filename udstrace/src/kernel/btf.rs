@@ -70,9 +70,13 @@ struct Index {
     enumerators: Vec<(u64, u32)>,
 }
 
-fn name_hash(name: &str) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(name)
+/// The index's hash of a name: over its bytes, as they are in the file (no UTF-8 check), with
+/// the fast hash (the kernel's names are not chosen by anyone udstrace must resist).
+fn name_hash(name: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = crate::hash::FastHasher::default();
+    h.write(name);
+    h.finish()
 }
 
 /// The ids whose hash is `hash` in a sorted index.
@@ -155,15 +159,23 @@ impl Btf {
     }
 
     fn name_at(&self, off: u32) -> &str {
+        std::str::from_utf8(self.name_bytes_at(off)).unwrap_or("")
+    }
+
+    /// The bytes of the name at `off` in the string section, up to its NUL.
+    fn name_bytes_at(&self, off: u32) -> &[u8] {
         let start = self.strings + off as usize;
         if start >= self.strings_end {
-            return "";
+            return b"";
         }
-        let end = self.data[start..self.strings_end]
-            .iter()
-            .position(|&c| c == 0)
-            .map_or(self.strings_end, |n| start + n);
-        std::str::from_utf8(&self.data[start..end]).unwrap_or("")
+        let rest = &self.data[start..self.strings_end];
+        std::ffi::CStr::from_bytes_until_nul(rest).map_or(rest, std::ffi::CStr::to_bytes)
+    }
+
+    /// The bytes of type `id`'s name.
+    fn name_of(&self, id: u32) -> &[u8] {
+        self.record(id)
+            .map_or(b"", |at| self.name_bytes_at(self.u32_at(at)))
     }
 
     /// (kind, name, vlen, kind_flag, size_or_type) of type `id`.
@@ -182,21 +194,23 @@ impl Btf {
     fn index(&self) -> &Index {
         self.index.get_or_init(|| {
             let mut index = Index::default();
+            index.types.reserve(self.offsets.len());
             for id in 1..=self.offsets.len() as u32 {
-                let Some((kind, name, vlen, _, _)) = self.header(id) else {
-                    continue;
-                };
-                if !name.is_empty() {
-                    index.types.push((name_hash(name), id));
+                let at = self.record(id).expect("every id has a record");
+                let name_off = self.u32_at(at);
+                if name_off != 0 {
+                    index
+                        .types
+                        .push((name_hash(self.name_bytes_at(name_off)), id));
                 }
-                let at = self.record(id).expect("header found it") + 12;
-                let stride = match kind {
+                let info = self.u32_at(at + 4);
+                let stride = match (info >> 24) & 0x1f {
                     KIND_ENUM => 8,
                     KIND_ENUM64 => 12,
                     _ => continue,
                 };
-                for i in 0..vlen {
-                    let name = self.name_at(self.u32_at(at + stride * i));
+                for i in 0..(info & 0xffff) as usize {
+                    let name = self.name_bytes_at(self.u32_at(at + 12 + stride * i));
                     index.enumerators.push((name_hash(name), id));
                 }
             }
@@ -209,9 +223,9 @@ impl Btf {
 
     /// The ids of the types called `name`, in id order.
     fn named(&self, name: &str) -> impl Iterator<Item = u32> + '_ {
-        let name = name.to_string();
+        let name = name.as_bytes().to_vec();
         candidates(&self.index().types, name_hash(&name))
-            .filter(move |&id| self.header(id).is_some_and(|h| h.1 == name))
+            .filter(move |&id| self.name_of(id) == name)
     }
 
     /// Whether any type is called `name`.
@@ -271,18 +285,19 @@ impl Btf {
     /// The value of the enumerator called `name`, in whichever enum declares it.
     #[must_use]
     pub(crate) fn enum_value(&self, name: &str) -> Option<i64> {
+        let name = name.as_bytes();
         candidates(&self.index().enumerators, name_hash(name)).find_map(|id| {
             let (kind, _, vlen, _, _) = self.header(id)?;
             let at = self.record(id)? + 12;
             match kind {
                 KIND_ENUM => (0..vlen).find_map(|i| {
                     let e = at + 8 * i;
-                    (self.name_at(self.u32_at(e)) == name)
+                    (self.name_bytes_at(self.u32_at(e)) == name)
                         .then(|| i64::from(self.u32_at(e + 4).cast_signed()))
                 }),
                 KIND_ENUM64 => (0..vlen).find_map(|i| {
                     let e = at + 12 * i;
-                    (self.name_at(self.u32_at(e)) == name).then(|| {
+                    (self.name_bytes_at(self.u32_at(e)) == name).then(|| {
                         (u64::from(self.u32_at(e + 4)) | (u64::from(self.u32_at(e + 8)) << 32))
                             .cast_signed()
                     })
