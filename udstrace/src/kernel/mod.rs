@@ -1,6 +1,11 @@
 //! What udstrace needs to know about the running kernel before it loads anything.
 
-use std::{fs, path::Path};
+use std::{
+    fs,
+    path::Path,
+    sync::{Mutex, OnceLock},
+    thread::JoinHandle,
+};
 
 use udstrace_common::{DirectMap, SyscallAbi};
 
@@ -45,8 +50,8 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 pub(crate) struct KernelFacts {
     /// `uname -r`.
     pub(crate) release: String,
-    /// The kernel's BTF, parsed by aya (for loading BTF-typed programs).
-    pub(crate) btf: aya::Btf,
+    /// The kernel's BTF, parsed by aya (for loading BTF-typed programs): see [`Self::btf`].
+    btf: LoaderBtf,
     /// Whether `sock:sock_send_length` exists (6.3+).
     pub(crate) has_sock_send_length: bool,
     /// Whether the `bpf_loop` helper exists (5.17+).
@@ -75,11 +80,10 @@ pub(crate) struct KernelFacts {
 
 impl KernelFacts {
     /// Reads the facts; `btf` is the parsed BTF the layout was taken from, dropped here;
-    /// `loader_btf` ([`loader_btf`]) was read meanwhile on another thread, and `symbols` is
-    /// still being read.
+    /// `loader_btf` and `symbols` are still being read.
     pub(crate) fn read(
         btf: btf::Btf,
-        loader_btf: aya::Btf,
+        loader_btf: LoaderBtf,
         symbols: Reading,
     ) -> Result<Self, KernelError> {
         let release = fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -118,6 +122,11 @@ impl KernelFacts {
         })
     }
 
+    /// The kernel's BTF as aya's program loads need it. Waits for its parse.
+    pub(crate) fn btf(&self) -> Result<&aya::Btf, KernelError> {
+        self.btf.get()
+    }
+
     /// Which of the functions the function-hook backends attach to are functions in
     /// `/proc/kallsyms` (empty if it cannot be read). Waits for the read.
     pub(crate) fn symbol_functions(&self) -> &[&'static str] {
@@ -144,12 +153,50 @@ impl KernelFacts {
 }
 
 /// The kernel's BTF as aya's program loads need it (every type built in memory), parsed once for
-/// every program of a start.
-pub(crate) fn loader_btf() -> Result<aya::Btf, KernelError> {
-    let phase = Phase::start();
-    let btf = aya::Btf::from_sys_fs().map_err(|e| KernelError::Btf(e.to_string()))?;
-    phase.done("parsed the kernel's BTF for the program loads");
-    Ok(btf)
+/// every program of a start, on a thread of its own: the object loads meanwhile, and the first
+/// program load waits for it.
+pub(crate) struct LoaderBtf {
+    thread: Mutex<Option<JoinHandle<Result<aya::Btf, String>>>>,
+    btf: OnceLock<Result<aya::Btf, String>>,
+}
+
+impl LoaderBtf {
+    /// Starts the parse.
+    #[must_use]
+    pub(crate) fn start() -> Self {
+        let thread = std::thread::spawn(|| {
+            let phase = Phase::start();
+            let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string());
+            phase.done("parsed the kernel's BTF for the program loads");
+            btf
+        });
+        Self {
+            thread: Mutex::new(Some(thread)),
+            btf: OnceLock::new(),
+        }
+    }
+
+    /// The parsed BTF; waits for the parse.
+    pub(crate) fn get(&self) -> Result<&aya::Btf, KernelError> {
+        let parsed = self.btf.get_or_init(|| {
+            let thread = self
+                .thread
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            let phase = Phase::start();
+            let parsed = thread.map_or_else(
+                || Err("it was not read".to_string()),
+                |t| {
+                    t.join()
+                        .unwrap_or_else(|_| Err("the thread reading it failed".to_string()))
+                },
+            );
+            phase.done("waited for the kernel's BTF for the program loads");
+            parsed
+        });
+        parsed.as_ref().map_err(|e| KernelError::Btf(e.clone()))
+    }
 }
 
 /// Mounts tracefs at its usual place if nothing is mounted there (minimal systems and

@@ -437,7 +437,7 @@ fn prepare() -> Result<Prepared, Error> {
     // Four independent reads, each tens of milliseconds, at once: the loader's BTF, aya's
     // object loader (its own parse of the same BTF) and /proc/kallsyms (read and searched;
     // waited for only once the object is loaded) on threads of their own, the layout here.
-    let loader_btf = std::thread::spawn(kernel::loader_btf);
+    let loader_btf = kernel::LoaderBtf::start();
     let loader = std::thread::spawn(|| {
         let phase = Phase::start();
         let loader = EbpfLoader::new();
@@ -451,10 +451,6 @@ fn prepare() -> Result<Prepared, Error> {
     let arch = kernel::arch::Arch::running().map_err(KernelError::from)?;
     let layout = layout::kernel_layout(&btf, arch).map_err(KernelError::from)?;
     phase.done("read the kernel layout from BTF");
-    let joined = |what: &str| KernelError::Btf(format!("the thread reading {what} failed"));
-    let loader_btf = loader_btf
-        .join()
-        .map_err(|_| joined("the kernel's BTF"))??;
     let facts = KernelFacts::read(btf, loader_btf, symbols)?;
     let loader = loader.join().ok();
     facts.hurry_symbols();

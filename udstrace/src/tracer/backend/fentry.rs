@@ -36,10 +36,11 @@ impl AttachBackend for FentryBackend {
     }
 
     fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts, recv: bool) -> Result<(), Error> {
+        let btf = kernel.btf()?;
         // The continuation first: the fexit programs may tail-call it from their first run.
         set_continuation(ebpf, kernel, CONTINUE, maps::CONTINUE_FEXIT, |ebpf| {
             let cont: &mut FExit = program(ebpf, CONTINUE)?;
-            cont.load("unix_stream_sendmsg", &kernel.btf)
+            cont.load("unix_stream_sendmsg", btf)
                 .map_err(|e| refused_or(CONTINUE, e))
         })?;
         let receive = SendFunctions::RECVMSG.into_iter().filter(|_| recv);
@@ -48,7 +49,7 @@ impl AttachBackend for FentryBackend {
             // leaving (an entry without its exit counts as a lost call).
             let exit_name = fexit_program(function, kernel.has_bpf_loop)?;
             let exit: &mut FExit = program(ebpf, exit_name)?;
-            timed("loaded", exit_name, || exit.load(function, &kernel.btf))
+            timed("loaded", exit_name, || exit.load(function, btf))
                 .map_err(|e| refused_or(exit_name, e))?;
             write_direct_map(ebpf, kernel)?;
             let exit: &mut FExit = program(ebpf, exit_name)?;
@@ -56,7 +57,7 @@ impl AttachBackend for FentryBackend {
 
             let entry_name = fentry_program(function)?;
             let entry: &mut FEntry = program(ebpf, entry_name)?;
-            timed("loaded", entry_name, || entry.load(function, &kernel.btf))
+            timed("loaded", entry_name, || entry.load(function, btf))
                 .map_err(|e| refused_or(entry_name, e))?;
             timed("attached", entry_name, || entry.attach())
                 .map_err(|e| refused_or(entry_name, e))?;

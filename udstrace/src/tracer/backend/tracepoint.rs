@@ -48,9 +48,9 @@ pub(crate) fn attach_program(
     tracepoint: &str,
     kernel: &KernelFacts,
 ) -> Result<(), Error> {
+    let btf = kernel.btf()?;
     let loaded: &mut BtfTracePoint = program(ebpf, name)?;
-    timed("loaded", name, || loaded.load(tracepoint, &kernel.btf))
-        .map_err(|e| Error::attach(name, e))?;
+    timed("loaded", name, || loaded.load(tracepoint, btf)).map_err(|e| Error::attach(name, e))?;
     write_direct_map(ebpf, kernel)?;
     let loaded: &mut BtfTracePoint = program(ebpf, name)?;
     timed("attached", name, || loaded.attach()).map_err(|e| Error::attach(name, e))?;
