@@ -177,18 +177,22 @@ impl Ring {
         })
     }
 
-    /// Whether the loop has fallen behind the programs: more than a quarter of the buffer
-    /// waits, and until less than a sixteenth does. Work that can wait (looking for receivers
-    /// in /proc) is left undone meanwhile, so that what the kernel recorded is not lost for it.
+    /// Whether the loop has fallen behind the programs (see [`still_behind`]). Work that can
+    /// wait (looking for receivers in /proc) is left undone meanwhile, so that what the kernel
+    /// recorded is not lost for it.
     fn behind(&mut self) -> bool {
-        let waiting = self.level.waiting();
-        let size = self.level.size();
-        self.behind = if self.behind {
-            waiting > size / 16
-        } else {
-            waiting > size / 4
-        };
+        self.behind = still_behind(self.behind, self.level.waiting(), self.level.size());
         self.behind
+    }
+}
+
+/// Whether a loop that `was` behind is, with `waiting` bytes of a `size`-byte ring buffer
+/// unread: from more than a quarter waiting until less than a sixteenth does.
+fn still_behind(was: bool, waiting: u64, size: u64) -> bool {
+    if was {
+        waiting > size / 16
+    } else {
+        waiting > size / 4
     }
 }
 
@@ -583,5 +587,21 @@ fn handle(
             summary.malformed += 1;
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::still_behind;
+
+    #[test]
+    fn behind_from_a_quarter_until_a_sixteenth() {
+        let size = 16 << 20;
+        assert!(!still_behind(false, size / 4, size));
+        assert!(still_behind(false, size / 4 + 1, size));
+        assert!(still_behind(true, size / 8, size), "still catching up");
+        assert!(still_behind(true, size / 16 + 1, size));
+        assert!(!still_behind(true, size / 16, size), "caught up");
+        assert!(!still_behind(false, 0, size));
     }
 }
