@@ -492,7 +492,9 @@ fn print_stats(tracer: &mut Tracer, packetizer: &Packetizer, ring_bytes: u32) {
     let skipped = if skipped == 0 {
         String::new()
     } else {
-        format!(", {skipped} receivers not looked for in /proc (the capture was behind)")
+        format!(
+            ", the receivers of {skipped} packets not looked for in /proc (udstrace was behind)"
+        )
     };
     eprintln!(
         "udstrace: {} packets, {} bytes, {lost} lost, ring buffer peak {peak_percent}% full{skipped}",

@@ -233,7 +233,7 @@ impl Packetizer {
         self.peers.set_behind(behind);
     }
 
-    /// Messages whose receivers were not looked for in /proc because the capture was behind.
+    /// Packets whose receivers were not looked for in /proc because the capture was behind.
     #[must_use]
     pub(crate) fn lookups_skipped(&self) -> u64 {
         self.peers.skipped

@@ -125,7 +125,7 @@ pub(crate) struct PeerResolver {
     labelled: FastSet<u64>,
     /// The capture is behind the kernel: no looking in /proc.
     behind: bool,
-    /// Lookups not made because the capture was behind.
+    /// Lookups not made because the capture was behind (one per packet).
     pub(crate) skipped: u64,
     /// udstrace's process.
     own: u32,
