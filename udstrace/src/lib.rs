@@ -11,6 +11,7 @@
 //! Dependencies point one way: `cli` -> `capture` -> `output` -> `proc` -> `tracer` ->
 //! `kernel`, everything may use `packet`, `error`, `sys` and `timing`, and `packet` uses nothing.
 
+mod background;
 mod capture;
 pub mod cli;
 mod error;

@@ -9,12 +9,11 @@ use std::{
     io::{BufRead, BufReader},
     sync::{
         atomic::{AtomicI32, Ordering},
-        Arc, Mutex, OnceLock,
+        Arc,
     },
-    thread::JoinHandle,
 };
 
-use crate::timing::Phase;
+use crate::{background::Background, timing::Phase};
 
 use super::hooks::SendFunctions;
 
@@ -101,10 +100,9 @@ impl Symbols {
 /// while the BTF reads beside it run (they are what the start waits for first; see
 /// [`Self::hurry`]).
 pub(crate) struct Reading {
-    thread: Mutex<Option<JoinHandle<Symbols>>>,
+    symbols: Background<Symbols>,
     /// The reading thread's id, once it has lowered its priority (0 before).
     tid: Arc<AtomicI32>,
-    symbols: OnceLock<Symbols>,
 }
 
 impl Reading {
@@ -113,15 +111,11 @@ impl Reading {
     pub(crate) fn start() -> Self {
         let tid = Arc::new(AtomicI32::new(0));
         let own = Arc::clone(&tid);
-        let thread = std::thread::spawn(move || {
+        let symbols = Background::start(move || {
             own.store(crate::sys::set_thread_nice(None, 19), Ordering::Release);
             Symbols::read()
         });
-        Self {
-            thread: Mutex::new(Some(thread)),
-            tid,
-            symbols: OnceLock::new(),
-        }
+        Self { symbols, tid }
     }
 
     /// Gives the thread its priority back if it is still reading: once the reads the start
@@ -129,27 +123,16 @@ impl Reading {
     /// starve a start of it (where udstrace may raise it: root may, a process with only
     /// `CAP_BPF` and `CAP_PERFMON` may not).
     pub(crate) fn hurry(&self) {
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let tid = self.tid.load(Ordering::Acquire);
-        if thread.as_ref().is_some_and(|t| !t.is_finished()) && tid != 0 {
+        if tid != 0 && self.symbols.running() {
             crate::sys::set_thread_nice(Some(tid), 0);
         }
     }
 
     /// The symbols, once the thread is done (none found if it failed).
     pub(crate) fn get(&self) -> &Symbols {
-        self.symbols.get_or_init(|| {
-            self.hurry();
-            let thread = self
-                .thread
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
-            thread.and_then(|t| t.join().ok()).unwrap_or_default()
-        })
+        self.hurry();
+        self.symbols.get(Symbols::default)
     }
 }
 

@@ -1,15 +1,10 @@
 //! What udstrace needs to know about the running kernel before it loads anything.
 
-use std::{
-    fs,
-    path::Path,
-    sync::{Mutex, OnceLock},
-    thread::JoinHandle,
-};
+use std::{fs, path::Path};
 
 use udstrace_common::{DirectMap, SyscallAbi};
 
-use crate::{sys, timing::Phase};
+use crate::{background::Background, sys, timing::Phase};
 
 pub(crate) mod arch;
 pub(crate) mod btf;
@@ -155,46 +150,29 @@ impl KernelFacts {
 /// The kernel's BTF as aya's program loads need it (every type built in memory), parsed once for
 /// every program of a start, on a thread of its own: the object loads meanwhile, and the first
 /// program load waits for it.
-pub(crate) struct LoaderBtf {
-    thread: Mutex<Option<JoinHandle<Result<aya::Btf, String>>>>,
-    btf: OnceLock<Result<aya::Btf, String>>,
-}
+pub(crate) struct LoaderBtf(Background<Result<aya::Btf, String>>);
 
 impl LoaderBtf {
     /// Starts the parse.
     #[must_use]
     pub(crate) fn start() -> Self {
-        let thread = std::thread::spawn(|| {
+        Self(Background::start(|| {
             let phase = Phase::start();
             let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string());
             phase.done("parsed the kernel's BTF for the program loads");
             btf
-        });
-        Self {
-            thread: Mutex::new(Some(thread)),
-            btf: OnceLock::new(),
-        }
+        }))
     }
 
     /// The parsed BTF; waits for the parse.
     pub(crate) fn get(&self) -> Result<&aya::Btf, KernelError> {
-        let parsed = self.btf.get_or_init(|| {
-            let thread = self
-                .thread
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
-            let phase = Phase::start();
-            let parsed = thread.map_or_else(
-                || Err("it was not read".to_string()),
-                |t| {
-                    t.join()
-                        .unwrap_or_else(|_| Err("the thread reading it failed".to_string()))
-                },
-            );
+        let waiting = (!self.0.ready()).then(Phase::start);
+        let parsed = self
+            .0
+            .get(|| Err("the thread reading it failed".to_string()));
+        if let Some(phase) = waiting {
             phase.done("waited for the kernel's BTF for the program loads");
-            parsed
-        });
+        }
         parsed.as_ref().map_err(|e| KernelError::Btf(e.clone()))
     }
 }

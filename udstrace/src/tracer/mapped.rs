@@ -92,7 +92,8 @@ impl Drop for MappedArray {
 /// How much of a ring buffer map waits to be read: its consumer and producer positions,
 /// mapped read-only. A `BPF_MAP_TYPE_RINGBUF` map lays out a page holding the consumer
 /// position, a page holding the producer position, then the data (kernel/bpf/ringbuf.c); the
-/// kernel maps the first two pages read-only to anyone who asks.
+/// kernel maps the first two pages read-only to anyone who asks. (aya's `RingBuf` maps them
+/// too, but keeps the positions to itself: two pages mapped twice.)
 pub(crate) struct RingLevel {
     base: NonNull<AtomicU64>,
     page: usize,

@@ -434,9 +434,10 @@ fn prepare() -> Result<Prepared, Error> {
     kernel::check_privileges()?;
     kernel::check_btf()?;
     crate::sys::raise_memlock();
-    // Four independent reads, each tens of milliseconds, at once: the loader's BTF, aya's
-    // object loader (its own parse of the same BTF) and /proc/kallsyms (read and searched;
-    // waited for only once the object is loaded) on threads of their own, the layout here.
+    // Four independent reads, each tens of milliseconds, at once: aya's BTF for the program
+    // loads and /proc/kallsyms (read and searched; both waited for only once the object is
+    // loaded), aya's object loader (its own parse of the same BTF) on threads of their own,
+    // the layout here.
     let loader_btf = kernel::LoaderBtf::start();
     let loader = std::thread::spawn(|| {
         let phase = Phase::start();
