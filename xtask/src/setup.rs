@@ -1,6 +1,6 @@
 //! `cargo xtask setup`: everything a fresh Debian 12 (x86_64) machine needs, idempotent.
 
-use std::process::Command;
+use std::{io::Write, os::unix::fs::OpenOptionsExt, process::Command};
 
 use anyhow::{bail, Context, Result};
 
@@ -64,15 +64,25 @@ pub(crate) fn run() -> Result<()> {
     Ok(())
 }
 
-/// The installed packages that `apt-get install` of `packages` would remove, as its
-/// simulation (`-s`) says: `name [version]` each.
-fn removals(packages: &[&str]) -> Result<Vec<String>> {
-    let out = Command::new("apt-get")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-s", "--no-install-recommends"])
-        .args(packages)
-        .output()
-        .context("apt-get install -s")?;
+/// Debian 12's backports suite. A machine may come with a package from there (qemu-utils 10
+/// beside bookworm's qemu 7.2); bookworm's version of a package that depends on it would
+/// replace it, backports' version installs beside it.
+const BACKPORTS: &str = "bookworm-backports";
+
+/// The apt source setup adds for [`BACKPORTS`] when the machine has none (apt gives a
+/// backports suite a low priority: nothing else is taken from it unless asked for).
+const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/udstrace-bookworm-backports.sources";
+
+/// The installed packages that `apt-get install` of `packages` (from `release`, or the default
+/// one) would remove, as its simulation (`-s`) says: `name [version]` each.
+fn removals(packages: &[&str], release: Option<&str>) -> Result<Vec<String>> {
+    let mut apt = Command::new("apt-get");
+    apt.env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-s", "--no-install-recommends"]);
+    if let Some(release) = release {
+        apt.args(["-t", release]);
+    }
+    let out = apt.args(packages).output().context("apt-get install -s")?;
     if !out.status.success() {
         bail!(
             "apt-get cannot install {}: {}",
@@ -92,10 +102,44 @@ fn removed(simulation: &str) -> Vec<String> {
         .collect()
 }
 
-/// Installs the packages missing; never removes one the machine has: a package whose
-/// installation would (a version conflict with one installed from elsewhere, such as
-/// qemu-utils from backports against bookworm's qemu-system-x86) is left out and returned,
-/// with what it would remove.
+/// True when each `name [version]` of `removed` was installed from a backports suite.
+fn all_from_backports(removed: &[String]) -> bool {
+    !removed.is_empty() && removed.iter().all(|r| r.contains("~bpo"))
+}
+
+/// Makes [`BACKPORTS`] one of apt's sources, unless it is one already.
+fn backports_source() -> Result<()> {
+    let policy = output(Command::new("apt-cache").arg("policy")).unwrap_or_default();
+    if policy.contains(BACKPORTS) {
+        return Ok(());
+    }
+    // create_new: never through a symlink, never over a file that is there.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(BACKPORTS_SOURCE)
+        .with_context(|| format!("creating {BACKPORTS_SOURCE}"))?;
+    write!(
+        file,
+        "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: {BACKPORTS}\nComponents: main\n\
+         Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    )?;
+    eprintln!("setup: added {BACKPORTS_SOURCE}");
+    sh(Command::new("apt-get").arg("update"))
+}
+
+/// True when `package` from [`BACKPORTS`] (added as a source if need be) removes nothing.
+fn installs_from_backports(package: &str) -> Result<bool> {
+    backports_source()?;
+    Ok(removals(&[package], Some(BACKPORTS))?.is_empty())
+}
+
+/// Installs the packages missing; never removes one the machine has. A package whose
+/// installation would remove packages installed from backports (qemu-utils from backports
+/// against bookworm's qemu-system-x86) is installed from backports, when that removes nothing;
+/// any other that would remove a package is left out and returned, with what it would
+/// remove.
 fn apt() -> Result<Vec<String>> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
@@ -113,7 +157,6 @@ fn apt() -> Result<Vec<String>> {
     debconf.stdin(std::process::Stdio::piped());
     let mut child = debconf.spawn().context("debconf-set-selections")?;
     {
-        use std::io::Write;
         let stdin = child.stdin.as_mut().context("debconf stdin")?;
         stdin.write_all(b"wireshark-common wireshark-common/install-setuid boolean false\n")?;
     }
@@ -121,35 +164,59 @@ fn apt() -> Result<Vec<String>> {
     sh(Command::new("apt-get").arg("update"))?;
     let mut skipped = Vec::new();
     let mut install = Vec::new();
+    let mut backported = Vec::new();
     for package in missing {
-        let removes = removals(&[package])?;
-        if removes.is_empty() {
-            install.push(package);
-        } else {
-            eprintln!(
-                "setup: not installing {package}: it would remove {}",
-                removes.join(", ")
-            );
-            skipped.push(format!("{package} (would remove {})", removes.join(", ")));
-        }
+        // Bookworm's version may also be refused outright once backports is a source (apt's
+        // resolver, between the two qemu-system-common); that too is tried from backports.
+        let removes = match removals(&[package], None) {
+            Ok(removes) if removes.is_empty() => {
+                install.push(package);
+                continue;
+            }
+            Ok(removes) if !all_from_backports(&removes) => removes,
+            refused => {
+                if installs_from_backports(package)? {
+                    eprintln!("setup: {package} from {BACKPORTS}, beside the packages from there");
+                    backported.push(package);
+                    continue;
+                }
+                refused?
+            }
+        };
+        eprintln!(
+            "setup: not installing {package}: it would remove {}",
+            removes.join(", ")
+        );
+        skipped.push(format!("{package} (would remove {})", removes.join(", ")));
     }
-    if !install.is_empty() && !removals(&install)?.is_empty() {
+    if !install.is_empty() && !removals(&install, None)?.is_empty() {
         // Each alone removes nothing, together they would: install them one by one.
         for package in &install {
-            apt_install(&[package])?;
+            apt_install(&[package], None)?;
         }
     } else if !install.is_empty() {
-        apt_install(&install)?;
+        apt_install(&install, None)?;
+    }
+    for package in backported {
+        apt_install(&[package], Some(BACKPORTS))?;
     }
     Ok(skipped)
 }
 
-/// `apt-get install`, told to fail rather than remove anything.
-fn apt_install(packages: &[&str]) -> Result<()> {
-    sh(Command::new("apt-get")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "--no-install-recommends", "--no-remove"])
-        .args(packages))
+/// `apt-get install` (from `release`, or the default one), told to fail rather than remove
+/// anything.
+fn apt_install(packages: &[&str], release: Option<&str>) -> Result<()> {
+    let mut apt = Command::new("apt-get");
+    apt.env("DEBIAN_FRONTEND", "noninteractive").args([
+        "install",
+        "-y",
+        "--no-install-recommends",
+        "--no-remove",
+    ]);
+    if let Some(release) = release {
+        apt.args(["-t", release]);
+    }
+    sh(apt.args(packages))
 }
 
 fn rust() -> Result<()> {
@@ -244,6 +311,15 @@ mod tests {
         assert!(removed("Inst curl (7.88)\nConf curl (7.88)\n").is_empty());
     }
 
+    #[test]
+    fn backports_only_when_each_removal_is_from_backports() {
+        let bpo = "qemu-utils [1:10.0.2+ds-2+deb13u1~bpo12+1]".to_string();
+        let plain = "systemd-timesyncd [252.39-1~deb12u1]".to_string();
+        assert!(all_from_backports(std::slice::from_ref(&bpo)));
+        assert!(!all_from_backports(&[bpo, plain]));
+        assert!(!all_from_backports(&[]));
+    }
+
     /// A real simulation (nothing is installed): chrony replaces systemd-timesyncd on Debian
     /// 12, and an installed package removes nothing.
     #[test]
@@ -255,11 +331,11 @@ mod tests {
             eprintln!("no apt-get or no systemd-timesyncd here: skipped");
             return;
         }
-        let removes = removals(&["chrony"]).unwrap();
+        let removes = removals(&["chrony"], None).unwrap();
         assert!(
             removes.iter().any(|r| r.starts_with("systemd-timesyncd [")),
             "{removes:?}"
         );
-        assert!(removals(&["util-linux"]).unwrap().is_empty());
+        assert!(removals(&["util-linux"], None).unwrap().is_empty());
     }
 }
