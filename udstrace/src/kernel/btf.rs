@@ -30,7 +30,9 @@ const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
 /// Typedef; 9 volatile, 10 const, 11 restrict follow it.
 const KIND_TYPEDEF: u32 = 8;
+const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC: u32 = 12;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
@@ -307,6 +309,56 @@ impl Btf {
         })
     }
 
+    /// BTF for aya's program loads: the functions and typedefs called one of `names`, each at
+    /// its id here, and a nameless placeholder (`const void`) at every other id up to the last
+    /// of them.
+    ///
+    /// Loading a BTF-typed program (fentry, fexit, `tp_btf`) takes only the id of its target
+    /// (the function, or the tracepoint's `btf_trace_*` typedef); aya finds it by name and kind
+    /// in the BTF it is given. Given the kernel's own, aya builds every one of its types in
+    /// memory first: 30-45 ms of a CPU at each start. This is a few MB of 12-byte records.
+    #[must_use]
+    pub(crate) fn for_program_loads(&self, names: &[impl AsRef<str>]) -> Vec<u8> {
+        let mut targets: Vec<(u32, usize)> = names
+            .iter()
+            .flat_map(|name| self.named(name.as_ref()))
+            .filter_map(|id| {
+                let at = self.record(id)?;
+                matches!((self.u32_at(at + 4) >> 24) & 0x1f, KIND_FUNC | KIND_TYPEDEF)
+                    .then_some((id, at))
+            })
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
+        let last = targets.last().map_or(0, |&(id, _)| id);
+        let mut types = Vec::with_capacity(12 * last as usize);
+        let mut strings = vec![0_u8];
+        let mut targets = targets.into_iter().peekable();
+        for id in 1..=last {
+            let record = match targets.next_if(|&(target, _)| target == id) {
+                Some((_, at)) => {
+                    let name = u32::try_from(strings.len()).unwrap_or(0);
+                    strings.extend_from_slice(self.name_bytes_at(self.u32_at(at)));
+                    strings.push(0);
+                    [name, self.u32_at(at + 4), self.u32_at(at + 8)]
+                }
+                None => [0, KIND_CONST << 24, 0],
+            };
+            types.extend(record.into_iter().flat_map(u32::to_le_bytes));
+        }
+        let (type_len, str_len) = (types.len() as u32, strings.len() as u32);
+        // magic, version 1, flags 0; header length; types at 0, strings after them.
+        let mut btf: Vec<u8> = [0xeb9f_u16.to_le_bytes(), [1, 0]].concat();
+        btf.extend(
+            [24, 0, type_len, type_len, str_len]
+                .into_iter()
+                .flat_map(u32::to_le_bytes),
+        );
+        btf.extend(types);
+        btf.extend(strings);
+        btf
+    }
+
     /// `id` with typedefs and qualifiers stripped.
     #[must_use]
     pub(crate) fn resolve(&self, mut id: u32) -> u32 {
@@ -392,5 +444,88 @@ mod tests {
             Btf::from_bytes(b),
             Err(BtfError::Kind { kind: 30, id: 1 })
         ));
+    }
+
+    /// The program loads' BTF keeps each function and typedef asked for at its id, and
+    /// nothing else by name: aya finds the same ids in it as in the whole BTF.
+    #[test]
+    fn program_loads_find_the_same_ids() {
+        let strings = b"\0f\0btf_trace_x\0g\0".to_vec(); // f@1 btf_trace_x@3 g@15
+        let mut types = Vec::new();
+        let mut put = |v: [u32; 3]| types.extend(v.into_iter().flat_map(u32::to_le_bytes));
+        put([0, KIND_FUNC_PROTO << 24, 0]); // 1: void (void)
+        put([1, KIND_STRUCT << 24, 0]); // 2: struct f {}
+        put([15, KIND_FUNC << 24, 1]); // 3: g
+        put([0, KIND_PTR << 24, 2]); // 4: struct f *
+        put([1, (KIND_FUNC << 24) | 1, 1]); // 5: f (global)
+        put([3, KIND_TYPEDEF << 24, 4]); // 6: btf_trace_x
+        put([15, KIND_TYPEDEF << 24, 4]); // 7: typedef g
+        let mut whole = [0xeb9f_u16.to_le_bytes(), [1, 0]].concat();
+        let (types_len, strings_len) = (types.len() as u32, strings.len() as u32);
+        whole.extend(
+            [24, 0, types_len, types_len, strings_len]
+                .into_iter()
+                .flat_map(u32::to_le_bytes),
+        );
+        whole.extend(types);
+        whole.extend(strings);
+        let btf = Btf::from_bytes(whole.clone()).unwrap();
+        let loads = btf.for_program_loads(&["f", "btf_trace_x", "missing"]);
+        let whole = aya::Btf::parse(&whole, aya::Endianness::default()).unwrap();
+        let loads = aya::Btf::parse(&loads, aya::Endianness::default()).unwrap();
+        for (name, kind) in [
+            ("f", aya_obj::btf::BtfKind::Func),
+            ("btf_trace_x", aya_obj::btf::BtfKind::Typedef),
+        ] {
+            assert_eq!(
+                loads.id_by_type_name_kind(name, kind).unwrap(),
+                whole.id_by_type_name_kind(name, kind).unwrap(),
+                "{name}"
+            );
+        }
+        assert!(loads
+            .id_by_type_name_kind("f", aya_obj::btf::BtfKind::Struct)
+            .is_err());
+        assert!(loads
+            .id_by_type_name_kind("g", aya_obj::btf::BtfKind::Func)
+            .is_err());
+        // Read back by this reader too: six records, the last asked for being id 6.
+        let read = Btf::from_bytes(btf.for_program_loads(&["f", "btf_trace_x"])).unwrap();
+        assert_eq!(read.named("btf_trace_x").collect::<Vec<_>>(), [6]);
+        assert_eq!(read.named("f").collect::<Vec<_>>(), [5]);
+        assert!(!read.has_name("g"));
+        assert!(btf.for_program_loads(&["missing"]).len() == 25);
+    }
+
+    /// The running kernel's BTF: every function a backend may hook and the tracepoints' typedefs
+    /// at the ids aya's own parse of the whole BTF gives them.
+    #[test]
+    fn program_loads_of_the_running_kernel() {
+        let path = Path::new(crate::kernel::VMLINUX_BTF);
+        let Ok(whole) = aya::Btf::parse_file(path, aya::Endianness::default()) else {
+            eprintln!("no readable {}: skipped", path.display());
+            return;
+        };
+        let btf = Btf::from_file(path).unwrap();
+        let names = crate::kernel::hooks::program_load_targets();
+        let loads =
+            aya::Btf::parse(&btf.for_program_loads(&names), aya::Endianness::default()).unwrap();
+        let mut found = 0;
+        for name in names.iter().map(String::as_str) {
+            let kind = if name.starts_with("btf_trace_") {
+                aya_obj::btf::BtfKind::Typedef
+            } else {
+                aya_obj::btf::BtfKind::Func
+            };
+            let expected = whole.id_by_type_name_kind(name, kind).ok();
+            assert_eq!(
+                loads.id_by_type_name_kind(name, kind).ok(),
+                expected,
+                "{name}"
+            );
+            found += usize::from(expected.is_some());
+        }
+        // unix_{stream,dgram,seqpacket}_{send,recv}msg are on every kernel udstrace supports.
+        assert!(found >= 6, "{found}");
     }
 }

@@ -21,6 +21,20 @@
 
 use super::KernelFacts;
 
+/// The BTF tracepoints the tracepoint backend attaches to (6.3+).
+pub(crate) const TRACEPOINTS: [&str; 2] = ["sock_send_length", "sock_recv_length"];
+
+/// The names of the types BTF-typed programs are loaded against: each function a backend may
+/// hook, and each tracepoint's `btf_trace_*` typedef.
+#[must_use]
+pub(crate) fn program_load_targets() -> Vec<String> {
+    SendFunctions::ALL
+        .into_iter()
+        .map(String::from)
+        .chain(TRACEPOINTS.map(|t| format!("btf_trace_{t}")))
+        .collect()
+}
+
 /// The kernel functions the function-hook backends attach to.
 pub(crate) struct SendFunctions;
 

@@ -434,11 +434,9 @@ fn prepare() -> Result<Prepared, Error> {
     kernel::check_privileges()?;
     kernel::check_btf()?;
     crate::sys::raise_memlock();
-    // Four independent reads, each tens of milliseconds, at once: aya's BTF for the program
-    // loads and /proc/kallsyms (read and searched; both waited for only once the object is
-    // loaded), aya's object loader (its own parse of the same BTF) on threads of their own,
-    // the layout here.
-    let loader_btf = kernel::LoaderBtf::start();
+    // Three independent reads, each tens of milliseconds, at once: /proc/kallsyms (read and
+    // searched; waited for only once the object is loaded) and aya's object loader (its own
+    // parse of the kernel's BTF) on threads of their own, the layout here.
     let loader = std::thread::spawn(|| {
         let phase = Phase::start();
         let loader = EbpfLoader::new();
@@ -452,7 +450,7 @@ fn prepare() -> Result<Prepared, Error> {
     let arch = kernel::arch::Arch::running().map_err(KernelError::from)?;
     let layout = layout::kernel_layout(&btf, arch).map_err(KernelError::from)?;
     phase.done("read the kernel layout from BTF");
-    let facts = KernelFacts::read(btf, loader_btf, symbols)?;
+    let facts = KernelFacts::read(btf, symbols)?;
     let loader = loader.join().ok();
     facts.hurry_symbols();
     Ok(Prepared {
