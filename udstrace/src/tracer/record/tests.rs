@@ -57,6 +57,24 @@ fn rejects_short_and_unknown() {
     );
 }
 
+/// A segment filled in place in the ring buffer (`copy::direct` in the kernel programs) comes
+/// in a record with room for 64 KiB: its payload is its `cap_len` bytes, not the rest.
+#[test]
+fn payload_is_cap_len_of_a_larger_record() {
+    let payload: Vec<u8> = (0..40_000_u32).map(|i| (i % 251) as u8).collect();
+    let mut bytes = RawRecord {
+        msg_len: 40_000,
+        payload: payload.clone(),
+        ..RawRecord::default()
+    }
+    .encode();
+    bytes.resize(SEND_RECORD_LEN + 65_536, 0xee);
+    let s = SendSegment::try_from(bytes.as_slice()).unwrap();
+    assert_eq!(s.payload, payload.as_slice());
+    assert_eq!(s.seg_len(), 40_000);
+    assert!(s.is_last());
+}
+
 #[test]
 fn rejects_payload_beyond_buffer_or_message() {
     let bytes = RawRecord::default().encode();
