@@ -434,6 +434,7 @@ fn prepare() -> Result<Prepared, Error> {
     kernel::check_privileges()?;
     kernel::check_btf()?;
     crate::sys::raise_memlock();
+    crate::sys::pin_mmap_threshold();
     // Three independent reads, each tens of milliseconds, at once: /proc/kallsyms (read and
     // searched; waited for only once the object is loaded) and aya's object loader (its own
     // parse of the kernel's BTF) on threads of their own, the layout here.
