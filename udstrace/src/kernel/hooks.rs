@@ -21,8 +21,10 @@
 
 use super::KernelFacts;
 
-/// The BTF tracepoints the tracepoint backend attaches to (6.3+).
-pub(crate) const TRACEPOINTS: [&str; 2] = ["sock_send_length", "sock_recv_length"];
+/// The BTF tracepoints the tracepoint backend attaches to (6.3+): sends, and receives
+/// (`--recv`).
+pub(crate) const SEND_TRACEPOINT: &str = "sock_send_length";
+pub(crate) const RECV_TRACEPOINT: &str = "sock_recv_length";
 
 /// The names of the types BTF-typed programs are loaded against: each function a backend may
 /// hook, and each tracepoint's `btf_trace_*` typedef.
@@ -31,7 +33,7 @@ pub(crate) fn program_load_targets() -> Vec<String> {
     SendFunctions::ALL
         .into_iter()
         .map(String::from)
-        .chain(TRACEPOINTS.map(|t| format!("btf_trace_{t}")))
+        .chain([SEND_TRACEPOINT, RECV_TRACEPOINT].map(|t| format!("btf_trace_{t}")))
         .collect()
 }
 

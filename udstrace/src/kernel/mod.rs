@@ -79,7 +79,7 @@ impl KernelFacts {
     pub(crate) fn read(btf: btf::Btf, symbols: Reading) -> Result<Self, KernelError> {
         let release = fs::read_to_string("/proc/sys/kernel/osrelease")
             .map_or_else(|_| "unknown".into(), |s| s.trim().to_string());
-        let has_sock_send_length = btf.has_name("btf_trace_sock_send_length");
+        let has_sock_send_length = btf.has_name(&format!("btf_trace_{}", hooks::SEND_TRACEPOINT));
         let has_bpf_loop = btf.has_name("bpf_loop");
         let has_task_pt_regs = btf.has_name("bpf_task_pt_regs");
         let has_sendpage = btf.has_name("unix_stream_sendpage");

@@ -290,7 +290,12 @@ impl Tracer {
             });
         }
         let mut ebpf = load(config, &layout, &facts, &mut loader)?;
-        backend::tracepoint::attach_program(&mut ebpf, name, "sock_send_length", &facts)?;
+        backend::tracepoint::attach_program(
+            &mut ebpf,
+            name,
+            kernel::hooks::SEND_TRACEPOINT,
+            &facts,
+        )?;
         Self::finish(ebpf, kind, Vec::new(), config)
     }
 

@@ -8,7 +8,10 @@
 use aya::{programs::BtfTracePoint, Ebpf};
 
 use super::{program, timed, write_direct_map, AttachBackend};
-use crate::{error::Error, kernel::KernelFacts};
+use crate::{
+    error::Error,
+    kernel::{hooks, KernelFacts},
+};
 
 pub(crate) struct TracepointBackend;
 
@@ -32,10 +35,10 @@ impl AttachBackend for TracepointBackend {
     }
 
     fn attach(&self, ebpf: &mut Ebpf, kernel: &KernelFacts, recv: bool) -> Result<(), Error> {
-        attach_program(ebpf, SEND_PROGRAM, "sock_send_length", kernel)?;
+        attach_program(ebpf, SEND_PROGRAM, hooks::SEND_TRACEPOINT, kernel)?;
         if recv {
             // Added with sock_send_length (6.3).
-            attach_program(ebpf, RECV_PROGRAM, "sock_recv_length", kernel)?;
+            attach_program(ebpf, RECV_PROGRAM, hooks::RECV_TRACEPOINT, kernel)?;
         }
         Ok(())
     }
