@@ -76,13 +76,9 @@ const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/udstrace-bookworm-backpo
 /// The installed packages that `apt-get install` of `packages` (from `release`, or the default
 /// one) would remove, as its simulation (`-s`) says: `name [version]` each.
 fn removals(packages: &[&str], release: Option<&str>) -> Result<Vec<String>> {
-    let mut apt = Command::new("apt-get");
-    apt.env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-s", "--no-install-recommends"]);
-    if let Some(release) = release {
-        apt.args(["-t", release]);
-    }
-    let out = apt.args(packages).output().context("apt-get install -s")?;
+    let out = apt_get_install(&["-s"], packages, release)
+        .output()
+        .context("apt-get install -s")?;
     if !out.status.success() {
         bail!(
             "apt-get cannot install {}: {}",
@@ -107,10 +103,14 @@ fn all_from_backports(removed: &[String]) -> bool {
     !removed.is_empty() && removed.iter().all(|r| r.contains("~bpo"))
 }
 
+/// Whether [`BACKPORTS`] is one of apt's sources.
+fn backports_listed() -> bool {
+    output(Command::new("apt-cache").arg("policy")).is_some_and(|p| p.contains(BACKPORTS))
+}
+
 /// Makes [`BACKPORTS`] one of apt's sources, unless it is one already.
 fn backports_source() -> Result<()> {
-    let policy = output(Command::new("apt-cache").arg("policy")).unwrap_or_default();
-    if policy.contains(BACKPORTS) {
+    if backports_listed() {
         return Ok(());
     }
     // create_new: never through a symlink, never over a file that is there.
@@ -166,23 +166,23 @@ fn apt() -> Result<Vec<String>> {
     let mut install = Vec::new();
     let mut backported = Vec::new();
     for package in missing {
-        // Bookworm's version may also be refused outright once backports is a source (apt's
-        // resolver, between the two qemu-system-common); that too is tried from backports.
-        let removes = match removals(&[package], None) {
+        let simulated = removals(&[package], None);
+        let try_backports = match &simulated {
             Ok(removes) if removes.is_empty() => {
                 install.push(package);
                 continue;
             }
-            Ok(removes) if !all_from_backports(&removes) => removes,
-            refused => {
-                if installs_from_backports(package)? {
-                    eprintln!("setup: {package} from {BACKPORTS}, beside the packages from there");
-                    backported.push(package);
-                    continue;
-                }
-                refused?
-            }
+            Ok(removes) => all_from_backports(removes),
+            // Once backports is a source (added for an earlier package), apt's resolver may
+            // refuse bookworm's version outright (between the two qemu-system-common).
+            Err(_) => backports_listed(),
         };
+        if try_backports && installs_from_backports(package)? {
+            eprintln!("setup: {package} from {BACKPORTS}, beside the packages from there");
+            backported.push(package);
+            continue;
+        }
+        let removes = simulated?;
         eprintln!(
             "setup: not installing {package}: it would remove {}",
             removes.join(", ")
@@ -206,17 +206,25 @@ fn apt() -> Result<Vec<String>> {
 /// `apt-get install` (from `release`, or the default one), told to fail rather than remove
 /// anything.
 fn apt_install(packages: &[&str], release: Option<&str>) -> Result<()> {
+    sh(&mut apt_get_install(
+        &["-y", "--no-remove"],
+        packages,
+        release,
+    ))
+}
+
+/// `apt-get install --no-install-recommends` with `flags`, of `packages` from `release` (or
+/// the default one), without questions.
+fn apt_get_install(flags: &[&str], packages: &[&str], release: Option<&str>) -> Command {
     let mut apt = Command::new("apt-get");
-    apt.env("DEBIAN_FRONTEND", "noninteractive").args([
-        "install",
-        "-y",
-        "--no-install-recommends",
-        "--no-remove",
-    ]);
+    apt.env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "--no-install-recommends"])
+        .args(flags);
     if let Some(release) = release {
         apt.args(["-t", release]);
     }
-    sh(apt.args(packages))
+    apt.args(packages);
+    apt
 }
 
 fn rust() -> Result<()> {

@@ -90,6 +90,21 @@ fn candidates(index: &[(u64, u32)], hash: u64) -> impl Iterator<Item = u32> + '_
         .map(|&(_, id)| id)
 }
 
+/// Raw BTF of a type section and a string section: the 24-byte header (magic, version 1, no
+/// flags), the types at offset 0, the strings after them.
+fn assemble(types: &[u8], strings: &[u8]) -> Vec<u8> {
+    let (type_len, str_len) = (types.len() as u32, strings.len() as u32);
+    let mut btf: Vec<u8> = [0xeb9f_u16.to_le_bytes(), [1, 0]].concat();
+    btf.extend(
+        [24, 0, type_len, type_len, str_len]
+            .into_iter()
+            .flat_map(u32::to_le_bytes),
+    );
+    btf.extend_from_slice(types);
+    btf.extend_from_slice(strings);
+    btf
+}
+
 impl Btf {
     /// Reads and indexes a BTF file.
     pub(crate) fn from_file(path: &Path) -> Result<Self, BtfError> {
@@ -346,17 +361,7 @@ impl Btf {
             };
             types.extend(record.into_iter().flat_map(u32::to_le_bytes));
         }
-        let (type_len, str_len) = (types.len() as u32, strings.len() as u32);
-        // magic, version 1, flags 0; header length; types at 0, strings after them.
-        let mut btf: Vec<u8> = [0xeb9f_u16.to_le_bytes(), [1, 0]].concat();
-        btf.extend(
-            [24, 0, type_len, type_len, str_len]
-                .into_iter()
-                .flat_map(u32::to_le_bytes),
-        );
-        btf.extend(types);
-        btf.extend(strings);
-        btf
+        assemble(&types, &strings)
     }
 
     /// `id` with typedefs and qualifiers stripped.
@@ -405,16 +410,7 @@ mod tests {
         put(0);
         put(2);
         put(32);
-        let mut b = vec![0x9f, 0xeb, 1, 0];
-        let len = |v: usize| u32::try_from(v).unwrap().to_le_bytes();
-        b.extend_from_slice(&24u32.to_le_bytes());
-        b.extend_from_slice(&0u32.to_le_bytes());
-        b.extend_from_slice(&len(types.len()));
-        b.extend_from_slice(&len(types.len()));
-        b.extend_from_slice(&len(strings.len()));
-        b.extend_from_slice(&types);
-        b.extend_from_slice(&strings);
-        b
+        assemble(&types, &strings)
     }
 
     #[test]
@@ -460,15 +456,7 @@ mod tests {
         put([1, (KIND_FUNC << 24) | 1, 1]); // 5: f (global)
         put([3, KIND_TYPEDEF << 24, 4]); // 6: btf_trace_x
         put([15, KIND_TYPEDEF << 24, 4]); // 7: typedef g
-        let mut whole = [0xeb9f_u16.to_le_bytes(), [1, 0]].concat();
-        let (types_len, strings_len) = (types.len() as u32, strings.len() as u32);
-        whole.extend(
-            [24, 0, types_len, types_len, strings_len]
-                .into_iter()
-                .flat_map(u32::to_le_bytes),
-        );
-        whole.extend(types);
-        whole.extend(strings);
+        let whole = assemble(&types, &strings);
         let btf = Btf::from_bytes(whole.clone()).unwrap();
         let loads = btf.for_program_loads(&["f", "btf_trace_x", "missing"]);
         let whole = aya::Btf::parse(&whole, aya::Endianness::default()).unwrap();
