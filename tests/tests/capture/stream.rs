@@ -156,6 +156,53 @@ fn large_sends_are_complete() {
     assert!(ts == sent, "tshark's bytes differ");
 }
 
+/// 32 MiB through a 1 MiB ring buffer, in 64 KiB writes: the buffer turns over 32 times, and
+/// at most turns a record runs past its end (udstrace maps the buffer's data once and puts
+/// such a record's two parts together). Every byte captured is the byte sent at its offset;
+/// what a full buffer cost is counted, and most of the stream is there.
+#[test]
+fn records_across_the_ring_buffers_end_are_whole() {
+    let dir = TempDir::new("wrap");
+    let (ud, file) = start_capture(&dir, &["-B", "1024"]);
+    let (mut a, b) = UnixStream::pair().unwrap();
+    let ino_a = inode(&a);
+    let reader = drain(b);
+    let sent = pattern(77, 32 << 20);
+    // The first bytes alone, so that the stream's first segment (its offset 0) is captured.
+    a.write_all(&sent[..100]).unwrap();
+    thread::sleep(Duration::from_millis(100));
+    for (i, chunk) in sent[100..].chunks(64 << 10).enumerate() {
+        a.write_all(chunk).unwrap();
+        // About 64 MB/s: an eighth of the buffer wakes the capture every 2 ms.
+        if i % 2 == 1 {
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+    drop(a);
+    assert_eq!(reader.join().unwrap(), sent);
+    let done = ud.stop();
+    assert!(done.success, "{:?}", done.stderr);
+    let (_, lost) = done.summary();
+    let cap = read_capture(&file);
+    let (stream, holes) = tcp_stream(&cap.packets, ino_a);
+    let missing: u64 = holes.iter().map(|&(_, len)| len).sum();
+    assert_eq!(holes.is_empty(), lost == 0, "holes {holes:?}, {lost} lost");
+    let mut expected = sent[..stream.len()].to_vec();
+    for &(start, len) in &holes {
+        expected[start as usize..(start + len) as usize].fill(0);
+    }
+    assert!(
+        stream == expected,
+        "captured bytes differ from the bytes sent"
+    );
+    let kept = stream.len() as u64 - missing;
+    assert!(
+        kept >= 24 << 20,
+        "{kept} bytes kept of {} ({lost} segments lost): the buffer turned over too few times",
+        sent.len()
+    );
+}
+
 /// Non-blocking sends that the kernel takes only in part, sends that fail with EAGAIN, and
 /// sends that fail with EPIPE: the capture holds exactly the accepted bytes.
 #[test]

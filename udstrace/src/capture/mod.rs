@@ -4,12 +4,11 @@
 
 use std::{
     io,
-    os::fd::{AsFd, AsRawFd, RawFd},
+    os::fd::{AsRawFd, RawFd},
     path::PathBuf,
     time::Duration,
 };
 
-use aya::maps::{MapData, RingBuf};
 use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{
@@ -27,7 +26,7 @@ use crate::{
         writer::Writer,
     },
     timing::Phase,
-    tracer::{mapped::RingLevel, record::Record, Tracer, TracerConfig},
+    tracer::{record::Record, ring::EventRing, Tracer, TracerConfig},
 };
 
 pub(crate) mod clock;
@@ -161,27 +160,24 @@ fn register<T: std::os::fd::AsRawFd>(owner: T) -> Result<AsyncFd<T>, Error> {
 
 /// The ring buffer the programs write to, and how much of it waits to be read.
 struct Ring {
-    events: RingBuf<MapData>,
-    level: RingLevel,
+    events: EventRing,
     /// Whether the loop was behind when last looked at (see [`Ring::behind`]).
     behind: bool,
 }
 
 impl Ring {
-    fn new(events: RingBuf<MapData>, size: u32) -> Result<Self, Error> {
-        let level = RingLevel::new(events.as_fd(), size).map_err(Error::Ring)?;
-        Ok(Self {
+    fn new(events: EventRing) -> Self {
+        Self {
             events,
-            level,
             behind: false,
-        })
+        }
     }
 
     /// Whether the loop has fallen behind the programs (see [`still_behind`]). Work that can
     /// wait (looking for receivers in /proc) is left undone meanwhile, so that what the kernel
     /// recorded is not lost for it.
     fn behind(&mut self) -> bool {
-        self.behind = still_behind(self.behind, self.level.waiting(), self.level.size());
+        self.behind = still_behind(self.behind, self.events.waiting(), self.events.size());
         self.behind
     }
 }
@@ -209,7 +205,7 @@ type Started = (Tracer, AsyncFd<Ring>, Box<dyn Sink>, Writer);
 /// says the capture has started (to systemd too).
 fn start(opts: &CaptureOptions, notifier: Option<&Notifier>) -> Result<Started, Error> {
     let mut tracer = Tracer::start(&opts.tracer)?;
-    let ring = register(Ring::new(tracer.take_events(), opts.ring_bytes)?)?;
+    let ring = register(Ring::new(tracer.take_events()))?;
     if let Some(user) = &opts.user {
         crate::sys::become_user(user).map_err(|source| Error::BecomeUser {
             user: user.name.to_string_lossy().into_owned(),

@@ -10,7 +10,7 @@ use crate::{output::text::PayloadStyle, tracer::backend::BackendKind};
 /// Payload bytes kept per message unless `-s` says otherwise.
 pub(crate) const DEFAULT_SNAPLEN: u32 = 4 << 20;
 /// Ring buffer size unless `-B` says otherwise, in KiB.
-pub(crate) const DEFAULT_BUFFER_KIB: u32 = 16 << 10;
+pub(crate) const DEFAULT_BUFFER_KIB: u32 = 32 << 10;
 
 /// `--version`: the package's version and the source revision it was built from.
 const VERSION: &str = concat!(

@@ -1,10 +1,7 @@
 //! Loads the kernel programs, configures them for this kernel and this capture, attaches
 //! them with a backend, and hands out the maps the capture loop reads.
 
-use aya::{
-    maps::{MapData, RingBuf},
-    Ebpf, EbpfLoader,
-};
+use aya::{Ebpf, EbpfLoader};
 use udstrace_common::{
     counter,
     filter::{self, PathKey, PathName},
@@ -21,9 +18,11 @@ use crate::{
 pub(crate) mod backend;
 pub(crate) mod mapped;
 pub(crate) mod record;
+pub(crate) mod ring;
 
 use backend::BackendKind;
 use mapped::MappedArray;
+use ring::EventRing;
 
 /// The program that adds forked children to the process filter (`--follow`).
 const FORK: &str = "sched_process_fork";
@@ -183,7 +182,7 @@ pub(crate) struct Tracer {
     pub(crate) backend: BackendKind,
     /// Why other backends were passed over, for the user.
     pub(crate) skipped: Vec<String>,
-    events: Option<RingBuf<MapData>>,
+    events: Option<EventRing>,
     counters: MappedArray,
     /// `WAKE_REQUEST`: set when the capture loop goes idle.
     wake: MappedArray,
@@ -348,11 +347,7 @@ impl Tracer {
                 .map_err(|e| Error::attach(FORK, e))?;
         }
         attach_cgroup_mkdir(&mut ebpf);
-        let events = RingBuf::try_from(
-            ebpf.take_map(maps::EVENTS)
-                .ok_or(Error::MissingMap(maps::EVENTS))?,
-        )
-        .map_err(|_| Error::MissingMap(maps::EVENTS))?;
+        let events = EventRing::new(ebpf.take_map(maps::EVENTS), maps::EVENTS, config.ring_bytes)?;
         let counters = MappedArray::new(
             ebpf.take_map(maps::COUNTERS),
             maps::COUNTERS,
@@ -370,7 +365,7 @@ impl Tracer {
     }
 
     /// The ring buffer the programs write to; once.
-    pub(crate) fn take_events(&mut self) -> RingBuf<MapData> {
+    pub(crate) fn take_events(&mut self) -> EventRing {
         self.events.take().expect("the ring buffer is taken once")
     }
 

@@ -1,0 +1,245 @@
+//! The ring buffer the programs write their records to, read in place.
+//!
+//! A `BPF_MAP_TYPE_RINGBUF` map lays out a page holding the consumer position, a page holding
+//! the producer position, then the data; the kernel maps the data twice in a row in its own
+//! address space, so that a program writes a record in one piece across the end
+//! (kernel/bpf/ringbuf.c). A reader may map the data twice too and never see a record wrap,
+//! as libbpf and aya do. udstrace maps it once: the resident size of a mapping counts the
+//! pages mapped, so a second mapping doubled the ring buffer's share of udstrace's resident
+//! memory (a 16 MiB buffer counted 32 MiB), for one record per turn of the buffer that wraps.
+//! That record's two parts are put together in a buffer of the reader's own.
+//!
+//! Each record starts with an 8-byte header at an 8-byte-aligned position: its length, with
+//! the busy bit set while the program writes it and the discard bit set if it gave the space
+//! up, then the page offset the kernel uses to find the map. The reader reads a record once its
+//! busy bit is clear, and gives its space back by moving the consumer position past it.
+
+use std::{
+    io,
+    ops::Deref,
+    os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
+    ptr::NonNull,
+    sync::atomic::{AtomicU32, AtomicU64, Ordering},
+};
+
+use aya::maps::{Map, MapData};
+
+use crate::error::Error;
+
+/// Set in a record's length while its program writes it.
+const BUSY: u32 = 1 << 31;
+/// Set in a record's length when its program gave the space up.
+const DISCARD: u32 = 1 << 30;
+/// A record's header: its length and flags, and a page offset.
+const HEADER: u64 = 8;
+
+/// The ring buffer map, mapped into this process.
+pub(crate) struct EventRing {
+    /// The consumer position's page, writable.
+    consumer: NonNull<AtomicU64>,
+    /// The producer position's page, then the data once, read-only.
+    producer: NonNull<AtomicU64>,
+    page: usize,
+    /// The data's size in bytes (a power of two).
+    size: u64,
+    /// A record that wraps around the end of the data, put together.
+    joined: Vec<u8>,
+    /// The map, kept open for as long as it is mapped.
+    map: MapData,
+}
+
+impl EventRing {
+    /// Maps `map`, a ring buffer map of `size` data bytes.
+    pub(crate) fn new(map: Option<Map>, name: &'static str, size: u32) -> Result<Self, Error> {
+        let Some(Map::RingBuf(map)) = map else {
+            return Err(Error::MissingMap(name));
+        };
+        let cannot = |e: io::Error| Error::Load(format!("{name}: cannot map it into memory: {e}"));
+        // SAFETY: a plain call; no page size is a failure only on a broken system.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let fd = map.fd().as_fd().as_raw_fd();
+        let consumer =
+            map_pages(fd, page, 0, libc::PROT_READ | libc::PROT_WRITE).map_err(cannot)?;
+        let producer = match map_pages(fd, page + size as usize, page, libc::PROT_READ) {
+            Ok(p) => p,
+            Err(e) => {
+                // SAFETY: the mapping just made, referenced nowhere.
+                unsafe { libc::munmap(consumer.as_ptr().cast(), page) };
+                return Err(cannot(e));
+            }
+        };
+        Ok(Self {
+            consumer: consumer.cast(),
+            producer: producer.cast(),
+            page,
+            size: u64::from(size),
+            joined: Vec::new(),
+            map,
+        })
+    }
+
+    fn consumer(&self) -> &AtomicU64 {
+        // SAFETY: the start of a page of a mapping that lives as long as `self`: aligned; only
+        // this reader writes it, the kernel reads it.
+        unsafe { self.consumer.as_ref() }
+    }
+
+    fn producer(&self) -> &AtomicU64 {
+        // SAFETY: as for the consumer position; the kernel updates it atomically.
+        unsafe { self.producer.as_ref() }
+    }
+
+    /// The data's first byte.
+    fn data(&self) -> *const u8 {
+        // SAFETY: the data follows the producer's page in the mapping.
+        unsafe { self.producer.as_ptr().cast::<u8>().add(self.page) }
+    }
+
+    /// Bytes written by the programs and not yet read (records and their headers), at most
+    /// the buffer's size.
+    pub(crate) fn waiting(&self) -> u64 {
+        let consumer = self.consumer().load(Ordering::Acquire);
+        self.producer()
+            .load(Ordering::Acquire)
+            .saturating_sub(consumer)
+            .min(self.size)
+    }
+
+    /// The buffer's size in bytes.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The next record, if one is complete; its space is given back when it is dropped.
+    /// Records the programs discarded are passed over.
+    pub(crate) fn next(&mut self) -> Option<Event<'_>> {
+        let mask = self.size - 1;
+        let mut at = self.consumer().load(Ordering::Relaxed);
+        loop {
+            if at >= self.producer().load(Ordering::Acquire) {
+                return None;
+            }
+            let header = self.data().wrapping_add((at & mask) as usize);
+            // SAFETY: records and so headers start 8-byte aligned inside the data, which is
+            // page-aligned; the producer position has passed this header, which the kernel
+            // writes atomically (busy until committed).
+            #[expect(clippy::cast_ptr_alignment, reason = "headers are 8-byte aligned")]
+            let word = unsafe { &*header.cast::<AtomicU32>() }.load(Ordering::Acquire);
+            if word & BUSY != 0 {
+                return None;
+            }
+            let len = u64::from(word & !(BUSY | DISCARD));
+            let next = at + (HEADER + len).next_multiple_of(8);
+            if word & DISCARD != 0 {
+                self.consumer().store(next, Ordering::Release);
+                at = next;
+                continue;
+            }
+            return Some(self.event((at + HEADER) & mask, len, next));
+        }
+    }
+
+    /// The record of `len` bytes at data offset `start`, to be given back up to `next`.
+    fn event(&mut self, start: u64, len: u64, next: u64) -> Event<'_> {
+        // A record is at most the buffer's size less its header (the kernel refuses more).
+        let len = len.min(self.size) as usize;
+        let start = start as usize;
+        let first = len.min(self.size as usize - start);
+        let (data, consumer) = (self.data(), self.consumer);
+        // SAFETY: the record's bytes, committed by the kernel (its busy bit is clear) and not
+        // written again until the consumer position passes them: `first` bytes from `start`,
+        // and the rest from the data's start.
+        let (head, tail) = unsafe {
+            (
+                std::slice::from_raw_parts(data.add(start), first),
+                std::slice::from_raw_parts(data, len - first),
+            )
+        };
+        let bytes = if tail.is_empty() {
+            head
+        } else {
+            self.joined.clear();
+            self.joined.extend_from_slice(head);
+            self.joined.extend_from_slice(tail);
+            &self.joined
+        };
+        Event {
+            bytes,
+            // SAFETY: as in `EventRing::consumer`.
+            consumer: unsafe { &*consumer.as_ptr() },
+            next,
+        }
+    }
+}
+
+impl AsFd for EventRing {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.map.fd().as_fd()
+    }
+}
+
+impl AsRawFd for EventRing {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
+impl Drop for EventRing {
+    fn drop(&mut self) {
+        // SAFETY: the mappings made in `new`, no longer referenced.
+        unsafe {
+            libc::munmap(self.consumer.as_ptr().cast(), self.page);
+            libc::munmap(
+                self.producer.as_ptr().cast(),
+                self.page + self.size as usize,
+            );
+        }
+    }
+}
+
+/// One record, read in place; dropping it gives its space back to the programs.
+pub(crate) struct Event<'a> {
+    bytes: &'a [u8],
+    consumer: &'a AtomicU64,
+    /// The consumer position past this record.
+    next: u64,
+}
+
+impl Deref for Event<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.bytes
+    }
+}
+
+impl Drop for Event<'_> {
+    fn drop(&mut self) {
+        self.consumer.store(self.next, Ordering::Release);
+    }
+}
+
+/// A new shared mapping of `len` bytes of map `fd` from byte `offset`.
+fn map_pages(
+    fd: RawFd,
+    len: usize,
+    offset: usize,
+    prot: libc::c_int,
+) -> io::Result<NonNull<libc::c_void>> {
+    let offset = libc::off_t::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: a new mapping; nothing else is at the address it returns.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            fd,
+            offset,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(ptr).ok_or_else(io::Error::last_os_error)
+}
