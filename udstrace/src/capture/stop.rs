@@ -37,6 +37,8 @@ pub(super) struct Signals {
     interrupt: Signal,
     terminate: Signal,
     hangup: Option<Signal>,
+    /// A signal taken in by a wait that ended on it, for the next wait to see too.
+    held: bool,
 }
 
 impl Signals {
@@ -51,15 +53,20 @@ impl Signals {
             interrupt: signal(SignalKind::interrupt()).map_err(Error::Signals)?,
             terminate: signal(SignalKind::terminate()).map_err(Error::Signals)?,
             hangup,
+            held: false,
         })
     }
 
-    /// Waits for the next stop signal.
+    /// Waits for the next stop signal (at once for one held).
     pub(super) async fn recv(&mut self) {
+        if std::mem::take(&mut self.held) {
+            return;
+        }
         let Self {
             interrupt,
             terminate,
             hangup,
+            held: _,
         } = self;
         let hangup = async {
             match hangup {
@@ -132,6 +139,47 @@ pub(super) async fn output_end(
         }
     }
 }
+
+/// How waiting for room in the output's queue ended.
+pub(super) enum Room {
+    Made,
+    /// The output took nothing for its grace.
+    Stalled,
+    /// A second signal came (held for the wait for the output thread).
+    Signalled,
+}
+
+/// Waits, in the final drain, until the output thread has taken enough of its queue that
+/// `blocked` is false, has taken nothing for its grace ([`grace`]), or a signal comes.
+pub(super) async fn wait_for_room(
+    writer: &Writer,
+    blocked: impl Fn() -> bool,
+    signals: &mut Signals,
+) -> Room {
+    let mut progress = writer.progress();
+    let mut moved = Instant::now();
+    while blocked() {
+        tokio::select! {
+            biased;
+            () = signals.recv() => {
+                signals.held = true;
+                return Room::Signalled;
+            }
+            () = tokio::time::sleep(ROOM_POLL) => {}
+        }
+        let now = writer.progress();
+        if now != progress {
+            progress = now;
+            moved = Instant::now();
+        } else if writer.failed() || moved.elapsed() >= grace(writer) {
+            return Room::Stalled;
+        }
+    }
+    Room::Made
+}
+
+/// How often [`wait_for_room`] looks: the capture loop's look while its output is behind.
+const ROOM_POLL: Duration = Duration::from_millis(2);
 
 /// How waiting for the output thread ended.
 enum Waited {
