@@ -347,7 +347,7 @@ impl Tracer {
                 .map_err(|e| Error::attach(FORK, e))?;
         }
         attach_cgroup_mkdir(&mut ebpf);
-        let events = EventRing::new(ebpf.take_map(maps::EVENTS), maps::EVENTS, config.ring_bytes)?;
+        let events = EventRing::new(ebpf.take_map(maps::EVENTS), maps::EVENTS)?;
         let counters = MappedArray::new(
             ebpf.take_map(maps::COUNTERS),
             maps::COUNTERS,

@@ -49,12 +49,20 @@ pub(crate) struct EventRing {
 }
 
 impl EventRing {
-    /// Maps `map`, a ring buffer map of `size` data bytes.
-    pub(crate) fn new(map: Option<Map>, name: &'static str, size: u32) -> Result<Self, Error> {
+    /// Maps `map`, a ring buffer map, named `name` for errors.
+    pub(crate) fn new(map: Option<Map>, name: &'static str) -> Result<Self, Error> {
         let Some(Map::RingBuf(map)) = map else {
             return Err(Error::MissingMap(name));
         };
         let cannot = |e: io::Error| Error::Load(format!("{name}: cannot map it into memory: {e}"));
+        // The kernel's size, not the one asked for: the mapping must not pass the data's end.
+        let size = map
+            .info()
+            .map_err(|e| cannot(io::Error::other(e)))?
+            .max_entries();
+        if !size.is_power_of_two() {
+            return Err(cannot(io::Error::other(format!("a size of {size} bytes"))));
+        }
         // SAFETY: a plain call; no page size is a failure only on a broken system.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         let fd = map.fd().as_fd().as_raw_fd();
