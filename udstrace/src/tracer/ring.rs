@@ -133,17 +133,16 @@ impl EventRing {
             // writes atomically (busy until committed).
             #[expect(clippy::cast_ptr_alignment, reason = "headers are 8-byte aligned")]
             let word = unsafe { &*header.cast::<AtomicU32>() }.load(Ordering::Acquire);
-            if word & BUSY != 0 {
-                return None;
+            match Header::of(word, at) {
+                Header::Busy => return None,
+                Header::Discarded { next } => {
+                    self.consumer().store(next, Ordering::Release);
+                    at = next;
+                }
+                Header::Record { len, next } => {
+                    return Some(self.event((at + HEADER) & mask, len, next));
+                }
             }
-            let len = u64::from(word & !(BUSY | DISCARD));
-            let next = at + (HEADER + len).next_multiple_of(8);
-            if word & DISCARD != 0 {
-                self.consumer().store(next, Ordering::Release);
-                at = next;
-                continue;
-            }
-            return Some(self.event((at + HEADER) & mask, len, next));
         }
     }
 
@@ -152,7 +151,7 @@ impl EventRing {
         // A record is at most the buffer's size less its header (the kernel refuses more).
         let len = len.min(self.size) as usize;
         let start = start as usize;
-        let first = len.min(self.size as usize - start);
+        let first = before_end(start, len, self.size as usize);
         let (data, consumer) = (self.data(), self.consumer);
         // SAFETY: the record's bytes, committed by the kernel (its busy bit is clear) and not
         // written again until the consumer position passes them: `first` bytes from `start`,
@@ -227,6 +226,39 @@ impl Drop for Event<'_> {
     }
 }
 
+/// What a record's header word says, for a record at position `at`.
+#[derive(Debug, PartialEq, Eq)]
+enum Header {
+    /// Its program is still writing it: it and all after it wait.
+    Busy,
+    /// Given up by its program: the next record is at `next`.
+    Discarded { next: u64 },
+    /// `len` bytes after the header; the next record is at `next`.
+    Record { len: u64, next: u64 },
+}
+
+impl Header {
+    fn of(word: u32, at: u64) -> Self {
+        if word & BUSY != 0 {
+            return Self::Busy;
+        }
+        let len = u64::from(word & !(BUSY | DISCARD));
+        // Records start 8-byte aligned.
+        let next = at + (HEADER + len).next_multiple_of(8);
+        if word & DISCARD != 0 {
+            Self::Discarded { next }
+        } else {
+            Self::Record { len, next }
+        }
+    }
+}
+
+/// How many of a record's `len` bytes from data offset `start` lie before the end of data of
+/// `size` bytes (the rest are at its start).
+fn before_end(start: usize, len: usize, size: usize) -> usize {
+    len.min(size - start)
+}
+
 /// A new shared mapping of `len` bytes of map `fd` from byte `offset`.
 fn map_pages(
     fd: RawFd,
@@ -250,4 +282,39 @@ fn map_pages(
         return Err(io::Error::last_os_error());
     }
     NonNull::new(ptr).ok_or_else(io::Error::last_os_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{before_end, Header, BUSY, DISCARD};
+
+    #[test]
+    fn headers_say_busy_discarded_or_where_the_next_record_is() {
+        assert_eq!(Header::of(BUSY | 0x64, 0), Header::Busy);
+        assert_eq!(Header::of(BUSY | DISCARD | 0x64, 0), Header::Busy);
+        // 8 bytes of header, 13 of record, 3 of padding.
+        assert_eq!(Header::of(13, 64), Header::Record { len: 13, next: 88 });
+        assert_eq!(Header::of(16, 64), Header::Record { len: 16, next: 88 });
+        assert_eq!(
+            Header::of(DISCARD | 0xd, 64),
+            Header::Discarded { next: 88 }
+        );
+        assert_eq!(Header::of(0, 8), Header::Record { len: 0, next: 16 });
+        // Positions only grow: past the data's size they are taken modulo it by the reader.
+        assert_eq!(
+            Header::of(4096, (1 << 40) - 8),
+            Header::Record {
+                len: 4096,
+                next: (1 << 40) + 4096
+            }
+        );
+    }
+
+    #[test]
+    fn a_record_runs_past_the_end_in_two_parts() {
+        assert_eq!(before_end(0, 100, 4096), 100);
+        assert_eq!(before_end(3996, 100, 4096), 100, "up to the end exactly");
+        assert_eq!(before_end(4000, 100, 4096), 96);
+        assert_eq!(before_end(4088, 4096, 4096), 8);
+    }
 }
