@@ -156,8 +156,7 @@ pub(super) async fn wait_for_room(
     blocked: impl Fn() -> bool,
     signals: &mut Signals,
 ) -> Room {
-    let mut progress = writer.progress();
-    let mut moved = Instant::now();
+    let mut since = Progress::new(writer.progress(), Instant::now());
     while blocked() {
         tokio::select! {
             biased;
@@ -167,11 +166,7 @@ pub(super) async fn wait_for_room(
             }
             () = tokio::time::sleep(ROOM_POLL) => {}
         }
-        let now = writer.progress();
-        if now != progress {
-            progress = now;
-            moved = Instant::now();
-        } else if writer.failed() || moved.elapsed() >= grace(writer) {
+        if writer.failed() || since.stalled(writer) {
             return Room::Stalled;
         }
     }
@@ -213,16 +208,10 @@ impl Stopped {
 /// hand-off for an output that had written everything when the capture stopped), or a signal
 /// comes.
 async fn wait_for_output(writer: &Writer, stopped: Stopped, signals: &mut Signals) -> Waited {
-    let Stopped {
-        at: mut moved,
-        mut progress,
-        idle,
-    } = stopped;
+    let Stopped { at, progress, idle } = stopped;
     // An output that was keeping up when the capture stopped is not blocked by the time the
     // final drain took (long on a slow machine): its grace starts with the last hand-off.
-    if idle {
-        moved = Instant::now();
-    }
+    let mut since = Progress::new(progress, if idle { Instant::now() } else { at });
     let mut pause = Duration::ZERO;
     loop {
         // A signal first, even one that came while the last records were drained (the
@@ -240,12 +229,31 @@ async fn wait_for_output(writer: &Writer, stopped: Stopped, signals: &mut Signal
         if writer.failed() {
             return Waited::Failed;
         }
-        let now = writer.progress();
-        if now != progress {
-            progress = now;
-            moved = Instant::now();
-        } else if moved.elapsed() >= grace(writer) {
+        if since.stalled(writer) {
             return Waited::Blocked;
         }
+    }
+}
+
+/// How far the output thread had got, and since when.
+struct Progress {
+    progress: u64,
+    moved: Instant,
+}
+
+impl Progress {
+    fn new(progress: u64, moved: Instant) -> Self {
+        Self { progress, moved }
+    }
+
+    /// Whether the output has taken nothing for its grace ([`grace`]) since it last moved.
+    fn stalled(&mut self, writer: &Writer) -> bool {
+        let now = writer.progress();
+        if now != self.progress {
+            self.progress = now;
+            self.moved = Instant::now();
+            return false;
+        }
+        self.moved.elapsed() >= grace(writer)
     }
 }

@@ -2,12 +2,12 @@
 //! bpf(2) system call: no system call per access, and still allowed once `-Z` has dropped
 //! every privilege (before 6.5, with `kernel.unprivileged_bpf_disabled` set as Debian sets it,
 //! the kernel refuses every bpf(2) command to a task without CAP_BPF, even on a map it holds,
-//! so the loss counters could not have been read at the end of such a capture). And the ring
-//! buffer's positions, read the same way ([`RingLevel`]).
+//! so the loss counters could not have been read at the end of such a capture). The ring
+//! buffer is mapped the same way (`ring.rs`), with the two functions at the end of this file.
 
 use std::{
     io,
-    os::fd::{AsFd, AsRawFd},
+    os::fd::{AsFd, AsRawFd, RawFd},
     ptr::NonNull,
     sync::atomic::{AtomicU64, Ordering},
 };
@@ -33,28 +33,17 @@ impl MappedArray {
         let Some(Map::Array(map)) = map else {
             return Err(Error::MissingMap(name));
         };
-        // SAFETY: a plain call; no page size is a failure only on a broken system.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let page = page_size();
         let bytes = (len as usize * 8).div_ceil(page) * page;
-        // SAFETY: a new shared mapping of the map's values, which the kernel sized to at least
-        // `len` values rounded up to whole pages; nothing else is at the address it returns.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(Error::Load(format!(
-                "{name}: cannot map it into memory: {}",
-                io::Error::last_os_error()
-            )));
-        }
-        let base = NonNull::new(ptr.cast::<AtomicU64>()).ok_or(Error::MissingMap(name))?;
+        // The kernel sized the map to at least `len` values rounded up to whole pages.
+        let base = map_shared(
+            map.fd().as_fd().as_raw_fd(),
+            bytes,
+            0,
+            libc::PROT_READ | libc::PROT_WRITE,
+        )
+        .map_err(|e| Error::Load(format!("{name}: cannot map it into memory: {e}")))?
+        .cast::<AtomicU64>();
         Ok(Self {
             base,
             len,
@@ -87,4 +76,35 @@ impl Drop for MappedArray {
         // SAFETY: the mapping made in `new`, no longer referenced.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.bytes) };
     }
+}
+
+/// The size of a page of memory.
+pub(super) fn page_size() -> usize {
+    // SAFETY: a plain call; no page size is a failure only on a broken system.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+}
+
+/// A new shared mapping of `len` bytes of map `fd` from byte `offset`.
+pub(super) fn map_shared(
+    fd: RawFd,
+    len: usize,
+    offset: usize,
+    prot: libc::c_int,
+) -> io::Result<NonNull<libc::c_void>> {
+    let offset = libc::off_t::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: a new mapping; nothing else is at the address it returns.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            fd,
+            offset,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(ptr).ok_or_else(io::Error::last_os_error)
 }

@@ -24,6 +24,7 @@ use std::{
 
 use aya::maps::{Map, MapData};
 
+use super::mapped::{map_shared, page_size};
 use crate::error::Error;
 
 /// Set in a record's length while its program writes it.
@@ -63,12 +64,11 @@ impl EventRing {
         if !size.is_power_of_two() {
             return Err(cannot(io::Error::other(format!("a size of {size} bytes"))));
         }
-        // SAFETY: a plain call; no page size is a failure only on a broken system.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let page = page_size();
         let fd = map.fd().as_fd().as_raw_fd();
         let consumer =
-            map_pages(fd, page, 0, libc::PROT_READ | libc::PROT_WRITE).map_err(cannot)?;
-        let producer = match map_pages(fd, page + size as usize, page, libc::PROT_READ) {
+            map_shared(fd, page, 0, libc::PROT_READ | libc::PROT_WRITE).map_err(cannot)?;
+        let producer = match map_shared(fd, page + size as usize, page, libc::PROT_READ) {
             Ok(p) => p,
             Err(e) => {
                 // SAFETY: the mapping just made, referenced nowhere.
@@ -257,31 +257,6 @@ impl Header {
 /// `size` bytes (the rest are at its start).
 fn before_end(start: usize, len: usize, size: usize) -> usize {
     len.min(size - start)
-}
-
-/// A new shared mapping of `len` bytes of map `fd` from byte `offset`.
-fn map_pages(
-    fd: RawFd,
-    len: usize,
-    offset: usize,
-    prot: libc::c_int,
-) -> io::Result<NonNull<libc::c_void>> {
-    let offset = libc::off_t::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
-    // SAFETY: a new mapping; nothing else is at the address it returns.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            prot,
-            libc::MAP_SHARED,
-            fd,
-            offset,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    NonNull::new(ptr).ok_or_else(io::Error::last_os_error)
 }
 
 #[cfg(test)]
