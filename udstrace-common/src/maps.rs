@@ -15,6 +15,9 @@ pub const SEND_ENTRIES: &str = "SEND_ENTRIES";
 /// seen sending on it or reading from it (the receiver of what its peer sends), and its peer
 /// credentials' process.
 pub const SOCKETS: &str = "SOCKETS";
+/// The same, in each socket's own storage: for the programs that hold the socket as a typed
+/// pointer.
+pub const SOCK_STORAGE: &str = "SOCK_STORAGE";
 /// Per thread: where a `sendmmsg` vector goes on.
 pub const MMSG_NEXT: &str = "MMSG_NEXT";
 /// Global counters, indexed by [`crate::counter`].
@@ -45,11 +48,12 @@ pub const WAKE_REQUEST: &str = "WAKE_REQUEST";
 pub const DIRECT_MAP: &str = "DIRECT_MAP";
 
 /// Every map, for the check that the object has them.
-pub const ALL_MAPS: [&str; 15] = [
+pub const ALL_MAPS: [&str; 16] = [
     EVENTS,
     SCRATCH,
     SEND_ENTRIES,
     SOCKETS,
+    SOCK_STORAGE,
     MMSG_NEXT,
     COUNTERS,
     PID_FILTER,

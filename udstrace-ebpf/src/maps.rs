@@ -1,7 +1,8 @@
 //! Every map the programs use.
 
 use aya_ebpf::{
-    macros::map,
+    btf_maps::SkStorage,
+    macros::{btf_map, map},
     maps::{Array, HashMap, LruHashMap, ProgramArray, RingBuf},
 };
 use udstrace_common::{
@@ -236,8 +237,9 @@ pub(crate) struct CredTask {
     pub(crate) comm: crate::kernel::Comm,
 }
 
-/// What the programs keep per socket (see `sockets`), valid while `ino` is the socket's inode
-/// (a new socket in a closed one's memory starts afresh).
+/// What the programs keep per socket (see `sockets`). In `SOCKETS`, valid while `ino` is the
+/// socket's inode (a new socket in a closed one's memory starts afresh); in `SOCK_STORAGE` it
+/// lives and dies with the socket, and `ino` is not used.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct SockState {
@@ -257,10 +259,16 @@ pub(crate) struct SockState {
     pub(crate) cred: CredTask,
 }
 
-/// Per socket (`struct sock` address): its `SockState`. One lookup per message serves its
-/// byte offset, the note of who used it and its credentials' process.
+/// Per socket (`struct sock` address): its `SockState`, for the programs that read the socket
+/// through the helper (see `sockets`). One lookup per message serves its byte offset, the note
+/// of who used it and its credentials' process.
 #[map]
 pub(crate) static SOCKETS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Per socket: its `SockState`, in the socket's own storage (`sk->sk_bpf_storage`), for the
+/// programs that hold the socket as a typed pointer (see `sockets`).
+#[btf_map]
+pub(crate) static SOCK_STORAGE: SkStorage<SockState> = SkStorage::new();
 
 /// A new socket's state, all zeroes: `sockets::state` inserts it from here (a value built on
 /// the stack is zeroed by a byte-by-byte `memset` call).

@@ -10,7 +10,8 @@ use udstrace_common::{
 
 use crate::{
     kernel::{self, Comm, Reader},
-    maps::{CredTask, SockState, SOCKETS},
+    maps::{CredTask, SockState},
+    sockets,
 };
 
 /// How long the command name and cgroup of a socket's credentials' process are taken from
@@ -73,10 +74,8 @@ pub(crate) fn find<R: Reader>(
 ) -> Receiver {
     // A socket not yet accepted has had no user; its inode tells a reused address apart.
     if peer != 0 && peer_ino != 0 {
-        // SAFETY: the value is copied out at once; an LRU entry may be replaced
-        // concurrently, which at worst names the previous user.
-        if let Some(seen) = unsafe { SOCKETS.get(peer) } {
-            if seen.ino == peer_ino && seen.by != 0 {
+        if let Some(seen) = sockets::kept::<R>(peer, peer_ino) {
+            if seen.by != 0 {
                 return Receiver {
                     by: seen.by as u16,
                     pid: seen.tgid,

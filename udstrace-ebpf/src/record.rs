@@ -120,7 +120,7 @@ pub(crate) fn capture_send<const LOOP: bool, R: Reader, C: EbpfContext>(
     }
     // The socket's byte offset (where this message starts in its stream of bytes sent, or
     // for a receive received), who will read it, and a note of who used the socket.
-    let base_offset = if let Some(state) = sockets::state(sk, ino) {
+    let base_offset = if let Some(state) = sockets::state::<R>(sk, ino) {
         let cred = &mut state.cred;
         receiver::find::<R>(
             u,
