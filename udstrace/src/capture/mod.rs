@@ -51,8 +51,16 @@ const BATCH: usize = 4096;
 const LEVEL_EVERY: usize = 64;
 
 /// How soon the ring buffer is drained again, without a wakeup from the kernel (which wakes
-/// userspace only when an eighth of the buffer is waiting), after a drain that found records.
+/// userspace only when an eighth of the buffer is waiting), after a drain that found records;
+/// sooner when records come fast (see [`busy_wait`]).
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The shortest wait between drains while records come fast (see [`busy_wait`]).
+const FAST_DRAIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// The share of the ring buffer the drain timer lets records fill while they come fast: a
+/// quarter of the eighth at which the kernel wakes the loop.
+const DRAIN_FILL_DIVISOR: u64 = 32;
 
 /// How soon the loop looks again while the output is behind (`Sink::blocked`): a disk catches
 /// up within milliseconds, and the loop must hand the output thread more before it runs dry.
@@ -173,12 +181,59 @@ impl Ring {
         }
     }
 
+    /// The bytes waiting, and the buffer's size.
+    fn fill(&self) -> Fill {
+        Fill {
+            waiting: self.events.waiting(),
+            size: self.events.size(),
+        }
+    }
+
     /// Whether the loop has fallen behind the programs (see [`still_behind`]). Work that can
     /// wait (looking for receivers in /proc) is left undone meanwhile, so that what the kernel
     /// recorded is not lost for it.
     fn behind(&mut self) -> bool {
         self.behind = still_behind(self.behind, self.events.waiting(), self.events.size());
         self.behind
+    }
+}
+
+/// How much of the ring buffer waited when a drain began.
+#[derive(Clone, Copy)]
+struct Fill {
+    waiting: u64,
+    size: u64,
+}
+
+/// The wait before the next drain while records flow, `elapsed` after the last drain ended,
+/// when this one found `fill`: [`DRAIN_INTERVAL`], or as long as the records took to fill a
+/// [`DRAIN_FILL_DIVISOR`]th of the buffer at the rate they came, down to
+/// [`FAST_DRAIN_INTERVAL`]. So while records come fast, the drain timer (a wakeup on
+/// udstrace's CPU) ends the wait before the kernel's wakeup at an eighth of the buffer does:
+/// that one is an interrupt the sending CPU raises at every record from the eighth until the
+/// loop runs, which took 40-60 ns of each 4 KiB message in the one-thread loop
+/// (`docs/BENCHMARKS.md`).
+fn busy_wait(elapsed: Duration, fill: Fill) -> Duration {
+    let target = fill.size / DRAIN_FILL_DIVISOR;
+    if fill.waiting <= target {
+        return DRAIN_INTERVAL;
+    }
+    let nanos = elapsed.as_nanos() * u128::from(target) / u128::from(fill.waiting);
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        .clamp(FAST_DRAIN_INTERVAL, DRAIN_INTERVAL)
+}
+
+/// The wait before the next drain after one that found records, `elapsed` after the drain
+/// before it ended, the last wait having been `waited`: [`busy_wait`], but a drain before the
+/// timer (the kernel woke the loop, or it went on after a batch) saw too short a span to
+/// lengthen the wait. (The kernel's wakeups at an eighth of the buffer come in bursts, the
+/// last ones finding only the records of the last few microseconds.)
+fn next_busy_wait(waited: Duration, elapsed: Duration, found: Fill) -> Duration {
+    let wait = busy_wait(elapsed, found);
+    if elapsed < waited {
+        wait.min(waited)
+    } else {
+        wait
     }
 }
 
@@ -314,6 +369,7 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
             // looks again every 2 ms).
             guard = ring.readable_mut(), if !sink.blocked() => {
                 let mut guard = guard.map_err(Error::Ring)?;
+                let found = guard.get_inner().fill();
                 match drain(guard.get_inner_mut(), Some(BATCH), &mut packetizer, sink.as_mut(), &mut summary) {
                     Err(e) => {
                         result = Err(e);
@@ -323,7 +379,7 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
                     // The kernel woke the loop: records came, more may follow.
                     Ok((how, handled)) => {
                         timers.wake_requested = false;
-                        timers.drained(handled.max(1), sink.blocked())?;
+                        timers.drained(handled.max(1), found, sink.blocked())?;
                         if matches!(how, Drained::All) {
                             guard.clear_ready();
                         } else {
@@ -337,9 +393,10 @@ async fn capture(opts: &CaptureOptions) -> Result<(Summary, OutputEnd), Error> {
             }
             expired = Timers::expired(&timers.drain) => {
                 expired.map_err(Error::Ring)?;
+                let found = ring.get_ref().fill();
                 match timed_drain(&mut tracer, &mut timers, ring.get_mut(), &mut packetizer, sink.as_mut(), &mut summary) {
                     Ok((Drained::Limit, _)) => break 'capture,
-                    Ok((_, handled)) => timers.drained(handled, sink.blocked())?,
+                    Ok((_, handled)) => timers.drained(handled, found, sink.blocked())?,
                     Err(e) => {
                         result = Err(e);
                         break 'capture;
@@ -418,6 +475,8 @@ struct Timers {
     wake_requested: bool,
     /// Drains in a row that handled nothing, the output being behind.
     blocked_drains: u32,
+    /// When the last drain ended.
+    last_drain: std::time::Instant,
 }
 
 impl Timers {
@@ -432,6 +491,7 @@ impl Timers {
             always_flush,
             wake_requested: false,
             blocked_drains: 0,
+            last_drain: std::time::Instant::now(),
         })
     }
 
@@ -447,10 +507,14 @@ impl Timers {
         }
     }
 
-    /// A drain handled `handled` records (with the output `blocked`, records wait for it):
-    /// sets the next drain, and arms the flush timer if records came.
-    fn drained(&mut self, handled: usize, blocked: bool) -> Result<(), Error> {
+    /// A drain handled `handled` records, with `found` waiting when it began (with the output
+    /// `blocked`, records wait for it): sets the next drain, and arms the flush timer if
+    /// records came.
+    fn drained(&mut self, handled: usize, found: Fill, blocked: bool) -> Result<(), Error> {
         let waited = self.drain_wait;
+        let now = std::time::Instant::now();
+        let elapsed = now.duration_since(self.last_drain);
+        self.last_drain = now;
         self.blocked_drains = if blocked && handled == 0 {
             self.blocked_drains + 1
         } else {
@@ -458,8 +522,10 @@ impl Timers {
         };
         self.drain_wait = if blocked && self.blocked_drains <= BLOCKED_FAST_DRAINS {
             BLOCKED_DRAIN_INTERVAL
-        } else if handled > 0 || blocked {
+        } else if blocked {
             DRAIN_INTERVAL
+        } else if handled > 0 {
+            next_busy_wait(waited, elapsed, found)
         } else {
             (self.drain_wait * 2).min(IDLE_DRAIN_INTERVAL)
         };
@@ -625,7 +691,51 @@ fn handle(
 
 #[cfg(test)]
 mod tests {
-    use super::still_behind;
+    use std::time::Duration;
+
+    use super::{
+        busy_wait, next_busy_wait, still_behind, Fill, DRAIN_INTERVAL, FAST_DRAIN_INTERVAL,
+    };
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn fill(waiting: u64) -> Fill {
+        Fill {
+            waiting,
+            size: 32 << 20,
+        }
+    }
+
+    #[test]
+    fn records_coming_fast_shorten_the_drain_wait() {
+        // Up to a thirty-second of the buffer (1 MiB of 32) per wait: the usual wait.
+        assert_eq!(busy_wait(10 * MS, fill(1 << 20)), DRAIN_INTERVAL);
+        assert_eq!(busy_wait(10 * MS, fill(0)), DRAIN_INTERVAL);
+        // 4 MiB in 8 ms: 1 MiB in 2 ms.
+        assert_eq!(busy_wait(8 * MS, fill(4 << 20)), 2 * MS);
+        // Faster than 1 MiB a millisecond: the shortest wait.
+        assert_eq!(busy_wait(4 * MS, fill(32 << 20)), FAST_DRAIN_INTERVAL);
+        assert_eq!(
+            busy_wait(Duration::ZERO, fill(2 << 20)),
+            FAST_DRAIN_INTERVAL
+        );
+        // Slower than the usual wait would let pile up: never longer than it.
+        assert_eq!(busy_wait(100 * MS, fill(2 << 20)), DRAIN_INTERVAL);
+    }
+
+    #[test]
+    fn an_early_drain_does_not_lengthen_the_drain_wait() {
+        // Woken by the kernel 30 µs after a drain, a few records found: the short wait stays.
+        let early = Duration::from_micros(30);
+        assert_eq!(next_busy_wait(MS, early, fill(40_000)), MS);
+        // But it may shorten it.
+        assert_eq!(
+            next_busy_wait(4 * MS, 2 * MS, fill(2 << 20)),
+            FAST_DRAIN_INTERVAL
+        );
+        // The timer ran out and few records came: back to the usual wait.
+        assert_eq!(next_busy_wait(MS, MS, fill(40_000)), DRAIN_INTERVAL);
+    }
 
     #[test]
     fn behind_from_a_quarter_until_a_sixteenth() {
