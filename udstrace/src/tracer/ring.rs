@@ -13,8 +13,17 @@
 //! the busy bit set while the program writes it and the discard bit set if it gave the space
 //! up, then the page offset the kernel uses to find the map. The reader reads a record once its
 //! busy bit is clear, and gives its space back by moving the consumer position past it.
+//!
+//! The two positions are each alone on a page, and each is written by one side and read by the
+//! other: every write takes the cache line from the other side's CPU, whose next read misses.
+//! So the reader reads the producer position only when it has read every record up to the
+//! one it last saw, and gives space back in steps ([`publish_due`]) and whenever it has read
+//! all there is, not record by record: with the position written after each record, the
+//! programs' first look at it (`bpf_ringbuf_query`) cost a 4 KiB message about 35 ns
+//! (`perf`, one-thread loop: 1.34% of the samples).
 
 use std::{
+    cell::Cell,
     io,
     ops::Deref,
     os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
@@ -45,6 +54,12 @@ pub(crate) struct EventRing {
     size: u64,
     /// A record that wraps around the end of the data, put together.
     joined: Vec<u8>,
+    /// Where the reader is: past every record handed out and dropped.
+    read: Cell<u64>,
+    /// The consumer position last given to the kernel.
+    published: u64,
+    /// The producer position last read.
+    produced: u64,
     /// The map, kept open for as long as it is mapped.
     map: MapData,
 }
@@ -76,12 +91,17 @@ impl EventRing {
                 return Err(cannot(e));
             }
         };
+        // SAFETY: as in `consumer()`, for the mapping just made.
+        let start = unsafe { consumer.cast::<AtomicU64>().as_ref() }.load(Ordering::Acquire);
         Ok(Self {
             consumer: consumer.cast(),
             producer: producer.cast(),
             page,
             size: u64::from(size),
             joined: Vec::new(),
+            read: Cell::new(start),
+            published: start,
+            produced: start,
             map,
         })
     }
@@ -106,11 +126,18 @@ impl EventRing {
     /// Bytes written by the programs and not yet read (records and their headers), at most
     /// the buffer's size.
     pub(crate) fn waiting(&self) -> u64 {
-        let consumer = self.consumer().load(Ordering::Acquire);
         self.producer()
             .load(Ordering::Acquire)
-            .saturating_sub(consumer)
+            .saturating_sub(self.read.get())
             .min(self.size)
+    }
+
+    /// Gives the space up to `at` back to the programs.
+    fn publish(&mut self, at: u64) {
+        if at != self.published {
+            self.consumer().store(at, Ordering::Release);
+            self.published = at;
+        }
     }
 
     /// The buffer's size in bytes.
@@ -122,10 +149,18 @@ impl EventRing {
     /// Records the programs discarded are passed over.
     pub(crate) fn next(&mut self) -> Option<Event<'_>> {
         let mask = self.size - 1;
-        let mut at = self.consumer().load(Ordering::Relaxed);
+        let mut at = self.read.get();
+        if publish_due(at, self.published, self.size) {
+            self.publish(at);
+        }
         loop {
-            if at >= self.producer().load(Ordering::Acquire) {
-                return None;
+            if at >= self.produced {
+                self.produced = self.producer().load(Ordering::Acquire);
+                if at >= self.produced {
+                    // All read: all given back.
+                    self.publish(at);
+                    return None;
+                }
             }
             let header = self.data().wrapping_add((at & mask) as usize);
             // SAFETY: records and so headers start 8-byte aligned inside the data, which is
@@ -134,9 +169,12 @@ impl EventRing {
             #[expect(clippy::cast_ptr_alignment, reason = "headers are 8-byte aligned")]
             let word = unsafe { &*header.cast::<AtomicU32>() }.load(Ordering::Acquire);
             match Header::of(word, at) {
-                Header::Busy => return None,
+                Header::Busy => {
+                    self.publish(at);
+                    return None;
+                }
                 Header::Discarded { next } => {
-                    self.consumer().store(next, Ordering::Release);
+                    self.read.set(next);
                     at = next;
                 }
                 Header::Record { len, next } => {
@@ -152,7 +190,7 @@ impl EventRing {
         let len = len.min(self.size) as usize;
         let start = start as usize;
         let first = before_end(start, len, self.size as usize);
-        let (data, consumer) = (self.data(), self.consumer);
+        let data = self.data();
         // SAFETY: the record's bytes, committed by the kernel (its busy bit is clear) and not
         // written again until the consumer position passes them: `first` bytes from `start`,
         // and the rest from the data's start.
@@ -162,18 +200,15 @@ impl EventRing {
                 std::slice::from_raw_parts(data, len - first),
             )
         };
-        let bytes = if tail.is_empty() {
-            head
-        } else {
+        if !tail.is_empty() {
             self.joined.clear();
             self.joined.extend_from_slice(head);
             self.joined.extend_from_slice(tail);
-            &self.joined
-        };
+        }
+        let this = &*self;
         Event {
-            bytes,
-            // SAFETY: as in `EventRing::consumer`.
-            consumer: unsafe { &*consumer.as_ptr() },
+            bytes: if tail.is_empty() { head } else { &this.joined },
+            read: &this.read,
             next,
         }
     }
@@ -204,11 +239,12 @@ impl Drop for EventRing {
     }
 }
 
-/// One record, read in place; dropping it gives its space back to the programs.
+/// One record, read in place; once it is dropped, its space is the reader's to give back to
+/// the programs.
 pub(crate) struct Event<'a> {
     bytes: &'a [u8],
-    consumer: &'a AtomicU64,
-    /// The consumer position past this record.
+    read: &'a Cell<u64>,
+    /// The position past this record.
     next: u64,
 }
 
@@ -222,8 +258,15 @@ impl Deref for Event<'_> {
 
 impl Drop for Event<'_> {
     fn drop(&mut self) {
-        self.consumer.store(self.next, Ordering::Release);
+        self.read.set(self.next);
     }
+}
+
+/// Whether the reader, at `read`, gives the space it has read back now, having given it back
+/// up to `published` in a buffer of `size` bytes: once it is a sixty-fourth of the buffer, at
+/// most 256 KiB (the programs see a buffer that much fuller than it is, at most).
+fn publish_due(read: u64, published: u64, size: u64) -> bool {
+    read - published >= (size / 64).min(256 << 10)
 }
 
 /// What a record's header word says, for a record at position `at`.
@@ -261,7 +304,19 @@ fn before_end(start: usize, len: usize, size: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::{before_end, Header, BUSY, DISCARD};
+    use super::{before_end, publish_due, Header, BUSY, DISCARD};
+
+    #[test]
+    fn space_is_given_back_in_steps() {
+        let mib = 1 << 20;
+        // 32 MiB: every 256 KiB.
+        assert!(!publish_due(mib + (256 << 10) - 8, mib, 32 * mib));
+        assert!(publish_due(mib + (256 << 10), mib, 32 * mib));
+        // 1 MiB: every sixty-fourth, 16 KiB.
+        assert!(!publish_due(4096, 0, mib));
+        assert!(publish_due(16 << 10, 0, mib));
+        assert!(!publish_due(5, 5, mib));
+    }
 
     #[test]
     fn headers_say_busy_discarded_or_where_the_next_record_is() {
