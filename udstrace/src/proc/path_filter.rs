@@ -238,8 +238,10 @@ mod tests {
         // The waited-for path appears; the first one is replaced (a new inode).
         let late_listener = UnixListener::bind(&late).unwrap();
         drop(listener);
+        // The old file stays under another name, so that its inode is not free for the new
+        // one to take (a file system may hand a freed inode number out again at once).
+        std::fs::hard_link(&sock, dir.join("old-socket")).unwrap();
         std::fs::remove_file(&sock).unwrap();
-        let _keep = std::fs::File::create(dir.join("inode-holder")).unwrap();
         let _again = UnixListener::bind(&sock).unwrap();
         let new = f.refresh();
         let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
