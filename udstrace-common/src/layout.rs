@@ -76,6 +76,8 @@ pub struct KernelLayout {
     pub regs_size: u32,
     /// `struct task_struct` -> `tgid` (pid_t).
     pub task_tgid: u32,
+    /// `struct task_struct` -> `pid` (pid_t: the thread's id).
+    pub task_pid: u32,
 
     /// `struct msghdr` -> `msg_name` (the kernel's copy of the destination address),
     /// `msg_namelen` (int), `msg_control` (the kernel's copy of the control data by the time
@@ -171,6 +173,7 @@ impl KernelLayout {
         thread_size: 0,
         regs_size: 0,
         task_tgid: 0,
+        task_pid: 0,
         msghdr_name: 0,
         msghdr_namelen: 0,
         msghdr_control: 0,
@@ -296,4 +299,4 @@ unsafe impl aya::Pod for SyscallAbi {}
 // valid.
 unsafe impl aya::Pod for KernelLayout {}
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 272);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 276);

@@ -288,8 +288,31 @@ impl Reader for Btf {
     /// and releases the RCU read lock (two more calls on a preemptible kernel).
     #[inline(always)]
     fn current_task(layout: &KernelLayout) -> Task {
-        // SAFETY: a helper with no arguments (5.11+): the current task, typed.
-        let task = unsafe { generated::bpf_get_current_task_btf() } as u64;
+        Self::task(Self::current(), layout)
+    }
+}
+
+impl Btf {
+    /// The current task, typed (5.11+). A hook that needs it more than once (its fields,
+    /// its registers) calls this once: every helper call costs its return (under the SRSO
+    /// mitigation of AMD processors, a return thunk).
+    #[inline(always)]
+    pub(crate) fn current() -> u64 {
+        // SAFETY: a helper with no arguments.
+        unsafe { generated::bpf_get_current_task_btf() as u64 }
+    }
+
+    /// What `bpf_get_current_pid_tgid()` returns (the process id above the thread's), loaded
+    /// from `task`, the current task as [`Self::current`] gives it: one helper call less.
+    #[inline(always)]
+    pub(crate) fn pid_tgid(task: u64, layout: &KernelLayout) -> u64 {
+        let id = |offset| u64::from(Self::read::<u32>(task, offset).unwrap_or(0));
+        (id(layout.task_tgid) << 32) | id(layout.task_pid)
+    }
+
+    /// [`Reader::current_task`], of `task`, the current task as [`Self::current`] gives it.
+    #[inline(always)]
+    pub(crate) fn task(task: u64, layout: &KernelLayout) -> Task {
         let cred = follow(task, layout.task_cred);
         let (uid, gid) = if cred == 0 {
             (0, 0)

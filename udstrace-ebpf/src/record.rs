@@ -3,7 +3,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, generated},
+    helpers::{bpf_ktime_get_boot_ns, generated},
     EbpfContext,
 };
 use udstrace_common::{
@@ -31,7 +31,7 @@ use crate::{
 /// `bpf_loop`.
 ///
 /// `task`: the sender (the receiver for a receive), read by the hook before it branched (see
-/// [`Task`]).
+/// [`Task`]); `pid_tgid`: its ids, as the hook got them.
 ///
 /// `R`: how the socket's fields are read (`kernel::Btf` where `sk` is a BTF-typed pointer).
 ///
@@ -46,6 +46,7 @@ use crate::{
 pub(crate) fn capture_send<const LOOP: bool, R: Reader, C: EbpfContext>(
     ctx: &C,
     cont: u32,
+    pid_tgid: u64,
     task: Task,
     sk: u64,
     sock_type: u16,
@@ -87,7 +88,6 @@ pub(crate) fn capture_send<const LOOP: bool, R: Reader, C: EbpfContext>(
     // SAFETY: as above.
     let header = unsafe { &mut (*scratch).header };
 
-    let pid_tgid = bpf_get_current_pid_tgid();
     header.kind = KIND_SEND;
     header.header_len = SEND_RECORD_LEN as u16;
     // SAFETY: a helper with no arguments.

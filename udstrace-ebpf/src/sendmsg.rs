@@ -211,6 +211,7 @@ pub(crate) fn exit<const LOOP: bool, R: Reader, C: EbpfContext>(
     let _ = record::capture_send::<LOOP, R, C>(
         ctx,
         cont,
+        pid_tgid,
         task,
         sk,
         sock_type,

@@ -8,13 +8,11 @@
     reason = "aya's program macros call each program with its context by value"
 )]
 
-use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
-};
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 
 use crate::{
     config, copy, filter,
-    kernel::{Btf, Mem, Reader},
+    kernel::{Btf, Mem},
     payload::{Payload, SEG_USER_IOVEC},
     record,
     syscall::{self, Regs},
@@ -34,16 +32,17 @@ fn try_sock_recv_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if ret < 0 || flags & syscall::MSG_PEEK != 0 {
         return Ok(());
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let layout = config::layout();
+    let current = Btf::current();
+    let pid_tgid = Btf::pid_tgid(current, layout);
     if !filter::wanted((pid_tgid >> 32) as u32) {
         return Ok(());
     }
-    let layout = config::layout();
     let Some(sock_type) = filter::unix_type::<Btf>(sk, layout) else {
         return Ok(());
     };
-    let task = Btf::current_task(layout);
-    let regs = Regs::current();
+    let task = Btf::task(current, layout);
+    let regs = Regs::of(current);
     let nr = regs.number()?;
     let mut received = i64::from(ret);
     let abi = config::syscall_abi();
@@ -66,6 +65,7 @@ fn try_sock_recv_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
     record::capture_send::<true, Btf, _>(
         ctx,
         copy::NO_CONTINUATION,
+        pid_tgid,
         task,
         sk,
         sock_type,

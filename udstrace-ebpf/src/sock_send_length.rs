@@ -14,13 +14,11 @@
     reason = "aya's program macros call each program with its context by value"
 )]
 
-use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
-};
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 
 use crate::{
     config, copy, filter,
-    kernel::{self, Btf, Mem, Reader},
+    kernel::{self, Btf, Mem},
     maps::{MmsgNext, MMSG_NEXT},
     payload::{Payload, SEG_USER_IOVEC},
     record,
@@ -37,17 +35,18 @@ fn sock_send_length(ctx: BtfTracePointContext) -> i32 {
 fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let sk: u64 = ctx.arg(0);
     let ret: i32 = ctx.arg(1);
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let layout = config::layout();
+    let current = Btf::current();
+    let pid_tgid = Btf::pid_tgid(current, layout);
     if !filter::wanted((pid_tgid >> 32) as u32) {
         return Ok(());
     }
     // Before the system call is decoded: the tracepoint fires for every socket.
-    let layout = config::layout();
     let Some(sock_type) = filter::unix_type::<Btf>(sk, layout) else {
         return Ok(());
     };
-    let task = Btf::current_task(layout);
-    let regs = Regs::current();
+    let task = Btf::task(current, layout);
+    let regs = Regs::of(current);
     let nr = regs.number()?;
     let user_buf =
         || -> Result<Payload, i64> { Ok(Payload::buf(regs.arg(1)?, regs.arg(2)?, false)) };
@@ -81,6 +80,7 @@ fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), i64> {
     record::capture_send::<true, Btf, _>(
         ctx,
         copy::NO_CONTINUATION,
+        pid_tgid,
         task,
         sk,
         sock_type,

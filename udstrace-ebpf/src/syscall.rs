@@ -34,6 +34,13 @@ pub(crate) const UIO_MAXIOV: u64 = 1024;
 pub(crate) struct Regs(u64);
 
 impl Regs {
+    /// The registers of `task`, the current task as `Btf::current` gives it.
+    #[inline(always)]
+    pub(crate) fn of(task: u64) -> Self {
+        // SAFETY: a helper that checks its typed argument.
+        Self(unsafe { generated::bpf_task_pt_regs(task as *mut _) }.cast_unsigned())
+    }
+
     #[inline(always)]
     pub(crate) fn current() -> Self {
         // SAFETY: helpers that return the current task and its saved user registers.

@@ -82,6 +82,7 @@ pub(crate) fn kernel_layout(btf: &Btf, arch: &Arch) -> Result<KernelLayout, Layo
         thread_size,
         regs_size: struct_size("pt_regs")?,
         task_tgid: off("task_struct", "tgid")?,
+        task_pid: off("task_struct", "pid")?,
         msghdr_name: off("msghdr", "msg_name")?,
         msghdr_namelen: off("msghdr", "msg_namelen")?,
         msghdr_control: off("msghdr", "msg_control")?,
