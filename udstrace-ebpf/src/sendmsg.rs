@@ -14,10 +14,11 @@ use crate::{
     ancillary, config,
     counters::count,
     filter,
-    kernel::{self, Mem, Probe, Reader},
+    kernel::{self, Btf, Mem, Probe, Reader},
     maps::{SendEntry, SEND_ENTRIES},
     payload::{Payload, SEG_BVEC, SEG_IOVEC, SEG_KBUF, SEG_KVEC, SEG_NONE, SEG_UBUF},
-    record, syscall,
+    record,
+    syscall::{self, Regs},
 };
 
 /// Entry of `unix_{stream,dgram,seqpacket}_sendmsg(struct socket *sock, struct msghdr *msg,
@@ -189,8 +190,17 @@ pub(crate) fn exit<const LOOP: bool, R: Reader, C: EbpfContext>(
     let Some(sock_type) = filter::unix_type::<R>(sk, layout) else {
         return;
     };
-    // Before the branches below (see `Task`).
-    let task = R::current_task(layout);
+    // Before the branches below (see `Task`). A typed reader fetches the current task once,
+    // for its fields and its registers (each helper call costs its return).
+    let (task, syscall) = if R::TYPED {
+        let current = Btf::current();
+        (
+            Btf::task(current, layout),
+            Regs::of(current).number().unwrap_or(-1),
+        )
+    } else {
+        (R::current_task(layout), kernel::current_syscall())
+    };
     let recv = entry.recv != 0;
     // A datagram longer than the reader's buffers (MSG_TRUNC) returns its full length;
     // the reader got what its buffers hold.
@@ -207,7 +217,6 @@ pub(crate) fn exit<const LOOP: bool, R: Reader, C: EbpfContext>(
         }
         _ => Payload::MISSING,
     };
-    let syscall = kernel::current_syscall();
     let _ = record::capture_send::<LOOP, R, C>(
         ctx,
         cont,
