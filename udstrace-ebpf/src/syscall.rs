@@ -41,13 +41,10 @@ impl Regs {
         Self(unsafe { generated::bpf_task_pt_regs(task as *mut _) }.cast_unsigned())
     }
 
+    /// The current task's registers, for a hook that needs nothing else of the task.
     #[inline(always)]
     pub(crate) fn current() -> Self {
-        // SAFETY: helpers that return the current task and its saved user registers.
-        Self(
-            unsafe { generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) }
-                .cast_unsigned(),
-        )
+        Self::of(Btf::current())
     }
 
     /// The system call number (`SYSCALL_COMPAT` for a 32-bit task).
