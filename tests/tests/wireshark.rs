@@ -97,6 +97,23 @@ fn fields(home: &Path, file: &Path, filter: &str, fields: &[&str]) -> Vec<Vec<St
         .collect()
 }
 
+/// Each of curl's connections holds one exchange: every request has its response in the same
+/// TCP stream, and every response its request, except in the first stream when the capture
+/// attached between curl's request and the server's answer. Rows start with `tcp.stream`.
+fn assert_one_exchange_per_stream(requests: &[Vec<String>], responses: &[Vec<String>]) {
+    let streams =
+        |rows: &[Vec<String>]| -> Vec<u32> { rows.iter().map(|r| r[0].parse().unwrap()).collect() };
+    let (asked, answered) = (streams(requests), streams(responses));
+    let (of_requests, unasked): (Vec<u32>, Vec<u32>) =
+        answered.iter().partition(|s| asked.contains(s));
+    assert_eq!(of_requests, asked, "requests' streams against responses'");
+    let first = asked.iter().chain(&answered).min().copied();
+    assert!(
+        unasked.is_empty() || (unasked.len() == 1 && unasked.first() == first.as_ref()),
+        "responses without a request: {unasked:?} (requests' streams {asked:?})"
+    );
+}
+
 /// Installs udstrace into a private Wireshark configuration.
 fn install(home: &Path) {
     let out = Command::new(udstrace_bin())
@@ -171,22 +188,35 @@ fn extcap_live_capture_with_http_and_fields() {
         &home,
         &file,
         "http.request",
-        &["http.request.uri", "tcp.dstport", "udstrace.comm"],
+        &[
+            "tcp.stream",
+            "http.request.uri",
+            "tcp.dstport",
+            "udstrace.comm",
+        ],
     );
     assert!(!requests.is_empty(), "no HTTP request decoded");
     for r in &requests {
-        assert_eq!(r, &["/v1.43/info", "80", "curl"]);
+        assert_eq!(r[1..], ["/v1.43/info", "80", "curl"]);
     }
     let responses = fields(
         &home,
         &file,
         "http.response",
-        &["http.response.code", "tcp.srcport", "udstrace.path"],
+        &[
+            "tcp.stream",
+            "http.response.code",
+            "tcp.srcport",
+            "udstrace.path",
+        ],
     );
-    assert_eq!(responses.len(), requests.len());
     for r in &responses {
-        assert_eq!(r, &["200".to_string(), "80".to_string(), sock_str.clone()]);
+        assert_eq!(
+            r[1..],
+            ["200".to_string(), "80".to_string(), sock_str.clone()]
+        );
     }
+    assert_one_exchange_per_stream(&requests, &responses);
     // Only the chosen socket was captured.
     let cap = read_capture(&file);
     for p in &cap.packets {
