@@ -343,9 +343,66 @@ pub(super) fn idle_wakeups(bin: &Path) -> Result<(f64, f64)> {
         size: "0",
         named: false,
         recv: false,
+        floor: false,
     };
     tracer.stop(&idle, Mode::Filtered, &mut run)?;
     Ok(((after - before) as f64 / IDLE_SECONDS as f64, attach))
+}
+
+/// The kernel's own account of `pid`'s BPF programs (`kernel.bpf_stats_enabled`): the time
+/// all of them ran, over the runs of the one that ran most (the program on the send hook),
+/// in ns per run. `None` before any run.
+fn program_ns_per_run(pid: u32) -> Result<Option<f64>> {
+    let (mut time, mut most) = (0u64, 0u64);
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).context("udstrace's fdinfo")? {
+        let info = std::fs::read_to_string(fd?.path()).unwrap_or_default();
+        let field = |key: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let (Some(t), Some(n)) = (field("run_time_ns:"), field("run_cnt:")) {
+            time += t;
+            most = most.max(n);
+        }
+    }
+    Ok((most > 0).then(|| time as f64 / most as f64))
+}
+
+/// `kernel.bpf_stats_enabled` on while it lives, set back as it was when dropped: the count
+/// adds two clock reads to every run, so it is on only for [`program_cost`].
+struct BpfStats(String);
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    fn enable() -> Result<Self> {
+        let was = std::fs::read_to_string(BPF_STATS).context(BPF_STATS)?;
+        std::fs::write(BPF_STATS, "1").context(BPF_STATS)?;
+        Ok(Self(was))
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(BPF_STATS, self.0.trim());
+    }
+}
+
+/// What the programs of `mode` cost each send of workload `w`, in ns by the kernel's own
+/// count: one run of the workload with the count on.
+pub(super) fn program_cost(bin: &Path, w: &Workload, mode: Mode) -> Result<f64> {
+    let _stats = BpfStats::enable()?;
+    let tracer = Tracer::start(bin, mode)?;
+    let out = workload_command(bin, w, mode, None)
+        .stdout(Stdio::piped())
+        .output()
+        .context("workload")?;
+    workload_figures(w, &out)?;
+    let cost = program_ns_per_run(tracer.child.id())?;
+    let mut run = Run::default();
+    tracer.stop(w, mode, &mut run)?;
+    cost.with_context(|| format!("{} under {}: no program ran", w.name, mode.name()))
 }
 
 /// The voluntary context switches of every thread of `pid` so far.

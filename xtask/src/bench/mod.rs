@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use self::measure::{disk_write_rate, idle_wakeups, run_one, Run};
+use self::measure::{disk_write_rate, idle_wakeups, program_cost, run_one, Run};
 use crate::util::{cargo, require_root, root, sh};
 
 const ROUNDS: usize = 3;
@@ -69,6 +69,8 @@ struct Workload {
     named: bool,
     /// Also measured with `--recv`.
     recv: bool,
+    /// Also measured with the reference program that keeps only the time and the payload.
+    floor: bool,
 }
 
 impl Workload {
@@ -86,6 +88,9 @@ impl Workload {
         }
         if self.named {
             modes.push(Mode::Socat);
+        }
+        if self.floor {
+            modes.push(Mode::Floor);
         }
         if self.kind == "loop" {
             // What a send costs, measured without scheduling noise, and what any program on
@@ -109,6 +114,7 @@ const WORKLOADS: &[Workload] = &[
         size: "64",
         named: false,
         recv: true,
+        floor: false,
     },
     Workload {
         name: "64 B ping-pong, named socket",
@@ -116,6 +122,7 @@ const WORKLOADS: &[Workload] = &[
         size: "64",
         named: true,
         recv: false,
+        floor: false,
     },
     Workload {
         name: "4 KiB bulk, socketpair",
@@ -123,6 +130,7 @@ const WORKLOADS: &[Workload] = &[
         size: "4096",
         named: false,
         recv: false,
+        floor: true,
     },
     Workload {
         name: "64 KiB bulk, socketpair",
@@ -130,6 +138,7 @@ const WORKLOADS: &[Workload] = &[
         size: "65536",
         named: false,
         recv: true,
+        floor: false,
     },
     Workload {
         name: "64 KiB bulk, named socket",
@@ -137,6 +146,7 @@ const WORKLOADS: &[Workload] = &[
         size: "65536",
         named: true,
         recv: false,
+        floor: false,
     },
     Workload {
         name: "64 B write+read, one thread",
@@ -144,6 +154,7 @@ const WORKLOADS: &[Workload] = &[
         size: "64",
         named: false,
         recv: false,
+        floor: false,
     },
     Workload {
         name: "4 KiB write+read, one thread",
@@ -151,6 +162,7 @@ const WORKLOADS: &[Workload] = &[
         size: "4096",
         named: false,
         recv: false,
+        floor: false,
     },
     Workload {
         name: "short connections, 64 B each way",
@@ -158,6 +170,7 @@ const WORKLOADS: &[Workload] = &[
         size: "64",
         named: true,
         recv: false,
+        floor: false,
     },
 ];
 
@@ -215,6 +228,7 @@ pub(crate) fn run() -> Result<()> {
             rows.push(row);
         }
     }
+    let costs = program_costs(&bin)?;
     let lossless = lossless_search(&bin)?;
     let idle = idle_wakeups(&bin)?;
     eprintln!("idle capture: {:.1} wakeups/s", idle.0);
@@ -222,7 +236,7 @@ pub(crate) fn run() -> Result<()> {
     let disk = disk_write_rate()?;
     eprintln!("file system write rate: {:.0} MB/s", disk / 1e6);
 
-    let report = report::page(&rows, &lossless, disk, &measured, idle.0);
+    let report = report::page(&rows, &costs, &lossless, disk, &measured, idle.0);
     println!("{report}");
     report::write_report(&root().join("docs/BENCHMARKS.md"), &report)?;
     let _ = std::fs::remove_file(CAPTURE);
@@ -241,6 +255,45 @@ fn rounds(bin: &Path, w: &Workload, modes: &[Mode]) -> Result<Vec<Vec<Run>>> {
         }
     }
     Ok(runs)
+}
+
+/// What the kernel programs cost one send, by the kernel's own count.
+struct ProgramCost {
+    workload: &'static str,
+    mode: Mode,
+    /// Median ns per send.
+    ns: f64,
+}
+
+/// The kernel programs' time per send in the one-thread loops, for the capture and the
+/// reference programs: `ROUNDS` rounds, modes alternating, medians. A pass of its own: the
+/// kernel's count adds its clock reads to every run, so the table's rates are measured
+/// without it.
+fn program_costs(bin: &Path) -> Result<Vec<ProgramCost>> {
+    let modes = [Mode::Null, Mode::Filtered, Mode::Empty, Mode::Floor];
+    let mut costs = Vec::new();
+    for w in WORKLOADS.iter().filter(|w| w.kind == "loop") {
+        let mut runs = vec![Vec::new(); modes.len()];
+        for _ in 0..ROUNDS {
+            for (i, &m) in modes.iter().enumerate() {
+                let ns = program_cost(bin, w, m)?;
+                eprintln!(
+                    "{:<38} {:<32} {ns:>8.0} ns per send (bpf_stats)",
+                    w.name,
+                    m.name()
+                );
+                runs[i].push(ns);
+            }
+        }
+        for (i, &mode) in modes.iter().enumerate() {
+            costs.push(ProgramCost {
+                workload: w.name,
+                mode,
+                ns: median(std::mem::take(&mut runs[i])),
+            });
+        }
+    }
+    Ok(costs)
 }
 
 /// One paced bulk run of the lossless-rate search.

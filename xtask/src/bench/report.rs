@@ -7,7 +7,7 @@ use std::{fmt::Write as _, path::Path};
 
 use super::{
     measure::{Run, DISK_TEST_BYTES},
-    median, Lossless, Mode, Workload, ROUNDS, SECONDS,
+    median, Lossless, Mode, ProgramCost, Workload, ROUNDS, SECONDS,
 };
 
 /// Medians of one traced mode of one workload, for the targets.
@@ -105,6 +105,7 @@ fn machine() -> String {
 /// file system's write rate `disk` (bytes per second) and the targets.
 pub(super) fn page(
     rows: &[String],
+    costs: &[ProgramCost],
     lossless: &[Lossless],
     disk: f64,
     measured: &[Measured],
@@ -123,6 +124,7 @@ pub(super) fn page(
     for r in rows {
         let _ = writeln!(report, "{r}");
     }
+    write_program_costs(&mut report, costs);
     write_lossless(&mut report, lossless, disk);
     let _ = writeln!(
         report,
@@ -140,12 +142,64 @@ pub(super) fn page(
     };
     report.push_str(&targets(
         measured,
+        costs,
         disk,
         lossless_rate(Mode::File.name()),
         lossless_rate(Mode::Null.name()),
         idle,
     ));
     report
+}
+
+/// The modes of the program-time table, in its column order.
+const COST_MODES: [Mode; 4] = [Mode::Null, Mode::Filtered, Mode::Empty, Mode::Floor];
+
+/// The median ns per send of `mode` on the workload whose name starts with `workload`, if
+/// measured.
+fn cost(costs: &[ProgramCost], workload: &str, mode: Mode) -> Option<f64> {
+    costs
+        .iter()
+        .find(|c| c.workload.starts_with(workload) && c.mode == mode)
+        .map(|c| c.ns)
+}
+
+/// The kernel programs' time per send in the one-thread loops, and what the capture's parts
+/// cost beyond the reference programs.
+fn write_program_costs(report: &mut String, costs: &[ProgramCost]) {
+    let mut workloads: Vec<&str> = costs.iter().map(|c| c.workload).collect();
+    workloads.dedup();
+    if workloads.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        report,
+        "\nKernel programs' time per send, by the kernel's own count \
+         (`kernel.bpf_stats_enabled`, on only for these runs; its two clock reads are in every \
+         figure, as the empty program's shows): the one-thread loops, {ROUNDS} rounds of \
+         {SECONDS} s per mode, modes alternating, medians.\n"
+    );
+    let names: Vec<&str> = COST_MODES.iter().map(|m| m.name()).collect();
+    let _ = writeln!(report, "| workload | {} |", names.join(" | "));
+    let _ = writeln!(report, "|---|{}", "---|".repeat(COST_MODES.len()));
+    for w in &workloads {
+        let cells: Vec<String> = COST_MODES
+            .iter()
+            .map(|&m| cost(costs, w, m).map_or_else(String::new, |ns| format!("{ns:.0} ns")))
+            .collect();
+        let _ = writeln!(report, "| {w} | {} |", cells.join(" | "));
+    }
+    let _ = writeln!(report);
+    for w in &workloads {
+        let ns = |m| cost(costs, w, m).unwrap_or(f64::NAN);
+        let _ = writeln!(
+            report,
+            "- {w}: the capture's program takes {:.0} ns a send more than the one that keeps \
+             only the time and the payload (the fields it records), and the filtered-out \
+             send {:.0} ns more than the empty program (the checks before the program returns).",
+            ns(Mode::Null) - ns(Mode::Floor),
+            ns(Mode::Filtered) - ns(Mode::Empty),
+        );
+    }
 }
 
 /// The lossless-rate table and the file system's write rate.
@@ -184,6 +238,7 @@ fn write_lossless(report: &mut String, lossless: &[Lossless], disk: f64) {
 /// The targets, each with what this run measured and whether it met it.
 fn targets(
     measured: &[Measured],
+    costs: &[ProgramCost],
     disk: f64,
     lossless_file: u64,
     lossless_null: u64,
@@ -192,7 +247,7 @@ fn targets(
     let mut out = String::from(
         "### Targets, as measured in this run\n\n| target | measured | verdict |\n|---|---|---|\n",
     );
-    per_message_targets(&mut out, measured);
+    per_message_targets(&mut out, measured, costs);
     ping_pong_target(&mut out, measured);
     bulk_target(&mut out, measured, disk);
     filtered_target(&mut out, measured);
@@ -231,7 +286,11 @@ fn verdict(ok: bool) -> &'static str {
 /// `prefixes`, each against its own minimum (and, with `kept`, every byte kept). With
 /// `reference`, the ratios of that reference program on the same workloads follow; when the
 /// target is not met and the reference program misses it too, the verdict says so: no capture
-/// on this hook can meet it on this machine.
+/// on this hook can meet it on this machine. `note` (if not empty) ends the measured cell.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one row's parts, each named at its call"
+)]
 fn ratio_row(
     out: &mut String,
     target: &str,
@@ -240,6 +299,7 @@ fn ratio_row(
     wanted: &[(&str, f64)],
     kept: bool,
     reference: Option<Mode>,
+    note: &str,
 ) {
     let mut ok = true;
     let mut shown = Vec::new();
@@ -275,6 +335,9 @@ fn ratio_row(
             out_of_reach = !ok && all_misses_out_of_reach;
         }
     }
+    if !note.is_empty() {
+        let _ = write!(text, "; {note}");
+    }
     let judged = if out_of_reach {
         "not met: out of reach here, the reference program misses it too where this does"
     } else {
@@ -285,7 +348,24 @@ fn ratio_row(
 
 /// The per-message cost: the one-thread loops (the cost of one send, without scheduling) and
 /// the bulk transfers, whose rate is set by it.
-fn per_message_targets(out: &mut String, measured: &[Measured]) {
+fn per_message_targets(out: &mut String, measured: &[Measured], costs: &[ProgramCost]) {
+    // The kernel's count of the programs' time per send, `mode` against `reference`.
+    let per_send = |mode: Mode, reference: Mode| {
+        let mut parts = Vec::new();
+        for w in ["64 B write+read", "4 KiB write+read"] {
+            if let (Some(a), Some(b)) = (cost(costs, w, mode), cost(costs, w, reference)) {
+                parts.push(format!("{a:.0} against {b:.0} ns ({w})"));
+            }
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "the programs' time per send (kernel's count), against the reference's: {}",
+                parts.join(", ")
+            )
+        }
+    };
     ratio_row(
         out,
         "one thread, every byte captured: 64 B write+read >= 0.80 of untraced, 4 KiB >= 0.75",
@@ -294,6 +374,7 @@ fn per_message_targets(out: &mut String, measured: &[Measured]) {
         &[("64 B write+read", 0.80), ("4 KiB write+read", 0.75)],
         false,
         Some(Mode::Floor),
+        &per_send(Mode::Null, Mode::Floor),
     );
     ratio_row(
         out,
@@ -303,6 +384,7 @@ fn per_message_targets(out: &mut String, measured: &[Measured]) {
         &[("64 B write+read", 0.96), ("4 KiB write+read", 0.96)],
         false,
         Some(Mode::Empty),
+        &per_send(Mode::Filtered, Mode::Empty),
     );
     ratio_row(
         out,
@@ -311,7 +393,8 @@ fn per_message_targets(out: &mut String, measured: &[Measured]) {
         Mode::Null,
         &[("4 KiB bulk", 0.55)],
         true,
-        None,
+        Some(Mode::Floor),
+        "",
     );
     ratio_row(
         out,
@@ -321,6 +404,7 @@ fn per_message_targets(out: &mut String, measured: &[Measured]) {
         &[("64 KiB bulk", 0.70)],
         true,
         None,
+        "",
     );
     ratio_row(
         out,
@@ -330,6 +414,7 @@ fn per_message_targets(out: &mut String, measured: &[Measured]) {
         &[("64 KiB bulk", 0.5)],
         true,
         None,
+        "",
     );
 }
 
@@ -558,8 +643,41 @@ mod tests {
             &[("64 B write+read", 0.80), ("4 KiB write+read", 0.75)],
             false,
             Some(Mode::Floor),
+            "",
         );
         out
+    }
+
+    #[test]
+    fn program_costs_are_tabled_and_set_against_the_references() {
+        let costs: Vec<ProgramCost> = [
+            (Mode::Null, 479.0),
+            (Mode::Filtered, 63.0),
+            (Mode::Empty, 53.0),
+            (Mode::Floor, 272.0),
+        ]
+        .into_iter()
+        .map(|(mode, ns)| ProgramCost {
+            workload: "64 B write+read, one thread",
+            mode,
+            ns,
+        })
+        .collect();
+        let mut text = String::new();
+        write_program_costs(&mut text, &costs);
+        assert!(
+            text.contains("| 64 B write+read, one thread | 479 ns | 63 ns | 53 ns | 272 ns |"),
+            "{text}"
+        );
+        assert!(text.contains("takes 207 ns a send more"), "{text}");
+        assert!(text.contains("send 10 ns more than the empty"), "{text}");
+        let mut row = String::new();
+        per_message_targets(&mut row, &[], &costs);
+        assert!(
+            row.contains("479 against 272 ns (64 B write+read)"),
+            "{row}"
+        );
+        assert!(row.contains("63 against 53 ns (64 B write+read)"), "{row}");
     }
 
     #[test]
