@@ -7,7 +7,7 @@ use std::{fmt::Write as _, path::Path};
 
 use super::{
     measure::{Run, DISK_TEST_BYTES},
-    median, Lossless, Mode, ProgramCost, Workload, ROUNDS, SECONDS,
+    median, Lossless, Mode, ProgramCost, Workload, LOOP_ROUNDS, ROUNDS, SECONDS,
 };
 
 /// Medians of one traced mode of one workload, for the targets.
@@ -115,7 +115,7 @@ pub(super) fn page(
     let _ = writeln!(
         report,
         "Written by `cargo xtask bench` (tests/src/bin/udstrace-load.rs workloads, {ROUNDS} rounds of \
-         {SECONDS} s per mode, modes alternating; medians; ratios against the untraced run of the same \
+         {SECONDS} s per mode ({LOOP_ROUNDS} for the one-thread loops), modes alternating; medians; ratios against the untraced run of the same \
          round). Machine: {}. A noisy shared 2-core machine: compare ratios, not absolute rates.\n",
         machine()
     );
