@@ -31,8 +31,20 @@ pub(super) fn summarise(
     untraced: &[Run],
 ) -> (String, Option<Measured>) {
     let base: Vec<f64> = untraced.iter().map(|r| r.rate).collect();
-    let ratio = median(runs.iter().zip(&base).map(|(r, b)| r.rate / b).collect());
-    let rate = median(runs.iter().map(|r| r.rate).collect());
+    let (ratio, rate) = if w.kind == "loop" {
+        // A loop's cost of a send: its fastest slice over all rounds, against the untraced
+        // fastest. A one-thread loop on a CPU of its own can only be slowed by the machine
+        // (another tenant on the CPU, a busy minute of the host), never sped up, and a slow
+        // spell can last a whole run (three of one mode's five, in one run of this bench).
+        let fastest = |v: &mut dyn Iterator<Item = f64>| v.fold(0.0, f64::max);
+        let rate = fastest(&mut runs.iter().map(|r| r.rate));
+        (rate / fastest(&mut base.iter().copied()), rate)
+    } else {
+        (
+            median(runs.iter().zip(&base).map(|(r, b)| r.rate / b).collect()),
+            median(runs.iter().map(|r| r.rate).collect()),
+        )
+    };
     let base_cpu: Vec<f64> = untraced.iter().map(|r| r.cpu_per_op).collect();
     let cpu_ratio = median(
         runs.iter()
@@ -116,7 +128,7 @@ pub(super) fn page(
         report,
         "Written by `cargo xtask bench` (tests/src/bin/udstrace-load.rs workloads, {ROUNDS} rounds of \
          {SECONDS} s per mode ({LOOP_ROUNDS} for the one-thread loops), modes alternating; medians; ratios against the untraced run of the same \
-         round). Machine: {}. A noisy shared 2-core machine: compare ratios, not absolute rates.\n",
+         round; for the one-thread loops, the fastest 50 ms slice of all rounds against the untraced fastest). Machine: {}. A noisy shared 2-core machine: compare ratios, not absolute rates.\n",
         machine()
     );
     let _ = writeln!(report, "| workload | mode | rate | rate vs untraced | workload CPU per op, untraced / traced | bytes kept | lost | udstrace CPU, peak RSS, start-to-attached |");
@@ -646,6 +658,36 @@ mod tests {
             "",
         );
         out
+    }
+
+    #[test]
+    fn a_loop_is_judged_by_its_fastest_runs_others_by_the_median_ratio() {
+        let runs = |rates: &[f64]| -> Vec<Run> {
+            rates
+                .iter()
+                .map(|&rate| {
+                    let mut run = Run::default();
+                    run.rate = rate;
+                    run.cpu_per_op = 1.0;
+                    run
+                })
+                .collect()
+        };
+        let workload = |kind| Workload {
+            name: "w",
+            kind,
+            size: "64",
+            named: false,
+            recv: false,
+            floor: false,
+        };
+        let untraced = runs(&[100.0, 80.0, 100.0]);
+        let traced = runs(&[50.0, 90.0, 60.0]);
+        let (_, m) = summarise(&workload("loop"), Mode::Null, &traced, &untraced);
+        assert!((m.unwrap().ratio - 0.9).abs() < 1e-9);
+        let (_, m) = summarise(&workload("bulk"), Mode::Null, &traced, &untraced);
+        // Ratios per round 0.5, 1.125, 0.6: the median.
+        assert!((m.unwrap().ratio - 0.6).abs() < 1e-9);
     }
 
     #[test]
