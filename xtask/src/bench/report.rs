@@ -31,18 +31,20 @@ pub(super) fn summarise(
     untraced: &[Run],
 ) -> (String, Option<Measured>) {
     let base: Vec<f64> = untraced.iter().map(|r| r.rate).collect();
-    let (ratio, rate) = if w.kind == "loop" {
+    let (ratio, rate, base_rate) = if w.kind == "loop" {
         // A loop's cost of a send: its fastest slice over all rounds, against the untraced
         // fastest. A one-thread loop on a CPU of its own can only be slowed by the machine
         // (another tenant on the CPU, a busy minute of the host), never sped up, and a slow
         // spell can last a whole run (three of one mode's five, in one run of this bench).
         let fastest = |v: &mut dyn Iterator<Item = f64>| v.fold(0.0, f64::max);
         let rate = fastest(&mut runs.iter().map(|r| r.rate));
-        (rate / fastest(&mut base.iter().copied()), rate)
+        let base_rate = fastest(&mut base.iter().copied());
+        (rate / base_rate, rate, base_rate)
     } else {
         (
             median(runs.iter().zip(&base).map(|(r, b)| r.rate / b).collect()),
             median(runs.iter().map(|r| r.rate).collect()),
+            median(base.clone()),
         )
     };
     let base_cpu: Vec<f64> = untraced.iter().map(|r| r.cpu_per_op).collect();
@@ -69,7 +71,7 @@ pub(super) fn summarise(
         workload: w.name,
         mode: m,
         ratio,
-        untraced_rate: median(base.clone()),
+        untraced_rate: base_rate,
         kept: kept_pct,
         rss_mib: median(runs.iter().map(|r| r.rss_kib as f64).collect()) / 1024.0,
         attach: median(runs.iter().map(|r| r.attach).collect()),
