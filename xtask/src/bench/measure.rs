@@ -35,6 +35,9 @@ pub(super) struct Run {
     pub(super) cpu: f64,
     pub(super) rss_kib: u64,
     pub(super) attach: f64,
+    /// What udstrace's programs took per send by the kernel's count, when it was on
+    /// ([`BpfStats`]).
+    pub(super) program_ns: Option<f64>,
 }
 
 impl Run {
@@ -65,6 +68,7 @@ pub(super) fn run_one(bin: &Path, w: &Workload, mode: Mode, rate: Option<u64>) -
     let mut run = workload_figures(w, &out)?;
     if let Some(tracer) = &tracer {
         run.attach = tracer.attach;
+        run.program_ns = program_ns_per_run(tracer.child.id())?;
     }
     if let Some(mut s) = socat {
         let _ = s.kill();
@@ -351,7 +355,7 @@ pub(super) fn idle_wakeups(bin: &Path) -> Result<(f64, f64)> {
 
 /// The kernel's own account of `pid`'s BPF programs (`kernel.bpf_stats_enabled`): the time
 /// all of them ran, over the runs of the one that ran most (the program on the send hook),
-/// in ns per run. `None` before any run.
+/// in ns per run. `None` when none ran, or the count is off.
 fn program_ns_per_run(pid: u32) -> Result<Option<f64>> {
     let (mut time, mut most) = (0u64, 0u64);
     for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).context("udstrace's fdinfo")? {
@@ -370,13 +374,13 @@ fn program_ns_per_run(pid: u32) -> Result<Option<f64>> {
 }
 
 /// `kernel.bpf_stats_enabled` on while it lives, set back as it was when dropped: the count
-/// adds two clock reads to every run, so it is on only for [`program_cost`].
-struct BpfStats(String);
+/// adds two clock reads to every run, so it is on only for the pass that reads it.
+pub(super) struct BpfStats(String);
 
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 impl BpfStats {
-    fn enable() -> Result<Self> {
+    pub(super) fn enable() -> Result<Self> {
         let was = std::fs::read_to_string(BPF_STATS).context(BPF_STATS)?;
         std::fs::write(BPF_STATS, "1").context(BPF_STATS)?;
         Ok(Self(was))
@@ -387,22 +391,6 @@ impl Drop for BpfStats {
     fn drop(&mut self) {
         let _ = std::fs::write(BPF_STATS, self.0.trim());
     }
-}
-
-/// What the programs of `mode` cost each send of workload `w`, in ns by the kernel's own
-/// count: one run of the workload with the count on.
-pub(super) fn program_cost(bin: &Path, w: &Workload, mode: Mode) -> Result<f64> {
-    let _stats = BpfStats::enable()?;
-    let tracer = Tracer::start(bin, mode)?;
-    let out = workload_command(bin, w, mode, None)
-        .stdout(Stdio::piped())
-        .output()
-        .context("workload")?;
-    workload_figures(w, &out)?;
-    let cost = program_ns_per_run(tracer.child.id())?;
-    let mut run = Run::default();
-    tracer.stop(w, mode, &mut run)?;
-    cost.with_context(|| format!("{} under {}: no program ran", w.name, mode.name()))
 }
 
 /// The voluntary context switches of every thread of `pid` so far.

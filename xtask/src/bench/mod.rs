@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use self::measure::{disk_write_rate, idle_wakeups, program_cost, run_one, Run};
+use self::measure::{disk_write_rate, idle_wakeups, run_one, BpfStats, Run};
 use crate::util::{cargo, require_root, root, sh};
 
 const ROUNDS: usize = 3;
@@ -279,12 +279,15 @@ struct ProgramCost {
 /// without it.
 fn program_costs(bin: &Path) -> Result<Vec<ProgramCost>> {
     let modes = [Mode::Null, Mode::Filtered, Mode::Empty, Mode::Floor];
+    let _stats = BpfStats::enable()?;
     let mut costs = Vec::new();
     for w in WORKLOADS.iter().filter(|w| w.kind == "loop") {
         let mut runs = vec![Vec::new(); modes.len()];
         for _ in 0..ROUNDS {
             for (i, &m) in modes.iter().enumerate() {
-                let ns = program_cost(bin, w, m)?;
+                let ns = run_one(bin, w, m, None)?
+                    .program_ns
+                    .with_context(|| format!("{} under {}: no program ran", w.name, m.name()))?;
                 eprintln!(
                     "{:<38} {:<32} {ns:>8.0} ns per send (bpf_stats)",
                     w.name,

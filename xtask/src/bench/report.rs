@@ -44,7 +44,7 @@ pub(super) fn summarise(
         (
             median(runs.iter().zip(&base).map(|(r, b)| r.rate / b).collect()),
             median(runs.iter().map(|r| r.rate).collect()),
-            median(base.clone()),
+            median(base),
         )
     };
     let base_cpu: Vec<f64> = untraced.iter().map(|r| r.cpu_per_op).collect();
